@@ -1,0 +1,413 @@
+//! The in-memory engine: the session table behind the engine boundary. Everything above this
+//! module talks about sessions by client id only, so another engine (Redis) can replace it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::channel::{self, ChannelKind};
+use crate::client_id::Id;
+use crate::session::{Enqueued, Session, Shared};
+use crate::subscriptions::{SessionKey, SubscriptionIndex};
+
+/// The engine's settings, fixed when it is built.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a `/meta/connect` is held at most (also `advice.timeout`).
+    pub timeout: Duration,
+    /// How long a session lives without a `/meta/connect` after its last connect reply.
+    pub max_interval: Duration,
+    /// `advice.interval`: how long clients wait between a connect reply and the next connect.
+    pub interval: Duration,
+    /// The bound on each session's queue.
+    pub queue_capacity: usize,
+    /// Skip the `BAYEUX_BROWSER` cookie check (for clients that cannot keep cookies).
+    pub trust_client_session: bool,
+    /// Advertised in handshake replies.
+    pub connection_types: Vec<String>,
+    /// Pre-sizing hints.
+    pub session_capacity: usize,
+    pub channel_capacity: usize,
+    pub subscriber_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(20),
+            max_interval: Duration::from_secs(60),
+            interval: Duration::ZERO,
+            queue_capacity: 500,
+            trust_client_session: false,
+            connection_types: vec!["long-polling".to_owned()],
+            session_capacity: 0,
+            channel_capacity: 0,
+            subscriber_capacity: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveReason {
+    Disconnected,
+    Expired,
+    Removed,
+}
+
+impl RemoveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Disconnected => "disconnected",
+            RemoveReason::Expired => "expired",
+            RemoveReason::Removed => "removed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    SessionAdded(Id),
+    Subscribed(Id, Vec<String>),
+    Unsubscribed(Id, Vec<String>),
+    SessionRemoved(Id, RemoveReason),
+}
+
+/// What an operation changed that the transport layer must act on.
+#[derive(Default, Debug)]
+pub struct Effects {
+    pub events: Vec<Event>,
+    /// Sessions whose held connect should now return with the messages waiting.
+    pub wake: Vec<Id>,
+    /// Sessions whose held connect must return at once without messages: it was replaced by a
+    /// newer connect, or the session ended.
+    pub release: Vec<Id>,
+}
+
+/// Why a session could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Unknown,
+    WrongBrowser,
+}
+
+/// Counters visible through the API.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub sessions: usize,
+    pub channels: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+pub struct Engine {
+    pub config: Config,
+    slots: Vec<Option<Session>>,
+    free: Vec<SessionKey>,
+    ids: FxHashMap<Id, SessionKey>,
+    index: SubscriptionIndex,
+    publish_seq: u64,
+    hold_seq: u64,
+    published: u64,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Self {
+        Self {
+            slots: Vec::with_capacity(config.session_capacity),
+            free: Vec::new(),
+            ids: FxHashMap::with_capacity_and_hasher(config.session_capacity, Default::default()),
+            index: SubscriptionIndex::new(config.channel_capacity, config.subscriber_capacity),
+            publish_seq: 0,
+            hold_seq: 0,
+            published: 0,
+            delivered: 0,
+            dropped: 0,
+            config,
+        }
+    }
+
+    pub fn create_session(&mut self, browser: Id, now: Instant) -> Id {
+        let mut id = Id::generate();
+        while self.ids.contains_key(&id) {
+            id = Id::generate();
+        }
+        let session = Session::new(id, browser, now + self.config.max_interval);
+        let key = match self.free.pop() {
+            Some(key) => {
+                self.slots[key as usize] = Some(session);
+                key
+            }
+            None => {
+                self.slots.push(Some(session));
+                (self.slots.len() - 1) as SessionKey
+            }
+        };
+        self.ids.insert(id, key);
+        id
+    }
+
+    /// Finds a session, checking the browser cookie unless sessions are trusted.
+    pub fn lookup(&self, id: &Id, browser: Option<&Id>) -> Result<SessionKey, Lookup> {
+        let key = *self.ids.get(id).ok_or(Lookup::Unknown)?;
+        if !self.config.trust_client_session && browser != Some(&self.session(key).browser) {
+            return Err(Lookup::WrongBrowser);
+        }
+        Ok(key)
+    }
+
+    pub fn key_of(&self, id: &Id) -> Option<SessionKey> {
+        self.ids.get(id).copied()
+    }
+
+    pub fn session(&self, key: SessionKey) -> &Session {
+        self.slots[key as usize]
+            .as_ref()
+            .expect("a live session key")
+    }
+
+    pub fn session_mut(&mut self, key: SessionKey) -> &mut Session {
+        self.slots[key as usize]
+            .as_mut()
+            .expect("a live session key")
+    }
+
+    /// Subscribes to a valid channel or pattern; true if new.
+    pub fn subscribe(&mut self, key: SessionKey, name: &str) -> bool {
+        let added = self.index.subscribe(name, key);
+        if added {
+            self.session_mut(key).subscriptions.push(name.into());
+        }
+        added
+    }
+
+    pub fn unsubscribe(&mut self, key: SessionKey, name: &str) -> bool {
+        let removed = self.index.unsubscribe(name, key);
+        if removed {
+            let subscriptions = &mut self.session_mut(key).subscriptions;
+            subscriptions.retain(|s| &**s != name);
+        }
+        removed
+    }
+
+    /// Queues `message` for every subscriber of a broadcast `channel`, once per session however
+    /// many of its patterns match. Returns the number of sessions reached.
+    pub fn publish(&mut self, channel: &str, message: Shared, wake: &mut Vec<Id>) -> usize {
+        debug_assert_eq!(channel::classify(channel), Some(ChannelKind::Broadcast));
+        self.publish_seq += 1;
+        self.published += 1;
+        let seq = self.publish_seq;
+        let mut targets = Vec::new();
+        let slots = &mut self.slots;
+        self.index.for_each_match(channel, |key| {
+            if let Some(session) = slots[key as usize].as_mut() {
+                if session.last_publish != seq {
+                    session.last_publish = seq;
+                    targets.push(key);
+                }
+            }
+        });
+        for &key in &targets {
+            self.deliver(key, Arc::clone(&message), wake);
+        }
+        targets.len()
+    }
+
+    /// Queues `message` for one session, waking its held connect once.
+    pub fn deliver(&mut self, key: SessionKey, message: Shared, wake: &mut Vec<Id>) {
+        let capacity = self.config.queue_capacity;
+        let session = self.slots[key as usize]
+            .as_mut()
+            .expect("a live session key");
+        if let Enqueued::DroppedOldest = session.enqueue(message, capacity) {
+            self.dropped += 1;
+        }
+        self.delivered += 1;
+        if session.held.is_some() && !session.woken {
+            session.woken = true;
+            wake.push(session.client_id);
+        }
+    }
+
+    /// Marks a connect as held for the session, releasing any earlier one. Returns its token.
+    pub fn hold(&mut self, key: SessionKey, effects: &mut Effects) -> u64 {
+        self.release_held(key, effects);
+        self.hold_seq += 1;
+        let token = self.hold_seq;
+        let session = self.session_mut(key);
+        session.held = Some(token);
+        session.woken = false;
+        session.deadline = None;
+        token
+    }
+
+    /// Releases the session's held connect, if any; the session's expiry clock restarts.
+    pub fn release_held(&mut self, key: SessionKey, effects: &mut Effects) {
+        let session = self.slots[key as usize]
+            .as_mut()
+            .expect("a live session key");
+        if session.held.take().is_some() {
+            effects.release.push(session.client_id);
+        }
+    }
+
+    /// Ends the held connect `token`, if it is still the session's current one, and starts the
+    /// session's expiry clock. Returns the session's key if the session is alive.
+    pub fn end_hold(&mut self, id: &Id, token: u64, now: Instant) -> Option<(SessionKey, bool)> {
+        let key = self.key_of(id)?;
+        let expires = now + self.config.interval + self.config.max_interval;
+        let session = self.session_mut(key);
+        let current = session.held == Some(token);
+        if current {
+            session.held = None;
+            session.woken = false;
+            session.deadline = Some(expires);
+        }
+        Some((key, current))
+    }
+
+    /// Starts the expiry clock after a connect reply.
+    pub fn touch(&mut self, key: SessionKey, now: Instant) {
+        let expires = now + self.config.interval + self.config.max_interval;
+        self.session_mut(key).deadline = Some(expires);
+    }
+
+    pub fn remove(&mut self, key: SessionKey, reason: RemoveReason, effects: &mut Effects) {
+        self.release_held(key, effects);
+        let Some(session) = self.slots[key as usize].take() else {
+            return;
+        };
+        for name in &session.subscriptions {
+            self.index.unsubscribe(name, key);
+        }
+        self.ids.remove(&session.client_id);
+        self.free.push(key);
+        effects
+            .events
+            .push(Event::SessionRemoved(session.client_id, reason));
+    }
+
+    /// Removes every session whose deadline has passed.
+    pub fn sweep(&mut self, now: Instant, effects: &mut Effects) {
+        let expired: Vec<SessionKey> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(key, slot)| {
+                let deadline = slot.as_ref()?.deadline?;
+                (deadline <= now).then_some(key as SessionKey)
+            })
+            .collect();
+        for key in expired {
+            self.remove(key, RemoveReason::Expired, effects);
+        }
+    }
+
+    /// Releases every held connect (shutdown).
+    pub fn release_all(&mut self, effects: &mut Effects) {
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.held.take().is_some() {
+                effects.release.push(slot.client_id);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sessions: self.ids.len(),
+            channels: self.index.channel_count(),
+            published: self.published,
+            delivered: self.delivered,
+            dropped: self.dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::new(Config {
+            queue_capacity: 2,
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn wildcard_matches_deliver_once_and_wake_once() {
+        let mut engine = engine();
+        let now = Instant::now();
+        let id = engine.create_session(Id::generate(), now);
+        let key = engine.key_of(&id).unwrap();
+        for name in ["/a/b", "/a/*", "/a/**", "/**"] {
+            assert!(engine.subscribe(key, name));
+        }
+        let mut effects = Effects::default();
+        engine.hold(key, &mut effects);
+        let mut wake = Vec::new();
+        assert_eq!(engine.publish("/a/b", Arc::from(&b"1"[..]), &mut wake), 1);
+        assert_eq!(engine.publish("/a/b", Arc::from(&b"2"[..]), &mut wake), 1);
+        assert_eq!(wake, vec![id]);
+        assert_eq!(engine.session(key).queued(), 2);
+    }
+
+    #[test]
+    fn cookie_must_match_unless_trusted() {
+        let mut engine = engine();
+        let browser = Id::generate();
+        let id = engine.create_session(browser, Instant::now());
+        assert!(engine.lookup(&id, Some(&browser)).is_ok());
+        assert_eq!(engine.lookup(&id, None), Err(Lookup::WrongBrowser));
+        assert_eq!(
+            engine.lookup(&id, Some(&Id::generate())),
+            Err(Lookup::WrongBrowser)
+        );
+        assert_eq!(
+            engine.lookup(&Id::generate(), Some(&browser)),
+            Err(Lookup::Unknown)
+        );
+        engine.config.trust_client_session = true;
+        assert!(engine.lookup(&id, None).is_ok());
+    }
+
+    #[test]
+    fn removal_clears_subscriptions_and_releases_held_connect() {
+        let mut engine = engine();
+        let id = engine.create_session(Id::generate(), Instant::now());
+        let key = engine.key_of(&id).unwrap();
+        engine.subscribe(key, "/a/**");
+        let mut effects = Effects::default();
+        engine.hold(key, &mut effects);
+        engine.remove(key, RemoveReason::Removed, &mut effects);
+        assert_eq!(effects.release, vec![id]);
+        assert_eq!(
+            effects.events,
+            vec![Event::SessionRemoved(id, RemoveReason::Removed)]
+        );
+        let mut wake = Vec::new();
+        assert_eq!(engine.publish("/a/b", Arc::from(&b"x"[..]), &mut wake), 0);
+        assert_eq!(engine.stats().sessions, 0);
+        assert_eq!(engine.stats().channels, 0);
+    }
+
+    #[test]
+    fn sweep_expires_only_sessions_past_their_deadline_and_not_held() {
+        let mut engine = engine();
+        let now = Instant::now();
+        let idle = engine.create_session(Id::generate(), now);
+        let held = engine.create_session(Id::generate(), now);
+        let held_key = engine.key_of(&held).unwrap();
+        let mut effects = Effects::default();
+        engine.hold(held_key, &mut effects);
+        engine.sweep(now + Duration::from_secs(61), &mut effects);
+        assert_eq!(
+            effects.events,
+            vec![Event::SessionRemoved(idle, RemoveReason::Expired)]
+        );
+        assert!(engine.key_of(&held).is_some());
+    }
+}

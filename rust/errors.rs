@@ -1,0 +1,64 @@
+//! Every error the core reports: Bayeux error strings in replies, and one enum for the
+//! Python-facing API, turned into Python exceptions in `py_api`.
+
+use std::fmt;
+
+/// Bayeux error strings, `code:args:message` as CometD Java writes them.
+pub mod bayeux {
+    pub const CHANNEL_MISSING: &str = "400::channel_missing";
+    pub const CHANNEL_INVALID: &str = "405::channel_invalid";
+    pub const CHANNEL_UNKNOWN: &str = "400::channel_unknown";
+    pub const MESSAGE_NOT_OBJECT: &str = "400::message_not_an_object";
+    pub const MESSAGE_MALFORMED: &str = "400::message_malformed";
+    pub const DATA_MISSING: &str = "400::data_missing";
+    pub const CLIENT_ID_MISSING: &str = "402::client_id_missing";
+    pub const SESSION_UNKNOWN: &str = "402::session_unknown";
+    pub const SUBSCRIPTION_MISSING: &str = "403::subscription_missing";
+    pub const SUBSCRIPTION_INVALID: &str = "403::subscription_invalid";
+    pub const SUBSCRIBE_DENIED: &str = "403:denied_by_security_policy:subscribe_denied";
+    pub const PUBLISH_DENIED: &str = "403:denied_by_security_policy:publish_denied";
+    pub const CONNECTION_TYPE_UNSUPPORTED: &str = "400::connection_type_unsupported";
+
+    /// A field of the wrong type or an unknown field, naming it.
+    pub fn field(problem: &str, name: &str) -> String {
+        let name: String = name
+            .chars()
+            .filter(|c| *c != ':' && *c != ',')
+            .take(64)
+            .collect();
+        format!("400:{name}:{problem}")
+    }
+}
+
+/// Failures of the Python-facing API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// Not a valid channel for this operation.
+    InvalidChannel(String),
+    /// No such session.
+    ClientNotFound(String),
+    /// Not a valid client id.
+    InvalidClientId(String),
+    /// A value that cannot be represented as JSON.
+    NotJson(String),
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::InvalidChannel(name) => {
+                write!(f, "{name:?} is not a channel that messages can be sent to")
+            }
+            CoreError::ClientNotFound(id) => write!(f, "no session with client id {id}"),
+            CoreError::InvalidClientId(text) => {
+                write!(
+                    f,
+                    "{text:?} is not a client id (40 lowercase hex characters)"
+                )
+            }
+            CoreError::NotJson(why) => write!(f, "cannot send as JSON: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}

@@ -1,0 +1,324 @@
+//! The Python-facing classes: `Engine` (the in-memory engine), `Outcome`, `HeldConnect` and
+//! `ClientId`. Thin wrappers: all protocol work happens in `protocol` and `engine`.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::channel::{self, ChannelKind};
+use crate::client_id::Id;
+use crate::engine::{Config, Effects, Engine, Event};
+use crate::errors::CoreError;
+use crate::protocol::{self, Hold};
+use crate::py_json::to_json;
+
+/// A session's client id: 40 lowercase hex characters.
+#[pyclass(
+    frozen,
+    eq,
+    ord,
+    hash,
+    module = "starlette_cometd._core",
+    name = "ClientId"
+)]
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PyClientId(pub Id);
+
+#[pymethods]
+impl PyClientId {
+    #[new]
+    fn new(text: &str) -> PyResult<Self> {
+        Ok(Self(parse_id(text)?))
+    }
+
+    fn __str__(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ClientId('{}')", self.0)
+    }
+
+    /// The Unix time in nanoseconds when the id was made.
+    #[getter]
+    fn timestamp_nanos(&self) -> u64 {
+        self.0.timestamp_nanos()
+    }
+}
+
+fn parse_id(text: &str) -> Result<Id, CoreError> {
+    Id::parse(text).ok_or_else(|| CoreError::InvalidClientId(text.chars().take(64).collect()))
+}
+
+/// A `/meta/connect` being held; opaque to Python except for what the waiter needs.
+#[pyclass(frozen, module = "starlette_cometd._core", name = "HeldConnect")]
+pub struct PyHold(Hold);
+
+#[pymethods]
+impl PyHold {
+    #[getter]
+    fn client_id(&self) -> String {
+        self.0.client_id.to_string()
+    }
+
+    /// Seconds to hold at most.
+    #[getter]
+    fn timeout(&self) -> f64 {
+        self.0.timeout.as_secs_f64()
+    }
+}
+
+/// What one call changed. `events` are `(kind, client_id, detail)` tuples.
+#[pyclass(frozen, module = "starlette_cometd._core", name = "Outcome")]
+pub struct PyOutcome {
+    #[pyo3(get)]
+    status: u16,
+    #[pyo3(get)]
+    body: Py<PyBytes>,
+    #[pyo3(get)]
+    hold: Option<Py<PyHold>>,
+    #[pyo3(get)]
+    events: Vec<(&'static str, String, Option<Py<PyAny>>)>,
+    #[pyo3(get)]
+    wake: Vec<String>,
+    #[pyo3(get)]
+    release: Vec<String>,
+    #[pyo3(get)]
+    new_browser: Option<String>,
+}
+
+fn ids(list: &[Id]) -> Vec<String> {
+    list.iter().map(Id::to_string).collect()
+}
+
+fn outcome(
+    py: Python<'_>,
+    status: u16,
+    body: &[u8],
+    hold: Option<Hold>,
+    effects: Effects,
+    new_browser: Option<Id>,
+) -> PyResult<PyOutcome> {
+    let mut events = Vec::with_capacity(effects.events.len());
+    for event in effects.events {
+        events.push(match event {
+            Event::SessionAdded(id) => ("session_added", id.to_string(), None),
+            Event::Subscribed(id, channels) => (
+                "subscribe",
+                id.to_string(),
+                Some(channels.into_pyobject(py)?.into_any().unbind()),
+            ),
+            Event::Unsubscribed(id, channels) => (
+                "unsubscribe",
+                id.to_string(),
+                Some(channels.into_pyobject(py)?.into_any().unbind()),
+            ),
+            Event::SessionRemoved(id, reason) => (
+                "session_removed",
+                id.to_string(),
+                Some(reason.as_str().into_pyobject(py)?.into_any().unbind()),
+            ),
+        });
+    }
+    Ok(PyOutcome {
+        status,
+        body: PyBytes::new(py, body).unbind(),
+        hold: hold.map(|h| Py::new(py, PyHold(h))).transpose()?,
+        events,
+        wake: ids(&effects.wake),
+        release: ids(&effects.release),
+        new_browser: new_browser.map(|b| b.to_string()),
+    })
+}
+
+fn effects_outcome(py: Python<'_>, effects: Effects) -> PyResult<PyOutcome> {
+    outcome(py, 200, b"", None, effects, None)
+}
+
+/// The in-memory engine. Every method runs to completion under one lock; nothing in it awaits.
+#[pyclass(frozen, module = "starlette_cometd._core", name = "Engine")]
+pub struct PyEngine {
+    inner: Mutex<Engine>,
+}
+
+impl PyEngine {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // A panic while the lock was held leaves the table consistent enough to keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (
+        *, timeout, max_interval, interval, queue_capacity, trust_client_session,
+        connection_types, session_capacity = 0, channel_capacity = 0, subscriber_capacity = 0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        timeout: f64,
+        max_interval: f64,
+        interval: f64,
+        queue_capacity: usize,
+        trust_client_session: bool,
+        connection_types: Vec<String>,
+        session_capacity: usize,
+        channel_capacity: usize,
+        subscriber_capacity: usize,
+    ) -> PyResult<Self> {
+        let seconds = |name: &str, value: f64| {
+            Duration::try_from_secs_f64(value).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "{name} must be a non-negative number of seconds, not {value}"
+                ))
+            })
+        };
+        let config = Config {
+            timeout: seconds("timeout", timeout)?,
+            max_interval: seconds("max_interval", max_interval)?,
+            interval: seconds("interval", interval)?,
+            queue_capacity: queue_capacity.max(1),
+            trust_client_session,
+            connection_types,
+            session_capacity,
+            channel_capacity,
+            subscriber_capacity,
+        };
+        Ok(Self {
+            inner: Mutex::new(Engine::new(config)),
+        })
+    }
+
+    /// Handles one request body from a client whose `BAYEUX_BROWSER` cookie is `browser`.
+    #[pyo3(signature = (body, browser = None))]
+    fn process(&self, py: Python<'_>, body: &[u8], browser: Option<&str>) -> PyResult<PyOutcome> {
+        let browser = browser.and_then(Id::parse);
+        let result = protocol::process(&mut self.engine(), body, browser, Instant::now());
+        outcome(
+            py,
+            result.status,
+            &result.body,
+            result.hold,
+            result.effects,
+            result.new_browser,
+        )
+    }
+
+    /// The reply to a held connect; `drain` is false when it was released without messages.
+    fn complete_connect(
+        &self,
+        py: Python<'_>,
+        hold: &Bound<'_, PyHold>,
+        drain: bool,
+    ) -> Py<PyBytes> {
+        let body =
+            protocol::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
+        PyBytes::new(py, &body).unbind()
+    }
+
+    /// Publishes `data` to every subscriber of a broadcast channel.
+    fn publish(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<PyOutcome> {
+        if channel::classify(channel) != Some(ChannelKind::Broadcast) {
+            return Err(CoreError::InvalidChannel(channel.to_owned()).into());
+        }
+        let message = protocol::delivered_message(channel, &to_json(data)?, None);
+        let mut effects = Effects::default();
+        self.engine().publish(channel, message, &mut effects.wake);
+        effects_outcome(py, effects)
+    }
+
+    /// Sends `data` on `channel` to one session, subscribed or not.
+    fn deliver(
+        &self,
+        py: Python<'_>,
+        client_id: &str,
+        channel: &str,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<PyOutcome> {
+        if !matches!(
+            channel::classify(channel),
+            Some(ChannelKind::Broadcast | ChannelKind::Service)
+        ) {
+            return Err(CoreError::InvalidChannel(channel.to_owned()).into());
+        }
+        let id = parse_id(client_id)?;
+        let message = protocol::delivered_message(channel, &to_json(data)?, None);
+        let mut engine = self.engine();
+        let key = engine
+            .key_of(&id)
+            .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
+        let mut effects = Effects::default();
+        engine.deliver(key, message, &mut effects.wake);
+        drop(engine);
+        effects_outcome(py, effects)
+    }
+
+    /// Ends a session as if the server decided so.
+    fn remove_session(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
+        let id = parse_id(client_id)?;
+        let mut engine = self.engine();
+        let key = engine
+            .key_of(&id)
+            .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
+        let mut effects = Effects::default();
+        engine.remove(key, crate::engine::RemoveReason::Removed, &mut effects);
+        drop(engine);
+        effects_outcome(py, effects)
+    }
+
+    /// Removes sessions whose `max_interval` has passed without a connect.
+    fn sweep(&self, py: Python<'_>) -> PyResult<PyOutcome> {
+        let mut effects = Effects::default();
+        self.engine().sweep(Instant::now(), &mut effects);
+        effects_outcome(py, effects)
+    }
+
+    /// Releases every held connect (shutdown).
+    fn release_all(&self, py: Python<'_>) -> PyResult<PyOutcome> {
+        let mut effects = Effects::default();
+        self.engine().release_all(&mut effects);
+        effects_outcome(py, effects)
+    }
+
+    /// Counters: sessions, channels, published, delivered, dropped.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.engine().stats();
+        let dict = PyDict::new(py);
+        dict.set_item("sessions", stats.sessions)?;
+        dict.set_item("channels", stats.channels)?;
+        dict.set_item("published", stats.published)?;
+        dict.set_item("delivered", stats.delivered)?;
+        dict.set_item("dropped", stats.dropped)?;
+        Ok(dict)
+    }
+
+    /// One session's queue length, dropped count and subscriptions; `None` if unknown.
+    fn session_info<'py>(
+        &self,
+        py: Python<'py>,
+        client_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let id = parse_id(client_id)?;
+        let engine = self.engine();
+        let Some(key) = engine.key_of(&id) else {
+            return Ok(None);
+        };
+        let session = engine.session(key);
+        let dict = PyDict::new(py);
+        dict.set_item("queued", session.queued())?;
+        dict.set_item("dropped", session.dropped)?;
+        let subscriptions: Vec<&str> = session.subscriptions.iter().map(|s| &**s).collect();
+        dict.set_item("subscriptions", subscriptions)?;
+        Ok(Some(dict))
+    }
+}

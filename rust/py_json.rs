@@ -1,0 +1,94 @@
+//! Python values to JSON bytes, written directly: the server's own messages are serialised once,
+//! in the core, like client publishes.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::errors::CoreError;
+use crate::json::write_string;
+
+const MAX_DEPTH: usize = 128;
+
+/// Serialises `value` (None, bool, int, float, str, list, tuple, dict with str keys) as JSON.
+pub fn to_json(value: &Bound<'_, PyAny>) -> Result<Vec<u8>, CoreError> {
+    let mut out = Vec::with_capacity(64);
+    write_value(value, &mut out, 0)?;
+    Ok(out)
+}
+
+fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), CoreError> {
+    if depth > MAX_DEPTH {
+        return Err(CoreError::NotJson(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    if value.is_none() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(b) = value.cast::<PyBool>() {
+        out.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+    } else if let Ok(s) = value.cast::<PyString>() {
+        let text = s.to_str().map_err(|e| CoreError::NotJson(e.to_string()))?;
+        write_string(out, text);
+    } else if value.is_instance_of::<PyInt>() {
+        let text = if let Ok(n) = value.extract::<i64>() {
+            n.to_string()
+        } else if let Ok(n) = value.extract::<u64>() {
+            n.to_string()
+        } else {
+            return Err(CoreError::NotJson("integer out of the 64-bit range".into()));
+        };
+        out.extend_from_slice(text.as_bytes());
+    } else if let Ok(f) = value.cast::<PyFloat>() {
+        let number = f.value();
+        if !number.is_finite() {
+            return Err(CoreError::NotJson(format!("{number} is not a JSON number")));
+        }
+        let _ = serde_json::to_writer(&mut *out, &number);
+    } else if let Ok(dict) = value.cast::<PyDict>() {
+        out.push(b'{');
+        for (i, (key, item)) in dict.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let key = key
+                .cast::<PyString>()
+                .map_err(|_| CoreError::NotJson("dict keys must be str".into()))?;
+            write_string(
+                out,
+                key.to_str()
+                    .map_err(|e| CoreError::NotJson(e.to_string()))?,
+            );
+            out.push(b':');
+            write_value(&item, out, depth + 1)?;
+        }
+        out.push(b'}');
+    } else if let Ok(list) = value.cast::<PyList>() {
+        write_items(list.iter(), out, depth)?;
+    } else if let Ok(tuple) = value.cast::<PyTuple>() {
+        write_items(tuple.iter(), out, depth)?;
+    } else {
+        let type_name = value
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(CoreError::NotJson(format!("{type_name} is not JSON")));
+    }
+    Ok(())
+}
+
+fn write_items<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), CoreError> {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(&item, out, depth + 1)?;
+    }
+    out.push(b']');
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! One session: who it belongs to, what it listens to, and its bounded queue of messages.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::client_id::Id;
+
+/// A serialised message, shared by every queue it is delivered to.
+pub type Shared = Arc<[u8]>;
+
+pub struct Session {
+    pub client_id: Id,
+    /// The `BAYEUX_BROWSER` cookie value the session was created with.
+    pub browser: Id,
+    /// Channel names and patterns, as subscribed.
+    pub subscriptions: Vec<Box<str>>,
+    queue: VecDeque<Shared>,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    /// The token of the `/meta/connect` being held for this session, if any.
+    pub held: Option<u64>,
+    /// Set once the held connect has been told that messages are waiting, so a burst of
+    /// messages wakes it once.
+    pub woken: bool,
+    /// Whether any `/meta/connect` has been answered yet; the first one is answered at once.
+    pub connected: bool,
+    /// When the session expires unless a connect arrives; `None` while a connect is held.
+    pub deadline: Option<Instant>,
+    /// The id of the last publish that reached this session: deduplicates wildcard matches.
+    pub last_publish: u64,
+}
+
+/// What `enqueue` did.
+pub enum Enqueued {
+    Queued,
+    /// The oldest message was dropped to make room.
+    DroppedOldest,
+}
+
+impl Session {
+    pub fn new(client_id: Id, browser: Id, deadline: Instant) -> Self {
+        Self {
+            client_id,
+            browser,
+            subscriptions: Vec::new(),
+            queue: VecDeque::new(),
+            dropped: 0,
+            held: None,
+            woken: false,
+            connected: false,
+            deadline: Some(deadline),
+            last_publish: 0,
+        }
+    }
+
+    /// Appends a message; when the queue already holds `capacity` messages, the oldest one is
+    /// dropped and counted, so a slow client sees the newest messages and never grows memory.
+    pub fn enqueue(&mut self, message: Shared, capacity: usize) -> Enqueued {
+        let mut result = Enqueued::Queued;
+        if self.queue.len() >= capacity.max(1) {
+            self.queue.pop_front();
+            self.dropped += 1;
+            result = Enqueued::DroppedOldest;
+        }
+        self.queue.push_back(message);
+        result
+    }
+
+    pub fn has_messages(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Takes every queued message, in order.
+    pub fn drain(&mut self) -> impl Iterator<Item = Shared> + '_ {
+        self.queue.drain(..)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_drops_oldest_and_counts() {
+        let mut session = Session::new(Id::generate(), Id::generate(), Instant::now());
+        for i in 0..5u8 {
+            session.enqueue(Arc::from(vec![i]), 3);
+        }
+        assert_eq!(session.dropped, 2);
+        let left: Vec<u8> = session.drain().map(|m| m[0]).collect();
+        assert_eq!(left, vec![2, 3, 4]);
+        assert!(!session.has_messages());
+    }
+}

@@ -1,0 +1,114 @@
+"""Fixtures: a real uvicorn server on a free loopback port, serving a CometD context."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from starlette_cometd import (
+    CometdRoute,
+    LongPollingServiceContext,
+    LongPollingServiceContextBuilder,
+    RouterBuilder,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running server: its context, and URLs for clients. ``url`` uses ``localhost`` because
+    aiohttp's cookie jar ignores cookies set by an IP-address host."""
+
+    context: LongPollingServiceContext
+    port: int
+    path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}{self.path}"
+
+    @property
+    def ip_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    for _ in range(500):
+        if server.started:
+            return server, task
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    raise RuntimeError("uvicorn did not start")
+
+
+async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(task, 10)
+    except TimeoutError:
+        server.force_exit = True
+        await asyncio.wait_for(task, 5)
+
+
+ServeFactory = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[ServeFactory]:
+    """``await serve(builder=..., router=..., data=...)`` starts a server and returns it; every
+    server is stopped at the end of the test."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None], LongPollingServiceContext]] = []
+
+    async def start(
+        builder: LongPollingServiceContextBuilder | None = None,
+        router: RouterBuilder | None = None,
+        data: Any = None,
+        path: str = "/cometd",
+    ) -> Server:
+        context = (builder or LongPollingServiceContextBuilder()).build()
+        router = router or RouterBuilder()
+        app = (
+            router.build(context)
+            if data is None
+            else router.build_with_additional_data(context, data)
+        )
+        starlette = Starlette(routes=[CometdRoute(path, app)], lifespan=context.lifespan)
+        port = free_port()
+        server, task = await start_uvicorn(starlette, port)
+        running.append((server, task, context))
+        return Server(context, port, path)
+
+    yield start
+    for server, task, context in running:
+        context.begin_shutdown()
+        await stop_uvicorn(server, task)
+
+
+@pytest.fixture
+async def server(serve: ServeFactory) -> Server:
+    """A server with default settings but a short connect timeout, so tests stay quick."""
+    return await serve(LongPollingServiceContextBuilder().timeout(2))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client

@@ -1,0 +1,193 @@
+"""Drive the official CometD JavaScript client (tests/js/driver.mjs) from pytest.
+
+The driver speaks JSON lines: commands on its stdin, events on its stdout.
+``JsClient`` sends commands and waits for events, buffering the ones a test
+is not waiting for yet so that a later ``expect()`` can still find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+DRIVER = JS_DIR / "driver.mjs"
+REQUIRE_CLIENTS_ENV = "STARLETTE_COMETD_REQUIRE_CLIENTS"
+
+Event = dict[str, Any]
+
+
+def _missing_reason() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (JS_DIR / "node_modules").is_dir():
+        return f"{JS_DIR / 'node_modules'} is missing (run: npm ci --prefix tests/js)"
+    return None
+
+
+def node_available() -> bool:
+    """True when node and the driver's npm dependencies are installed."""
+    return _missing_reason() is None
+
+
+def require_node() -> None:
+    """Skip the test without node, or fail it when clients are required (CI)."""
+    reason = _missing_reason()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_CLIENTS_ENV) == "1":
+        pytest.fail(f"CometD JS client unavailable: {reason} ({REQUIRE_CLIENTS_ENV}=1)")
+    pytest.skip(f"CometD JS client unavailable: {reason}")
+
+
+def _matches(event: Event, name: str, match: dict[str, Any]) -> bool:
+    if event.get("event") != name:
+        return False
+    return all(key in event and event[key] == value for key, value in match.items())
+
+
+class JsClient:
+    """One CometD JavaScript client running in a Node.js subprocess."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._buffer: list[Event] = []
+        self._seen: list[Event] = []
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event received so far, in arrival order (for diagnostics)."""
+        return list(self._seen)
+
+    async def start(
+        self,
+        url: str,
+        append_message_type: bool = True,
+        *,
+        transports: list[str] | None = None,
+        log_level: str = "warn",
+        options: dict[str, Any] | None = None,
+        timeout: float = 10,
+    ) -> None:
+        """Spawn the driver and configure the client for the Bayeux ``url``.
+
+        ``options`` are extra CometD configuration keys passed through as-is
+        (for example ``{"maxNetworkDelay": 5000, "backoffIncrement": 100}``).
+        """
+        require_node()
+        self._proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(DRIVER),
+            cwd=str(JS_DIR),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # Client logs stay visible in pytest's captured stderr.
+            stderr=None,
+            # Large message batches exceed asyncio's default 64 KiB line limit.
+            limit=16 * 1024 * 1024,
+        )
+        await self.send(
+            {
+                "cmd": "configure",
+                "url": url,
+                "appendMessageTypeToURL": append_message_type,
+                "logLevel": log_level,
+                "transports": transports or ["long-polling"],
+                "options": options or {},
+            }
+        )
+        await self.expect("configured", timeout=timeout)
+
+    async def send(self, cmd: dict[str, Any]) -> None:
+        """Write one command to the driver."""
+        proc = self._require_proc()
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        await proc.stdin.drain()
+
+    async def expect(self, event: str, timeout: float = 10, **match: Any) -> Event:
+        """Return the first event named ``event`` whose fields equal ``match``.
+
+        Buffered events are searched first; newer non-matching events are kept
+        for later calls. Raises AssertionError on timeout or driver exit.
+        """
+        for index, candidate in enumerate(self._buffer):
+            if _matches(candidate, event, match):
+                return self._buffer.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._fail(f"timed out after {timeout}s waiting for {event!r} {match!r}")
+            try:
+                received = await asyncio.wait_for(self._read_event(), remaining)
+            except TimeoutError:
+                self._fail(f"timed out after {timeout}s waiting for {event!r} {match!r}")
+            if received is None:
+                self._fail(f"driver exited while waiting for {event!r} {match!r}")
+            if _matches(received, event, match):
+                return received
+            self._buffer.append(received)
+
+    async def messages(self, n: int, timeout: float = 10, **match: Any) -> list[Event]:
+        """Collect ``n`` "message" events (optionally matching fields) in arrival order."""
+        deadline = time.monotonic() + timeout
+        collected: list[Event] = []
+        while len(collected) < n:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            try:
+                collected.append(await self.expect("message", timeout=remaining, **match))
+            except AssertionError as exc:
+                raise AssertionError(f"got {len(collected)} of {n} messages: {exc}") from None
+        return collected
+
+    async def close(self) -> None:
+        """Ask the driver to disconnect and exit; kill it if it takes over 5 s."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.returncode is None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                assert proc.stdin is not None
+                proc.stdin.write(b'{"cmd": "exit"}\n')
+                await proc.stdin.drain()
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    async def __aenter__(self) -> JsClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _require_proc(self) -> asyncio.subprocess.Process:
+        if self._proc is None:
+            raise RuntimeError("JsClient is not started")
+        return self._proc
+
+    async def _read_event(self) -> Event | None:
+        proc = self._require_proc()
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        if not line:
+            return None
+        received: Event = json.loads(line)
+        self._seen.append(received)
+        return received
+
+    def _fail(self, what: str) -> NoReturn:
+        seen = "\n".join(json.dumps(e) for e in self._seen[-200:])
+        raise AssertionError(f"{what}; last events seen:\n{seen}")

@@ -415,3 +415,7 @@ fn quoted(id: &Id) -> Vec<u8> {
     bytes.push(b'"');
     bytes
 }
+
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod tests;

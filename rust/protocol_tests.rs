@@ -1,0 +1,174 @@
+//! Protocol tests without Python or HTTP: batches in, replies and effects out.
+
+use super::*;
+use crate::engine::Config;
+use serde_json::{json, Value};
+
+fn engine() -> Engine {
+    Engine::new(Config::default())
+}
+
+fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
+    let body = serde_json::to_vec(&batch).unwrap();
+    let outcome = process(engine, &body, Some(browser), Instant::now());
+    let replies = if outcome.body.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&outcome.body).unwrap()
+    };
+    (replies, outcome)
+}
+
+/// Handshakes and answers the first connect; returns the client id.
+fn session(engine: &mut Engine, browser: Id) -> String {
+    let (replies, outcome) = run(engine, browser, json!([{"channel": "/meta/handshake"}]));
+    assert_eq!(outcome.effects.events.len(), 1);
+    let id = replies[0]["clientId"].as_str().unwrap().to_owned();
+    let (replies, outcome) = run(
+        engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": id}]),
+    );
+    assert!(
+        outcome.hold.is_none(),
+        "the first connect is answered at once"
+    );
+    assert_eq!(replies[0]["successful"], true);
+    id
+}
+
+#[test]
+fn handshake_without_cookie_issues_one() {
+    let mut engine = engine();
+    let outcome = process(
+        &mut engine,
+        br#"[{"channel":"/meta/handshake","id":1}]"#,
+        None,
+        Instant::now(),
+    );
+    assert!(outcome.new_browser.is_some());
+    let replies: Vec<Value> = serde_json::from_slice(&outcome.body).unwrap();
+    assert_eq!(replies[0]["id"], 1);
+    assert_eq!(
+        replies[0]["supportedConnectionTypes"],
+        json!(["long-polling"])
+    );
+}
+
+#[test]
+fn publish_reaches_wildcard_subscribers_once_and_wakes_held_connect() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let listener = session(&mut engine, browser);
+    let talker = session(&mut engine, browser);
+    run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/subscribe", "clientId": listener,
+                "subscription": ["/a/*", "/a/**", "/a/b"]}]),
+    );
+    let (replies, held) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": listener, "id": "h"}]),
+    );
+    assert!(replies.is_empty());
+    let hold = held.hold.expect("a lone second connect is held");
+    let (_, outcome) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/a/b", "clientId": talker, "data": {"x": 1}, "id": "p"}]),
+    );
+    assert_eq!(outcome.effects.wake, vec![hold.client_id]);
+    let reply: Vec<Value> =
+        serde_json::from_slice(&complete_connect(&mut engine, &hold, true, Instant::now()))
+            .unwrap();
+    assert_eq!(
+        reply,
+        vec![
+            json!({"channel": "/a/b", "data": {"x": 1}, "id": "p"}),
+            json!({"channel": "/meta/connect", "successful": true, "clientId": listener,
+                   "advice": {"reconnect": "retry", "interval": 0, "timeout": 20000}, "id": "h"}),
+        ]
+    );
+}
+
+#[test]
+fn newer_connect_releases_the_held_one_without_taking_its_messages() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    let connect = json!([{"channel": "/meta/connect", "clientId": id}]);
+    let (_, first) = run(&mut engine, browser, connect.clone());
+    let first = first.hold.unwrap();
+    let (_, second) = run(&mut engine, browser, connect);
+    assert_eq!(second.effects.release, vec![first.client_id]);
+    let second = second.hold.unwrap();
+    let key = engine.key_of(&second.client_id).unwrap();
+    engine.deliver(key, Arc::from(&b"{}"[..]), &mut Vec::new());
+    let released: Vec<Value> = serde_json::from_slice(&complete_connect(
+        &mut engine,
+        &first,
+        false,
+        Instant::now(),
+    ))
+    .unwrap();
+    assert_eq!(
+        released.len(),
+        1,
+        "the released connect carries no messages"
+    );
+    let answered: Vec<Value> = serde_json::from_slice(&complete_connect(
+        &mut engine,
+        &second,
+        true,
+        Instant::now(),
+    ))
+    .unwrap();
+    assert_eq!(answered.len(), 2);
+}
+
+#[test]
+fn wrong_cookie_is_an_unknown_session() {
+    let mut engine = engine();
+    let id = session(&mut engine, Id::generate());
+    let (replies, _) = run(
+        &mut engine,
+        Id::generate(),
+        json!([{"channel": "/meta/disconnect", "clientId": id}]),
+    );
+    assert_eq!(replies[0]["error"], "402::session_unknown");
+    assert_eq!(replies[0]["advice"]["reconnect"], "handshake");
+    assert_eq!(engine.stats().sessions, 1);
+}
+
+#[test]
+fn completing_a_connect_of_a_removed_session_answers_402() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    let (_, outcome) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": id, "id": 9}]),
+    );
+    let hold = outcome.hold.unwrap();
+    let key = engine.key_of(&hold.client_id).unwrap();
+    let mut effects = Effects::default();
+    engine.remove(key, RemoveReason::Removed, &mut effects);
+    assert_eq!(effects.release, vec![hold.client_id]);
+    let reply: Vec<Value> =
+        serde_json::from_slice(&complete_connect(&mut engine, &hold, true, Instant::now()))
+            .unwrap();
+    assert_eq!(reply[0]["error"], "402::session_unknown");
+    assert_eq!(reply[0]["id"], 9);
+}
+
+#[test]
+fn malformed_bodies_are_400() {
+    let mut engine = engine();
+    for body in [&b""[..], b"[", b"[]", b"\xff"] {
+        let outcome = process(&mut engine, body, None, Instant::now());
+        assert_eq!(outcome.status, 400);
+    }
+}

@@ -1,0 +1,81 @@
+"""The standalone server: ``python -m starlette_cometd`` and the ``starlette-cometd`` script."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+import time
+
+import httpx
+
+from bayeux import connect_message, handshake, post
+from conftest import free_port
+
+
+async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            assert process.returncode is None, "the server exited"
+            try:
+                await http.post(url, json=[{"channel": "/meta/handshake"}])
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise AssertionError("the server did not start listening")
+
+
+async def test_cli_serves_and_stops_promptly_releasing_held_connects() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/bayeux"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starlette_cometd",
+        "--port",
+        str(port),
+        "--path",
+        "/bayeux",
+        "--timeout",
+        "30",
+        "--max-interval",
+        "5",
+        "--log-level",
+        "warning",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_listening(url, process)
+        async with httpx.AsyncClient(timeout=20) as http:
+            client_id = await handshake(http, url)
+            [hs] = await post(http, url, {"channel": "/meta/handshake"})
+            assert hs["advice"]["timeout"] == 30000
+            held = asyncio.ensure_future(post(http, url, connect_message(client_id)))
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            [reply] = await asyncio.wait_for(held, 5)
+            assert reply["successful"] is True
+            assert reply["advice"]["reconnect"] == "retry"
+        # uvicorn re-raises the signal it caught once it has shut down cleanly.
+        assert await asyncio.wait_for(process.wait(), 10) in (0, -signal.SIGTERM)
+        assert process.stderr is not None
+        assert b"Traceback" not in await process.stderr.read()
+        # Far sooner than the 30 s the connect would otherwise have been held.
+        assert time.monotonic() - started < 5
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_console_script_help() -> None:
+    script = shutil.which("starlette-cometd")
+    assert script is not None, "the starlette-cometd script is installed with the package"
+    process = await asyncio.create_subprocess_exec(script, "--help", stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    for option in ("--host", "--port", "--path", "--timeout", "--max-interval", "--log-level"):
+        assert option in out.decode()

@@ -1,0 +1,87 @@
+"""The examples in examples/ serve real clients as their docstrings say."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from bayeux import connect_message, handshake, post, subscribe
+from conftest import free_port, start_uvicorn, stop_uvicorn
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_custom_base_paths_example() -> None:
+    example = load("custom_base_paths")
+    port = free_port()
+    server, task = await start_uvicorn(example.app, port)
+    try:
+        base = f"http://127.0.0.1:{port}/cometd"
+        async with httpx.AsyncClient() as http:
+            [hs] = await post(http, base + "/node/0/handshake", {"channel": "/meta/handshake"})
+            [connect] = await post(
+                http, base + "/node/1/connect", connect_message(hs["clientId"], timeout=0)
+            )
+            assert connect["successful"] is True
+    finally:
+        await stop_uvicorn(server, task)
+
+
+async def test_events_example_prints_events(capsys: pytest.CaptureFixture[str]) -> None:
+    example = load("events")
+    port = free_port()
+    server, task = await start_uvicorn(example.app, port)
+    try:
+        url = f"http://127.0.0.1:{port}/cometd"
+        async with httpx.AsyncClient() as http:
+            client_id = await handshake(http, url)
+            await subscribe(http, url, client_id, "/demo")
+            out = ""
+            for _ in range(150):
+                out += capsys.readouterr().out
+                if "subscribed" in out and "custom data" in out:
+                    break
+                await asyncio.sleep(0.02)
+        assert f"session added: {client_id}" in out
+        assert "ContextData(server_name=" in out
+        assert "custom data: CUSTOM_DATA" in out
+        assert f"subscribed: {client_id} to ('/demo',)" in out
+    finally:
+        await stop_uvicorn(server, task)
+
+
+async def test_fastapi_example_publishes_from_an_endpoint() -> None:
+    example = load("fastapi_app")
+    port = free_port()
+    server, task = await start_uvicorn(example.app, port)
+    try:
+        url = f"http://127.0.0.1:{port}/cometd"
+        async with httpx.AsyncClient() as http:
+            client_id = await handshake(http, url)
+            await subscribe(http, url, client_id, "/announcements")
+            response = await http.post(f"http://127.0.0.1:{port}/announce/hello")
+            assert response.json() == {"sessions": 1}
+            reply = await post(http, url, connect_message(client_id))
+            assert reply[0] == {"channel": "/announcements", "data": {"text": "hello"}}
+    finally:
+        await stop_uvicorn(server, task)
+
+
+def teardown_module() -> None:
+    for name in list(sys.modules):
+        if name.startswith("example_"):
+            del sys.modules[name]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
@@ -109,6 +109,9 @@ pub struct Engine {
     index: SubscriptionIndex,
     publish_seq: u64,
     hold_seq: u64,
+    /// Held connects whose session the client itself disconnected: answered with
+    /// `reconnect: "none"` rather than a 402. Each entry lives until its connect completes.
+    disconnected_holds: FxHashSet<u64>,
     published: u64,
     delivered: u64,
     dropped: u64,
@@ -123,6 +126,7 @@ impl Engine {
             index: SubscriptionIndex::new(config.channel_capacity, config.subscriber_capacity),
             publish_seq: 0,
             hold_seq: 0,
+            disconnected_holds: FxHashSet::default(),
             published: 0,
             delivered: 0,
             dropped: 0,
@@ -269,6 +273,11 @@ impl Engine {
         Some((key, current))
     }
 
+    /// Whether the held connect `token` ended because its client disconnected (once per token).
+    pub fn take_disconnected_hold(&mut self, token: u64) -> bool {
+        self.disconnected_holds.remove(&token)
+    }
+
     /// Starts the expiry clock after a connect reply.
     pub fn touch(&mut self, key: SessionKey, now: Instant) {
         let expires = now + self.config.interval + self.config.max_interval;
@@ -276,6 +285,9 @@ impl Engine {
     }
 
     pub fn remove(&mut self, key: SessionKey, reason: RemoveReason, effects: &mut Effects) {
+        if let (RemoveReason::Disconnected, Some(token)) = (reason, self.session(key).held) {
+            self.disconnected_holds.insert(token);
+        }
         self.release_held(key, effects);
         let Some(session) = self.slots[key as usize].take() else {
             return;

@@ -38,6 +38,7 @@ pub struct Outcome {
 }
 
 const HANDSHAKE_ADVICE: &[u8] = br#"{"reconnect":"handshake","interval":0}"#;
+const NO_RECONNECT_ADVICE: &[u8] = br#"{"reconnect":"none","interval":0}"#;
 
 /// Processes one request body from a client whose cookie carried `browser`.
 pub fn process(engine: &mut Engine, body: &[u8], browser: Option<Id>, now: Instant) -> Outcome {
@@ -88,6 +89,19 @@ pub fn complete_connect(engine: &mut Engine, hold: &Hold, drain: bool, now: Inst
     let mut out = Body::new();
     let id = hold.id.as_deref();
     match engine.end_hold(&hold.client_id, hold.token, now) {
+        // The client disconnected: a clean end, not an error it should react to.
+        None if engine.take_disconnected_hold(hold.token) => {
+            let mut reply = out.object();
+            reply
+                .string("channel", "/meta/connect")
+                .bool("successful", true)
+                .raw("clientId", &quoted(&hold.client_id))
+                .raw("advice", NO_RECONNECT_ADVICE);
+            if let Some(id) = id {
+                reply.raw("id", id.get().as_bytes());
+            }
+            reply.finish();
+        }
         None => unknown_session(&mut out, "/meta/connect", id),
         Some((key, current)) => {
             if drain && current {

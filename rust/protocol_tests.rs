@@ -172,3 +172,27 @@ fn malformed_bodies_are_400() {
         assert_eq!(outcome.status, 400);
     }
 }
+
+#[test]
+fn disconnect_answers_the_held_connect_with_no_reconnect_advice() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    let (_, outcome) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": id}]),
+    );
+    let hold = outcome.hold.unwrap();
+    let (_, outcome) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/disconnect", "clientId": id}]),
+    );
+    assert_eq!(outcome.effects.release, vec![hold.client_id]);
+    let reply: Vec<Value> =
+        serde_json::from_slice(&complete_connect(&mut engine, &hold, true, Instant::now()))
+            .unwrap();
+    assert_eq!(reply[0]["successful"], true);
+    assert_eq!(reply[0]["advice"]["reconnect"], "none");
+}

@@ -1,6 +1,6 @@
 """End-to-end tests with the official CometD JavaScript client (9.x) over HTTP long-polling.
 
-Each test drives one or more real clients in Node.js (see tests/js_client.py) against a real
+Each test drives one or more real clients in Node.js (see tests/drivers.py) against a real
 uvicorn server. Waits are bounded and ordered by markers or server events, never by sleeps:
 a session's queue is FIFO, so once a marker sent after some message has arrived, that message
 has arrived too, or never will.
@@ -20,7 +20,7 @@ import pytest
 from starlette.requests import Request
 
 from conftest import ServeFactory, Server
-from js_client import JsClient, require_node
+from drivers import JsClient, require_node
 from starlette_cometd import (
     ClientId,
     CometdEventReceiver,

@@ -1,8 +1,10 @@
-"""Drive the official CometD JavaScript client (tests/js/driver.mjs) from pytest.
+"""Drive real CometD clients from pytest through small driver programs.
 
-The driver speaks JSON lines: commands on its stdin, events on its stdout.
-``JsClient`` sends commands and waits for events, buffering the ones a test
-is not waiting for yet so that a later ``expect()`` can still find them.
+Every driver speaks the same JSON-lines protocol (documented at the top of
+tests/js/driver.mjs): commands on its stdin, events on its stdout.
+``DriverClient`` sends commands and waits for events, buffering the ones a test
+is not waiting for yet so that a later ``expect()`` can still find them; each
+subclass says how to start its driver and what it needs installed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ REQUIRE_CLIENTS_ENV = "STARLETTE_COMETD_REQUIRE_CLIENTS"
 Event = dict[str, Any]
 
 
-def _missing_reason() -> str | None:
+def _node_missing() -> str | None:
     if shutil.which("node") is None:
         return "node is not installed"
     if not (JS_DIR / "node_modules").is_dir():
@@ -33,19 +35,23 @@ def _missing_reason() -> str | None:
     return None
 
 
+def require(name: str, reason: str | None) -> None:
+    """Skip the test when a client is unavailable, or fail it when clients are required (CI)."""
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_CLIENTS_ENV) == "1":
+        pytest.fail(f"{name} unavailable: {reason} ({REQUIRE_CLIENTS_ENV}=1)")
+    pytest.skip(f"{name} unavailable: {reason}")
+
+
 def node_available() -> bool:
     """True when node and the driver's npm dependencies are installed."""
-    return _missing_reason() is None
+    return _node_missing() is None
 
 
 def require_node() -> None:
     """Skip the test without node, or fail it when clients are required (CI)."""
-    reason = _missing_reason()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_CLIENTS_ENV) == "1":
-        pytest.fail(f"CometD JS client unavailable: {reason} ({REQUIRE_CLIENTS_ENV}=1)")
-    pytest.skip(f"CometD JS client unavailable: {reason}")
+    require("CometD JS client", _node_missing())
 
 
 def _matches(event: Event, name: str, match: dict[str, Any]) -> bool:
@@ -54,8 +60,20 @@ def _matches(event: Event, name: str, match: dict[str, Any]) -> bool:
     return all(key in event and event[key] == value for key, value in match.items())
 
 
-class JsClient:
-    """One CometD JavaScript client running in a Node.js subprocess."""
+class DriverClient:
+    """One real client running in a driver subprocess."""
+
+    name = "client"
+
+    def command(self) -> list[str]:
+        """The driver's command line."""
+        raise NotImplementedError
+
+    cwd: Path = JS_DIR
+
+    def missing(self) -> str | None:
+        """Why the driver cannot run here, or ``None``."""
+        return None
 
     def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
@@ -82,11 +100,10 @@ class JsClient:
         ``options`` are extra CometD configuration keys passed through as-is
         (for example ``{"maxNetworkDelay": 5000, "backoffIncrement": 100}``).
         """
-        require_node()
+        require(self.name, self.missing())
         self._proc = await asyncio.create_subprocess_exec(
-            "node",
-            str(DRIVER),
-            cwd=str(JS_DIR),
+            *self.command(),
+            cwd=str(self.cwd),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # Client logs stay visible in pytest's captured stderr.
@@ -167,7 +184,7 @@ class JsClient:
                 proc.kill()
                 await proc.wait()
 
-    async def __aenter__(self) -> JsClient:
+    async def __aenter__(self) -> DriverClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -175,7 +192,7 @@ class JsClient:
 
     def _require_proc(self) -> asyncio.subprocess.Process:
         if self._proc is None:
-            raise RuntimeError("JsClient is not started")
+            raise RuntimeError(f"{self.name} driver is not started")
         return self._proc
 
     async def _read_event(self) -> Event | None:
@@ -191,3 +208,15 @@ class JsClient:
     def _fail(self, what: str) -> NoReturn:
         seen = "\n".join(json.dumps(e) for e in self._seen[-200:])
         raise AssertionError(f"{what}; last events seen:\n{seen}")
+
+
+class JsClient(DriverClient):
+    """The CometD JavaScript client (npm ``cometd`` 9 with ``cometd-nodejs-client``) in Node.js."""
+
+    name = "CometD JS client"
+
+    def command(self) -> list[str]:
+        return ["node", str(DRIVER)]
+
+    def missing(self) -> str | None:
+        return _node_missing()

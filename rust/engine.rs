@@ -79,6 +79,10 @@ pub struct Effects {
     pub events: Vec<Event>,
     /// Sessions whose held connect should now return with the messages waiting.
     pub wake: Vec<Id>,
+    /// Sessions bound to a WebSocket that should now push the messages waiting.
+    pub push: Vec<Id>,
+    /// Sessions that this request bound to its WebSocket.
+    pub bound: Vec<Id>,
     /// Sessions whose held connect must return at once without messages: it was replaced by a
     /// newer connect, or the session ended.
     pub release: Vec<Id>,
@@ -154,10 +158,17 @@ impl Engine {
         id
     }
 
-    /// Finds a session, checking the browser cookie unless sessions are trusted.
-    pub fn lookup(&self, id: &Id, browser: Option<&Id>) -> Result<SessionKey, Lookup> {
+    /// Finds a session, checking the browser cookie when `check_browser` is set and sessions
+    /// are not trusted.
+    pub fn lookup(
+        &self,
+        id: &Id,
+        browser: Option<&Id>,
+        check_browser: bool,
+    ) -> Result<SessionKey, Lookup> {
         let key = *self.ids.get(id).ok_or(Lookup::Unknown)?;
-        if !self.config.trust_client_session && browser != Some(&self.session(key).browser) {
+        let check = check_browser && !self.config.trust_client_session;
+        if check && browser != Some(&self.session(key).browser) {
             return Err(Lookup::WrongBrowser);
         }
         Ok(key)
@@ -199,7 +210,7 @@ impl Engine {
 
     /// Queues `message` for every subscriber of a broadcast `channel`, once per session however
     /// many of its patterns match. Returns the number of sessions reached.
-    pub fn publish(&mut self, channel: &str, message: Shared, wake: &mut Vec<Id>) -> usize {
+    pub fn publish(&mut self, channel: &str, message: Shared, effects: &mut Effects) -> usize {
         debug_assert_eq!(channel::classify(channel), Some(ChannelKind::Broadcast));
         self.publish_seq += 1;
         self.published += 1;
@@ -215,13 +226,14 @@ impl Engine {
             }
         });
         for &key in &targets {
-            self.deliver(key, Arc::clone(&message), wake);
+            self.deliver(key, Arc::clone(&message), effects);
         }
         targets.len()
     }
 
-    /// Queues `message` for one session, waking its held connect once.
-    pub fn deliver(&mut self, key: SessionKey, message: Shared, wake: &mut Vec<Id>) {
+    /// Queues `message` for one session, and tells its transport once per drain: a bound
+    /// session's socket pushes, a held connect returns.
+    pub fn deliver(&mut self, key: SessionKey, message: Shared, effects: &mut Effects) {
         let capacity = self.config.queue_capacity;
         let session = self.slots[key as usize]
             .as_mut()
@@ -230,9 +242,15 @@ impl Engine {
             self.dropped += 1;
         }
         self.delivered += 1;
-        if session.held.is_some() && !session.woken {
+        if session.woken {
+            return;
+        }
+        if session.bound {
             session.woken = true;
-            wake.push(session.client_id);
+            effects.push.push(session.client_id);
+        } else if session.held.is_some() {
+            session.woken = true;
+            effects.wake.push(session.client_id);
         }
     }
 
@@ -276,6 +294,29 @@ impl Engine {
     /// Whether the held connect `token` ended because its client disconnected (once per token).
     pub fn take_disconnected_hold(&mut self, token: u64) -> bool {
         self.disconnected_holds.remove(&token)
+    }
+
+    /// Binds a session to a WebSocket (or unbinds it): bound sessions are woken for every
+    /// message, so the socket can push it at once.
+    pub fn set_bound(&mut self, key: SessionKey, bound: bool, effects: &mut Effects) {
+        let session = self.session_mut(key);
+        session.bound = bound;
+        if bound {
+            effects.bound.push(session.client_id);
+        }
+    }
+
+    /// The socket of a bound session closed: its held connect is released and its expiry
+    /// clock starts.
+    pub fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects) {
+        let Some(key) = self.key_of(id) else {
+            return;
+        };
+        self.release_held(key, effects);
+        let session = self.session_mut(key);
+        session.bound = false;
+        session.woken = false;
+        self.touch(key, now);
     }
 
     /// Starts the expiry clock after a connect reply.
@@ -360,10 +401,15 @@ mod tests {
         }
         let mut effects = Effects::default();
         engine.hold(key, &mut effects);
-        let mut wake = Vec::new();
-        assert_eq!(engine.publish("/a/b", Arc::from(&b"1"[..]), &mut wake), 1);
-        assert_eq!(engine.publish("/a/b", Arc::from(&b"2"[..]), &mut wake), 1);
-        assert_eq!(wake, vec![id]);
+        assert_eq!(
+            engine.publish("/a/b", Arc::from(&b"1"[..]), &mut effects),
+            1
+        );
+        assert_eq!(
+            engine.publish("/a/b", Arc::from(&b"2"[..]), &mut effects),
+            1
+        );
+        assert_eq!(effects.wake, vec![id]);
         assert_eq!(engine.session(key).queued(), 2);
     }
 
@@ -372,18 +418,21 @@ mod tests {
         let mut engine = engine();
         let browser = Id::generate();
         let id = engine.create_session(browser, Instant::now());
-        assert!(engine.lookup(&id, Some(&browser)).is_ok());
-        assert_eq!(engine.lookup(&id, None), Err(Lookup::WrongBrowser));
+        assert!(engine.lookup(&id, Some(&browser), true).is_ok());
+        assert_eq!(engine.lookup(&id, None, true), Err(Lookup::WrongBrowser));
+        let stranger = Id::generate();
         assert_eq!(
-            engine.lookup(&id, Some(&Id::generate())),
+            engine.lookup(&id, Some(&stranger), true),
             Err(Lookup::WrongBrowser)
         );
         assert_eq!(
-            engine.lookup(&Id::generate(), Some(&browser)),
+            engine.lookup(&stranger, Some(&browser), true),
             Err(Lookup::Unknown)
         );
+        // WebSocket requests skip the check.
+        assert!(engine.lookup(&id, None, false).is_ok());
         engine.config.trust_client_session = true;
-        assert!(engine.lookup(&id, None).is_ok());
+        assert!(engine.lookup(&id, None, true).is_ok());
     }
 
     #[test]
@@ -400,8 +449,10 @@ mod tests {
             effects.events,
             vec![Event::SessionRemoved(id, RemoveReason::Removed)]
         );
-        let mut wake = Vec::new();
-        assert_eq!(engine.publish("/a/b", Arc::from(&b"x"[..]), &mut wake), 0);
+        assert_eq!(
+            engine.publish("/a/b", Arc::from(&b"x"[..]), &mut effects),
+            0
+        );
         assert_eq!(engine.stats().sessions, 0);
         assert_eq!(engine.stats().channels, 0);
     }

@@ -40,8 +40,34 @@ pub struct Outcome {
 const HANDSHAKE_ADVICE: &[u8] = br#"{"reconnect":"handshake","interval":0}"#;
 const NO_RECONNECT_ADVICE: &[u8] = br#"{"reconnect":"none","interval":0}"#;
 
-/// Processes one request body from a client whose cookie carried `browser`.
-pub fn process(engine: &mut Engine, body: &[u8], browser: Option<Id>, now: Instant) -> Outcome {
+/// How a request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    LongPolling,
+    CallbackPolling,
+    WebSocket,
+}
+
+impl Transport {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "long-polling" => Some(Transport::LongPolling),
+            "callback-polling" => Some(Transport::CallbackPolling),
+            "websocket" => Some(Transport::WebSocket),
+            _ => None,
+        }
+    }
+}
+
+/// Processes one request body that arrived over `transport` from a client whose cookie
+/// carried `browser`.
+pub fn process(
+    engine: &mut Engine,
+    body: &[u8],
+    browser: Option<Id>,
+    transport: Transport,
+    now: Instant,
+) -> Outcome {
     let mut outcome = Outcome {
         status: 200,
         ..Outcome::default()
@@ -54,6 +80,7 @@ pub fn process(engine: &mut Engine, body: &[u8], browser: Option<Id>, now: Insta
     let mut request = Request {
         engine,
         browser,
+        transport,
         now,
         alone: messages.len() == 1,
         out: Body::new(),
@@ -118,6 +145,7 @@ pub fn complete_connect(engine: &mut Engine, hold: &Hold, drain: bool, now: Inst
 struct Request<'r> {
     engine: &'r mut Engine,
     browser: Option<Id>,
+    transport: Transport,
     now: Instant,
     /// A connect may be held only when it is the request's only message.
     alone: bool,
@@ -184,9 +212,12 @@ impl Request<'_> {
         let raw = message.client_id.ok_or(bayeux::CLIENT_ID_MISSING)?;
         let text = json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "clientId"))?;
         let id = Id::parse(&text).ok_or(bayeux::SESSION_UNKNOWN)?;
+        // The cookie guards HTTP requests only: a WebSocket session is bound to its socket,
+        // and not every WebSocket client sends cookies with its upgrade.
+        let check_browser = self.transport != Transport::WebSocket;
         let key = self
             .engine
-            .lookup(&id, self.browser.as_ref())
+            .lookup(&id, self.browser.as_ref(), check_browser)
             .map_err(|_| bayeux::SESSION_UNKNOWN)?;
         Ok((key, id))
     }
@@ -205,11 +236,21 @@ impl Request<'_> {
             None => {
                 let fresh = Id::generate();
                 self.browser = Some(fresh);
-                self.outcome.new_browser = Some(fresh);
+                // A WebSocket frame cannot set a cookie.
+                if self.transport != Transport::WebSocket {
+                    self.outcome.new_browser = Some(fresh);
+                }
                 fresh
             }
         };
         let client_id = self.engine.create_session(browser, self.now);
+        if self.transport == Transport::WebSocket {
+            let key = self
+                .engine
+                .key_of(&client_id)
+                .expect("the session just made");
+            self.engine.set_bound(key, true, &mut self.outcome.effects);
+        }
         self.outcome
             .effects
             .events
@@ -254,6 +295,11 @@ impl Request<'_> {
         };
         let server = self.engine.config.timeout;
         let wait = requested.map_or(server, |ms| Duration::from_millis(ms).min(server));
+        // A connect over WebSocket binds the session to that socket; one over HTTP unbinds it
+        // (the client fell back, or its socket is gone).
+        let websocket = self.transport == Transport::WebSocket;
+        self.engine
+            .set_bound(key, websocket, &mut self.outcome.effects);
         let session = self.engine.session_mut(key);
         // The first connect is answered at once: clients such as aiocometd wait for it.
         let first = !session.connected;
@@ -355,7 +401,7 @@ impl Request<'_> {
         if kind == ChannelKind::Broadcast {
             let delivered = delivered_message(name, data.get().as_bytes(), message.id);
             self.engine
-                .publish(name, delivered, &mut self.outcome.effects.wake);
+                .publish(name, delivered, &mut self.outcome.effects);
         }
         let mut reply = self.out.object();
         reply.string("channel", name).bool("successful", true);
@@ -365,6 +411,22 @@ impl Request<'_> {
         reply.finish();
         Ok(())
     }
+}
+
+/// Every message queued for a session, as one JSON array, for a transport that pushes (a
+/// WebSocket); `None` when there is nothing to send.
+pub fn drain_queue(engine: &mut Engine, id: &Id) -> Option<Vec<u8>> {
+    let key = engine.key_of(id)?;
+    let session = engine.session_mut(key);
+    session.woken = false;
+    if !session.has_messages() {
+        return None;
+    }
+    let mut out = Body::new();
+    for message in session.drain() {
+        out.push(&message);
+    }
+    Some(out.finish())
 }
 
 /// A message as subscribers receive it, serialised once and shared by every queue.

@@ -10,7 +10,13 @@ fn engine() -> Engine {
 
 fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
     let body = serde_json::to_vec(&batch).unwrap();
-    let outcome = process(engine, &body, Some(browser), Instant::now());
+    let outcome = process(
+        engine,
+        &body,
+        Some(browser),
+        Transport::LongPolling,
+        Instant::now(),
+    );
     let replies = if outcome.body.is_empty() {
         Vec::new()
     } else {
@@ -44,6 +50,7 @@ fn handshake_without_cookie_issues_one() {
         &mut engine,
         br#"[{"channel":"/meta/handshake","id":1}]"#,
         None,
+        Transport::LongPolling,
         Instant::now(),
     );
     assert!(outcome.new_browser.is_some());
@@ -80,6 +87,7 @@ fn publish_reaches_wildcard_subscribers_once_and_wakes_held_connect() {
         json!([{"channel": "/a/b", "clientId": talker, "data": {"x": 1}, "id": "p"}]),
     );
     assert_eq!(outcome.effects.wake, vec![hold.client_id]);
+    assert!(outcome.effects.push.is_empty());
     let reply: Vec<Value> =
         serde_json::from_slice(&complete_connect(&mut engine, &hold, true, Instant::now()))
             .unwrap();
@@ -105,7 +113,7 @@ fn newer_connect_releases_the_held_one_without_taking_its_messages() {
     assert_eq!(second.effects.release, vec![first.client_id]);
     let second = second.hold.unwrap();
     let key = engine.key_of(&second.client_id).unwrap();
-    engine.deliver(key, Arc::from(&b"{}"[..]), &mut Vec::new());
+    engine.deliver(key, Arc::from(&b"{}"[..]), &mut Effects::default());
     let released: Vec<Value> = serde_json::from_slice(&complete_connect(
         &mut engine,
         &first,
@@ -168,7 +176,13 @@ fn completing_a_connect_of_a_removed_session_answers_402() {
 fn malformed_bodies_are_400() {
     let mut engine = engine();
     for body in [&b""[..], b"[", b"[]", b"\xff"] {
-        let outcome = process(&mut engine, body, None, Instant::now());
+        let outcome = process(
+            &mut engine,
+            body,
+            None,
+            Transport::LongPolling,
+            Instant::now(),
+        );
         assert_eq!(outcome.status, 400);
     }
 }
@@ -195,4 +209,53 @@ fn disconnect_answers_the_held_connect_with_no_reconnect_advice() {
             .unwrap();
     assert_eq!(reply[0]["successful"], true);
     assert_eq!(reply[0]["advice"]["reconnect"], "none");
+}
+
+#[test]
+fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
+    let mut engine = engine();
+    let body = br#"[{"channel":"/meta/handshake"}]"#;
+    let outcome = process(
+        &mut engine,
+        body,
+        None,
+        Transport::WebSocket,
+        Instant::now(),
+    );
+    assert!(outcome.new_browser.is_none(), "a frame cannot set a cookie");
+    let replies: Vec<Value> = serde_json::from_slice(&outcome.body).unwrap();
+    let id = Id::parse(replies[0]["clientId"].as_str().unwrap()).unwrap();
+    let subscribe =
+        format!(r#"[{{"channel":"/meta/subscribe","clientId":"{id}","subscription":"/a"}}]"#);
+    let outcome = process(
+        &mut engine,
+        subscribe.as_bytes(),
+        None,
+        Transport::WebSocket,
+        Instant::now(),
+    );
+    assert!(outcome.body.windows(4).any(|w| w == b"true"));
+    let mut effects = Effects::default();
+    engine.publish("/a", Arc::from(&b"1"[..]), &mut effects);
+    engine.publish("/a", Arc::from(&b"2"[..]), &mut effects);
+    assert_eq!(
+        effects.push,
+        vec![id],
+        "a bound session is told once per drain"
+    );
+    assert!(effects.wake.is_empty());
+    assert_eq!(drain_queue(&mut engine, &id).unwrap(), b"[1,2]");
+    assert!(drain_queue(&mut engine, &id).is_none());
+    engine.publish("/a", Arc::from(&b"3"[..]), &mut effects);
+    assert_eq!(effects.push, vec![id, id]);
+    // The same session over HTTP without its cookie is refused.
+    let connect = format!(r#"[{{"channel":"/meta/connect","clientId":"{id}"}}]"#);
+    let outcome = process(
+        &mut engine,
+        connect.as_bytes(),
+        None,
+        Transport::LongPolling,
+        Instant::now(),
+    );
+    assert!(String::from_utf8_lossy(&outcome.body).contains("402::session_unknown"));
 }

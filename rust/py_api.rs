@@ -11,7 +11,7 @@ use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
 use crate::engine::{Config, Effects, Engine, Event};
 use crate::errors::CoreError;
-use crate::protocol::{self, Hold};
+use crate::protocol::{self, Hold, Transport};
 use crate::py_json::to_json;
 
 /// A session's client id: 40 lowercase hex characters.
@@ -86,6 +86,10 @@ pub struct PyOutcome {
     #[pyo3(get)]
     release: Vec<String>,
     #[pyo3(get)]
+    push: Vec<String>,
+    #[pyo3(get)]
+    bound: Vec<String>,
+    #[pyo3(get)]
     new_browser: Option<String>,
 }
 
@@ -129,6 +133,8 @@ fn outcome(
         events,
         wake: ids(&effects.wake),
         release: ids(&effects.release),
+        push: ids(&effects.push),
+        bound: ids(&effects.bound),
         new_browser: new_browser.map(|b| b.to_string()),
     })
 }
@@ -194,11 +200,23 @@ impl PyEngine {
         })
     }
 
-    /// Handles one request body from a client whose `BAYEUX_BROWSER` cookie is `browser`.
-    #[pyo3(signature = (body, browser = None))]
-    fn process(&self, py: Python<'_>, body: &[u8], browser: Option<&str>) -> PyResult<PyOutcome> {
+    /// Handles one request body that arrived over `transport` ("long-polling",
+    /// "callback-polling" or "websocket") from a client whose `BAYEUX_BROWSER` cookie is
+    /// `browser`.
+    #[pyo3(signature = (body, browser = None, transport = "long-polling"))]
+    fn process(
+        &self,
+        py: Python<'_>,
+        body: &[u8],
+        browser: Option<&str>,
+        transport: &str,
+    ) -> PyResult<PyOutcome> {
+        let transport = Transport::parse(transport).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown transport {transport:?}"))
+        })?;
         let browser = browser.and_then(Id::parse);
-        let result = protocol::process(&mut self.engine(), body, browser, Instant::now());
+        let result =
+            protocol::process(&mut self.engine(), body, browser, transport, Instant::now());
         outcome(
             py,
             result.status,
@@ -221,6 +239,26 @@ impl PyEngine {
         PyBytes::new(py, &body).unbind()
     }
 
+    /// Every message queued for a session as one JSON array, or `None` if there is none.
+    fn drain<'py>(
+        &self,
+        py: Python<'py>,
+        client_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let id = parse_id(client_id)?;
+        let body = protocol::drain_queue(&mut self.engine(), &id);
+        Ok(body.map(|b| PyBytes::new(py, &b)))
+    }
+
+    /// The WebSocket of a session closed: its held connect is released and its expiry
+    /// clock starts.
+    fn unbind(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
+        let id = parse_id(client_id)?;
+        let mut effects = Effects::default();
+        self.engine().unbind(&id, Instant::now(), &mut effects);
+        effects_outcome(py, effects)
+    }
+
     /// Publishes `data` to every subscriber of a broadcast channel.
     fn publish(
         &self,
@@ -233,7 +271,7 @@ impl PyEngine {
         }
         let message = protocol::delivered_message(channel, &to_json(data)?, None);
         let mut effects = Effects::default();
-        self.engine().publish(channel, message, &mut effects.wake);
+        self.engine().publish(channel, message, &mut effects);
         effects_outcome(py, effects)
     }
 
@@ -258,7 +296,7 @@ impl PyEngine {
             .key_of(&id)
             .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
         let mut effects = Effects::default();
-        engine.deliver(key, message, &mut effects.wake);
+        engine.deliver(key, message, &mut effects);
         drop(engine);
         effects_outcome(py, effects)
     }

@@ -20,8 +20,10 @@ pub struct Session {
     pub dropped: u64,
     /// The token of the `/meta/connect` being held for this session, if any.
     pub held: Option<u64>,
-    /// Set once the held connect has been told that messages are waiting, so a burst of
-    /// messages wakes it once.
+    /// Bound to a WebSocket: messages are pushed as they arrive, not only in connect replies.
+    pub bound: bool,
+    /// Set once the transport has been told that messages are waiting, so a burst of
+    /// messages wakes it once; cleared when the queue is drained.
     pub woken: bool,
     /// Whether any `/meta/connect` has been answered yet; the first one is answered at once.
     pub connected: bool,
@@ -47,6 +49,7 @@ impl Session {
             queue: VecDeque::new(),
             dropped: 0,
             held: None,
+            bound: false,
             woken: false,
             connected: false,
             deadline: Some(deadline),
@@ -73,6 +76,7 @@ impl Session {
 
     /// Takes every queued message, in order.
     pub fn drain(&mut self) -> impl Iterator<Item = Shared> + '_ {
+        self.woken = false;
         self.queue.drain(..)
     }
 

@@ -35,7 +35,7 @@ async def test_handshake_reply_and_cookie(server: Server, http: httpx.AsyncClien
     assert HEX40.match(reply["clientId"])
     assert reply["version"] == "1.0"
     assert reply["minimumVersion"] == "1.0"
-    assert reply["supportedConnectionTypes"] == ["long-polling"]
+    assert reply["supportedConnectionTypes"] == ["websocket", "long-polling", "callback-polling"]
     assert reply["advice"] == {"reconnect": "retry", "interval": 0, "timeout": 2000}
     assert reply["id"] == 17  # echoed with its JSON type
     assert "data" not in reply
@@ -58,7 +58,11 @@ async def test_bare_mount_path_is_not_redirected(server: Server, http: httpx.Asy
     assert response.status_code == 200
     assert not response.history
     assert (await http.post(server.url + "/nope", json=[])).status_code == 404
-    assert (await http.get(server.url)).status_code == 405
+    assert (await http.put(server.url, json=[])).status_code == 405
+    # A GET is callback-polling, which needs its parameters.
+    response = await http.get(server.url)
+    assert response.status_code == 400
+    assert response.json()[0]["error"] == "400::jsonp_invalid"
 
 
 async def test_custom_base_paths(serve: ServeFactory, http: httpx.AsyncClient) -> None:

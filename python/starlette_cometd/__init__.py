@@ -7,7 +7,8 @@ from ._core import (
     InvalidChannelError,
     SendError,
 )
-from .context import CookieOptions, LongPollingServiceContext, LongPollingServiceContextBuilder
+from .context import LongPollingServiceContext, LongPollingServiceContextBuilder
+from .cookies import CookieOptions
 from .events import (
     CometdCustomDataSender,
     CometdEventReceiver,

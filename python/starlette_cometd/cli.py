@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
+from . import demo
 from .context import LongPollingServiceContext, LongPollingServiceContextBuilder
 from .router import CometdRoute, RouterBuilder
 
@@ -37,12 +41,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="info",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also serve a browser chat demo at / (it loads the CometD JavaScript library "
+        f"{demo.COMETD_JS_VERSION} from a CDN, or from --cometd-js)",
+    )
+    parser.add_argument(
+        "--cometd-js",
+        metavar="DIR",
+        type=Path,
+        help="with --demo: serve the CometD JavaScript library from DIR, a copy of the npm "
+        f"cometd {demo.COMETD_JS_VERSION} package (such as node_modules/cometd), "
+        f"at {demo.LOCAL_PREFIX}/ instead of loading it from a CDN",
+    )
+    args = parser.parse_args(argv)
+    if args.cometd_js is not None:
+        if not args.demo:
+            parser.error("--cometd-js needs --demo")
+        if problem := demo.library_problem(args.cometd_js):
+            parser.error(f"--cometd-js: {problem}")
+    if args.demo and (problem := demo.path_conflict(args.path)):
+        parser.error(f"--demo: {problem}")
+    return args
 
 
-def build_app(context: LongPollingServiceContext, path: str) -> Starlette:
+def build_app(
+    context: LongPollingServiceContext, path: str, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
     cometd = RouterBuilder().build(context)
-    return Starlette(routes=[CometdRoute(path, cometd)], lifespan=context.lifespan)
+    routes = [*extra_routes, CometdRoute(path, cometd)]
+    return Starlette(routes=routes, lifespan=context.lifespan)
 
 
 class _Server(uvicorn.Server):
@@ -71,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         .max_interval(args.max_interval)
         .build()
     )
-    app = build_app(context, args.path)
+    routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
+    app = build_app(context, args.path, routes)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
+    if args.demo:
+        log.info("Demo chat at http://%s:%d/", args.host, args.port)
     _Server(config, context).run()
     return 0

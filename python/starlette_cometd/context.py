@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from starlette.datastructures import Headers
 
 from ._core import ClientId, ContextClosedError, Engine, Outcome
+from .cookies import CookieOptions
+from .cors import Cors
 from .events import (
     CometdCustomDataSender,
     CometdEventReceiver,
@@ -25,6 +26,11 @@ from .events import (
     Unsubscribe,
 )
 from .long_polling import Parking, Wakeup
+
+if TYPE_CHECKING:
+    from .websocket import WebSocketConnection
+
+CONNECTION_TYPES = ("websocket", "long-polling", "callback-polling")
 
 Duration = int | float | datetime.timedelta
 
@@ -42,27 +48,6 @@ def _count(value: int, name: str, minimum: int = 0) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class CookieOptions:
-    """How the ``BAYEUX_BROWSER`` cookie is set."""
-
-    name: str = "BAYEUX_BROWSER"
-    path: str = "/"
-    same_site: Literal["lax", "strict", "none"] | None = "lax"
-    secure: bool = False
-    http_only: bool = True
-
-    def header(self, value: str) -> str:
-        parts = [f"{self.name}={value}", f"Path={self.path}"]
-        if self.http_only:
-            parts.append("HttpOnly")
-        if self.same_site is not None:
-            parts.append(f"SameSite={self.same_site.capitalize()}")
-        if self.secure:
-            parts.append("Secure")
-        return "; ".join(parts)
-
-
 class LongPollingServiceContextBuilder:
     """Builds a :class:`LongPollingServiceContext`. Every setter returns the builder."""
 
@@ -78,6 +63,8 @@ class LongPollingServiceContextBuilder:
         self._trust_client_session = False
         self._max_body_size = 1024 * 1024
         self._cookie = CookieOptions()
+        self._connection_types: tuple[str, ...] = CONNECTION_TYPES
+        self._cors = Cors(())
 
     def timeout(self, value: Duration) -> Self:
         """How long a ``/meta/connect`` is held (also sent as ``advice.timeout``)."""
@@ -130,6 +117,22 @@ class LongPollingServiceContextBuilder:
         self._max_body_size = _count(value, "max_body_size", 1)
         return self
 
+    def connection_types(self, *types: str) -> Self:
+        """The transports served and advertised, in order of preference; by default
+        ``"websocket", "long-polling", "callback-polling"``."""
+        unknown = [t for t in types if t not in CONNECTION_TYPES]
+        if unknown or not types:
+            raise ValueError(f"connection types are some of {CONNECTION_TYPES}, not {types}")
+        self._connection_types = tuple(dict.fromkeys(types))
+        return self
+
+    def allowed_origins(self, *origins: str) -> Self:
+        """Origins whose browsers may call the server (CORS), e.g. ``"https://app.example"``.
+        Listed origins may send credentials (cookies); ``"*"`` admits any other origin
+        without credentials."""
+        self._cors = Cors(origins)
+        return self
+
     def browser_cookie(
         self,
         *,
@@ -150,7 +153,7 @@ class LongPollingServiceContextBuilder:
             interval=self._interval,
             queue_capacity=self._client_capacity,
             trust_client_session=self._trust_client_session,
-            connection_types=["long-polling"],
+            connection_types=list(self._connection_types),
             session_capacity=self._client_storage_capacity,
             channel_capacity=self._subscription_storage_capacity,
             subscriber_capacity=self._subscription_channel_capacity,
@@ -160,6 +163,8 @@ class LongPollingServiceContextBuilder:
             events_capacity=self._events_capacity,
             max_body_size=self._max_body_size,
             cookie=self._cookie,
+            connection_types=self._connection_types,
+            cors=self._cors,
             sweep_every=min(1.0, max(0.05, self._max_interval / 4)),
         )
 
@@ -174,11 +179,17 @@ class LongPollingServiceContext:
         events_capacity: int,
         max_body_size: int,
         cookie: CookieOptions,
+        connection_types: tuple[str, ...],
+        cors: Cors,
         sweep_every: float,
     ) -> None:
         self._engine = engine
         self._hub = EventHub(events_capacity)
         self._parking = Parking()
+        self._sockets: set[WebSocketConnection] = set()
+        self._socket_of: dict[str, WebSocketConnection] = {}
+        self.connection_types = connection_types
+        self.cors = cors
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
         self.max_body_size = max_body_size
@@ -233,8 +244,10 @@ class LongPollingServiceContext:
         if self.closed:
             return
         self.closed = True
-        self._engine.release_all()
+        self.apply(self._engine.release_all())
         self._parking.release_all()
+        for socket in self._sockets:
+            socket.shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
 
@@ -270,12 +283,41 @@ class LongPollingServiceContext:
     def wants_events(self) -> bool:
         return self._hub.listening
 
+    def track_socket(self, socket: WebSocketConnection, open: bool) -> None:
+        if open:
+            self._sockets.add(socket)
+        else:
+            self._sockets.discard(socket)
+
+    def bind_socket(self, client_id: str, socket: WebSocketConnection) -> None:
+        """Messages for this session are now pushed through ``socket``."""
+        self._socket_of[client_id] = socket
+
+    def unbind_socket(self, client_id: str, socket: WebSocketConnection) -> bool:
+        """Forgets the binding if it is still ``socket``'s; true if it was."""
+        if self._socket_of.get(client_id) is socket:
+            del self._socket_of[client_id]
+            return True
+        return False
+
     def apply(self, outcome: Outcome, headers: Headers | None = None, data: Any = None) -> None:
-        """Acts on what the engine changed: wakes and releases held connects, emits events."""
+        """Acts on what the engine changed: wakes and releases held connects, has sockets push,
+        emits events."""
         if outcome.release:
             self._parking.wake(outcome.release, Wakeup.RELEASED)
+            for client_id in outcome.release:
+                socket = self._socket_of.get(client_id)
+                if socket is not None:
+                    socket.release(client_id)
         if outcome.wake:
             self._parking.wake(outcome.wake, Wakeup.MESSAGES)
+        for client_id in outcome.push:
+            socket = self._socket_of.get(client_id)
+            if socket is not None:
+                socket.push(client_id)
+        for kind, client_id, _ in outcome.events:
+            if kind == "session_removed" and (socket := self._socket_of.pop(client_id, None)):
+                socket.sessions.discard(client_id)
         if outcome.events and self._hub.listening:
             for event in _events(outcome, headers or Headers(), data):
                 self._hub.publish(event)

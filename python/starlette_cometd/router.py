@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .context import LongPollingServiceContext
-from .long_polling_http import AdditionalData, error_body, handle_post, send_body
+from .http_transport import AdditionalData, error_body, resolve_data, send_json, serve_http
+from .websocket import serve_websocket
 
 
 def _base(path: str) -> str:
@@ -45,24 +47,34 @@ class CometdApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            # WebSocket is not served yet: refuse the upgrade (HTTP 403).
-            await send({"type": "websocket.close", "code": 1008})
+            if (_route_path(scope) or "/") not in self.paths:
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            data = await resolve_data(scope, self._data_provider, self._data_value)
+            await serve_websocket(self.context, scope, receive, send, data)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (_route_path(scope) or "/") not in self.paths:
-            await send_body(send, 404, error_body("404::not_found", "no CometD endpoint here"))
+            await send_json(send, 404, error_body("404::not_found", "no CometD endpoint here"))
             return
-        if scope["method"] != "POST":
-            await send_body(
-                send,
-                405,
-                error_body("405::method_not_allowed", "Bayeux requests are POSTed"),
-                [(b"allow", b"POST")],
+        method = scope["method"]
+        if method in ("POST", "GET"):
+            await serve_http(
+                self.context, scope, receive, send, self._data_provider, self._data_value
             )
-            return
-        await handle_post(self.context, scope, receive, send, self._data_provider, self._data_value)
+        elif method == "OPTIONS":
+            allowed = self.context.cors.preflight(Headers(scope=scope))
+            if allowed is None:
+                await send({"type": "http.response.start", "status": 403, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({"type": "http.response.start", "status": 204, "headers": allowed})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            body = error_body("405::method_not_allowed", "Bayeux requests are POSTed")
+            await send_json(send, 405, body, [(b"allow", b"POST, GET, OPTIONS")])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         # Used when the app is served on its own; mounted apps rely on the parent's lifespan.
@@ -123,8 +135,10 @@ class RouterBuilder:
     def build_with_additional_data(
         self, context: LongPollingServiceContext, data: Any
     ) -> CometdApp:
-        """Like :meth:`build`; events carry ``data``, or ``data(request)`` when it is callable
-        (sync or async), the counterpart of axum's ``Extension``."""
+        """Like :meth:`build`; events carry ``data``, or ``data(connection)`` when it is
+        callable (sync or async): the Starlette ``Request`` of an HTTP request, or the
+        ``WebSocket`` of a socket (both are ``HTTPConnection``). The counterpart of axum's
+        ``Extension``."""
         if callable(data):
             return CometdApp(context, self._paths(), data_provider=data)
         return CometdApp(context, self._paths(), data_value=data)

@@ -1,0 +1,39 @@
+"""The ``BAYEUX_BROWSER`` cookie: reading it from a request and writing its header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.datastructures import Headers
+
+
+def browser_cookie(headers: Headers, name: str) -> str | None:
+    """The value of the browser cookie, if the request carries one."""
+    for header in headers.getlist("cookie"):
+        for part in header.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                return value.strip().strip('"')
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CookieOptions:
+    """How the ``BAYEUX_BROWSER`` cookie is set."""
+
+    name: str = "BAYEUX_BROWSER"
+    path: str = "/"
+    same_site: Literal["lax", "strict", "none"] | None = "lax"
+    secure: bool = False
+    http_only: bool = True
+
+    def header(self, value: str) -> str:
+        parts = [f"{self.name}={value}", f"Path={self.path}"]
+        if self.http_only:
+            parts.append("HttpOnly")
+        if self.same_site is not None:
+            parts.append(f"SameSite={self.same_site.capitalize()}")
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)

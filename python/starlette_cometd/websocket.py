@@ -1,0 +1,173 @@
+"""The WebSocket transport: text frames holding JSON arrays of Bayeux messages. Sessions are
+bound to their socket and messages are pushed as they arrive, several per frame when several
+are ready; a held ``/meta/connect`` is answered at its timeout as a heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
+
+from ._core import HeldConnect
+from .cookies import browser_cookie
+
+if TYPE_CHECKING:
+    from .context import LongPollingServiceContext
+
+# How many reply frames may wait for a slow socket before the reader stops reading: a client
+# that does not drain its socket cannot make the server buffer without bound.
+MAX_PENDING_FRAMES = 64
+
+
+class WebSocketConnection:
+    """One client socket: reads batches, writes replies and pushed messages in one writer task."""
+
+    def __init__(
+        self, context: LongPollingServiceContext, scope: Scope, send: Send, data: Any
+    ) -> None:
+        self._context = context
+        self._headers = Headers(scope=scope)
+        self._browser = browser_cookie(self._headers, context.cookie.name)
+        self._send = send
+        self._data = data
+        self._frames: deque[bytes] = deque()
+        self._flushes: dict[str, None] = {}  # sessions with messages to push, in order
+        self._work = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
+        self.sessions: set[str] = set()
+        self._closing = False
+
+    # Called by the context (from apply) when the engine says so.
+
+    def push(self, client_id: str) -> None:
+        """Messages are waiting for a session on this socket: send them soon."""
+        self._flushes[client_id] = None
+        self._work.set()
+
+    def release(self, client_id: str) -> None:
+        """The session's held connect must be answered now, without its messages."""
+        entry = self._holds.pop(client_id, None)
+        if entry is not None:
+            held, timer = entry
+            timer.cancel()
+            self._queue(self._context.engine.complete_connect(held, False))
+
+    def shutdown(self) -> None:
+        """The server is stopping: write what is pending, then close with 1001."""
+        self._closing = True
+        self._work.set()
+
+    # The socket's life.
+
+    async def serve(self, receive: Receive) -> None:
+        writer = asyncio.get_running_loop().create_task(self._write_forever())
+        try:
+            await self._read_forever(receive)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self._forget()
+
+    async def _read_forever(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            body = text.encode() if text is not None else message.get("bytes") or b""
+            self._handle(body)
+            if len(self._frames) > MAX_PENDING_FRAMES:
+                self._drained.clear()
+                await self._drained.wait()
+
+    def _handle(self, body: bytes) -> None:
+        context = self._context
+        outcome = context.engine.process(body, self._browser, "websocket")
+        # Register the sessions this batch bound before acting on its effects, so that a
+        # message the batch published to its own session is pushed here.
+        for client_id in outcome.bound:
+            context.bind_socket(client_id, self)
+            self.sessions.add(client_id)
+        context.apply(outcome, self._headers, self._data)
+        if outcome.body:
+            self._queue(outcome.body)
+        held = outcome.hold
+        if held is not None:
+            timer = asyncio.get_running_loop().call_later(held.timeout, self._hold_expired, held)
+            self._holds[held.client_id] = (held, timer)
+
+    def _hold_expired(self, held: HeldConnect) -> None:
+        entry = self._holds.get(held.client_id)
+        if entry is not None and entry[0] is held:
+            del self._holds[held.client_id]
+            self._queue(self._context.engine.complete_connect(held, True))
+
+    def _queue(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._work.set()
+
+    async def _write_forever(self) -> None:
+        engine = self._context.engine
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._frames or self._flushes:
+                if self._frames:
+                    await self._write(self._frames.popleft())
+                    continue
+                client_id = next(iter(self._flushes))
+                del self._flushes[client_id]
+                body = engine.drain(client_id)
+                if body is not None:
+                    await self._write(body)
+            self._drained.set()
+            if self._closing:
+                await self._send({"type": "websocket.close", "code": 1001})
+                return
+
+    async def _write(self, frame: bytes) -> None:
+        await self._send({"type": "websocket.send", "text": frame.decode()})
+
+    def _forget(self) -> None:
+        """The socket is gone: its sessions start their expiry clocks and can continue on
+        another socket or over HTTP while they live."""
+        engine = self._context.engine
+        for held, timer in self._holds.values():
+            timer.cancel()
+            engine.complete_connect(held, False)
+        self._holds.clear()
+        for client_id in self.sessions:
+            if self._context.unbind_socket(client_id, self):
+                self._context.apply(engine.unbind(client_id))
+        self.sessions.clear()
+
+
+async def serve_websocket(
+    context: LongPollingServiceContext, scope: Scope, receive: Receive, send: Send, data: Any
+) -> None:
+    """Accepts the upgrade (echoing the client's first subprotocol, if it offered any) and
+    serves the socket until it closes."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if context.closed or "websocket" not in context.connection_types:
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    context.start()
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    offered = scope.get("subprotocols") or []
+    if offered:
+        accept["subprotocol"] = offered[0]
+    await send(accept)
+    connection = WebSocketConnection(context, scope, send, data)
+    context.track_socket(connection, True)
+    try:
+        await connection.serve(receive)
+    finally:
+        context.track_socket(connection, False)

@@ -173,9 +173,22 @@ fn completing_a_connect_of_a_removed_session_answers_402() {
 }
 
 #[test]
+fn an_empty_batch_gets_an_empty_reply() {
+    let mut engine = engine();
+    let outcome = process(
+        &mut engine,
+        b" [ ] ",
+        None,
+        Transport::LongPolling,
+        Instant::now(),
+    );
+    assert_eq!((outcome.status, outcome.body), (200, b"[]".to_vec()));
+}
+
+#[test]
 fn malformed_bodies_are_400() {
     let mut engine = engine();
-    for body in [&b""[..], b"[", b"[]", b"\xff"] {
+    for body in [&b""[..], b"[", b"\xff", b"{}x"] {
         let outcome = process(
             &mut engine,
             body,

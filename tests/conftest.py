@@ -73,8 +73,9 @@ ServeFactory = Callable[..., Awaitable[Server]]
 
 @pytest.fixture
 async def serve() -> AsyncIterator[ServeFactory]:
-    """``await serve(builder=..., router=..., data=...)`` starts a server and returns it; every
-    server is stopped at the end of the test."""
+    """``await serve(builder=..., router=..., data=..., wrap=...)`` starts a server and returns
+    it; every server is stopped at the end of the test. ``wrap`` wraps the CometD ASGI app, to
+    inject faults such as a slow network."""
     running: list[tuple[uvicorn.Server, asyncio.Task[None], LongPollingServiceContext]] = []
 
     async def start(
@@ -82,6 +83,7 @@ async def serve() -> AsyncIterator[ServeFactory]:
         router: RouterBuilder | None = None,
         data: Any = None,
         path: str = "/cometd",
+        wrap: Callable[[Any], Any] | None = None,
     ) -> Server:
         context = (builder or LongPollingServiceContextBuilder()).build()
         router = router or RouterBuilder()
@@ -90,6 +92,8 @@ async def serve() -> AsyncIterator[ServeFactory]:
             if data is None
             else router.build_with_additional_data(context, data)
         )
+        if wrap is not None:
+            app = wrap(app)  # fault injection between the server and the app
         starlette = Starlette(routes=[CometdRoute(path, app)], lifespan=context.lifespan)
         port = free_port()
         server, task = await start_uvicorn(starlette, port)

@@ -22,6 +22,7 @@ import pytest
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 DRIVER = JS_DIR / "driver.mjs"
+FAYE_DRIVER = JS_DIR / "faye_driver.mjs"
 REQUIRE_CLIENTS_ENV = "STARLETTE_COMETD_REQUIRE_CLIENTS"
 
 Event = dict[str, Any]
@@ -220,3 +221,63 @@ class JsClient(DriverClient):
 
     def missing(self) -> str | None:
         return _node_missing()
+
+
+class FayeClient(DriverClient):
+    """Faye's Node.js client (npm ``faye`` 1.4) through tests/js/faye_driver.mjs.
+
+    ``transports`` picks Faye's connection types (``["long-polling"]`` disables its
+    websocket); ``options`` are Faye.Client options (``timeout``, ``retry``, ``interval``, in
+    seconds). The driver notes its own differences from the CometD JS driver at its top.
+    """
+
+    name = "Faye client"
+
+    def command(self) -> list[str]:
+        return ["node", str(FAYE_DRIVER)]
+
+    def missing(self) -> str | None:
+        reason = _node_missing()
+        if reason is None and not (JS_DIR / "node_modules" / "faye").is_dir():
+            reason = "the faye npm package is missing (run: npm ci --prefix tests/js)"
+        return reason
+
+
+JAVA_DIR = Path(__file__).resolve().parent / "java"
+JAVA_JAR = JAVA_DIR / "target" / "cometd-driver.jar"
+JAVA_BUILD = "mvn -q -f tests/java package"
+
+
+def _java_missing() -> str | None:
+    if shutil.which("java") is None:
+        return "java is not installed"
+    if not JAVA_JAR.is_file():
+        return f"{JAVA_JAR} is missing (run: {JAVA_BUILD})"
+    sources = [JAVA_DIR / "pom.xml", *(JAVA_DIR / "src").rglob("*.java")]
+    built = JAVA_JAR.stat().st_mtime
+    if any(source.stat().st_mtime > built for source in sources):
+        return f"{JAVA_JAR} is older than its sources (run: {JAVA_BUILD})"
+    return None
+
+
+class JavaClient(DriverClient):
+    """The CometD Java client (``org.cometd.java`` 8.0, on Jetty 12) through tests/java's
+    Driver, built into one jar by ``mvn -q -f tests/java package``.
+
+    ``transports`` picks the client's transports in order of preference (``"long-polling"``:
+    Jetty's HttpClient; ``"websocket"``: the Jakarta WebSocket transport on Jetty's client);
+    ``options`` are set on the client and its transports as they are (for example
+    ``{"maxMessageSize": 2097152, "maxNetworkDelay": 5000}``). ``append_message_type`` is
+    ignored: the Java client always appends the type of a lone meta message to the URL. The
+    driver notes its other differences from the CometD JS driver at the top of Driver.java.
+    """
+
+    name = "CometD Java client"
+    cwd = JAVA_DIR
+
+    def command(self) -> list[str]:
+        # A short-lived client: favour start-up time over peak throughput.
+        return ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-jar", str(JAVA_JAR)]
+
+    def missing(self) -> str | None:
+        return _java_missing()

@@ -22,7 +22,6 @@ BAD_BODIES = [
     (b"[{]", "400::json_malformed"),
     (b"nul", "400::json_malformed"),
     (b"\xff\xfe[]", "400::json_malformed"),
-    (b"[]", "400::batch_empty"),
     (b'[{"channel":"/meta/handshake"}] trailing', "400::json_malformed"),
 ]
 
@@ -110,6 +109,13 @@ async def test_bad_field_types_on_a_live_session(server: Server, http: httpx.Asy
     # The all-or-nothing subscribe left nothing behind.
     info = server.context.session_info(client_id)
     assert info is not None and info["subscriptions"] == []
+
+
+async def test_empty_batch_gets_an_empty_reply(server: Server, http: httpx.AsyncClient) -> None:
+    # Faye posts [] before a large publish; nothing asked, nothing answered.
+    response = await http.post(server.url, content=b"[]")
+    assert response.status_code == 200
+    assert response.json() == []
 
 
 async def test_deep_nesting_is_read_without_recursion(

@@ -49,6 +49,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::LongPolling => "long-polling",
+            Transport::CallbackPolling => "callback-polling",
+            Transport::WebSocket => "websocket",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "long-polling" => Some(Transport::LongPolling),
@@ -182,6 +190,12 @@ impl Request<'_> {
         let Some(channel) = json::as_str(channel) else {
             return self.fail(None, id, &bayeux::field("invalid_type", "channel"));
         };
+        // A transport the server does not offer: every message is refused, with the advice
+        // not to retry, so that the client moves to another transport or stops.
+        let offered = &self.engine.config.connection_types;
+        if !offered.iter().any(|t| t == self.transport.name()) {
+            return self.fail(Some(&channel), id, bayeux::CONNECTION_TYPE_UNSUPPORTED);
+        }
         let result = match &*channel {
             "/meta/handshake" => self.handshake(&message),
             "/meta/connect" => self.connect(&message),
@@ -205,6 +219,9 @@ impl Request<'_> {
             reply.string("channel", channel);
         }
         reply.bool("successful", false).string("error", error);
+        if error == bayeux::CONNECTION_TYPE_UNSUPPORTED {
+            reply.raw("advice", NO_RECONNECT_ADVICE);
+        }
         if let Some(id) = id {
             reply.raw("id", id.get().as_bytes());
         }

@@ -5,7 +5,10 @@ use crate::engine::Config;
 use serde_json::{json, Value};
 
 fn engine() -> Engine {
-    Engine::new(Config::default())
+    Engine::new(Config {
+        connection_types: vec!["websocket".into(), "long-polling".into()],
+        ..Config::default()
+    })
 }
 
 fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
@@ -58,7 +61,7 @@ fn handshake_without_cookie_issues_one() {
     assert_eq!(replies[0]["id"], 1);
     assert_eq!(
         replies[0]["supportedConnectionTypes"],
-        json!(["long-polling"])
+        json!(["websocket", "long-polling"])
     );
 }
 
@@ -271,4 +274,25 @@ fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
         Instant::now(),
     );
     assert!(String::from_utf8_lossy(&outcome.body).contains("402::session_unknown"));
+}
+
+#[test]
+fn a_transport_not_offered_is_refused_with_advice_to_stop() {
+    let mut engine = engine();
+    let body = br#"[{"channel":"/meta/handshake","id":"h"}]"#;
+    let outcome = process(
+        &mut engine,
+        body,
+        None,
+        Transport::CallbackPolling,
+        Instant::now(),
+    );
+    let replies: Vec<Value> = serde_json::from_slice(&outcome.body).unwrap();
+    assert_eq!(
+        replies[0],
+        json!({"channel": "/meta/handshake", "successful": false,
+               "error": "400::connection_type_unsupported",
+               "advice": {"reconnect": "none", "interval": 0}, "id": "h"})
+    );
+    assert_eq!(engine.stats().sessions, 0);
 }

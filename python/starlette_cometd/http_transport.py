@@ -121,10 +121,6 @@ async def serve_http(
         body = error_body("503::server_stopping", "the server is stopping")
         await send_json(send, 503, body, cors)
         return
-    if transport not in context.connection_types:
-        body = error_body("400::connection_type_unsupported", f"{transport} is not served")
-        await send_json(send, 400, body, cors)
-        return
     context.start()
     try:
         if jsonp:

@@ -224,7 +224,7 @@ class LongPollingServiceContext:
     def stats(self) -> dict[str, int]:
         """Counters: sessions, channels, published, delivered, dropped (queue overflow), held."""
         stats = self._engine.stats()
-        stats["held"] = len(self._parking)
+        stats["held"] = len(self._parking) + sum(socket.held for socket in self._sockets)
         return stats
 
     def session_info(self, client_id: ClientId | str) -> dict[str, Any] | None:

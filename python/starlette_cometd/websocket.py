@@ -42,6 +42,11 @@ class WebSocketConnection:
         self.sessions: set[str] = set()
         self._closing = False
 
+    @property
+    def held(self) -> int:
+        """How many connects this socket holds."""
+        return len(self._holds)
+
     # Called by the context (from apply) when the engine says so.
 
     def push(self, client_id: str) -> None:

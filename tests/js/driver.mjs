@@ -337,6 +337,7 @@ async function handle(line) {
                     tag,
                     status: cometd ? cometd.getStatus() : "unconfigured",
                     clientId: cometd ? cometd.getClientId() : null,
+                    transportType: cometd && cometd.getTransport() ? cometd.getTransport().type : null,
                     subscriptions: [...subscriptions.keys()],
                 });
                 break;

@@ -17,7 +17,8 @@ from . import demo
 from .context import LongPollingServiceContext, LongPollingServiceContextBuilder
 from .router import CometdRoute, RouterBuilder
 
-log = logging.getLogger("starlette_cometd")
+# uvicorn configures this logger, so these lines show beside its own.
+log = logging.getLogger("uvicorn.error")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -28,6 +28,7 @@ const endpoint = document.querySelector('meta[name="cometd-path"]').content;
 const state = {
   handshaken: false,
   connected: false,
+  wasConnected: false,
   subscribed: false,
   disconnected: false,
   failed: false,
@@ -40,14 +41,12 @@ function render() {
     [key, label] = ["error", "Not connected"];
   } else if (state.disconnected) {
     [key, label] = ["error", "Disconnected"];
-  } else if (!state.handshaken) {
-    [key, label] = ["connecting", "Connecting…"];
-  } else if (state.connected && state.subscribed) {
-    [key, label] = ["connected", "Connected"];
-  } else if (!state.connected) {
-    [key, label] = ["reconnecting", "Reconnecting…"];
+  } else if (state.handshaken && state.connected) {
+    [key, label] = state.subscribed ? ["connected", "Connected"] : ["connecting", "Subscribing…"];
+  } else if (state.wasConnected) {
+    [key, label] = ["connecting", "Reconnecting…"];
   } else {
-    [key, label] = ["connecting", "Subscribing…"];
+    [key, label] = ["connecting", "Connecting…"];
   }
   statusOut.dataset.state = key;
   statusOut.textContent = label;
@@ -123,8 +122,19 @@ function start() {
     logLevel: params.has("debug") ? "debug" : "warn",
   });
 
+  // Called when a transport fails; newType is null when none is left to fall back to.
+  cometd.onTransportException = (failure, oldType, newType) => {
+    if (newType === null) {
+      state.failed = true;
+      render();
+      const tried = cometd.getTransportTypes().join(", ");
+      showNotice(`Could not connect with ${tried}${failure?.reason ? `: ${failure.reason}` : "."}`);
+    }
+  };
+
   cometd.addListener("/meta/handshake", (message) => {
     state.handshaken = message.successful;
+    state.connected = false;
     state.subscribed = false;
     state.disconnected = false;
     if (message.successful) {
@@ -144,6 +154,7 @@ function start() {
     }
     state.connected = message.successful;
     if (message.successful) {
+      state.wasConnected = true;
       showTransport(cometd);
     }
     render();
@@ -175,4 +186,10 @@ function start() {
 
 nameBox.value = `guest-${Math.floor(1000 + Math.random() * 9000)}`;
 render();
-start();
+// Start once the page has loaded: callback-polling's <script> requests, the held
+// /meta/connect among them, would otherwise keep the page loading.
+if (document.readyState === "complete") {
+  start();
+} else {
+  window.addEventListener("load", start, { once: true });
+}

@@ -26,6 +26,20 @@ pub struct Config {
     pub trust_client_session: bool,
     /// Advertised in handshake replies.
     pub connection_types: Vec<String>,
+    /// Offer the ack extension to clients that ask for it.
+    pub ack_extension: bool,
+    /// Answer the timesync extension.
+    pub timesync: bool,
+    /// Deliver a client's publish to its own session too, when it subscribes.
+    pub broadcast_to_publisher: bool,
+    /// How many long-polls one browser may have held at once over HTTP/1.x; negative: no limit.
+    pub max_sessions_per_browser: i64,
+    /// `advice.interval` for a connect refused under that limit (`multiple-clients`).
+    pub multi_session_interval: Duration,
+    /// Advertise `maxInterval` in advice, so clients away longer handshake again directly.
+    pub handshake_reconnect: bool,
+    /// Deliver messages only in `/meta/connect` replies, never pushed on a WebSocket alone.
+    pub meta_connect_deliver_only: bool,
     /// Pre-sizing hints.
     pub session_capacity: usize,
     pub channel_capacity: usize,
@@ -41,6 +55,13 @@ impl Default for Config {
             queue_capacity: 500,
             trust_client_session: false,
             connection_types: vec!["long-polling".to_owned()],
+            ack_extension: false,
+            timesync: false,
+            broadcast_to_publisher: true,
+            max_sessions_per_browser: 1,
+            multi_session_interval: Duration::from_secs(2),
+            handshake_reconnect: false,
+            meta_connect_deliver_only: false,
             session_capacity: 0,
             channel_capacity: 0,
             subscriber_capacity: 0,
@@ -116,6 +137,8 @@ pub struct Engine {
     /// Held connects whose session the client itself disconnected: answered with
     /// `reconnect: "none"` rather than a 402. Each entry lives until its connect completes.
     disconnected_holds: FxHashSet<u64>,
+    /// Held long-polls per browser cookie, for `max_sessions_per_browser`.
+    held_per_browser: FxHashMap<Id, u32>,
     published: u64,
     delivered: u64,
     dropped: u64,
@@ -131,6 +154,7 @@ impl Engine {
             publish_seq: 0,
             hold_seq: 0,
             disconnected_holds: FxHashSet::default(),
+            held_per_browser: FxHashMap::default(),
             published: 0,
             delivered: 0,
             dropped: 0,
@@ -143,7 +167,8 @@ impl Engine {
         while self.ids.contains_key(&id) {
             id = Id::generate();
         }
-        let session = Session::new(id, browser, now + self.config.max_interval);
+        let mut session = Session::new(id, browser, now + self.config.max_interval);
+        session.connect_only = self.config.meta_connect_deliver_only;
         let key = match self.free.pop() {
             Some(key) => {
                 self.slots[key as usize] = Some(session);
@@ -211,13 +236,28 @@ impl Engine {
     /// Queues `message` for every subscriber of a broadcast `channel`, once per session however
     /// many of its patterns match. Returns the number of sessions reached.
     pub fn publish(&mut self, channel: &str, message: Shared, effects: &mut Effects) -> usize {
+        self.publish_from(channel, message, None, effects)
+    }
+
+    /// Like `publish`, leaving out `publisher` when it must not receive its own messages.
+    pub fn publish_from(
+        &mut self,
+        channel: &str,
+        message: Shared,
+        publisher: Option<SessionKey>,
+        effects: &mut Effects,
+    ) -> usize {
         debug_assert_eq!(channel::classify(channel), Some(ChannelKind::Broadcast));
         self.publish_seq += 1;
         self.published += 1;
         let seq = self.publish_seq;
+        let excluded = publisher.filter(|_| !self.config.broadcast_to_publisher);
         let mut targets = Vec::new();
         let slots = &mut self.slots;
         self.index.for_each_match(channel, |key| {
+            if Some(key) == excluded {
+                return;
+            }
             if let Some(session) = slots[key as usize].as_mut() {
                 if session.last_publish != seq {
                     session.last_publish = seq;
@@ -245,7 +285,7 @@ impl Engine {
         if session.woken {
             return;
         }
-        if session.bound {
+        if session.bound && !session.connect_only {
             session.woken = true;
             effects.push.push(session.client_id);
         } else if session.held.is_some() {
@@ -255,24 +295,52 @@ impl Engine {
     }
 
     /// Marks a connect as held for the session, releasing any earlier one. Returns its token.
-    pub fn hold(&mut self, key: SessionKey, effects: &mut Effects) -> u64 {
+    /// A `counted` hold counts against its browser's limit of held long-polls.
+    pub fn hold(&mut self, key: SessionKey, counted: bool, effects: &mut Effects) -> u64 {
         self.release_held(key, effects);
         self.hold_seq += 1;
         let token = self.hold_seq;
         let session = self.session_mut(key);
         session.held = Some(token);
+        session.held_counted = counted;
         session.woken = false;
         session.deadline = None;
+        if counted {
+            let browser = session.browser;
+            *self.held_per_browser.entry(browser).or_default() += 1;
+        }
         token
     }
 
-    /// Releases the session's held connect, if any; the session's expiry clock restarts.
-    pub fn release_held(&mut self, key: SessionKey, effects: &mut Effects) {
+    /// Whether a browser already has as many held long-polls as it may.
+    pub fn browser_at_limit(&self, browser: &Id) -> bool {
+        let limit = self.config.max_sessions_per_browser;
+        let held = self.held_per_browser.get(browser).copied().unwrap_or(0);
+        limit >= 0 && i64::from(held) >= limit
+    }
+
+    /// Clears a session's held connect and its count against the browser's limit.
+    fn clear_held(&mut self, key: SessionKey) -> bool {
         let session = self.slots[key as usize]
             .as_mut()
             .expect("a live session key");
-        if session.held.take().is_some() {
-            effects.release.push(session.client_id);
+        let was_held = session.held.take().is_some();
+        if std::mem::take(&mut session.held_counted) {
+            let browser = session.browser;
+            if let Some(count) = self.held_per_browser.get_mut(&browser) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held_per_browser.remove(&browser);
+                }
+            }
+        }
+        was_held
+    }
+
+    /// Releases the session's held connect, if any.
+    pub fn release_held(&mut self, key: SessionKey, effects: &mut Effects) {
+        if self.clear_held(key) {
+            effects.release.push(self.session(key).client_id);
         }
     }
 
@@ -280,13 +348,11 @@ impl Engine {
     /// session's expiry clock. Returns the session's key if the session is alive.
     pub fn end_hold(&mut self, id: &Id, token: u64, now: Instant) -> Option<(SessionKey, bool)> {
         let key = self.key_of(id)?;
-        let expires = now + self.config.interval + self.config.max_interval;
-        let session = self.session_mut(key);
-        let current = session.held == Some(token);
+        let current = self.session(key).held == Some(token);
         if current {
-            session.held = None;
-            session.woken = false;
-            session.deadline = Some(expires);
+            self.clear_held(key);
+            self.session_mut(key).woken = false;
+            self.touch(key, now);
         }
         Some((key, current))
     }
@@ -361,11 +427,17 @@ impl Engine {
 
     /// Releases every held connect (shutdown).
     pub fn release_all(&mut self, effects: &mut Effects) {
-        for slot in self.slots.iter_mut().flatten() {
-            if slot.held.take().is_some() {
-                effects.release.push(slot.client_id);
+        for key in 0..self.slots.len() as SessionKey {
+            if self.slots[key as usize].is_some() {
+                self.release_held(key, effects);
             }
         }
+    }
+
+    /// Counts messages dropped outside `deliver` (the ack extension's bound).
+    pub fn count_dropped(&mut self, key: SessionKey, dropped: u64) {
+        self.session_mut(key).dropped += dropped;
+        self.dropped += dropped;
     }
 
     pub fn stats(&self) -> Stats {
@@ -400,7 +472,7 @@ mod tests {
             assert!(engine.subscribe(key, name));
         }
         let mut effects = Effects::default();
-        engine.hold(key, &mut effects);
+        engine.hold(key, false, &mut effects);
         assert_eq!(
             engine.publish("/a/b", Arc::from(&b"1"[..]), &mut effects),
             1
@@ -442,7 +514,7 @@ mod tests {
         let key = engine.key_of(&id).unwrap();
         engine.subscribe(key, "/a/**");
         let mut effects = Effects::default();
-        engine.hold(key, &mut effects);
+        engine.hold(key, false, &mut effects);
         engine.remove(key, RemoveReason::Removed, &mut effects);
         assert_eq!(effects.release, vec![id]);
         assert_eq!(
@@ -465,7 +537,7 @@ mod tests {
         let held = engine.create_session(Id::generate(), now);
         let held_key = engine.key_of(&held).unwrap();
         let mut effects = Effects::default();
-        engine.hold(held_key, &mut effects);
+        engine.hold(held_key, false, &mut effects);
         engine.sweep(now + Duration::from_secs(61), &mut effects);
         assert_eq!(
             effects.events,

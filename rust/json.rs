@@ -20,6 +20,7 @@ pub struct Message<'a> {
     pub advice: Option<&'a RawValue>,
     pub connection_type: Option<&'a RawValue>,
     pub supported_connection_types: Option<&'a RawValue>,
+    pub ext: Option<&'a RawValue>,
 }
 
 /// Why a message could not be read; becomes an unsuccessful reply.
@@ -30,10 +31,9 @@ pub enum FieldError {
     Malformed,
 }
 
-/// The Bayeux fields a message may carry (Bayeux 1.0, section 3). `ext`, `version`,
-/// `minimumVersion`, `timestamp`, `successful` and `error` are accepted and not used yet.
-const IGNORED_FIELDS: [&str; 6] = [
-    "ext",
+/// The Bayeux fields a message may carry (Bayeux 1.0, section 3). `version`,
+/// `minimumVersion`, `timestamp`, `successful` and `error` are accepted and not used.
+const IGNORED_FIELDS: [&str; 5] = [
     "version",
     "minimumVersion",
     "timestamp",
@@ -116,6 +116,7 @@ pub fn read_message(raw: &RawValue) -> Result<Message<'_>, FieldError> {
             "advice" => &mut message.advice,
             "connectionType" => &mut message.connection_type,
             "supportedConnectionTypes" => &mut message.supported_connection_types,
+            "ext" => &mut message.ext,
             other if IGNORED_FIELDS.contains(&other) => continue,
             other => return Err(FieldError::Unknown(other.to_owned())),
         };
@@ -204,6 +205,18 @@ impl<'b> ObjectWriter<'b> {
 
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.raw(key, if value { b"true" } else { b"false" })
+    }
+
+    /// A number that JSON can hold; integral values print without a fraction.
+    pub fn float(&mut self, key: &str, value: f64) -> &mut Self {
+        self.key(key);
+        if value.fract() == 0.0 && value.abs() < 9.0e15 {
+            self.out
+                .extend_from_slice((value as i64).to_string().as_bytes());
+        } else {
+            let _ = serde_json::to_writer(&mut *self.out, &value);
+        }
+        self
     }
 
     pub fn number(&mut self, key: &str, value: u64) -> &mut Self {

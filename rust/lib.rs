@@ -2,10 +2,13 @@
 
 pub mod channel;
 pub mod client_id;
+pub mod connect;
 pub mod engine;
 pub mod errors;
+pub mod extensions;
 pub mod json;
 pub mod protocol;
+pub mod replies;
 pub mod session;
 pub mod subscriptions;
 

@@ -1,44 +1,22 @@
-//! One request batch in, replies and effects out: handshake, connect, subscribe, unsubscribe,
-//! disconnect and publish, as Bayeux 1.0 and CometD's clients expect them.
+//! One request batch in, replies and effects out: handshake, subscribe, unsubscribe,
+//! disconnect and publish, as Bayeux 1.0 and CometD's clients expect them. `/meta/connect`
+//! lives in `connect.rs`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
+use crate::connect::Hold;
 use crate::engine::{Effects, Engine, Event, RemoveReason};
 use crate::errors::bayeux;
+use crate::extensions::{read_ext, AckField, AckState, ExtRequest, Timesync};
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
+use crate::replies::{self, AckReply, ReplyExt, NO_RECONNECT_ADVICE};
 use crate::session::Shared;
 use crate::subscriptions::SessionKey;
-
-/// A `/meta/connect` the transport must hold until messages arrive, it is released, or
-/// `timeout` passes; then `complete_connect` builds its reply.
-#[derive(Debug, Clone)]
-pub struct Hold {
-    pub client_id: Id,
-    pub token: u64,
-    pub timeout: Duration,
-    id: Option<Box<RawValue>>,
-}
-
-/// The result of one request.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// The HTTP status: 200, or 400 when the body is not a Bayeux batch at all.
-    pub status: u16,
-    /// The reply body; empty when `hold` is set.
-    pub body: Vec<u8>,
-    pub hold: Option<Hold>,
-    pub effects: Effects,
-    /// A new `BAYEUX_BROWSER` cookie value to set.
-    pub new_browser: Option<Id>,
-}
-
-const HANDSHAKE_ADVICE: &[u8] = br#"{"reconnect":"handshake","interval":0}"#;
-const NO_RECONNECT_ADVICE: &[u8] = br#"{"reconnect":"none","interval":0}"#;
 
 /// How a request arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,15 +45,45 @@ impl Transport {
     }
 }
 
-/// Processes one request body that arrived over `transport` from a client whose cookie
-/// carried `browser`.
-pub fn process(
-    engine: &mut Engine,
-    body: &[u8],
-    browser: Option<Id>,
-    transport: Transport,
-    now: Instant,
-) -> Outcome {
+/// Where a request came from.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo {
+    /// The `BAYEUX_BROWSER` cookie it carried.
+    pub browser: Option<Id>,
+    pub transport: Transport,
+    /// HTTP/2 or later: held long-polls do not tie up one of the browser's connections.
+    pub multiplexed: bool,
+    /// Whether the request's messages stand alone (a connect may then be held); by default,
+    /// whether the batch holds one message.
+    pub alone: Option<bool>,
+}
+
+impl RequestInfo {
+    pub fn new(browser: Option<Id>, transport: Transport) -> Self {
+        Self {
+            browser,
+            transport,
+            multiplexed: false,
+            alone: None,
+        }
+    }
+}
+
+/// The result of one request.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The HTTP status: 200, or 400 when the body is not a Bayeux batch at all.
+    pub status: u16,
+    /// The reply body; empty when `hold` is set.
+    pub body: Vec<u8>,
+    pub hold: Option<Hold>,
+    pub effects: Effects,
+    /// A new `BAYEUX_BROWSER` cookie value to set.
+    pub new_browser: Option<Id>,
+}
+
+/// Processes one request body.
+pub fn process(engine: &mut Engine, body: &[u8], info: RequestInfo, now: Instant) -> Outcome {
     let mut outcome = Outcome {
         status: 200,
         ..Outcome::default()
@@ -91,10 +99,12 @@ pub fn process(
     };
     let mut request = Request {
         engine,
-        browser,
-        transport,
+        browser: info.browser,
+        transport: info.transport,
+        multiplexed: info.multiplexed,
         now,
-        alone: messages.len() == 1,
+        alone: info.alone.unwrap_or(messages.len() == 1),
+        timesync: None,
         out: Body::new(),
         outcome: &mut outcome,
     };
@@ -121,52 +131,22 @@ fn bad_request(mut outcome: Outcome, error: &str, detail: &str) -> Outcome {
     outcome
 }
 
-/// Builds the reply to a held connect once it ends. `drain` is false when the connect was
-/// released (replaced by a newer one, or the server is stopping): its messages stay queued for
-/// the next connect.
-pub fn complete_connect(engine: &mut Engine, hold: &Hold, drain: bool, now: Instant) -> Vec<u8> {
-    let mut out = Body::new();
-    let id = hold.id.as_deref();
-    match engine.end_hold(&hold.client_id, hold.token, now) {
-        // The client disconnected: a clean end, not an error it should react to.
-        None if engine.take_disconnected_hold(hold.token) => {
-            let mut reply = out.object();
-            reply
-                .string("channel", "/meta/connect")
-                .bool("successful", true)
-                .raw("clientId", &quoted(&hold.client_id))
-                .raw("advice", NO_RECONNECT_ADVICE);
-            if let Some(id) = id {
-                reply.raw("id", id.get().as_bytes());
-            }
-            reply.finish();
-        }
-        None => unknown_session(&mut out, "/meta/connect", id),
-        Some((key, current)) => {
-            if drain && current {
-                for message in engine.session_mut(key).drain() {
-                    out.push(&message);
-                }
-            }
-            connect_reply(engine, &mut out, &hold.client_id, id);
-        }
-    }
-    out.finish()
-}
-
-struct Request<'r> {
-    engine: &'r mut Engine,
-    browser: Option<Id>,
-    transport: Transport,
-    now: Instant,
-    /// A connect may be held only when it is the request's only message.
-    alone: bool,
-    out: Body,
-    outcome: &'r mut Outcome,
+pub(crate) struct Request<'r> {
+    pub(crate) engine: &'r mut Engine,
+    pub(crate) browser: Option<Id>,
+    pub(crate) transport: Transport,
+    pub(crate) multiplexed: bool,
+    pub(crate) now: Instant,
+    /// A connect may be held only when it stands alone.
+    pub(crate) alone: bool,
+    /// The timesync answer for the message being handled, if it asked and it is enabled.
+    pub(crate) timesync: Option<Timesync>,
+    pub(crate) out: Body,
+    pub(crate) outcome: &'r mut Outcome,
 }
 
 /// A reply failed with this error string.
-type Failure = std::borrow::Cow<'static, str>;
+pub(crate) type Failure = std::borrow::Cow<'static, str>;
 
 impl Request<'_> {
     fn handle(&mut self, raw: &RawValue) {
@@ -196,9 +176,14 @@ impl Request<'_> {
         if !offered.iter().any(|t| t == self.transport.name()) {
             return self.fail(Some(&channel), id, bayeux::CONNECTION_TYPE_UNSUPPORTED);
         }
+        let ext = read_ext(message.ext);
+        self.timesync = ext
+            .timesync
+            .filter(|_| self.engine.config.timesync && channel.starts_with("/meta/"))
+            .map(Timesync::received);
         let result = match &*channel {
-            "/meta/handshake" => self.handshake(&message),
-            "/meta/connect" => self.connect(&message),
+            "/meta/handshake" => self.handshake(&message, &ext),
+            "/meta/connect" => self.connect(&message, &ext),
             "/meta/subscribe" => self.subscribe(&message, true),
             "/meta/unsubscribe" => self.subscribe(&message, false),
             "/meta/disconnect" => self.disconnect(&message),
@@ -212,7 +197,7 @@ impl Request<'_> {
     /// Appends an unsuccessful reply; a 402 carries the advice to handshake again.
     fn fail(&mut self, channel: Option<&str>, id: Option<&RawValue>, error: &str) {
         if error == bayeux::SESSION_UNKNOWN {
-            return unknown_session(&mut self.out, channel.unwrap_or_default(), id);
+            return replies::unknown_session(&mut self.out, channel.unwrap_or_default(), id);
         }
         let mut reply = self.out.object();
         if let Some(channel) = channel {
@@ -228,8 +213,37 @@ impl Request<'_> {
         reply.finish();
     }
 
+    /// Appends a successful reply to a meta message: channel, clientId, then `extra` fields.
+    fn succeed(
+        &mut self,
+        channel: &str,
+        client_id: &Id,
+        id: Option<&RawValue>,
+        ext: ReplyExt,
+        extra: impl FnOnce(&mut ObjectWriter<'_>),
+    ) {
+        let mut reply = self.out.object();
+        reply
+            .string("channel", channel)
+            .bool("successful", true)
+            .raw("clientId", &replies::quoted(client_id));
+        extra(&mut reply);
+        ext.write(&mut reply);
+        if let Some(id) = id {
+            reply.raw("id", id.get().as_bytes());
+        }
+        reply.finish();
+    }
+
+    fn timesync_ext(&self) -> ReplyExt {
+        ReplyExt {
+            ack: None,
+            timesync: self.timesync,
+        }
+    }
+
     /// The session a message names, if it exists and the request carries its cookie.
-    fn session(&self, message: &Message<'_>) -> Result<(SessionKey, Id), Failure> {
+    pub(crate) fn session(&self, message: &Message<'_>) -> Result<(SessionKey, Id), Failure> {
         let raw = message.client_id.ok_or(bayeux::CLIENT_ID_MISSING)?;
         let text = json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "clientId"))?;
         let id = Id::parse(&text).ok_or(bayeux::SESSION_UNKNOWN)?;
@@ -243,7 +257,7 @@ impl Request<'_> {
         Ok((key, id))
     }
 
-    fn handshake(&mut self, message: &Message<'_>) -> Result<(), Failure> {
+    fn handshake(&mut self, message: &Message<'_>, ext: &ExtRequest) -> Result<(), Failure> {
         if let Some(raw) = message.supported_connection_types {
             let offered = json::as_str_list(raw)
                 .ok_or_else(|| bayeux::field("invalid_type", "supportedConnectionTypes"))?;
@@ -265,84 +279,40 @@ impl Request<'_> {
             }
         };
         let client_id = self.engine.create_session(browser, self.now);
+        let key = self
+            .engine
+            .key_of(&client_id)
+            .expect("the session just made");
         if self.transport == Transport::WebSocket {
-            let key = self
-                .engine
-                .key_of(&client_id)
-                .expect("the session just made");
             self.engine.set_bound(key, true, &mut self.outcome.effects);
+        }
+        let mut reply_ext = self.timesync_ext();
+        if self.engine.config.ack_extension && ext.ack == Some(AckField::Enabled(true)) {
+            // Acknowledged messages travel only in connect replies, which carry batch ids.
+            let session = self.engine.session_mut(key);
+            session.ack = Some(AckState::default());
+            session.connect_only = true;
+            reply_ext.ack = Some(AckReply::Enabled);
         }
         self.outcome
             .effects
             .events
             .push(Event::SessionAdded(client_id));
-        let advice = advice(self.engine);
-        let mut reply = self.out.object();
-        reply
-            .string("channel", "/meta/handshake")
-            .bool("successful", true)
-            .raw("clientId", &quoted(&client_id))
-            .string("version", "1.0")
-            .string("minimumVersion", "1.0")
-            .raw("supportedConnectionTypes", &connection_types(self.engine))
-            .raw("advice", &advice);
-        if let Some(id) = message.id {
-            reply.raw("id", id.get().as_bytes());
-        }
-        reply.finish();
-        Ok(())
-    }
-
-    fn connect(&mut self, message: &Message<'_>) -> Result<(), Failure> {
-        let (key, client_id) = self.session(message)?;
-        if let Some(raw) = message.connection_type {
-            let kind =
-                json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "connectionType"))?;
-            if !self
-                .engine
-                .config
-                .connection_types
-                .iter()
-                .any(|t| *t == *kind)
-            {
-                return Err(bayeux::CONNECTION_TYPE_UNSUPPORTED.into());
-            }
-        }
-        let requested = match message.advice {
-            Some(raw) => {
-                json::advice_timeout(raw).map_err(|_| bayeux::field("invalid_type", "advice"))?
-            }
-            None => None,
-        };
-        let server = self.engine.config.timeout;
-        let wait = requested.map_or(server, |ms| Duration::from_millis(ms).min(server));
-        // A connect over WebSocket binds the session to that socket; one over HTTP unbinds it
-        // (the client fell back, or its socket is gone).
-        let websocket = self.transport == Transport::WebSocket;
-        self.engine
-            .set_bound(key, websocket, &mut self.outcome.effects);
-        let session = self.engine.session_mut(key);
-        // The first connect is answered at once: clients such as aiocometd wait for it.
-        let first = !session.connected;
-        session.connected = true;
-        let can_hold = !first && self.alone && !wait.is_zero() && !session.has_messages();
-        if can_hold {
-            let token = self.engine.hold(key, &mut self.outcome.effects);
-            self.outcome.hold = Some(Hold {
-                client_id,
-                token,
-                timeout: wait,
-                id: message.id.map(|id| id.to_owned()),
-            });
-            return Ok(());
-        }
-        // Answered now: a connect held earlier for this session is released.
-        self.engine.release_held(key, &mut self.outcome.effects);
-        for queued in self.engine.session_mut(key).drain() {
-            self.out.push(&queued);
-        }
-        self.engine.touch(key, self.now);
-        connect_reply(self.engine, &mut self.out, &client_id, message.id);
+        let advice = replies::advice(self.engine);
+        let types = replies::connection_types(self.engine);
+        self.succeed(
+            "/meta/handshake",
+            &client_id,
+            message.id,
+            reply_ext,
+            |reply| {
+                reply
+                    .string("version", "1.0")
+                    .string("minimumVersion", "1.0")
+                    .raw("supportedConnectionTypes", &types)
+                    .raw("advice", &advice);
+            },
+        );
         Ok(())
     }
 
@@ -382,16 +352,10 @@ impl Request<'_> {
         } else {
             "/meta/unsubscribe"
         };
-        let mut reply = self.out.object();
-        reply
-            .string("channel", meta)
-            .bool("successful", true)
-            .raw("clientId", &quoted(&client_id))
-            .raw("subscription", raw.get().as_bytes());
-        if let Some(id) = message.id {
-            reply.raw("id", id.get().as_bytes());
-        }
-        reply.finish();
+        let ext = self.timesync_ext();
+        self.succeed(meta, &client_id, message.id, ext, |reply| {
+            reply.raw("subscription", raw.get().as_bytes());
+        });
         Ok(())
     }
 
@@ -399,15 +363,8 @@ impl Request<'_> {
         let (key, client_id) = self.session(message)?;
         self.engine
             .remove(key, RemoveReason::Disconnected, &mut self.outcome.effects);
-        let mut reply = self.out.object();
-        reply
-            .string("channel", "/meta/disconnect")
-            .bool("successful", true)
-            .raw("clientId", &quoted(&client_id));
-        if let Some(id) = message.id {
-            reply.raw("id", id.get().as_bytes());
-        }
-        reply.finish();
+        let ext = self.timesync_ext();
+        self.succeed("/meta/disconnect", &client_id, message.id, ext, |_| {});
         Ok(())
     }
 
@@ -417,12 +374,12 @@ impl Request<'_> {
             Some(ChannelKind::Meta) => return Err(bayeux::CHANNEL_UNKNOWN.into()),
             Some(kind) => kind,
         };
-        self.session(message)?;
+        let (key, _) = self.session(message)?;
         let data = message.data.ok_or(bayeux::DATA_MISSING)?;
         if kind == ChannelKind::Broadcast {
             let delivered = delivered_message(name, data.get().as_bytes(), message.id);
             self.engine
-                .publish(name, delivered, &mut self.outcome.effects);
+                .publish_from(name, delivered, Some(key), &mut self.outcome.effects);
         }
         let mut reply = self.out.object();
         reply.string("channel", name).bool("successful", true);
@@ -432,22 +389,6 @@ impl Request<'_> {
         reply.finish();
         Ok(())
     }
-}
-
-/// Every message queued for a session, as one JSON array, for a transport that pushes (a
-/// WebSocket); `None` when there is nothing to send.
-pub fn drain_queue(engine: &mut Engine, id: &Id) -> Option<Vec<u8>> {
-    let key = engine.key_of(id)?;
-    let session = engine.session_mut(key);
-    session.woken = false;
-    if !session.has_messages() {
-        return None;
-    }
-    let mut out = Body::new();
-    for message in session.drain() {
-        out.push(&message);
-    }
-    Some(out.finish())
 }
 
 /// A message as subscribers receive it, serialised once and shared by every queue.
@@ -460,57 +401,6 @@ pub fn delivered_message(channel: &str, data: &[u8], id: Option<&RawValue>) -> S
     }
     message.finish();
     Arc::from(bytes)
-}
-
-fn connect_reply(engine: &Engine, out: &mut Body, client_id: &Id, id: Option<&RawValue>) {
-    let advice = advice(engine);
-    let mut reply = out.object();
-    reply
-        .string("channel", "/meta/connect")
-        .bool("successful", true)
-        .raw("clientId", &quoted(client_id))
-        .raw("advice", &advice);
-    if let Some(id) = id {
-        reply.raw("id", id.get().as_bytes());
-    }
-    reply.finish();
-}
-
-fn unknown_session(out: &mut Body, channel: &str, id: Option<&RawValue>) {
-    let mut reply = out.object();
-    if !channel.is_empty() {
-        reply.string("channel", channel);
-    }
-    reply
-        .bool("successful", false)
-        .string("error", bayeux::SESSION_UNKNOWN)
-        .raw("advice", HANDSHAKE_ADVICE);
-    if let Some(id) = id {
-        reply.raw("id", id.get().as_bytes());
-    }
-    reply.finish();
-}
-
-fn advice(engine: &Engine) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(64);
-    ObjectWriter::new(&mut bytes)
-        .string("reconnect", "retry")
-        .number("interval", engine.config.interval.as_millis() as u64)
-        .number("timeout", engine.config.timeout.as_millis() as u64)
-        .finish();
-    bytes
-}
-
-fn connection_types(engine: &Engine) -> Vec<u8> {
-    serde_json::to_vec(&engine.config.connection_types).unwrap_or_else(|_| b"[]".to_vec())
-}
-
-fn quoted(id: &Id) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(42);
-    bytes.push(b'"');
-    id.write_hex(&mut bytes);
-    bytes.push(b'"');
-    bytes
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Protocol tests without Python or HTTP: batches in, replies and effects out.
 
 use super::*;
+use crate::connect::{complete_connect, drain_queue};
 use crate::engine::Config;
 use serde_json::{json, Value};
 
@@ -16,8 +17,7 @@ fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) 
     let outcome = process(
         engine,
         &body,
-        Some(browser),
-        Transport::LongPolling,
+        RequestInfo::new(Some(browser), Transport::LongPolling),
         Instant::now(),
     );
     let replies = if outcome.body.is_empty() {
@@ -52,8 +52,7 @@ fn handshake_without_cookie_issues_one() {
     let outcome = process(
         &mut engine,
         br#"[{"channel":"/meta/handshake","id":1}]"#,
-        None,
-        Transport::LongPolling,
+        RequestInfo::new(None, Transport::LongPolling),
         Instant::now(),
     );
     assert!(outcome.new_browser.is_some());
@@ -181,8 +180,7 @@ fn an_empty_batch_gets_an_empty_reply() {
     let outcome = process(
         &mut engine,
         b" [ ] ",
-        None,
-        Transport::LongPolling,
+        RequestInfo::new(None, Transport::LongPolling),
         Instant::now(),
     );
     assert_eq!((outcome.status, outcome.body), (200, b"[]".to_vec()));
@@ -195,8 +193,7 @@ fn malformed_bodies_are_400() {
         let outcome = process(
             &mut engine,
             body,
-            None,
-            Transport::LongPolling,
+            RequestInfo::new(None, Transport::LongPolling),
             Instant::now(),
         );
         assert_eq!(outcome.status, 400);
@@ -234,8 +231,7 @@ fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
     let outcome = process(
         &mut engine,
         body,
-        None,
-        Transport::WebSocket,
+        RequestInfo::new(None, Transport::WebSocket),
         Instant::now(),
     );
     assert!(outcome.new_browser.is_none(), "a frame cannot set a cookie");
@@ -246,8 +242,7 @@ fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
     let outcome = process(
         &mut engine,
         subscribe.as_bytes(),
-        None,
-        Transport::WebSocket,
+        RequestInfo::new(None, Transport::WebSocket),
         Instant::now(),
     );
     assert!(outcome.body.windows(4).any(|w| w == b"true"));
@@ -269,8 +264,7 @@ fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
     let outcome = process(
         &mut engine,
         connect.as_bytes(),
-        None,
-        Transport::LongPolling,
+        RequestInfo::new(None, Transport::LongPolling),
         Instant::now(),
     );
     assert!(String::from_utf8_lossy(&outcome.body).contains("402::session_unknown"));
@@ -283,8 +277,7 @@ fn a_transport_not_offered_is_refused_with_advice_to_stop() {
     let outcome = process(
         &mut engine,
         body,
-        None,
-        Transport::CallbackPolling,
+        RequestInfo::new(None, Transport::CallbackPolling),
         Instant::now(),
     );
     let replies: Vec<Value> = serde_json::from_slice(&outcome.body).unwrap();

@@ -9,9 +9,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
+use crate::connect::{self, Hold};
 use crate::engine::{Config, Effects, Engine, Event};
 use crate::errors::CoreError;
-use crate::protocol::{self, Hold, Transport};
+use crate::protocol::{self, RequestInfo, Transport};
 use crate::py_json::to_json;
 
 /// A session's client id: 40 lowercase hex characters.
@@ -163,7 +164,10 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (
         *, timeout, max_interval, interval, queue_capacity, trust_client_session,
-        connection_types, session_capacity = 0, channel_capacity = 0, subscriber_capacity = 0
+        connection_types, ack_extension = false, timesync = false, broadcast_to_publisher = true,
+        max_sessions_per_browser = 1, multi_session_interval = 2.0, handshake_reconnect = false,
+        meta_connect_deliver_only = false, session_capacity = 0, channel_capacity = 0,
+        subscriber_capacity = 0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -173,6 +177,13 @@ impl PyEngine {
         queue_capacity: usize,
         trust_client_session: bool,
         connection_types: Vec<String>,
+        ack_extension: bool,
+        timesync: bool,
+        broadcast_to_publisher: bool,
+        max_sessions_per_browser: i64,
+        multi_session_interval: f64,
+        handshake_reconnect: bool,
+        meta_connect_deliver_only: bool,
         session_capacity: usize,
         channel_capacity: usize,
         subscriber_capacity: usize,
@@ -191,6 +202,13 @@ impl PyEngine {
             queue_capacity: queue_capacity.max(1),
             trust_client_session,
             connection_types,
+            ack_extension,
+            timesync,
+            broadcast_to_publisher,
+            max_sessions_per_browser,
+            multi_session_interval: seconds("multi_session_interval", multi_session_interval)?,
+            handshake_reconnect,
+            meta_connect_deliver_only,
             session_capacity,
             channel_capacity,
             subscriber_capacity,
@@ -203,20 +221,30 @@ impl PyEngine {
     /// Handles one request body that arrived over `transport` ("long-polling",
     /// "callback-polling" or "websocket") from a client whose `BAYEUX_BROWSER` cookie is
     /// `browser`.
-    #[pyo3(signature = (body, browser = None, transport = "long-polling"))]
+    /// `multiplexed`: the request came over HTTP/2 or later. `alone`: whether its messages
+    /// stand alone, so that a connect may be held (by default, whether it holds one message).
+    #[pyo3(signature = (
+        body, browser = None, transport = "long-polling", multiplexed = false, alone = None
+    ))]
     fn process(
         &self,
         py: Python<'_>,
         body: &[u8],
         browser: Option<&str>,
         transport: &str,
+        multiplexed: bool,
+        alone: Option<bool>,
     ) -> PyResult<PyOutcome> {
         let transport = Transport::parse(transport).ok_or_else(|| {
             pyo3::exceptions::PyValueError::new_err(format!("unknown transport {transport:?}"))
         })?;
-        let browser = browser.and_then(Id::parse);
-        let result =
-            protocol::process(&mut self.engine(), body, browser, transport, Instant::now());
+        let info = RequestInfo {
+            browser: browser.and_then(Id::parse),
+            transport,
+            multiplexed,
+            alone,
+        };
+        let result = protocol::process(&mut self.engine(), body, info, Instant::now());
         outcome(
             py,
             result.status,
@@ -235,7 +263,7 @@ impl PyEngine {
         drain: bool,
     ) -> Py<PyBytes> {
         let body =
-            protocol::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
+            connect::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
         PyBytes::new(py, &body).unbind()
     }
 
@@ -246,8 +274,8 @@ impl PyEngine {
         client_id: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let id = parse_id(client_id)?;
-        let body = protocol::drain_queue(&mut self.engine(), &id);
-        Ok(body.map(|b| PyBytes::new(py, &b)))
+        let body = connect::drain_queue(&mut self.engine(), &id);
+        Ok(body.map(|b| PyBytes::new(py, b.as_slice())))
     }
 
     /// The WebSocket of a session closed: its held connect is released and its expiry

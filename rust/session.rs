@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::client_id::Id;
+use crate::extensions::AckState;
 
 /// A serialised message, shared by every queue it is delivered to.
 pub type Shared = Arc<[u8]>;
@@ -31,6 +32,13 @@ pub struct Session {
     pub deadline: Option<Instant>,
     /// The id of the last publish that reached this session: deduplicates wildcard matches.
     pub last_publish: u64,
+    /// Set when the client negotiated the ack extension.
+    pub ack: Option<AckState>,
+    /// Messages go only in `/meta/connect` replies, never pushed on their own (the ack
+    /// extension and `meta_connect_deliver_only` need this).
+    pub connect_only: bool,
+    /// Whether the held connect counts against its browser's limit of held long-polls.
+    pub held_counted: bool,
 }
 
 /// What `enqueue` did.
@@ -54,6 +62,9 @@ impl Session {
             connected: false,
             deadline: Some(deadline),
             last_publish: 0,
+            ack: None,
+            connect_only: false,
+            held_counted: false,
         }
     }
 
@@ -72,6 +83,12 @@ impl Session {
 
     pub fn has_messages(&self) -> bool {
         !self.queue.is_empty()
+    }
+
+    /// Whether a connect now would carry anything: queued messages, or unacknowledged ones to
+    /// send again.
+    pub fn has_pending(&self) -> bool {
+        self.has_messages() || self.ack.as_ref().is_some_and(AckState::has_unacked)
     }
 
     /// Takes every queued message, in order.

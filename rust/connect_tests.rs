@@ -1,0 +1,172 @@
+//! Connect behaviour that depends on options: the ack extension, timesync, the limit of held
+//! long-polls per browser, `broadcast_to_publisher` and `handshake_reconnect`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::engine::{Config, Effects};
+use crate::protocol::{process, RequestInfo};
+
+fn engine(config: Config) -> Engine {
+    Engine::new(config)
+}
+
+fn send(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Option<Hold>) {
+    let body = serde_json::to_vec(&batch).unwrap();
+    let info = RequestInfo::new(Some(browser), Transport::LongPolling);
+    let outcome = process(engine, &body, info, Instant::now());
+    let replies = if outcome.body.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&outcome.body).unwrap()
+    };
+    (replies, outcome.hold)
+}
+
+fn handshake(engine: &mut Engine, browser: Id, ext: Value) -> (String, Value) {
+    let (replies, _) = send(
+        engine,
+        browser,
+        json!([{"channel": "/meta/handshake", "ext": ext}]),
+    );
+    (
+        replies[0]["clientId"].as_str().unwrap().to_owned(),
+        replies[0].clone(),
+    )
+}
+
+fn deliver(engine: &mut Engine, id: &str, n: u64) {
+    let key = engine.key_of(&Id::parse(id).unwrap()).unwrap();
+    let message = Arc::from(format!("{n}").into_bytes());
+    engine.deliver(key, message, &mut Effects::default());
+}
+
+#[test]
+fn ack_resends_what_was_not_acknowledged_and_nothing_twice() {
+    let mut engine = engine(Config {
+        ack_extension: true,
+        ..Config::default()
+    });
+    let browser = Id::generate();
+    let (id, reply) = handshake(&mut engine, browser, json!({"ack": true}));
+    assert_eq!(reply["ext"], json!({"ack": true}));
+    let connect =
+        |ack: u64| json!([{"channel": "/meta/connect", "clientId": id, "ext": {"ack": ack}}]);
+    let (replies, _) = send(&mut engine, browser, connect(0));
+    assert_eq!(replies[0]["ext"]["ack"], 0, "nothing sent yet");
+    deliver(&mut engine, &id, 1);
+    deliver(&mut engine, &id, 2);
+    let (replies, _) = send(&mut engine, browser, connect(0));
+    assert_eq!(replies, vec![json!(1), json!(2), replies[2].clone()]);
+    assert_eq!(replies[2]["ext"]["ack"], 1);
+    // That reply was lost: the client still acknowledges batch 0, so 1 and 2 come again.
+    deliver(&mut engine, &id, 3);
+    let (replies, _) = send(&mut engine, browser, connect(0));
+    assert_eq!(&replies[..3], &[json!(1), json!(2), json!(3)]);
+    assert_eq!(replies[3]["ext"]["ack"], 2);
+    // Acknowledged: the next connect is held, with nothing to send again.
+    let (replies, hold) = send(&mut engine, browser, connect(2));
+    assert!(replies.is_empty());
+    let hold = hold.expect("held once everything is acknowledged");
+    deliver(&mut engine, &id, 4);
+    let body = complete_connect(&mut engine, &hold, true, Instant::now());
+    let replies: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(replies[0], json!(4));
+    assert_eq!(replies[1]["ext"]["ack"], 3);
+}
+
+#[test]
+fn ack_is_off_unless_the_server_enables_it() {
+    let mut engine = engine(Config::default());
+    let (_, reply) = handshake(&mut engine, Id::generate(), json!({"ack": true}));
+    assert!(reply.get("ext").is_none());
+}
+
+#[test]
+fn timesync_answers_with_the_clients_tc_and_the_server_time() {
+    let mut engine = engine(Config {
+        timesync: true,
+        ..Config::default()
+    });
+    let (_, reply) = handshake(
+        &mut engine,
+        Id::generate(),
+        json!({"timesync": {"tc": 1000, "l": 0, "o": 0}}),
+    );
+    let timesync = &reply["ext"]["timesync"];
+    assert_eq!(timesync["tc"], 1000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((timesync["ts"].as_i64().unwrap() - now).abs() < 5_000);
+    assert!(timesync["p"].as_i64().unwrap() >= 0);
+}
+
+#[test]
+fn a_browser_holds_one_long_poll_then_gets_multiple_clients_advice() {
+    let mut engine = engine(Config::default());
+    let browser = Id::generate();
+    let (a, _) = handshake(&mut engine, browser, json!({}));
+    let (b, _) = handshake(&mut engine, browser, json!({}));
+    for id in [&a, &b] {
+        send(
+            &mut engine,
+            browser,
+            json!([{"channel": "/meta/connect", "clientId": id}]),
+        );
+    }
+    let (_, held) = send(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": a}]),
+    );
+    let held = held.expect("the first long-poll of the browser is held");
+    let (replies, hold) = send(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": b}]),
+    );
+    assert!(hold.is_none());
+    assert_eq!(replies[0]["advice"]["multiple-clients"], true);
+    assert_eq!(replies[0]["advice"]["interval"], 2000);
+    // Once the first long-poll returns, the other tab may hold one.
+    complete_connect(&mut engine, &held, true, Instant::now());
+    let (_, hold) = send(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": b}]),
+    );
+    assert!(hold.is_some());
+}
+
+#[test]
+fn publisher_can_be_left_out_of_its_own_broadcast() {
+    let mut engine = engine(Config {
+        broadcast_to_publisher: false,
+        ..Config::default()
+    });
+    let browser = Id::generate();
+    let (id, _) = handshake(&mut engine, browser, json!({}));
+    send(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/a"},
+               {"channel": "/a", "clientId": id, "data": 1}]),
+    );
+    let key = engine.key_of(&Id::parse(&id).unwrap()).unwrap();
+    assert_eq!(engine.session(key).queued(), 0);
+}
+
+#[test]
+fn handshake_reconnect_advertises_max_interval() {
+    let mut engine = engine(Config {
+        handshake_reconnect: true,
+        ..Config::default()
+    });
+    let (_, reply) = handshake(&mut engine, Id::generate(), json!({}));
+    assert_eq!(reply["advice"]["maxInterval"], 60000);
+}

@@ -255,6 +255,21 @@ impl PyEngine {
         )
     }
 
+    /// Whether `client_id` names a live session that a request with this cookie, over this
+    /// transport, may use (the check every message of the session passes in the core).
+    #[pyo3(signature = (client_id, browser = None, transport = "long-polling"))]
+    fn owns_session(&self, client_id: &str, browser: Option<&str>, transport: &str) -> bool {
+        let (Some(id), Some(transport)) = (Id::parse(client_id), Transport::parse(transport))
+        else {
+            return false;
+        };
+        let browser = browser.and_then(Id::parse);
+        let check_browser = transport != Transport::WebSocket;
+        self.engine()
+            .lookup(&id, browser.as_ref(), check_browser)
+            .is_ok()
+    }
+
     /// The reply to a held connect; `drain` is false when it was released without messages.
     fn complete_connect(
         &self,

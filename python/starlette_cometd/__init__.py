@@ -7,6 +7,7 @@ from ._core import (
     InvalidChannelError,
     SendError,
 )
+from .application import Extension, Message, MessageRefused, SecurityPolicy, ServerSession
 from .context import LongPollingServiceContext, LongPollingServiceContextBuilder
 from .cookies import CookieOptions
 from .events import (
@@ -33,12 +34,17 @@ __all__ = [
     "CookieOptions",
     "CustomData",
     "Event",
+    "Extension",
     "InvalidChannelError",
     "LongPollingServiceContext",
     "LongPollingServiceContextBuilder",
+    "Message",
+    "MessageRefused",
     "RemovalReason",
     "RouterBuilder",
+    "SecurityPolicy",
     "SendError",
+    "ServerSession",
     "SessionAdded",
     "SessionRemoved",
     "Subscribe",

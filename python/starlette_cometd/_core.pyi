@@ -60,13 +60,28 @@ class Engine:
         queue_capacity: int,
         trust_client_session: bool,
         connection_types: list[str],
+        ack_extension: bool = False,
+        timesync: bool = False,
+        broadcast_to_publisher: bool = True,
+        max_sessions_per_browser: int = 1,
+        multi_session_interval: float = 2.0,
+        handshake_reconnect: bool = False,
+        meta_connect_deliver_only: bool = False,
         session_capacity: int = 0,
         channel_capacity: int = 0,
         subscriber_capacity: int = 0,
     ) -> Engine: ...
     def process(
-        self, body: bytes, browser: str | None = None, transport: str = "long-polling"
+        self,
+        body: bytes,
+        browser: str | None = None,
+        transport: str = "long-polling",
+        multiplexed: bool = False,
+        alone: bool | None = None,
     ) -> Outcome: ...
+    def owns_session(
+        self, client_id: str, browser: str | None = None, transport: str = "long-polling"
+    ) -> bool: ...
     def drain(self, client_id: str) -> bytes | None: ...
     def unbind(self, client_id: str) -> Outcome: ...
     def complete_connect(self, hold: HeldConnect, drain: bool) -> bytes: ...

@@ -6,12 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from starlette.datastructures import Headers
 
-from ._core import ClientId, ContextClosedError, Engine, Outcome
+from ._core import ClientId, ContextClosedError, Engine, HeldConnect, Outcome
+from .application import (
+    ChannelPattern,
+    Extension,
+    Hooks,
+    Listener,
+    SecurityPolicy,
+    ServerSession,
+    Service,
+)
 from .cookies import CookieOptions
 from .cors import Cors
 from .events import (
@@ -65,6 +75,8 @@ class LongPollingServiceContextBuilder:
         self._cookie = CookieOptions()
         self._connection_types: tuple[str, ...] = CONNECTION_TYPES
         self._cors = Cors(())
+        self._options: dict[str, Any] = {}
+        self._policy: SecurityPolicy | None = None
 
     def timeout(self, value: Duration) -> Self:
         """How long a ``/meta/connect`` is held (also sent as ``advice.timeout``)."""
@@ -133,6 +145,54 @@ class LongPollingServiceContextBuilder:
         self._cors = Cors(origins)
         return self
 
+    def ack_extension(self, enabled: bool = True) -> Self:
+        """Offer the ack extension (the clients' ``AckExtension``): messages are delivered in
+        ``/meta/connect`` replies with batch ids and sent again until acknowledged."""
+        self._options["ack_extension"] = bool(enabled)
+        return self
+
+    def timesync(self, enabled: bool = True) -> Self:
+        """Answer the clients' ``TimeSyncExtension`` with the server's clock."""
+        self._options["timesync"] = bool(enabled)
+        return self
+
+    def broadcast_to_publisher(self, enabled: bool) -> Self:
+        """Whether a client receives its own publishes on channels it subscribes (default on)."""
+        self._options["broadcast_to_publisher"] = bool(enabled)
+        return self
+
+    def max_sessions_per_browser(self, count: int) -> Self:
+        """How many long-polls one browser (cookie) may have held at once over HTTP/1.x
+        (default 1, as browsers have few connections per host); negative for no limit. Others
+        are answered at once with ``advice: {"multiple-clients": true}``."""
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"max_sessions_per_browser must be an integer, not {count!r}")
+        self._options["max_sessions_per_browser"] = count
+        return self
+
+    def multi_session_interval(self, value: Duration) -> Self:
+        """``advice.interval`` for connects refused under that limit (default 2 s)."""
+        self._options["multi_session_interval"] = _seconds(value, "multi_session_interval")
+        return self
+
+    def handshake_reconnect(self, enabled: bool = True) -> Self:
+        """Advertise ``maxInterval`` in advice, so a client away for longer handshakes again
+        at once instead of trying a connect first."""
+        self._options["handshake_reconnect"] = bool(enabled)
+        return self
+
+    def meta_connect_deliver_only(self, enabled: bool = True) -> Self:
+        """Deliver messages only in ``/meta/connect`` replies: a WebSocket then carries them
+        with the next connect reply instead of pushing each at once. (Over HTTP they always
+        travel in connect replies.)"""
+        self._options["meta_connect_deliver_only"] = bool(enabled)
+        return self
+
+    def security_policy(self, policy: SecurityPolicy) -> Self:
+        """Who may handshake, subscribe and publish; see :class:`SecurityPolicy`."""
+        self._policy = policy
+        return self
+
     def browser_cookie(
         self,
         *,
@@ -154,11 +214,12 @@ class LongPollingServiceContextBuilder:
             queue_capacity=self._client_capacity,
             trust_client_session=self._trust_client_session,
             connection_types=list(self._connection_types),
+            **self._options,
             session_capacity=self._client_storage_capacity,
             channel_capacity=self._subscription_storage_capacity,
             subscriber_capacity=self._subscription_channel_capacity,
         )
-        return LongPollingServiceContext(
+        context = LongPollingServiceContext(
             engine,
             events_capacity=self._events_capacity,
             max_body_size=self._max_body_size,
@@ -167,6 +228,8 @@ class LongPollingServiceContextBuilder:
             cors=self._cors,
             sweep_every=min(1.0, max(0.05, self._max_interval / 4)),
         )
+        context.hooks.policy = self._policy
+        return context
 
 
 class LongPollingServiceContext:
@@ -190,6 +253,8 @@ class LongPollingServiceContext:
         self._socket_of: dict[str, WebSocketConnection] = {}
         self.connection_types = connection_types
         self.cors = cors
+        self.hooks = Hooks()
+        self._server_sessions: dict[str, ServerSession] = {}
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
         self.max_body_size = max_body_size
@@ -230,6 +295,82 @@ class LongPollingServiceContext:
     def session_info(self, client_id: ClientId | str) -> dict[str, Any] | None:
         """A session's queued and dropped message counts and subscriptions, or ``None``."""
         return self._engine.session_info(str(client_id))
+
+    # The application's hooks.
+
+    def service(self, channel: str) -> Callable[[Service], Service]:
+        """Registers an async handler for messages published to a service channel:
+        ``@context.service("/service/echo")``. It is called as ``handler(session, message,
+        **params)`` (``params`` from a template such as ``/service/rooms/{room}``; wildcards
+        work too) and its return value is sent back as the reply's ``data``, as the clients'
+        ``remoteCall`` expects. Raise :class:`MessageRefused` to answer with an error."""
+
+        def register(handler: Service) -> Service:
+            self.hooks.services.append((ChannelPattern(channel), handler))
+            return handler
+
+        return register
+
+    def listener(self, channel: str) -> Callable[[Listener], Listener]:
+        """Registers an async listener for client publishes on broadcast channels matching
+        ``channel`` (wildcards and templates allowed), called before the message is delivered:
+        ``listener(session, message)`` may change ``message["data"]``, return False to delete
+        the message (``404::message_deleted``) or raise :class:`MessageRefused`."""
+
+        def register(listener: Listener) -> Listener:
+            self.hooks.listeners.append((ChannelPattern(channel), listener))
+            return listener
+
+        return register
+
+    def add_extension(self, extension: Extension) -> None:
+        """Adds an extension; ``incoming`` hooks run in registration order, ``outgoing`` in
+        reverse."""
+        self.hooks.extensions.append(extension)
+
+    @property
+    def security_policy(self) -> SecurityPolicy | None:
+        return self.hooks.policy
+
+    @security_policy.setter
+    def security_policy(self, policy: SecurityPolicy | None) -> None:
+        self.hooks.policy = policy
+
+    def server_session(self, client_id: ClientId | str) -> ServerSession:
+        """The application's view of a live session, with its attributes."""
+        key = str(client_id)
+        session = self._server_sessions.get(key)
+        if session is None:
+            session = self._server_sessions[key] = ServerSession(ClientId(key))
+        return session
+
+    def add_server_session(self, session: ServerSession) -> None:
+        self._server_sessions[str(session.client_id)] = session
+
+    async def outgoing(self, body: bytes, session: ServerSession | None) -> bytes:
+        """Passes the replies in ``body`` (not the messages delivered with them) through the
+        extensions' ``outgoing`` hooks."""
+        extensions = self.hooks.extensions
+        if not extensions:
+            return body
+        kept = []
+        for message in json.loads(body):
+            if "successful" in message:
+                for extension in reversed(extensions):
+                    if not await extension.outgoing(session, message):
+                        break
+                else:
+                    kept.append(message)
+            else:
+                kept.append(message)
+        return json.dumps(kept, separators=(",", ":")).encode()
+
+    async def finish_connect(self, held: HeldConnect, drain: bool) -> bytes:
+        """The reply to a held connect that ends now."""
+        body = self._engine.complete_connect(held, drain)
+        if not self.hooks.extensions:
+            return body
+        return await self.outgoing(body, self._server_sessions.get(held.client_id))
 
     # Life cycle.
 
@@ -311,16 +452,23 @@ class LongPollingServiceContext:
                     socket.release(client_id)
         if outcome.wake:
             self._parking.wake(outcome.wake, Wakeup.MESSAGES)
+            for client_id in outcome.wake:
+                socket = self._socket_of.get(client_id)
+                if socket is not None:
+                    socket.wake(client_id)
         for client_id in outcome.push:
             socket = self._socket_of.get(client_id)
             if socket is not None:
                 socket.push(client_id)
-        for kind, client_id, _ in outcome.events:
-            if kind == "session_removed" and (socket := self._socket_of.pop(client_id, None)):
-                socket.sessions.discard(client_id)
         if outcome.events and self._hub.listening:
-            for event in _events(outcome, headers or Headers(), data):
+            for event in _events(outcome, headers or Headers(), data, self._server_sessions):
                 self._hub.publish(event)
+        for kind, client_id, _ in outcome.events:
+            if kind != "session_removed":
+                continue
+            self._server_sessions.pop(client_id, None)
+            if socket := self._socket_of.pop(client_id, None):
+                socket.sessions.discard(client_id)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -332,16 +480,20 @@ class LongPollingServiceContext:
             self.apply(self._engine.sweep())
 
 
-def _events(outcome: Outcome, headers: Headers, data: Any) -> list[Event]:
+def _events(
+    outcome: Outcome, headers: Headers, data: Any, sessions: dict[str, ServerSession]
+) -> list[Event]:
     events: list[Event] = []
     for kind, client_id, detail in outcome.events:
         cid = ClientId(client_id)
+        session = sessions.get(client_id)
+        attributes = session.attributes if session is not None else {}
         if kind == "session_added":
-            events.append(SessionAdded(cid, headers, data))
+            events.append(SessionAdded(cid, headers, data, attributes))
         elif kind == "subscribe":
-            events.append(Subscribe(cid, headers, tuple(detail), data))
+            events.append(Subscribe(cid, headers, tuple(detail), data, attributes))
         elif kind == "unsubscribe":
-            events.append(Unsubscribe(cid, headers, tuple(detail), data))
+            events.append(Unsubscribe(cid, headers, tuple(detail), data, attributes))
         else:
-            events.append(SessionRemoved(cid, RemovalReason(detail)))
+            events.append(SessionRemoved(cid, RemovalReason(detail), attributes))
     return events

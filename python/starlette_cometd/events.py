@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +27,8 @@ class SessionAdded:
     client_id: ClientId
     headers: Headers
     data: Any
+    #: The session's attributes (see ServerSession), as the security policy set them.
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Subscribe:
     headers: Headers
     channels: tuple[str, ...]
     data: Any
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +46,14 @@ class Unsubscribe:
     headers: Headers
     channels: tuple[str, ...]
     data: Any
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionRemoved:
     client_id: ClientId
     reason: RemovalReason
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

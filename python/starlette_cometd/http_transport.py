@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from .context import LongPollingServiceContext
 from .cookies import browser_cookie
+from .dispatch import Request, handle
 from .long_polling import Wakeup
 
 Header = tuple[bytes, bytes]
@@ -133,20 +134,26 @@ async def serve_http(
     except ConnectionError:
         return
 
-    outcome = context.engine.process(body, browser_cookie(headers, context.cookie.name), transport)
-    data = None
-    if outcome.events and context.wants_events:
-        data = await resolve_data(scope, data_provider, data_value)
-    context.apply(outcome, headers, data)
+    async def data() -> Any:
+        return await resolve_data(scope, data_provider, data_value)
+
+    request = Request(
+        browser_cookie(headers, context.cookie.name),
+        transport,
+        headers,
+        data,
+        multiplexed=scope.get("http_version", "1.1") not in ("1.0", "1.1"),
+    )
+    result = await handle(context, request, body)
 
     extra: Sequence[Header] = cors
-    if outcome.new_browser is not None:
-        extra = [*cors, (b"set-cookie", context.cookie.header(outcome.new_browser).encode())]
-    status, reply = outcome.status, outcome.body
-    held = outcome.hold
+    if result.new_browser is not None:
+        extra = [*cors, (b"set-cookie", context.cookie.header(result.new_browser).encode())]
+    status, reply = result.status, result.body
+    held = result.hold
     if held is not None:
         reason = await context.parking.hold(held, receive)
-        reply = context.engine.complete_connect(held, reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT))
+        reply = await context.finish_connect(held, reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT))
         if reason is Wakeup.CLIENT_GONE:
             return
     if jsonp:

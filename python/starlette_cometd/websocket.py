@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
@@ -14,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from ._core import HeldConnect
 from .cookies import browser_cookie
+from .dispatch import Request, handle
 
 if TYPE_CHECKING:
     from .context import LongPollingServiceContext
@@ -34,7 +36,8 @@ class WebSocketConnection:
         self._browser = browser_cookie(self._headers, context.cookie.name)
         self._send = send
         self._data = data
-        self._frames: deque[bytes] = deque()
+        # Replies in order: ready bytes, or a held connect's reply, built when it is written.
+        self._frames: deque[bytes | Coroutine[Any, Any, bytes]] = deque()
         self._flushes: dict[str, None] = {}  # sessions with messages to push, in order
         self._work = asyncio.Event()
         self._drained = asyncio.Event()
@@ -54,13 +57,21 @@ class WebSocketConnection:
         self._flushes[client_id] = None
         self._work.set()
 
+    def wake(self, client_id: str) -> None:
+        """Messages wait for a session that takes them only in connect replies (the ack
+        extension): answer its held connect now, with them."""
+        self._finish(client_id, True)
+
     def release(self, client_id: str) -> None:
         """The session's held connect must be answered now, without its messages."""
+        self._finish(client_id, False)
+
+    def _finish(self, client_id: str, drain: bool) -> None:
         entry = self._holds.pop(client_id, None)
         if entry is not None:
             held, timer = entry
             timer.cancel()
-            self._queue(self._context.engine.complete_connect(held, False))
+            self._queue(self._context.finish_connect(held, drain))
 
     def shutdown(self) -> None:
         """The server is stopping: write what is pending, then close with 1001."""
@@ -86,34 +97,37 @@ class WebSocketConnection:
                 return
             text = message.get("text")
             body = text.encode() if text is not None else message.get("bytes") or b""
-            self._handle(body)
+            await self._handle(body)
             if len(self._frames) > MAX_PENDING_FRAMES:
                 self._drained.clear()
                 await self._drained.wait()
 
-    def _handle(self, body: bytes) -> None:
-        context = self._context
-        outcome = context.engine.process(body, self._browser, "websocket")
-        # Register the sessions this batch bound before acting on its effects, so that a
-        # message the batch published to its own session is pushed here.
-        for client_id in outcome.bound:
-            context.bind_socket(client_id, self)
-            self.sessions.add(client_id)
-        context.apply(outcome, self._headers, self._data)
-        if outcome.body:
-            self._queue(outcome.body)
-        held = outcome.hold
+    async def _handle(self, body: bytes) -> None:
+        async def data() -> Any:
+            return self._data
+
+        request = Request(self._browser, "websocket", self._headers, data, on_bound=self._bind)
+        reply = await handle(self._context, request, body)
+        if reply.body:
+            self._queue(reply.body)
+        held = reply.hold
         if held is not None:
             timer = asyncio.get_running_loop().call_later(held.timeout, self._hold_expired, held)
             self._holds[held.client_id] = (held, timer)
 
+    def _bind(self, client_ids: list[str]) -> None:
+        # Registered before the batch's effects apply, so that a message the batch published
+        # to its own session is pushed here.
+        for client_id in client_ids:
+            self._context.bind_socket(client_id, self)
+            self.sessions.add(client_id)
+
     def _hold_expired(self, held: HeldConnect) -> None:
         entry = self._holds.get(held.client_id)
         if entry is not None and entry[0] is held:
-            del self._holds[held.client_id]
-            self._queue(self._context.engine.complete_connect(held, True))
+            self._finish(held.client_id, True)
 
-    def _queue(self, frame: bytes) -> None:
+    def _queue(self, frame: bytes | Coroutine[Any, Any, bytes]) -> None:
         self._frames.append(frame)
         self._work.set()
 
@@ -124,7 +138,8 @@ class WebSocketConnection:
             self._work.clear()
             while self._frames or self._flushes:
                 if self._frames:
-                    await self._write(self._frames.popleft())
+                    frame = self._frames.popleft()
+                    await self._write(frame if isinstance(frame, bytes) else await frame)
                     continue
                 client_id = next(iter(self._flushes))
                 del self._flushes[client_id]
@@ -147,6 +162,9 @@ class WebSocketConnection:
             timer.cancel()
             engine.complete_connect(held, False)
         self._holds.clear()
+        for frame in self._frames:
+            if not isinstance(frame, bytes):
+                frame.close()  # never awaited: the socket is gone
         for client_id in self.sessions:
             if self._context.unbind_socket(client_id, self):
                 self._context.apply(engine.unbind(client_id))

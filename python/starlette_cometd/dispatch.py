@@ -1,0 +1,237 @@
+"""One request batch through the server: straight to the core when the application has no
+hooks, otherwise message by message, with the application's extensions, security policy,
+listeners and services around the core."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import Headers
+
+from ._core import ClientId, HeldConnect, Outcome
+from .application import Hooks, Message, MessageRefused, ServerSession
+
+if TYPE_CHECKING:
+    from .context import LongPollingServiceContext
+
+log = logging.getLogger("starlette_cometd")
+
+META = "/meta/"
+SERVICE = "/service/"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Where a batch came from."""
+
+    browser: str | None
+    transport: str
+    headers: Headers
+    #: The additional data for events, computed only if an event needs it.
+    data: Callable[[], Awaitable[Any]]
+    multiplexed: bool = False
+    #: Called with the sessions a batch bound to its WebSocket, before their effects apply.
+    on_bound: Callable[[list[str]], None] | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    hold: HeldConnect | None
+    new_browser: str | None
+
+
+async def handle(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
+    if context.hooks.active:
+        return await _Hooked(context, request).run(body)
+    outcome = context.engine.process(body, request.browser, request.transport, request.multiplexed)
+    await _apply(context, request, outcome)
+    return Reply(outcome.status, outcome.body, outcome.hold, outcome.new_browser)
+
+
+async def _apply(context: LongPollingServiceContext, request: Request, outcome: Outcome) -> None:
+    if outcome.bound and request.on_bound is not None:
+        request.on_bound(outcome.bound)
+    data = None
+    if outcome.events and context.wants_events:
+        data = await request.data()
+    context.apply(outcome, request.headers, data)
+
+
+def _reply(message: Message, **fields: Any) -> Message:
+    reply: Message = {"channel": message.get("channel"), **fields}
+    if "id" in message:
+        reply["id"] = message["id"]
+    return reply
+
+
+class _Hooked:
+    """The slow path: each message passes the application's hooks, then the core."""
+
+    def __init__(self, context: LongPollingServiceContext, request: Request) -> None:
+        self.context = context
+        self.hooks: Hooks = context.hooks
+        self.request = request
+        self.browser = request.browser
+        self.new_browser: str | None = None
+        self.hold: HeldConnect | None = None
+        self.parts: list[bytes] = []
+        #: What the security policy set for the handshake being handled.
+        self.attributes: dict[str, Any] = {}
+
+    async def run(self, body: bytes) -> Reply:
+        try:
+            batch = json.loads(body)
+        except ValueError:
+            batch = None
+        if isinstance(batch, dict):
+            batch = [batch]
+        if not isinstance(batch, list) or not batch:
+            # Not a batch at all: the core names the problem.
+            outcome = self.context.engine.process(body, self.browser, self.request.transport)
+            return Reply(outcome.status, outcome.body, None, None)
+        alone = len(batch) == 1
+        for message in batch:
+            await self._one(message, alone)
+        body = b"[" + b",".join(part for part in self.parts if part) + b"]"
+        return Reply(200, body, self.hold, self.new_browser)
+
+    async def _one(self, message: Any, alone: bool) -> None:
+        if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
+            await self._core(message, alone)  # the core names what is wrong
+            return
+        session = self._session(message)
+        for extension in self.hooks.extensions:
+            if not await extension.incoming(session, message):
+                await self._send(
+                    session, _reply(message, successful=False, error="404::message_deleted")
+                )
+                return
+        channel: str = message["channel"]
+        refusal = await self._check(session, channel, message)
+        if refusal is not None:
+            await self._send(session, refusal)
+            return
+        if session is not None and channel.startswith(SERVICE):
+            served = self.hooks.service_for(channel)
+            if served is not None:
+                await self._serve(session, message, *served)
+                return
+        await self._core(message, alone)
+
+    def _session(self, message: Message) -> ServerSession | None:
+        """The message's session, if the request may use it (its cookie, over HTTP)."""
+        client_id = message.get("clientId")
+        if not isinstance(client_id, str):
+            return None
+        engine = self.context.engine
+        if not engine.owns_session(client_id, self.browser, self.request.transport):
+            return None
+        return self.context.server_session(client_id)
+
+    async def _check(
+        self, session: ServerSession | None, channel: str, message: Message
+    ) -> Message | None:
+        """The security policy and the listeners: a refusal to send back, or ``None``."""
+        policy = self.hooks.policy
+        if channel == "/meta/handshake":
+            if policy is not None:
+                attributes: dict[str, Any] = {}
+                if not await policy.can_handshake(attributes, message, self.request.headers):
+                    advice = {"reconnect": "none", "interval": 0}
+                    return _reply(
+                        message, successful=False, error="403::handshake_denied", advice=advice
+                    )
+                self.attributes = attributes
+            return None
+        if session is None:
+            return None  # the core answers 402
+        if channel == "/meta/subscribe" and policy is not None:
+            wanted = message.get("subscription")
+            names = wanted if isinstance(wanted, list) else [wanted]
+            for name in names:
+                if isinstance(name, str) and not await policy.can_subscribe(session, name, message):
+                    return _reply(
+                        message,
+                        successful=False,
+                        error="403:denied_by_security_policy:subscribe_denied",
+                        subscription=wanted,
+                    )
+            return None
+        if channel.startswith(META):
+            return None
+        if policy is not None and not await policy.can_publish(session, channel, message):
+            return _reply(
+                message, successful=False, error="403:denied_by_security_policy:publish_denied"
+            )
+        for listener in self.hooks.listeners_for(channel):
+            try:
+                if await listener(session, message) is False:
+                    return _reply(message, successful=False, error="404::message_deleted")
+            except MessageRefused as refused:
+                return _refusal(message, refused)
+        return None
+
+    async def _serve(
+        self, session: ServerSession, message: Message, service: Any, params: dict[str, str]
+    ) -> None:
+        """Calls a service; its return value is the reply's ``data`` (the ``remoteCall``
+        convention: same channel, same id)."""
+        try:
+            result = await service(session, message, **params)
+        except MessageRefused as refused:
+            await self._send(session, _refusal(message, refused))
+            return
+        except Exception:
+            log.exception("service for %s failed", message["channel"])
+            await self._send(
+                session, _reply(message, successful=False, error="500::service_failed")
+            )
+            return
+        reply = _reply(message, successful=True)
+        if result is not None:
+            reply["data"] = result
+        await self._send(session, reply)
+
+    async def _core(self, message: Any, alone: bool) -> None:
+        attributes, self.attributes = self.attributes, {}
+        body = json.dumps([message], separators=(",", ":")).encode()
+        request = self.request
+        outcome = self.context.engine.process(
+            body, self.browser, request.transport, request.multiplexed, alone
+        )
+        if outcome.new_browser is not None:
+            self.browser = self.new_browser = outcome.new_browser
+        for kind, client_id, _ in outcome.events:
+            if kind == "session_added":
+                session = ServerSession(ClientId(client_id), attributes)
+                self.context.add_server_session(session)
+        await _apply(self.context, request, outcome)
+        if outcome.hold is not None:
+            self.hold = outcome.hold
+        else:
+            reply = await self.context.outgoing(outcome.body, self._session_of(message))
+            self.parts.append(reply[1:-1])
+
+    def _session_of(self, message: Any) -> ServerSession | None:
+        if isinstance(message, dict) and isinstance(message.get("clientId"), str):
+            return self.context.server_session(message["clientId"])
+        return None
+
+    async def _send(self, session: ServerSession | None, reply: Message) -> None:
+        for extension in reversed(self.hooks.extensions):
+            if not await extension.outgoing(session, reply):
+                return
+        self.parts.append(json.dumps(reply, separators=(",", ":")).encode())
+
+
+def _refusal(message: Message, refused: MessageRefused) -> Message:
+    reply = _reply(message, successful=False, error=refused.error)
+    if refused.data is not None:
+        reply["data"] = refused.data
+    return reply

@@ -85,3 +85,40 @@ def teardown_module() -> None:
     for name in list(sys.modules):
         if name.startswith("example_"):
             del sys.modules[name]
+
+
+async def test_chat_rooms_example() -> None:
+    example = load("chat_rooms")
+    port = free_port()
+    server, task = await start_uvicorn(example.app, port)
+    try:
+        url = f"http://127.0.0.1:{port}/cometd"
+        async with httpx.AsyncClient() as http:
+            [denied] = await post(http, url, {"channel": "/meta/handshake"})
+            assert denied["error"] == "403::handshake_denied"
+            hs = {"channel": "/meta/handshake", "ext": {"token": "alice"}}
+            [reply] = await post(http, url, hs)
+            client_id = reply["clientId"]
+            await subscribe(http, url, client_id, "/chat/lobby")
+            replies = await post(
+                http,
+                url,
+                {"channel": "/chat/lobby", "clientId": client_id, "data": {"text": "hi"}},
+                {"channel": "/chat/lobby", "clientId": client_id, "data": {"text": " "}},
+                {"channel": "/service/members/lobby", "clientId": client_id, "data": {}, "id": "m"},
+                connect_message(client_id, timeout=0),
+            )
+            assert replies[0]["successful"] is True
+            assert replies[1]["error"] == "400::empty_message"
+            assert replies[2] == {
+                "channel": "/service/members/lobby",
+                "id": "m",
+                "successful": True,
+                "data": ["Alice"],
+            }
+            assert replies[3] == {
+                "channel": "/chat/lobby",
+                "data": {"text": "hi", "user": "Alice"},
+            }
+    finally:
+        await stop_uvicorn(server, task)

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from starlette.datastructures import Headers
 
-from ._core import ClientId, ContextClosedError, Engine, HeldConnect, Outcome
+from ._core import (
+    ClientId,
+    ClientNotFoundError,
+    ContextClosedError,
+    Engine,
+    HeldConnect,
+    Outcome,
+)
 from .application import (
     ChannelPattern,
     Extension,
@@ -337,10 +344,13 @@ class LongPollingServiceContext:
         self.hooks.policy = policy
 
     def server_session(self, client_id: ClientId | str) -> ServerSession:
-        """The application's view of a live session, with its attributes."""
+        """The application's view of a live session, with its attributes; raises
+        :class:`ClientNotFoundError` when there is no such session."""
         key = str(client_id)
         session = self._server_sessions.get(key)
         if session is None:
+            if self._engine.session_info(key) is None:
+                raise ClientNotFoundError(f"no session with client id {key}")
             session = self._server_sessions[key] = ServerSession(ClientId(key))
         return session
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
@@ -48,7 +48,7 @@ class Reply:
 
 async def handle(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
     if context.hooks.active:
-        return await _Hooked(context, request).run(body)
+        return await _Hooked(context, _once(request)).run(body)
     outcome = context.engine.process(body, request.browser, request.transport, request.multiplexed)
     await _apply(context, request, outcome)
     return Reply(outcome.status, outcome.body, outcome.hold, outcome.new_browser)
@@ -61,6 +61,19 @@ async def _apply(context: LongPollingServiceContext, request: Request, outcome: 
     if outcome.events and context.wants_events:
         data = await request.data()
     context.apply(outcome, request.headers, data)
+
+
+def _once(request: Request) -> Request:
+    """The request with its additional data computed at most once, however many of its
+    messages produce events."""
+    cache: list[Any] = []
+
+    async def data() -> Any:
+        if not cache:
+            cache.append(await request.data())
+        return cache[0]
+
+    return replace(request, data=data)
 
 
 def _reply(message: Message, **fields: Any) -> Message:

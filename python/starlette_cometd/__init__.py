@@ -8,7 +8,8 @@ from ._core import (
     SendError,
 )
 from .application import Extension, Message, MessageRefused, SecurityPolicy, ServerSession
-from .context import LongPollingServiceContext, LongPollingServiceContextBuilder
+from .builder import LongPollingServiceContextBuilder
+from .context import LongPollingServiceContext
 from .cookies import CookieOptions
 from .events import (
     CometdCustomDataSender,

@@ -14,7 +14,8 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from . import demo
-from .context import LongPollingServiceContext, LongPollingServiceContextBuilder
+from .builder import LongPollingServiceContextBuilder
+from .context import LongPollingServiceContext
 from .router import CometdRoute, RouterBuilder
 
 # uvicorn configures this logger, so these lines show beside its own.

@@ -1,0 +1,204 @@
+"""The builder of a :class:`LongPollingServiceContext`: every setting of the server, with the
+defaults of axum_cometd and CometD Java."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Literal, Self
+
+from ._core import Engine
+from .application import SecurityPolicy
+from .context import LongPollingServiceContext
+from .cookies import CookieOptions
+from .cors import Cors
+
+CONNECTION_TYPES = ("websocket", "long-polling", "callback-polling")
+
+Duration = int | float | datetime.timedelta
+
+
+def _seconds(value: Duration, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else float(value)
+    if not seconds >= 0:
+        raise ValueError(f"{name} must be a non-negative duration, not {value!r}")
+    return seconds
+
+
+def _count(value: int, name: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+class LongPollingServiceContextBuilder:
+    """Builds a :class:`LongPollingServiceContext`. Every setter returns the builder."""
+
+    def __init__(self) -> None:
+        self._timeout = 20.0
+        self._max_interval = 60.0
+        self._interval = 0.0
+        self._events_capacity = 1024
+        self._client_capacity = 500
+        self._subscription_channel_capacity = 0
+        self._client_storage_capacity = 0
+        self._subscription_storage_capacity = 0
+        self._trust_client_session = False
+        self._max_body_size = 1024 * 1024
+        self._cookie = CookieOptions()
+        self._connection_types: tuple[str, ...] = CONNECTION_TYPES
+        self._cors = Cors(())
+        self._options: dict[str, Any] = {}
+        self._policy: SecurityPolicy | None = None
+
+    def timeout(self, value: Duration) -> Self:
+        """How long a ``/meta/connect`` is held (also sent as ``advice.timeout``)."""
+        self._timeout = _seconds(value, "timeout")
+        return self
+
+    def max_interval(self, value: Duration) -> Self:
+        """How long a session lives without a ``/meta/connect`` after its last reply."""
+        self._max_interval = _seconds(value, "max_interval")
+        return self
+
+    def interval(self, value: Duration) -> Self:
+        """``advice.interval``: the pause clients take between connects."""
+        self._interval = _seconds(value, "interval")
+        return self
+
+    def events_channel_capacity(self, value: int) -> Self:
+        """How many events a receiver may fall behind before it loses the oldest."""
+        self._events_capacity = _count(value, "events_channel_capacity", 1)
+        return self
+
+    def client_channel_capacity(self, value: int) -> Self:
+        """The bound on each session's message queue; when full, the oldest message is dropped
+        and counted (see :meth:`LongPollingServiceContext.stats`)."""
+        self._client_capacity = _count(value, "client_channel_capacity", 1)
+        return self
+
+    def subscription_channel_capacity(self, value: int) -> Self:
+        """Initial size of each channel's subscriber set (a sizing hint)."""
+        self._subscription_channel_capacity = _count(value, "subscription_channel_capacity")
+        return self
+
+    def client_storage_capacity(self, value: int) -> Self:
+        """Initial size of the session table (a sizing hint)."""
+        self._client_storage_capacity = _count(value, "client_storage_capacity")
+        return self
+
+    def subscription_storage_capacity(self, value: int) -> Self:
+        """Initial size of the channel table (a sizing hint)."""
+        self._subscription_storage_capacity = _count(value, "subscription_storage_capacity")
+        return self
+
+    def trust_client_session(self, value: bool = True) -> Self:
+        """Accept a ``clientId`` without its ``BAYEUX_BROWSER`` cookie (off by default)."""
+        self._trust_client_session = bool(value)
+        return self
+
+    def max_body_size(self, value: int) -> Self:
+        """The largest request body accepted, in bytes; larger ones get HTTP 413."""
+        self._max_body_size = _count(value, "max_body_size", 1)
+        return self
+
+    def connection_types(self, *types: str) -> Self:
+        """The transports served and advertised, in order of preference; by default
+        ``"websocket", "long-polling", "callback-polling"``."""
+        unknown = [t for t in types if t not in CONNECTION_TYPES]
+        if unknown or not types:
+            raise ValueError(f"connection types are some of {CONNECTION_TYPES}, not {types}")
+        self._connection_types = tuple(dict.fromkeys(types))
+        return self
+
+    def allowed_origins(self, *origins: str) -> Self:
+        """Origins whose browsers may call the server (CORS), e.g. ``"https://app.example"``.
+        Listed origins may send credentials (cookies); ``"*"`` admits any other origin
+        without credentials."""
+        self._cors = Cors(origins)
+        return self
+
+    def ack_extension(self, enabled: bool = True) -> Self:
+        """Offer the ack extension (the clients' ``AckExtension``): messages are delivered in
+        ``/meta/connect`` replies with batch ids and sent again until acknowledged."""
+        self._options["ack_extension"] = bool(enabled)
+        return self
+
+    def timesync(self, enabled: bool = True) -> Self:
+        """Answer the clients' ``TimeSyncExtension`` with the server's clock."""
+        self._options["timesync"] = bool(enabled)
+        return self
+
+    def broadcast_to_publisher(self, enabled: bool) -> Self:
+        """Whether a client receives its own publishes on channels it subscribes (default on)."""
+        self._options["broadcast_to_publisher"] = bool(enabled)
+        return self
+
+    def max_sessions_per_browser(self, count: int) -> Self:
+        """How many long-polls one browser (cookie) may have held at once over HTTP/1.x
+        (default 1, as browsers have few connections per host); negative for no limit. Others
+        are answered at once with ``advice: {"multiple-clients": true}``."""
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"max_sessions_per_browser must be an integer, not {count!r}")
+        self._options["max_sessions_per_browser"] = count
+        return self
+
+    def multi_session_interval(self, value: Duration) -> Self:
+        """``advice.interval`` for connects refused under that limit (default 2 s)."""
+        self._options["multi_session_interval"] = _seconds(value, "multi_session_interval")
+        return self
+
+    def handshake_reconnect(self, enabled: bool = True) -> Self:
+        """Advertise ``maxInterval`` in advice, so a client away for longer handshakes again
+        at once instead of trying a connect first."""
+        self._options["handshake_reconnect"] = bool(enabled)
+        return self
+
+    def meta_connect_deliver_only(self, enabled: bool = True) -> Self:
+        """Deliver messages only in ``/meta/connect`` replies: a WebSocket then carries them
+        with the next connect reply instead of pushing each at once. (Over HTTP they always
+        travel in connect replies.)"""
+        self._options["meta_connect_deliver_only"] = bool(enabled)
+        return self
+
+    def security_policy(self, policy: SecurityPolicy) -> Self:
+        """Who may handshake, subscribe and publish; see :class:`SecurityPolicy`."""
+        self._policy = policy
+        return self
+
+    def browser_cookie(
+        self,
+        *,
+        name: str = "BAYEUX_BROWSER",
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] | None = "lax",
+        secure: bool = False,
+        http_only: bool = True,
+    ) -> Self:
+        """How the browser cookie is named and set."""
+        self._cookie = CookieOptions(name, path, same_site, secure, http_only)
+        return self
+
+    def build(self) -> LongPollingServiceContext:
+        engine = Engine(
+            timeout=self._timeout,
+            max_interval=self._max_interval,
+            interval=self._interval,
+            queue_capacity=self._client_capacity,
+            trust_client_session=self._trust_client_session,
+            connection_types=list(self._connection_types),
+            **self._options,
+            session_capacity=self._client_storage_capacity,
+            channel_capacity=self._subscription_storage_capacity,
+            subscriber_capacity=self._subscription_channel_capacity,
+        )
+        context = LongPollingServiceContext(
+            engine,
+            events_capacity=self._events_capacity,
+            max_body_size=self._max_body_size,
+            cookie=self._cookie,
+            connection_types=self._connection_types,
+            cors=self._cors,
+            sweep_every=min(1.0, max(0.05, self._max_interval / 4)),
+        )
+        context.hooks.policy = self._policy
+        return context

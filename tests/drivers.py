@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -94,12 +95,15 @@ class DriverClient:
         transports: list[str] | None = None,
         log_level: str = "warn",
         options: dict[str, Any] | None = None,
+        extensions: list[str] | None = None,
         timeout: float = 10,
     ) -> None:
         """Spawn the driver and configure the client for the Bayeux ``url``.
 
         ``options`` are extra CometD configuration keys passed through as-is
-        (for example ``{"maxNetworkDelay": 5000, "backoffIncrement": 100}``).
+        (for example ``{"maxNetworkDelay": 5000, "backoffIncrement": 100}``);
+        ``extensions`` names client extensions to register (``"ack"``, and in the JS
+        driver ``"timesync"``).
         """
         require(self.name, self.missing())
         self._proc = await asyncio.create_subprocess_exec(
@@ -112,17 +116,46 @@ class DriverClient:
             # Large message batches exceed asyncio's default 64 KiB line limit.
             limit=16 * 1024 * 1024,
         )
-        await self.send(
-            {
-                "cmd": "configure",
-                "url": url,
-                "appendMessageTypeToURL": append_message_type,
-                "logLevel": log_level,
-                "transports": transports or ["long-polling"],
-                "options": options or {},
-            }
+        await self.configure(
+            url,
+            append_message_type,
+            transports=transports,
+            log_level=log_level,
+            options=options,
+            extensions=extensions,
+            timeout=timeout,
         )
-        await self.expect("configured", timeout=timeout)
+
+    async def configure(
+        self,
+        url: str,
+        append_message_type: bool = True,
+        *,
+        transports: list[str] | None = None,
+        log_level: str = "warn",
+        options: dict[str, Any] | None = None,
+        extensions: list[str] | None = None,
+        instance: str | None = None,
+        timeout: float = 10,
+    ) -> None:
+        """(Re)configure the client. ``instance`` (JS driver only) names another CometD
+        instance in the same driver, sharing the first one's cookie jar; its commands and
+        events carry that name in their ``instance`` field."""
+        cmd: dict[str, Any] = {
+            "cmd": "configure",
+            "url": url,
+            "appendMessageTypeToURL": append_message_type,
+            "logLevel": log_level,
+            "transports": transports or ["long-polling"],
+            "options": options or {},
+        }
+        if extensions:
+            cmd["extensions"] = extensions
+        match: dict[str, Any] = {}
+        if instance is not None:
+            cmd["instance"] = match["instance"] = instance
+        await self.send(cmd)
+        await self.expect("configured", timeout=timeout, **match)
 
     async def send(self, cmd: dict[str, Any]) -> None:
         """Write one command to the driver."""
@@ -137,21 +170,38 @@ class DriverClient:
         Buffered events are searched first; newer non-matching events are kept
         for later calls. Raises AssertionError on timeout or driver exit.
         """
+        return await self.expect_where(
+            event, lambda candidate: _matches(candidate, event, match), timeout, repr(match)
+        )
+
+    async def expect_where(
+        self,
+        event: str,
+        where: Callable[[Event], bool],
+        timeout: float = 10,
+        what: str = "(a predicate)",
+    ) -> Event:
+        """Like :meth:`expect`, for the first event named ``event`` for which ``where`` is true
+        (for conditions on nested fields, such as a reply's advice)."""
+
+        def wanted(candidate: Event) -> bool:
+            return candidate.get("event") == event and where(candidate)
+
         for index, candidate in enumerate(self._buffer):
-            if _matches(candidate, event, match):
+            if wanted(candidate):
                 return self._buffer.pop(index)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._fail(f"timed out after {timeout}s waiting for {event!r} {match!r}")
+                self._fail(f"timed out after {timeout}s waiting for {event!r} {what}")
             try:
                 received = await asyncio.wait_for(self._read_event(), remaining)
             except TimeoutError:
-                self._fail(f"timed out after {timeout}s waiting for {event!r} {match!r}")
+                self._fail(f"timed out after {timeout}s waiting for {event!r} {what}")
             if received is None:
-                self._fail(f"driver exited while waiting for {event!r} {match!r}")
-            if _matches(received, event, match):
+                self._fail(f"driver exited while waiting for {event!r} {what}")
+            if wanted(received):
                 return received
             self._buffer.append(received)
 

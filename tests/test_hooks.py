@@ -104,7 +104,19 @@ async def test_hooks_never_run_for_a_session_the_request_may_not_use(
             publish(victim, "/chat/room", 1),
         )
     assert [r["error"] for r in replies] == ["402::session_unknown"] * 2
+    # Unknown and malformed ids are refused by the core, as without hooks.
+    replies = await post(
+        http,
+        server.url,
+        publish("0" * 40, "/chat/room", 1),
+        publish("nope", "/chat/room", 1),
+        {"channel": "/meta/disconnect", "clientId": "0" * 40},
+    )
+    assert [r["error"] for r in replies] == ["402::session_unknown"] * 3
     assert ran == []
+    # A disconnect with hooks registered succeeds, its reply passing the outgoing hooks.
+    [bye] = await post(http, server.url, {"channel": "/meta/disconnect", "clientId": victim})
+    assert bye["successful"] is True
 
 
 async def test_listeners_change_or_refuse_publishes(

@@ -116,7 +116,7 @@ class _Hooked:
 
     async def _one(self, message: Any, alone: bool) -> None:
         if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
-            await self._core(message, alone)  # the core names what is wrong
+            await self._core(message, alone, None)  # the core names what is wrong
             return
         session = self._session(message)
         for extension in self.hooks.extensions:
@@ -135,7 +135,7 @@ class _Hooked:
             if served is not None:
                 await self._serve(session, message, *served)
                 return
-        await self._core(message, alone)
+        await self._core(message, alone, session)
 
     def _session(self, message: Message) -> ServerSession | None:
         """The message's session, if the request may use it (its cookie, over HTTP)."""
@@ -211,7 +211,9 @@ class _Hooked:
             reply["data"] = result
         await self._send(session, reply)
 
-    async def _core(self, message: Any, alone: bool) -> None:
+    async def _core(self, message: Any, alone: bool, session: ServerSession | None) -> None:
+        """The core handles the message; ``session`` is the one it named before (a disconnect
+        ends it, yet its reply still passes the outgoing hooks with it)."""
         attributes, self.attributes = self.attributes, {}
         body = json.dumps([message], separators=(",", ":")).encode()
         request = self.request
@@ -228,13 +230,8 @@ class _Hooked:
         if outcome.hold is not None:
             self.hold = outcome.hold
         else:
-            reply = await self.context.outgoing(outcome.body, self._session_of(message))
+            reply = await self.context.outgoing(outcome.body, session)
             self.parts.append(reply[1:-1])
-
-    def _session_of(self, message: Any) -> ServerSession | None:
-        if isinstance(message, dict) and isinstance(message.get("clientId"), str):
-            return self.context.server_session(message["clientId"])
-        return None
 
     async def _send(self, session: ServerSession | None, reply: Message) -> None:
         for extension in reversed(self.hooks.extensions):

@@ -32,6 +32,8 @@ import org.cometd.bayeux.Channel;
 import org.cometd.bayeux.Message;
 import org.cometd.bayeux.client.ClientSessionChannel;
 import org.cometd.client.BayeuxClient;
+import org.cometd.client.ext.AckExtension;
+import org.cometd.client.ext.TimesyncClientExtension;
 import org.cometd.client.http.jetty.JettyHttpClientTransport;
 import org.cometd.client.transport.ClientTransport;
 import org.cometd.client.websocket.jakarta.WebSocketTransport;
@@ -55,6 +57,10 @@ import org.eclipse.jetty.util.ajax.JSON;
  *       the channel's own listener (if any).</li>
  *   <li>{@code options} are set on the client and its transports as they are; options the
  *       Java client does not know are ignored by it.</li>
+ *   <li>{@code configure} takes {@code "extensions"}: {@code "ack"} registers the client's
+ *       {@code org.cometd.client.ext.AckExtension}, {@code "timesync"} its
+ *       {@code TimesyncClientExtension}. There is no {@code remote_call} command and no
+ *       {@code instance} field: one driver runs one client.</li>
  * </ul>
  */
 public final class Driver {
@@ -242,7 +248,8 @@ public final class Driver {
             "successful", message.isSuccessful(),
             "error", errorOf(message),
             "clientId", message.getClientId(),
-            "advice", message.getAdvice());
+            "advice", message.getAdvice(),
+            "ext", message.getExt());
     }
 
     // --- Commands ------------------------------------------------------------------------
@@ -336,6 +343,15 @@ public final class Driver {
             transports.subList(1, transports.size()).toArray(new ClientTransport[0]));
         // Client-level options (backoffIncrement, maxBackoff, ...); forwarded to the transports too.
         options.forEach(created::setOption);
+        if (cmd.get("extensions") instanceof List<?> extensions) {
+            for (Object extension : extensions) {
+                switch (String.valueOf(extension)) {
+                    case "ack" -> created.addExtension(new AckExtension());
+                    case "timesync" -> created.addExtension(new TimesyncClientExtension());
+                    default -> throw new IllegalArgumentException("unknown extension " + json.toJSON(extension));
+                }
+            }
+        }
 
         for (String channel : META_LISTENERS) {
             created.getChannel(channel).addListener((ClientSessionChannel.MessageListener)(ch, message) -> {

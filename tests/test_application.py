@@ -1,0 +1,820 @@
+"""The application's side (issue 4) with real clients: services called with the CometD JS
+client's ``remoteCall``, channel listeners changing and refusing publishes, a security policy,
+the ack extension with the connection cut mid-stream (the JS and Java clients, over long-polling
+and WebSocket), timesync, the ``multiple-clients`` advice for two sessions under one browser
+cookie, and ``broadcast_to_publisher``.
+
+Waits are bounded and ordered by markers or events, never by sleeps: a session's queue is FIFO,
+so once a marker sent after some message has arrived, that message has arrived too, or never
+will. Faults are injected between uvicorn and the CometD app (``serve(wrap=...)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from conftest import ServeFactory
+from drivers import DriverClient, JavaClient, JsClient
+from starlette_cometd import (
+    ClientId,
+    CometdEventReceiver,
+    Event,
+    Extension,
+    LongPollingServiceContextBuilder,
+    Message,
+    MessageRefused,
+    RemovalReason,
+    SecurityPolicy,
+    ServerSession,
+    SessionAdded,
+    SessionRemoved,
+    Subscribe,
+)
+
+# How the JS client connects. "websocket" alone, without the long-polling fallback, so that a
+# test over WebSocket cannot silently pass over HTTP.
+TRANSPORTS = pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+
+# A JVM and Jetty start in about a second; leave room for a loaded machine.
+JAVA_START_TIMEOUT = 30
+# Quick retries after an injected fault (the clients' default backoff starts at 1 s).
+FAST_RETRY = {"backoffIncrement": 100, "maxBackoff": 500}
+
+E = TypeVar("E", SessionAdded, SessionRemoved, Subscribe)
+JsFactory = Callable[..., Awaitable[JsClient]]
+JavaFactory = Callable[..., Awaitable[JavaClient]]
+
+
+@pytest.fixture
+async def js(serve: ServeFactory) -> AsyncIterator[JsFactory]:
+    """``await js(url, transport, options=..., extensions=...)`` starts a configured JS client.
+    Depends on ``serve`` so that clients are closed (and disconnect) before the servers stop."""
+    started: list[JsClient] = []
+
+    async def start(
+        url: str,
+        transport: str = "long-polling",
+        options: dict[str, Any] | None = None,
+        extensions: list[str] | None = None,
+    ) -> JsClient:
+        client = JsClient()
+        started.append(client)
+        await client.start(url, transports=[transport], options=options, extensions=extensions)
+        return client
+
+    yield start
+    for client in started:
+        await client.close()
+
+
+@pytest.fixture
+async def java(serve: ServeFactory) -> AsyncIterator[JavaFactory]:
+    """``await java(url, transport, options=..., extensions=...)`` starts a Java client."""
+    started: list[JavaClient] = []
+
+    async def start(
+        url: str,
+        transport: str = "long-polling",
+        options: dict[str, Any] | None = None,
+        extensions: list[str] | None = None,
+    ) -> JavaClient:
+        client = JavaClient()
+        started.append(client)
+        await client.start(
+            url,
+            transports=[transport],
+            options=options,
+            extensions=extensions,
+            timeout=JAVA_START_TIMEOUT,
+        )
+        return client
+
+    yield start
+    for client in started:
+        await client.close()
+
+
+# --- Client steps ---------------------------------------------------------------------------
+
+
+async def handshake(client: DriverClient, ext: dict[str, Any] | None = None) -> str:
+    """Handshakes (with ``ext``, if given) and returns the client id."""
+    cmd: dict[str, Any] = {"cmd": "handshake"}
+    if ext is not None:
+        cmd["ext"] = ext
+    await client.send(cmd)
+    reply = await client.expect("handshake")
+    assert reply["successful"], reply
+    client_id: str = reply["clientId"]
+    # Consume the listener's copy too, so that a later expect() finds only re-handshakes.
+    await client.expect("meta", listener="/meta/handshake", clientId=client_id)
+    return client_id
+
+
+def instance_of(instance: str | None) -> dict[str, Any]:
+    """The ``instance`` field that names a JS driver's CometD instance, if any."""
+    return {} if instance is None else {"instance": instance}
+
+
+async def subscribe(client: DriverClient, channel: str, instance: str | None = None) -> None:
+    await client.send({"cmd": "subscribe", "channel": channel, **instance_of(instance)})
+    reply = await client.expect("subscribed", channel=channel, **instance_of(instance))
+    assert reply["successful"], reply
+
+
+async def publish(client: DriverClient, channel: str, data: Any) -> dict[str, Any]:
+    """Publishes and returns the publish reply event (successful or not)."""
+    await client.send({"cmd": "publish", "channel": channel, "data": data})
+    return await client.expect("published", channel=channel)
+
+
+async def remote_call(client: JsClient, target: str, data: Any) -> dict[str, Any]:
+    await client.send({"cmd": "remote_call", "target": target, "data": data, "timeout": 5000})
+    return await client.expect("remote_call", target=target)
+
+
+async def status(client: DriverClient, instance: str | None = None) -> dict[str, Any]:
+    await client.send({"cmd": "status", **instance_of(instance)})
+    return await client.expect("status", **instance_of(instance))
+
+
+def received(client: DriverClient, channel: str) -> list[Any]:
+    """The data of every message the client has read so far on ``channel``."""
+    return [e["data"] for e in client.events if e["event"] == "message" and e["channel"] == channel]
+
+
+def is_connect_reply(event: dict[str, Any]) -> bool:
+    return event.get("listener") == "/meta/connect"
+
+
+async def next_event(
+    rx: CometdEventReceiver, kind: type[E], client_id: str, timeout: float = 10
+) -> E:
+    """The next server event of type ``kind`` for ``client_id``, skipping the others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {kind.__name__} event within {timeout}s")
+        try:
+            event: Event | None = await asyncio.wait_for(rx.recv(), remaining)
+        except TimeoutError:
+            raise AssertionError(f"no {kind.__name__} event within {timeout}s") from None
+        assert event is not None, "the context closed"
+        if isinstance(event, kind) and event.client_id == ClientId(client_id):
+            return event
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Polls a server-side condition that has no event (e.g. a connect being held)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+async def check_transport(client: JsClient, transport: str) -> None:
+    """The client really used ``transport`` (and is still connected)."""
+    state = await status(client)
+    assert state["transportType"] == transport, state
+
+
+# --- 1. Services and remoteCall -------------------------------------------------------------
+
+
+@TRANSPORTS
+async def test_remote_call_to_services(serve: ServeFactory, js: JsFactory, transport: str) -> None:
+    server = await serve(LongPollingServiceContextBuilder().timeout(2))
+    context = server.context
+    calls: list[tuple[str, str]] = []
+
+    @context.service("/service/echo")
+    async def echo(session: ServerSession, message: Message) -> Any:
+        calls.append(("echo", str(session.client_id)))
+        return {"echo": message["data"], "clientId": str(session.client_id)}
+
+    @context.service("/service/rooms/{room}")
+    async def rooms(session: ServerSession, message: Message, room: str) -> Any:
+        calls.append((f"room {room}", str(session.client_id)))
+        return {"room": room, "channel": message["channel"], "data": message["data"]}
+
+    @context.service("/service/calc/*")
+    async def calc(session: ServerSession, message: Message) -> Any:
+        operation = message["channel"].rsplit("/", 1)[1]
+        a, b = message["data"]["a"], message["data"]["b"]
+        return {"add": a + b, "mul": a * b}[operation]
+
+    @context.service("/service/forbidden")
+    async def forbidden(session: ServerSession, message: Message) -> Any:
+        raise MessageRefused("403::not_allowed", data={"reason": "members only"})
+
+    @context.service("/service/broken")
+    async def broken(session: ServerSession, message: Message) -> Any:
+        raise RuntimeError("a bug in the application")
+
+    client = await js(server.url, transport)
+    client_id = await handshake(client)
+
+    reply = await remote_call(client, "echo", {"text": "hi", "n": [1, 2]})
+    assert reply["successful"], reply
+    assert reply["data"] == {"echo": {"text": "hi", "n": [1, 2]}, "clientId": client_id}
+    assert reply["error"] is None
+
+    # A template: the segment reaches the service as a keyword argument.
+    reply = await remote_call(client, "/rooms/lobby", {"join": True})
+    assert reply["successful"], reply
+    assert reply["data"] == {
+        "room": "lobby",
+        "channel": "/service/rooms/lobby",
+        "data": {"join": True},
+    }
+
+    # A wildcard: one service for every operation; a bare number is a reply's data too.
+    reply = await remote_call(client, "calc/add", {"a": 6, "b": 7})
+    assert (reply["successful"], reply["data"]) == (True, 13), reply
+    reply = await remote_call(client, "calc/mul", {"a": 6, "b": 7})
+    assert (reply["successful"], reply["data"]) == (True, 42), reply
+
+    # Refused: the callback sees the error and the data the service attached.
+    reply = await remote_call(client, "forbidden", {"please": True})
+    assert reply["successful"] is False, reply
+    assert reply["error"] == "403::not_allowed"
+    assert reply["data"] == {"reason": "members only"}
+
+    # A service that fails unexpectedly still answers the call (and the error is logged).
+    reply = await remote_call(client, "broken", {})
+    assert (reply["successful"], reply["error"]) == (False, "500::service_failed"), reply
+
+    assert calls == [("echo", client_id), ("room lobby", client_id)]
+    await check_transport(client, transport)
+
+
+# --- 2. Channel listeners -------------------------------------------------------------------
+
+
+@TRANSPORTS
+async def test_listener_changes_and_refuses_messages(
+    serve: ServeFactory, js: JsFactory, transport: str
+) -> None:
+    server = await serve(LongPollingServiceContextBuilder().timeout(2))
+    seen: list[tuple[str, Any]] = []
+
+    @server.context.listener("/chat/*")
+    async def moderate(session: ServerSession, message: Message) -> bool | None:
+        data = message["data"]
+        seen.append((str(session.client_id), data))
+        text = data.get("text") if isinstance(data, dict) else None
+        if text == "spam":
+            return False
+        if text == "rude":
+            raise MessageRefused("403::moderated")
+        if text is not None:
+            message["data"] = {**data, "text": text.upper(), "moderated": True}
+        return None
+
+    publisher = await js(server.url, transport)
+    subscriber = await js(server.url, transport)
+    publisher_id = await handshake(publisher)
+    await handshake(subscriber)
+    await subscribe(subscriber, "/chat/room")
+
+    reply = await publish(publisher, "/chat/room", {"text": "hello"})
+    assert reply["successful"], reply
+    changed = await subscriber.expect("message", channel="/chat/room")
+    assert changed["data"] == {"text": "HELLO", "moderated": True}
+
+    reply = await publish(publisher, "/chat/room", {"text": "spam"})
+    assert (reply["successful"], reply["error"]) == (False, "404::message_deleted"), reply
+    reply = await publish(publisher, "/chat/room", {"text": "rude"})
+    assert (reply["successful"], reply["error"]) == (False, "403::moderated"), reply
+
+    # Nothing of the refused ones was delivered: the marker is the very next message.
+    reply = await publish(publisher, "/chat/room", {"marker": 1})
+    assert reply["successful"], reply
+    marker = await subscriber.expect("message", channel="/chat/room")
+    assert marker["data"] == {"marker": 1}
+    assert received(subscriber, "/chat/room") == [
+        {"text": "HELLO", "moderated": True},
+        {"marker": 1},
+    ]
+    # The listener saw every publish, with the publisher's session.
+    assert seen == [
+        (publisher_id, {"text": "hello"}),
+        (publisher_id, {"text": "spam"}),
+        (publisher_id, {"text": "rude"}),
+        (publisher_id, {"marker": 1}),
+    ]
+    await check_transport(publisher, transport)
+
+
+# --- 3. Security policy ---------------------------------------------------------------------
+
+
+class TokenPolicy(SecurityPolicy):
+    """Handshakes need ``ext.token == "secret"`` and keep ``ext.user`` as the session's user;
+    nobody subscribes to ``/private`` or publishes to ``/readonly``."""
+
+    def __init__(self) -> None:
+        self.handshakes: list[dict[str, Any]] = []
+
+    async def can_handshake(
+        self, attributes: dict[str, Any], message: Message, headers: Headers
+    ) -> bool:
+        ext = message.get("ext") or {}
+        self.handshakes.append(ext)
+        if ext.get("token") != "secret":
+            return False
+        attributes["user"] = ext.get("user")
+        return True
+
+    async def can_subscribe(self, session: ServerSession, channel: str, message: Message) -> bool:
+        return channel != "/private"
+
+    async def can_publish(self, session: ServerSession, channel: str, message: Message) -> bool:
+        return channel != "/readonly"
+
+
+def secured(policy: TokenPolicy) -> LongPollingServiceContextBuilder:
+    return LongPollingServiceContextBuilder().timeout(2).security_policy(policy)
+
+
+@TRANSPORTS
+async def test_denied_handshake_is_not_retried(
+    serve: ServeFactory, js: JsFactory, transport: str
+) -> None:
+    policy = TokenPolicy()
+    server = await serve(secured(policy))
+    # Quick retries, had the client been told to retry.
+    denied = await js(server.url, transport, options=FAST_RETRY)
+
+    await denied.send({"cmd": "handshake", "ext": {"token": "wrong"}})
+    reply = await denied.expect("handshake")
+    assert reply["successful"] is False, reply
+    assert reply["error"] == "403::handshake_denied"
+    assert reply["reply"]["advice"]["reconnect"] == "none", reply
+    listener = await denied.expect("meta", listener="/meta/handshake")
+    assert (listener["successful"], listener["error"]) == (False, "403::handshake_denied")
+    assert listener["advice"]["reconnect"] == "none"
+
+    # The client gave up at once (a client about to retry would be "handshaking").
+    state = await status(denied)
+    assert state["status"] == "disconnected", state
+    assert state["clientId"] is None
+    # A whole handshake and call by another client later, the denied one has not tried again.
+    other = await js(server.url, transport)
+    await handshake(other, {"token": "secret", "user": "bob"})
+    await publish(other, "/public", {"n": 1})
+    assert policy.handshakes == [{"token": "wrong"}, {"token": "secret", "user": "bob"}]
+    assert (await status(denied))["status"] == "disconnected"
+    assert server.context.stats()["sessions"] == 1
+    assert not [e for e in denied.events if e["event"] == "meta" and e["successful"]]
+
+
+@TRANSPORTS
+async def test_attributes_from_handshake_reach_services_and_events(
+    serve: ServeFactory, js: JsFactory, transport: str
+) -> None:
+    policy = TokenPolicy()
+    server = await serve(secured(policy))
+    rx = server.context.rx()
+
+    @server.context.service("/service/whoami")
+    async def whoami(session: ServerSession, message: Message) -> Any:
+        return {"user": session.attributes.get("user"), "clientId": str(session.client_id)}
+
+    client = await js(server.url, transport)
+    client_id = await handshake(client, {"token": "secret", "user": "alice"})
+
+    added = await next_event(rx, SessionAdded, client_id)
+    assert added.attributes == {"user": "alice"}
+    assert server.context.server_session(client_id).attributes == {"user": "alice"}
+
+    reply = await remote_call(client, "whoami", {})
+    assert reply["successful"], reply
+    assert reply["data"] == {"user": "alice", "clientId": client_id}
+
+    await subscribe(client, "/public")
+    subscribed = await next_event(rx, Subscribe, client_id)
+    assert subscribed.channels == ("/public",)
+    assert subscribed.attributes == {"user": "alice"}
+    await check_transport(client, transport)
+
+
+@TRANSPORTS
+async def test_denied_subscribe_and_publish(
+    serve: ServeFactory, js: JsFactory, transport: str
+) -> None:
+    policy = TokenPolicy()
+    server = await serve(secured(policy))
+    a = await js(server.url, transport)
+    b = await js(server.url, transport)
+    await handshake(a, {"token": "secret", "user": "alice"})
+    await handshake(b, {"token": "secret", "user": "bob"})
+
+    await a.send({"cmd": "subscribe", "channel": "/private"})
+    reply = await a.expect("subscribed", channel="/private")
+    assert reply["successful"] is False, reply
+    assert reply["error"] == "403:denied_by_security_policy:subscribe_denied"
+    state = await status(a)
+    assert "/private" not in state["subscriptions"], state
+
+    # b may listen on /readonly, but nobody may publish there.
+    await subscribe(b, "/readonly")
+    await subscribe(b, "/public")
+    reply = await publish(a, "/readonly", {"n": 1})
+    assert reply["successful"] is False, reply
+    assert reply["error"] == "403:denied_by_security_policy:publish_denied"
+
+    reply = await publish(a, "/public", {"marker": 1})
+    assert reply["successful"], reply
+    await b.expect("message", channel="/public")
+    assert received(b, "/readonly") == []
+    assert received(b, "/public") == [{"marker": 1}]
+    await check_transport(a, transport)
+
+
+@TRANSPORTS
+async def test_disconnect_with_a_security_policy(
+    serve: ServeFactory, js: JsFactory, transport: str
+) -> None:
+    """With hooks registered, ``/meta/disconnect`` still succeeds, and the removal event carries
+    the session's attributes."""
+    server = await serve(secured(TokenPolicy()))
+    rx = server.context.rx()
+    client = await js(server.url, transport)
+    client_id = await handshake(client, {"token": "secret", "user": "alice"})
+
+    await client.send({"cmd": "disconnect"})
+    reply = await client.expect("disconnected")
+    assert reply["successful"], reply
+    removed = await next_event(rx, SessionRemoved, client_id)
+    assert removed.reason == RemovalReason.DISCONNECTED
+    assert removed.attributes == {"user": "alice"}
+    assert server.context.stats()["sessions"] == 0
+
+
+# --- 4. The ack extension with the connection cut mid-stream ---------------------------------
+
+
+class LoseDeliveries:
+    """ASGI middleware between uvicorn and the CometD app that loses chosen ``/meta/connect``
+    replies carrying messages on ``channel``: those whose ordinal among such replies (from 1)
+    is in ``lose``.
+
+    Over HTTP, ``how="500"`` answers HTTP 500 instead, and ``how="cut"`` sends the headers and
+    half the body, then returns (uvicorn closes the connection). Over WebSocket, the socket is
+    closed (code 1011) instead of the frame being written, and the app's later writes to that
+    socket are dropped, as if the network had gone.
+    """
+
+    def __init__(self, app: ASGIApp, lose: set[int], how: str, channel: str) -> None:
+        self.app = app
+        self.lose = lose
+        self.how = how
+        self.channel = channel
+        self.carrying = 0
+        #: The data of the messages each lost reply carried.
+        self.lost: list[list[Any]] = []
+
+    def should_lose(self, body: bytes | str) -> bool:
+        try:
+            batch = json.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(batch, list):
+            return False
+        messages = [m for m in batch if isinstance(m, dict)]
+        connect = any(m.get("channel") == "/meta/connect" for m in messages)
+        carried = [
+            m.get("data")
+            for m in messages
+            if m.get("channel") == self.channel and "successful" not in m
+        ]
+        if not (connect and carried):
+            return False
+        self.carrying += 1
+        if self.carrying not in self.lose:
+            return False
+        self.lost.append(carried)
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.app(scope, receive, self._http(send))
+        elif scope["type"] == "websocket":
+            await self.app(scope, receive, self._websocket(send))
+        else:
+            await self.app(scope, receive, send)
+
+    def _http(self, send: Send) -> Send:
+        start: AsgiMessage | None = None
+        gone = False
+
+        async def faulty(message: AsgiMessage) -> None:
+            nonlocal start, gone
+            if gone:
+                return
+            if message["type"] == "http.response.start":
+                start = message  # held back until the body says what it is
+                return
+            if message["type"] == "http.response.body" and start is not None:
+                body: bytes = message.get("body", b"")
+                if not message.get("more_body", False) and self.should_lose(body):
+                    gone = True
+                    if self.how == "500":
+                        text = b"injected fault"
+                        headers = [(b"content-length", str(len(text)).encode())]
+                        await send(
+                            {"type": "http.response.start", "status": 500, "headers": headers}
+                        )
+                        await send({"type": "http.response.body", "body": text})
+                    else:
+                        await send(start)
+                        half = {"type": "http.response.body", "body": body[: len(body) // 2]}
+                        await send({**half, "more_body": True})
+                    return
+                await send(start)
+                start = None
+            await send(message)
+
+        return faulty
+
+    def _websocket(self, send: Send) -> Send:
+        gone = False
+
+        async def faulty(message: AsgiMessage) -> None:
+            nonlocal gone
+            if gone:
+                return
+            if message["type"] == "websocket.send":
+                text = message.get("text")
+                if text is not None and self.should_lose(text):
+                    gone = True
+                    await send({"type": "websocket.close", "code": 1011})
+                    return
+            await send(message)
+
+        return faulty
+
+
+# (client, transport, how the reply is lost, hooked): the JS and Java clients over long-polling
+# and WebSocket. "hooked" registers a no-op extension and listener, so that requests take the
+# server's per-message path through the application's hooks instead of the core's fast path,
+# and adds timesync on both sides, whose ext travels with the ack's.
+ACK_CASES = {
+    "js-long-polling-500": ("js", "long-polling", "500", False),
+    "js-long-polling-cut": ("js", "long-polling", "cut", False),
+    "js-websocket-close": ("js", "websocket", "close", False),
+    "js-long-polling-cut-hooked": ("js", "long-polling", "cut", True),
+    "js-websocket-close-hooked": ("js", "websocket", "close", True),
+    "java-long-polling-500": ("java", "long-polling", "500", False),
+    "java-long-polling-cut": ("java", "long-polling", "cut", False),
+    "java-websocket-close": ("java", "websocket", "close", False),
+}
+# The 1st and 2nd replies carrying messages are lost (the first burst, then its first resend),
+# and the 4th (the second burst, after the first got through).
+LOSE = {1, 2, 4}
+BURSTS = 3
+BURST = 20
+
+
+@pytest.mark.parametrize("case", list(ACK_CASES))
+async def test_ack_extension_loses_nothing_when_replies_are_lost(
+    serve: ServeFactory, js: JsFactory, java: JavaFactory, case: str
+) -> None:
+    kind, transport, how, hooked = ACK_CASES[case]
+    faults: list[LoseDeliveries] = []
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        faults.append(LoseDeliveries(app, LOSE, how, "/stream"))
+        return faults[0]
+
+    builder = LongPollingServiceContextBuilder().timeout(5).ack_extension()
+    server = await serve(builder.timesync() if hooked else builder, wrap=wrap)
+    [fault] = faults
+    if hooked:
+        server.context.add_extension(Extension())
+
+        @server.context.listener("/elsewhere")
+        async def elsewhere(session: ServerSession, message: Message) -> None:
+            return None
+
+    start = js if kind == "js" else java
+    extensions = ["ack", "timesync"] if hooked else ["ack"]
+    client: DriverClient = await start(
+        server.url, transport, options=FAST_RETRY, extensions=extensions
+    )
+    await client.send({"cmd": "handshake"})
+    reply = await client.expect("handshake", timeout=15)
+    assert reply["successful"], reply
+    client_id = reply["clientId"]
+    # The server agreed to acknowledgements.
+    assert reply["reply"]["ext"]["ack"] in (True, {"enabled": True, "batch": 0}), reply
+    await subscribe(client, "/stream")
+
+    seq = 0
+    for _ in range(BURSTS):
+        for _ in range(BURST):
+            await server.context.send("/stream", {"seq": seq})
+            seq += 1
+        # Every message so far arrives before the next burst (lost replies are sent again).
+        await client.messages(BURST, timeout=30, channel="/stream")
+    await server.context.send("/stream", {"marker": True})
+    await client.expect("message", channel="/stream", data={"marker": True}, timeout=30)
+
+    # Exactly once, in order: nothing lost, nothing twice, up to the marker.
+    assert received(client, "/stream") == [{"seq": i} for i in range(BURSTS * BURST)] + [
+        {"marker": True}
+    ]
+    # The faults really happened, mid-stream: the first burst was lost twice, then the second.
+    assert len(fault.lost) == len(LOSE), fault.lost
+    assert fault.lost[0] == fault.lost[1] == [{"seq": i} for i in range(BURST)]
+    assert fault.lost[2] == [{"seq": i} for i in range(BURST, 2 * BURST)]
+    # The same session all along: no re-handshake hid the faults.
+    handshakes = [
+        e for e in client.events if e["event"] == "meta" and e["listener"] == "/meta/handshake"
+    ]
+    assert [e["clientId"] for e in handshakes] == [client_id], handshakes
+    state = await status(client)
+    assert state["clientId"] == client_id, state
+    if kind == "js":
+        assert state["transportType"] == transport, state
+    else:
+        assert state["transport"] == transport, state
+
+
+# --- 5. Timesync ----------------------------------------------------------------------------
+
+
+@TRANSPORTS
+async def test_timesync_gives_a_sane_offset(
+    serve: ServeFactory, js: JsFactory, transport: str
+) -> None:
+    timeout = 1.0
+    server = await serve(LongPollingServiceContextBuilder().timeout(timeout).timesync())
+    client = await js(server.url, transport, extensions=["timesync"])
+    await handshake(client)
+
+    # The first connect is answered at once, the next ones are held for the timeout.
+    connects = [await client.expect("meta", listener="/meta/connect", timeout=10) for _ in range(3)]
+    now = time.time() * 1000
+    for connect in connects:
+        assert connect["successful"], connect
+        timesync = connect["ext"]["timesync"]
+        assert set(timesync) >= {"tc", "ts", "p", "a"}, timesync
+        # Same machine: the server's clock is the client's.
+        assert abs(timesync["ts"] - timesync["tc"]) < 1000, timesync
+        assert now - 60_000 < timesync["ts"] <= now + 1000, timesync
+    # p is how long the server kept the message: about the timeout for a held connect.
+    for held in connects[1:]:
+        p = held["ext"]["timesync"]["p"]
+        assert 0.8 * timeout * 1000 <= p <= timeout * 1000 + 2000, held
+    state = await status(client)
+    assert abs(state["timeOffset"]) < 1000, state
+    assert 0 <= state["networkLag"] < 1000, state
+    assert abs(state["serverTime"] - time.time() * 1000) < 2000, state
+    assert state["transportType"] == transport, state
+
+
+# --- 6. The multiple-clients advice ---------------------------------------------------------
+
+
+def is_multiple_clients(event: dict[str, Any], instance: str | None = None) -> bool:
+    advice = event.get("advice") or {}
+    return (
+        is_connect_reply(event)
+        and advice.get("multiple-clients") is True
+        and (instance is None or event.get("instance") == instance)
+    )
+
+
+async def test_multiple_clients_advice_for_two_sessions_under_one_cookie(
+    serve: ServeFactory, js: JsFactory
+) -> None:
+    interval = 0.5
+    server = await serve(
+        LongPollingServiceContextBuilder().timeout(10).multi_session_interval(interval)
+    )
+    # Two CometD instances in one Node process share one cookie jar, like two browser tabs.
+    client = await js(server.url)
+    first = await handshake(client)
+    await subscribe(client, "/news", instance="default")
+    await until(lambda: server.context.stats()["held"] == 1, "the first tab holds a long-poll")
+
+    await client.configure(server.url, instance="second")
+    await client.send({"cmd": "handshake", "instance": "second"})
+    reply = await client.expect("handshake", instance="second")
+    assert reply["successful"], reply
+    second = reply["clientId"]
+    assert second != first
+    await subscribe(client, "/news", instance="second")
+
+    # The second tab is told so, and polls every multi_session_interval instead of holding.
+    advised = [
+        await client.expect_where("meta", lambda e: is_multiple_clients(e, "second"), timeout=10)
+        for _ in range(3)
+    ]
+    for event in advised:
+        assert event["successful"], event
+        assert event["clientId"] == second
+        assert event["advice"]["interval"] == interval * 1000, event
+    gaps = [later["at"] - earlier["at"] for earlier, later in itertools.pairwise(advised)]
+    assert all(gap >= interval * 1000 * 0.9 for gap in gaps), gaps
+    # The first tab keeps its held long-poll all along.
+    assert not [e for e in client.events if is_multiple_clients(e, "default")]
+    assert server.context.stats()["held"] == 1
+
+    # Both still receive messages.
+    await server.context.send("/news", {"n": 1})
+    got = await client.expect("message", channel="/news", instance="default")
+    assert got["data"] == {"n": 1}
+    got = await client.expect("message", channel="/news", instance="second", timeout=5)
+    assert got["data"] == {"n": 1}
+    await client.send(
+        {"cmd": "publish", "channel": "/news", "data": {"n": 2}, "instance": "second"}
+    )
+    assert (await client.expect("published", instance="second"))["successful"]
+    for instance in ("default", "second"):
+        got = await client.expect("message", channel="/news", instance=instance, timeout=5)
+        assert got["data"] == {"n": 2}
+    # Still the same sessions ("connecting" while waiting out the advised interval).
+    for instance, client_id in (("default", first), ("second", second)):
+        state = await status(client, instance=instance)
+        assert state["clientId"] == client_id, state
+        assert state["status"] in ("connected", "connecting"), state
+    handshakes = [
+        e for e in client.events if e["event"] == "meta" and e["listener"] == "/meta/handshake"
+    ]
+    assert [e["clientId"] for e in handshakes] == [first, second], handshakes
+
+    # Once the first tab leaves, the second one may hold its long-poll: a message wakes it.
+    await client.send({"cmd": "disconnect", "instance": "default"})
+    assert (await client.expect("disconnected", instance="default"))["successful"]
+    stats = server.context.stats
+    await until(lambda: (stats()["sessions"], stats()["held"]) == (1, 1), "the second tab holds")
+    await server.context.send("/news", {"n": 3})
+    got = await client.expect("message", channel="/news", instance="second")
+    assert got["data"] == {"n": 3}
+    woken = await client.expect_where(
+        "meta",
+        lambda e: is_connect_reply(e) and e["instance"] == "second" and not is_multiple_clients(e),
+    )
+    assert woken["successful"], woken
+    assert woken["advice"] is None or "multiple-clients" not in woken["advice"], woken
+
+
+async def test_two_sessions_under_one_cookie_both_hold_when_allowed(
+    serve: ServeFactory, js: JsFactory
+) -> None:
+    server = await serve(LongPollingServiceContextBuilder().timeout(10).max_sessions_per_browser(2))
+    client = await js(server.url)
+    await handshake(client)
+    await client.configure(server.url, instance="second")
+    await client.send({"cmd": "handshake", "instance": "second"})
+    assert (await client.expect("handshake", instance="second"))["successful"]
+    await until(lambda: server.context.stats()["held"] == 2, "both tabs hold a long-poll")
+    assert not [e for e in client.events if is_multiple_clients(e)]
+
+
+# --- 7. broadcast_to_publisher --------------------------------------------------------------
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("to_publisher", [False, True], ids=["not-to-publisher", "to-publisher"])
+async def test_broadcast_to_publisher(
+    serve: ServeFactory, js: JsFactory, transport: str, to_publisher: bool
+) -> None:
+    server = await serve(
+        LongPollingServiceContextBuilder().timeout(2).broadcast_to_publisher(to_publisher)
+    )
+    a = await js(server.url, transport)
+    b = await js(server.url, transport)
+    await handshake(a)
+    await handshake(b)
+    await subscribe(a, "/room")
+    await subscribe(b, "/room")
+
+    assert (await publish(a, "/room", {"from": "a"}))["successful"]
+    assert (await b.expect("message", channel="/room"))["data"] == {"from": "a"}
+    # b's marker follows a's own message in a's queue, if a's message was queued at all.
+    assert (await publish(b, "/room", {"marker": "b"}))["successful"]
+    await a.expect("message", channel="/room", data={"marker": "b"})
+    own = [{"from": "a"}] if to_publisher else []
+    assert received(a, "/room") == [*own, {"marker": "b"}]
+    # And the other way round.
+    assert (await publish(a, "/room", {"marker": "a"}))["successful"]
+    await b.expect("message", channel="/room", data={"marker": "a"})
+    own = [{"marker": "b"}] if to_publisher else []
+    assert received(b, "/room") == [{"from": "a"}, *own, {"marker": "a"}]
+    await check_transport(a, transport)

@@ -1,6 +1,7 @@
 """A chat server with the application's side of CometD: a security policy that admits only
-clients with a token and remembers who they are, a listener that moderates messages, and a
-service that answers the clients' remoteCall.
+clients with a token and remembers who they are, a listener that moderates messages, a
+service that answers the clients' remoteCall, and an extension that names the server in
+every reply.
 
 Run: uvicorn examples.chat_rooms:app --port 8000
 A CometD JS client then handshakes with ``cometd.handshake({ext: {token: "alice"}}, cb)`` and
@@ -14,6 +15,7 @@ from starlette.datastructures import Headers
 
 from starlette_cometd import (
     CometdRoute,
+    Extension,
     LongPollingServiceContextBuilder,
     Message,
     MessageRefused,
@@ -39,6 +41,14 @@ class TokenPolicy(SecurityPolicy):
         return channel.startswith("/chat/")
 
 
+class ServerName(Extension):
+    """Adds ``ext.server`` to every reply, so clients can tell which node answered."""
+
+    async def outgoing(self, session: ServerSession | None, message: Message) -> bool:
+        message.setdefault("ext", {})["server"] = "chat-1"
+        return True
+
+
 context = (
     LongPollingServiceContextBuilder()
     .security_policy(TokenPolicy())
@@ -46,6 +56,7 @@ context = (
     .timesync()  # and a server clock for those that register the TimeSyncExtension
     .build()
 )
+context.add_extension(ServerName())
 members: dict[str, set[str]] = {}
 
 

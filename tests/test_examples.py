@@ -115,7 +115,10 @@ async def test_chat_rooms_example() -> None:
                 "id": "m",
                 "successful": True,
                 "data": ["Alice"],
+                "ext": {"server": "chat-1"},
             }
+            assert replies[4]["ext"] == {"server": "chat-1"}  # the connect reply
+            # A delivered message, not a reply: the extension leaves it alone.
             assert replies[3] == {
                 "channel": "/chat/lobby",
                 "data": {"text": "hi", "user": "Alice"},

@@ -52,6 +52,9 @@ async def test_cli_serves_and_stops_promptly_releasing_held_connects() -> None:
             client_id = await handshake(http, url)
             [hs] = await post(http, url, {"channel": "/meta/handshake"})
             assert hs["advice"]["timeout"] == 30000
+            # Only the CometD path is served.
+            elsewhere = await http.post(url.replace("/bayeux", "/elsewhere"), json=[])
+            assert elsewhere.status_code == 404
             held = asyncio.ensure_future(post(http, url, connect_message(client_id)))
             await asyncio.sleep(0.3)
             started = time.monotonic()

@@ -11,12 +11,13 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import demo
 from .builder import LongPollingServiceContextBuilder
 from .context import LongPollingServiceContext
-from .router import CometdRoute, RouterBuilder
+from .router import CometdApp, CometdRoute, RouterBuilder
 
 # uvicorn configures this logger, so these lines show beside its own.
 log = logging.getLogger("uvicorn.error")
@@ -70,10 +71,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_app(
     context: LongPollingServiceContext, path: str, extra_routes: Sequence[BaseRoute] = ()
-) -> Starlette:
+) -> ASGIApp:
     cometd = RouterBuilder().build(context)
+    if not extra_routes:
+        # Nothing else to serve: no Starlette routing or middleware on the hot path.
+        return _Standalone(CometdRoute(path, cometd), cometd)
     routes = [*extra_routes, CometdRoute(path, cometd)]
     return Starlette(routes=routes, lifespan=context.lifespan)
+
+
+class _Standalone:
+    """The CometD app alone at its path: requests elsewhere get 404, and the app runs the
+    lifespan itself."""
+
+    def __init__(self, route: CometdRoute, app: CometdApp) -> None:
+        self._route = route
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._app(scope, receive, send)
+            return
+        match, child = self._route.matches(scope)
+        if match is Match.FULL:
+            await self._app({**scope, **child}, receive, send)
+        elif scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
 
 
 class _Server(uvicorn.Server):
@@ -104,7 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
     app = build_app(context, args.path, routes)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
+    # No access log and no proxy-header rewriting: both cost on every request and the server
+    # uses neither.
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
     if args.demo:
         log.info("Demo chat at http://%s:%d/", args.host, args.port)

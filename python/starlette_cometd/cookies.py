@@ -11,10 +11,18 @@ from starlette.datastructures import Headers
 def browser_cookie(headers: Headers, name: str) -> str | None:
     """The value of the browser cookie, if the request carries one."""
     for header in headers.getlist("cookie"):
-        for part in header.split(";"):
-            key, _, value = part.strip().partition("=")
-            if key == name:
-                return value.strip().strip('"')
+        value = cookie_value(header, name)
+        if value is not None:
+            return value
+    return None
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in one ``Cookie`` header."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip().strip('"')
     return None
 
 

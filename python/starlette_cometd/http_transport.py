@@ -15,9 +15,10 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
+from ._core import Outcome
 from .context import LongPollingServiceContext
-from .cookies import browser_cookie
-from .dispatch import Request, handle
+from .cookies import cookie_value
+from .dispatch import Reply, Request, handle
 from .long_polling import Wakeup
 
 Header = tuple[bytes, bytes]
@@ -56,28 +57,50 @@ async def send_json(send: Send, status: int, body: bytes, extra: Sequence[Header
     await send_response(send, status, body, [JSON_TYPE, NO_CACHE], extra)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refusing (before reading it, where the length is declared) anything
-    over ``limit`` bytes."""
-    too_large = BadRequest(
+def _too_large(limit: int) -> BadRequest:
+    return BadRequest(
         413, "413::request_too_large", f"the request body is larger than {limit} bytes"
     )
-    declared = Headers(scope=scope).get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while True:
+
+
+def scan_headers(scope: Scope, cookie_name: str) -> tuple[int | None, str | None]:
+    """The declared body length and the browser cookie, in one pass over the raw headers
+    (the hot path; Starlette's ``Headers`` decodes every header on each lookup)."""
+    length: int | None = None
+    cookie: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            length = int(value)
+        elif name == b"cookie" and cookie is None:
+            cookie = cookie_value(value.decode("latin-1"), cookie_name)
+    return length, cookie
+
+
+async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    """The request body, refusing (before reading it, where the length is declared) anything
+    over ``limit`` bytes."""
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ConnectionError("client went away")
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False) and len(body) <= limit:
+        return body  # the usual case: the whole body in one message
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ConnectionError("client went away")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    if size > limit:
+        raise _too_large(limit)
+    return b"".join(chunks)
 
 
 def jsonp_request(scope: Scope, limit: int) -> tuple[str, bytes]:
@@ -115,7 +138,7 @@ async def serve_http(
 ) -> None:
     """Answers one long-polling POST or callback-polling GET."""
     headers = Headers(scope=scope)
-    cors = context.cors.headers(headers)
+    cors = context.cors.headers(headers) if context.cors.enabled else []
     jsonp = scope["method"] == "GET"
     transport = "callback-polling" if jsonp else "long-polling"
     if context.closed:
@@ -123,11 +146,12 @@ async def serve_http(
         await send_json(send, 503, body, cors)
         return
     context.start()
+    declared, browser = scan_headers(scope, context.cookie.name)
     try:
         if jsonp:
             callback, body = jsonp_request(scope, context.max_body_size)
         else:
-            body = await read_body(scope, receive, context.max_body_size)
+            body = await read_body(receive, declared, context.max_body_size)
     except BadRequest as bad:
         await send_json(send, bad.status, bad.body, cors)
         return
@@ -137,14 +161,16 @@ async def serve_http(
     async def data() -> Any:
         return await resolve_data(scope, data_provider, data_value)
 
-    request = Request(
-        browser_cookie(headers, context.cookie.name),
-        transport,
-        headers,
-        data,
-        multiplexed=scope.get("http_version", "1.1") not in ("1.0", "1.1"),
-    )
-    result = await handle(context, request, body)
+    multiplexed = scope.get("http_version", "1.1") not in ("1.0", "1.1")
+    result: Reply | Outcome
+    if context.hooks.active:
+        request = Request(browser, transport, headers, data, multiplexed=multiplexed)
+        result = await handle(context, request, body)
+    else:
+        # The fast path: one call into the core, effects applied, no per-message Python.
+        result = context.engine.process(body, browser, transport, multiplexed)
+        event_data = await data() if result.events and context.wants_events else None
+        context.apply(result, headers, event_data)
 
     extra: Sequence[Header] = cors
     if result.new_browser is not None:

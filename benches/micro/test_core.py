@@ -120,3 +120,40 @@ def test_build_a_100_message_response(benchmark: Any) -> None:
     outcome = benchmark.pedantic(core.process, args=(connect,), setup=fill, rounds=500)
     assert outcome.body.count(b'"channel":"/feed"') == 100
     report(benchmark, 100, "message")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_idle_session_memory_in_the_core() -> None:
+    """S4 in the core alone: resident memory per idle session with two subscriptions."""
+    core = engine()
+    count = 50_000
+    # Build the request bodies first so that their memory is not counted.
+    bodies = [
+        json.dumps(
+            [
+                {
+                    "channel": "/meta/subscribe",
+                    "clientId": "{}",
+                    "subscription": [f"/room/{i % 1000}", f"/user/{i}"],
+                }
+            ]
+        )
+        for i in range(count)
+    ]
+    handshake_body = b'[{"channel":"/meta/handshake"}]'
+    before = rss_bytes()
+    for body in bodies:
+        reply = core.process(handshake_body).body
+        client_id = reply[reply.index(b'"clientId":"') + 12 :][:40].decode()
+        core.process(body.replace("{}", client_id).encode())
+        del reply
+    per_session = (rss_bytes() - before) / count
+    print(f"\nidle session in the core: {per_session:.0f} bytes ({count} sessions)")
+    assert core.stats()["sessions"] == count

@@ -11,7 +11,6 @@ will. Faults are injected between uvicorn and the CometD app (``serve(wrap=...)`
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -23,12 +22,23 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
+from client_steps import (
+    ClientPool,
+    check_transport,
+    client_pool,
+    handshake,
+    next_event,
+    publish,
+    publish_reply,
+    received_data,
+    status,
+    subscribe,
+    transport_key,
+    until,
+)
 from conftest import ServeFactory
 from drivers import DriverClient, JavaClient, JsClient
 from starlette_cometd import (
-    ClientId,
-    CometdEventReceiver,
-    Event,
     Extension,
     LongPollingServiceContextBuilder,
     Message,
@@ -45,149 +55,54 @@ from starlette_cometd import (
 # test over WebSocket cannot silently pass over HTTP.
 TRANSPORTS = pytest.mark.parametrize("transport", ["long-polling", "websocket"])
 
-# A JVM and Jetty start in about a second; leave room for a loaded machine.
-JAVA_START_TIMEOUT = 30
 # Quick retries after an injected fault (the clients' default backoff starts at 1 s).
 FAST_RETRY = {"backoffIncrement": 100, "maxBackoff": 500}
 
-E = TypeVar("E", SessionAdded, SessionRemoved, Subscribe)
+C = TypeVar("C", JsClient, JavaClient)
 JsFactory = Callable[..., Awaitable[JsClient]]
 JavaFactory = Callable[..., Awaitable[JavaClient]]
+
+
+def starter(pool: ClientPool, kind: type[C]) -> Callable[..., Awaitable[C]]:
+    """``await start(url, transport, options=..., extensions=...)``: starts a client of
+    ``kind`` on ``transport`` alone."""
+
+    async def start(
+        url: str,
+        transport: str = "long-polling",
+        options: dict[str, Any] | None = None,
+        extensions: list[str] | None = None,
+    ) -> C:
+        return await pool.start(
+            kind(), url, transports=[transport], options=options, extensions=extensions
+        )
+
+    return start
 
 
 @pytest.fixture
 async def js(serve: ServeFactory) -> AsyncIterator[JsFactory]:
     """``await js(url, transport, options=..., extensions=...)`` starts a configured JS client.
     Depends on ``serve`` so that clients are closed (and disconnect) before the servers stop."""
-    started: list[JsClient] = []
-
-    async def start(
-        url: str,
-        transport: str = "long-polling",
-        options: dict[str, Any] | None = None,
-        extensions: list[str] | None = None,
-    ) -> JsClient:
-        client = JsClient()
-        started.append(client)
-        await client.start(url, transports=[transport], options=options, extensions=extensions)
-        return client
-
-    yield start
-    for client in started:
-        await client.close()
+    async with client_pool() as pool:
+        yield starter(pool, JsClient)
 
 
 @pytest.fixture
 async def java(serve: ServeFactory) -> AsyncIterator[JavaFactory]:
     """``await java(url, transport, options=..., extensions=...)`` starts a Java client."""
-    started: list[JavaClient] = []
-
-    async def start(
-        url: str,
-        transport: str = "long-polling",
-        options: dict[str, Any] | None = None,
-        extensions: list[str] | None = None,
-    ) -> JavaClient:
-        client = JavaClient()
-        started.append(client)
-        await client.start(
-            url,
-            transports=[transport],
-            options=options,
-            extensions=extensions,
-            timeout=JAVA_START_TIMEOUT,
-        )
-        return client
-
-    yield start
-    for client in started:
-        await client.close()
-
-
-# --- Client steps ---------------------------------------------------------------------------
-
-
-async def handshake(client: DriverClient, ext: dict[str, Any] | None = None) -> str:
-    """Handshakes (with ``ext``, if given) and returns the client id."""
-    cmd: dict[str, Any] = {"cmd": "handshake"}
-    if ext is not None:
-        cmd["ext"] = ext
-    await client.send(cmd)
-    reply = await client.expect("handshake")
-    assert reply["successful"], reply
-    client_id: str = reply["clientId"]
-    # Consume the listener's copy too, so that a later expect() finds only re-handshakes.
-    await client.expect("meta", listener="/meta/handshake", clientId=client_id)
-    return client_id
-
-
-def instance_of(instance: str | None) -> dict[str, Any]:
-    """The ``instance`` field that names a JS driver's CometD instance, if any."""
-    return {} if instance is None else {"instance": instance}
-
-
-async def subscribe(client: DriverClient, channel: str, instance: str | None = None) -> None:
-    await client.send({"cmd": "subscribe", "channel": channel, **instance_of(instance)})
-    reply = await client.expect("subscribed", channel=channel, **instance_of(instance))
-    assert reply["successful"], reply
-
-
-async def publish(client: DriverClient, channel: str, data: Any) -> dict[str, Any]:
-    """Publishes and returns the publish reply event (successful or not)."""
-    await client.send({"cmd": "publish", "channel": channel, "data": data})
-    return await client.expect("published", channel=channel)
+    async with client_pool() as pool:
+        yield starter(pool, JavaClient)
 
 
 async def remote_call(client: JsClient, target: str, data: Any) -> dict[str, Any]:
+    """Calls a service with the JS client's ``remoteCall`` (the JS driver only)."""
     await client.send({"cmd": "remote_call", "target": target, "data": data, "timeout": 5000})
     return await client.expect("remote_call", target=target)
 
 
-async def status(client: DriverClient, instance: str | None = None) -> dict[str, Any]:
-    await client.send({"cmd": "status", **instance_of(instance)})
-    return await client.expect("status", **instance_of(instance))
-
-
-def received(client: DriverClient, channel: str) -> list[Any]:
-    """The data of every message the client has read so far on ``channel``."""
-    return [e["data"] for e in client.events if e["event"] == "message" and e["channel"] == channel]
-
-
 def is_connect_reply(event: dict[str, Any]) -> bool:
     return event.get("listener") == "/meta/connect"
-
-
-async def next_event(
-    rx: CometdEventReceiver, kind: type[E], client_id: str, timeout: float = 10
-) -> E:
-    """The next server event of type ``kind`` for ``client_id``, skipping the others."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no {kind.__name__} event within {timeout}s")
-        try:
-            event: Event | None = await asyncio.wait_for(rx.recv(), remaining)
-        except TimeoutError:
-            raise AssertionError(f"no {kind.__name__} event within {timeout}s") from None
-        assert event is not None, "the context closed"
-        if isinstance(event, kind) and event.client_id == ClientId(client_id):
-            return event
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    """Polls a server-side condition that has no event (e.g. a connect being held)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        await asyncio.sleep(0.02)
-
-
-async def check_transport(client: JsClient, transport: str) -> None:
-    """The client really used ``transport`` (and is still connected)."""
-    state = await status(client)
-    assert state["transportType"] == transport, state
 
 
 # --- 1. Services and remoteCall -------------------------------------------------------------
@@ -289,22 +204,20 @@ async def test_listener_changes_and_refuses_messages(
     await handshake(subscriber)
     await subscribe(subscriber, "/chat/room")
 
-    reply = await publish(publisher, "/chat/room", {"text": "hello"})
-    assert reply["successful"], reply
+    await publish(publisher, "/chat/room", {"text": "hello"})
     changed = await subscriber.expect("message", channel="/chat/room")
     assert changed["data"] == {"text": "HELLO", "moderated": True}
 
-    reply = await publish(publisher, "/chat/room", {"text": "spam"})
+    reply = await publish_reply(publisher, "/chat/room", {"text": "spam"})
     assert (reply["successful"], reply["error"]) == (False, "404::message_deleted"), reply
-    reply = await publish(publisher, "/chat/room", {"text": "rude"})
+    reply = await publish_reply(publisher, "/chat/room", {"text": "rude"})
     assert (reply["successful"], reply["error"]) == (False, "403::moderated"), reply
 
     # Nothing of the refused ones was delivered: the marker is the very next message.
-    reply = await publish(publisher, "/chat/room", {"marker": 1})
-    assert reply["successful"], reply
+    await publish(publisher, "/chat/room", {"marker": 1})
     marker = await subscriber.expect("message", channel="/chat/room")
     assert marker["data"] == {"marker": 1}
-    assert received(subscriber, "/chat/room") == [
+    assert received_data(subscriber, "/chat/room") == [
         {"text": "HELLO", "moderated": True},
         {"marker": 1},
     ]
@@ -432,15 +345,14 @@ async def test_denied_subscribe_and_publish(
     # b may listen on /readonly, but nobody may publish there.
     await subscribe(b, "/readonly")
     await subscribe(b, "/public")
-    reply = await publish(a, "/readonly", {"n": 1})
+    reply = await publish_reply(a, "/readonly", {"n": 1})
     assert reply["successful"] is False, reply
     assert reply["error"] == "403:denied_by_security_policy:publish_denied"
 
-    reply = await publish(a, "/public", {"marker": 1})
-    assert reply["successful"], reply
+    await publish(a, "/public", {"marker": 1})
     await b.expect("message", channel="/public")
-    assert received(b, "/readonly") == []
-    assert received(b, "/public") == [{"marker": 1}]
+    assert received_data(b, "/readonly") == []
+    assert received_data(b, "/public") == [{"marker": 1}]
     await check_transport(a, transport)
 
 
@@ -634,7 +546,7 @@ async def test_ack_extension_loses_nothing_when_replies_are_lost(
     await client.expect("message", channel="/stream", data={"marker": True}, timeout=30)
 
     # Exactly once, in order: nothing lost, nothing twice, up to the marker.
-    assert received(client, "/stream") == [{"seq": i} for i in range(BURSTS * BURST)] + [
+    assert received_data(client, "/stream") == [{"seq": i} for i in range(BURSTS * BURST)] + [
         {"marker": True}
     ]
     # The faults really happened, mid-stream: the first burst was lost twice, then the second.
@@ -648,10 +560,7 @@ async def test_ack_extension_loses_nothing_when_replies_are_lost(
     assert [e["clientId"] for e in handshakes] == [client_id], handshakes
     state = await status(client)
     assert state["clientId"] == client_id, state
-    if kind == "js":
-        assert state["transportType"] == transport, state
-    else:
-        assert state["transport"] == transport, state
+    assert state[transport_key(client)] == transport, state
 
 
 # --- 5. Timesync ----------------------------------------------------------------------------
@@ -805,16 +714,16 @@ async def test_broadcast_to_publisher(
     await subscribe(a, "/room")
     await subscribe(b, "/room")
 
-    assert (await publish(a, "/room", {"from": "a"}))["successful"]
+    await publish(a, "/room", {"from": "a"})
     assert (await b.expect("message", channel="/room"))["data"] == {"from": "a"}
     # b's marker follows a's own message in a's queue, if a's message was queued at all.
-    assert (await publish(b, "/room", {"marker": "b"}))["successful"]
+    await publish(b, "/room", {"marker": "b"})
     await a.expect("message", channel="/room", data={"marker": "b"})
     own = [{"from": "a"}] if to_publisher else []
-    assert received(a, "/room") == [*own, {"marker": "b"}]
+    assert received_data(a, "/room") == [*own, {"marker": "b"}]
     # And the other way round.
-    assert (await publish(a, "/room", {"marker": "a"}))["successful"]
+    await publish(a, "/room", {"marker": "a"})
     await b.expect("message", channel="/room", data={"marker": "a"})
     own = [{"marker": "b"}] if to_publisher else []
-    assert received(b, "/room") == [{"from": "a"}, *own, {"marker": "a"}]
+    assert received_data(b, "/room") == [{"from": "a"}, *own, {"marker": "a"}]
     await check_transport(a, transport)

@@ -1,0 +1,271 @@
+"""Steps shared by the tests that drive real clients (tests/drivers.py): starting and closing
+clients, the Bayeux commands every driver understands, and waits on the server's side.
+
+Every step asserts what it must (a successful reply, unless it returns the reply) and waits a
+bounded time. Where the drivers report the same thing differently (the transport in use), the
+step says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import string
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from conftest import Server
+from drivers import DriverClient, FayeClient, JavaClient, require
+from drivers import Event as DriverEvent
+from starlette_cometd import (
+    ClientId,
+    CometdEventReceiver,
+    Event,
+    SessionAdded,
+    SessionRemoved,
+    Subscribe,
+    Unsubscribe,
+)
+
+CLIENT_ID = re.compile(r"[0-9a-f]{40}")
+
+# A JVM and Jetty start in about a second; leave room for a loaded machine.
+JAVA_START_TIMEOUT = 30.0
+START_TIMEOUT = 10.0
+
+C = TypeVar("C", bound=DriverClient)
+E = TypeVar("E", SessionAdded, SessionRemoved, Subscribe, Unsubscribe)
+
+
+# --- Starting clients -----------------------------------------------------------------------
+
+
+class ClientPool:
+    """Starts driver clients and closes them all at the end. A fixture that uses one should
+    depend on ``serve``, so that its clients are closed (and disconnect) before servers stop."""
+
+    def __init__(self) -> None:
+        self._started: list[DriverClient] = []
+        self._offered: dict[int, list[str]] = {}
+
+    async def start(
+        self,
+        client: C,
+        url: str,
+        append_message_type: bool = True,
+        *,
+        transports: list[str] | None = None,
+        options: dict[str, Any] | None = None,
+        extensions: list[str] | None = None,
+    ) -> C:
+        """Starts ``client`` configured for ``url``; see :meth:`DriverClient.start`."""
+        self._started.append(client)
+        # The JVM starts slower than Node.
+        timeout = JAVA_START_TIMEOUT if isinstance(client, JavaClient) else START_TIMEOUT
+        await client.start(
+            url,
+            append_message_type,
+            transports=transports,
+            options=options,
+            extensions=extensions,
+            timeout=timeout,
+        )
+        return client
+
+    async def require_offered(self, server: Server, who: str, transport: str) -> None:
+        """Skips (or fails, under STARLETTE_COMETD_REQUIRE_CLIENTS=1) unless the server's
+        handshake offers ``transport``; asks each server once."""
+        if server.port not in self._offered:
+            self._offered[server.port] = await offered_connection_types(server)
+        types = self._offered[server.port]
+        if transport not in types:
+            require(
+                f"{who} over {transport}",
+                f"the server's handshake does not offer {transport!r} (it offers {types})",
+            )
+
+    async def close(self) -> None:
+        """Closes every client started, in order."""
+        for client in self._started:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def client_pool() -> AsyncIterator[ClientPool]:
+    """A :class:`ClientPool` whose clients are closed on exit."""
+    pool = ClientPool()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def offered_connection_types(server: Server) -> list[str]:
+    """The connection types the server's handshake reply offers. The probe's session is
+    disconnected at once, so it does not linger in the server's counters."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            server.url,
+            json=[
+                {
+                    "channel": "/meta/handshake",
+                    "version": "1.0",
+                    "supportedConnectionTypes": ["websocket", "long-polling"],
+                }
+            ],
+        )
+        [reply] = response.json()
+        assert reply["successful"], reply
+        types: list[str] = reply["supportedConnectionTypes"]
+        response = await http.post(
+            server.url, json=[{"channel": "/meta/disconnect", "clientId": reply["clientId"]}]
+        )
+        [bye] = response.json()
+        assert bye["successful"], bye
+    return types
+
+
+# --- Bayeux commands ------------------------------------------------------------------------
+
+
+def instance_of(instance: str | None) -> dict[str, Any]:
+    """The ``instance`` field that names a JS driver's CometD instance, if any."""
+    return {} if instance is None else {"instance": instance}
+
+
+async def handshake_reply(client: DriverClient, ext: dict[str, Any] | None = None) -> DriverEvent:
+    """Handshakes (with ``ext``, if given) and returns the successful ``handshake`` event."""
+    cmd: dict[str, Any] = {"cmd": "handshake"}
+    if ext is not None:
+        cmd["ext"] = ext
+    await client.send(cmd)
+    reply = await client.expect("handshake")
+    assert reply["successful"], reply
+    assert CLIENT_ID.fullmatch(reply["clientId"]), reply
+    # Consume the listener's copy too, so that a later expect() finds only re-handshakes.
+    await client.expect("meta", listener="/meta/handshake", clientId=reply["clientId"])
+    return reply
+
+
+async def handshake(client: DriverClient, ext: dict[str, Any] | None = None) -> str:
+    """Handshakes (with ``ext``, if given) and returns the client id."""
+    client_id: str = (await handshake_reply(client, ext))["clientId"]
+    return client_id
+
+
+async def subscribe(client: DriverClient, channel: str, instance: str | None = None) -> None:
+    """Subscribes to ``channel``, successfully."""
+    await client.send({"cmd": "subscribe", "channel": channel, **instance_of(instance)})
+    reply = await client.expect("subscribed", channel=channel, **instance_of(instance))
+    assert reply["successful"], reply
+
+
+async def unsubscribe(client: DriverClient, channel: str) -> None:
+    """Unsubscribes from ``channel``, successfully."""
+    await client.send({"cmd": "unsubscribe", "channel": channel})
+    reply = await client.expect("unsubscribed", channel=channel)
+    assert reply["successful"], reply
+
+
+async def publish_reply(
+    client: DriverClient, channel: str, data: Any, timeout: float = 10
+) -> DriverEvent:
+    """Publishes and returns the ``published`` event, successful or not."""
+    await client.send({"cmd": "publish", "channel": channel, "data": data})
+    return await client.expect("published", channel=channel, timeout=timeout)
+
+
+async def publish(client: DriverClient, channel: str, data: Any, timeout: float = 10) -> None:
+    """Publishes, successfully."""
+    reply = await publish_reply(client, channel, data, timeout)
+    assert reply["successful"], reply
+
+
+async def status(client: DriverClient, instance: str | None = None) -> DriverEvent:
+    """The driver's ``status`` event."""
+    await client.send({"cmd": "status", **instance_of(instance)})
+    return await client.expect("status", **instance_of(instance))
+
+
+def transport_key(client: DriverClient) -> str:
+    """The field of a ``status`` event naming the transport in use: each driver uses its own
+    client's term."""
+    if isinstance(client, JavaClient):
+        return "transport"
+    if isinstance(client, FayeClient):
+        return "connectionType"
+    return "transportType"
+
+
+async def check_transport(client: DriverClient, transport: str) -> None:
+    """The client uses ``transport`` now."""
+    state = await status(client)
+    assert state[transport_key(client)] == transport, state
+
+
+async def settled_status(
+    client: DriverClient, key: str, wanted: Any, timeout: float = 10
+) -> DriverEvent:
+    """The client's status once its ``key`` is ``wanted``, for a state a client reaches on its
+    own a little later (Faye upgrading to WebSocket after its handshake, say)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await status(client)
+        if state[key] == wanted:
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{key} still {state[key]!r} after {timeout}s, not {wanted!r}")
+        await asyncio.sleep(0.02)
+
+
+def received(client: DriverClient, channel: str) -> list[DriverEvent]:
+    """Every message event the client has read so far on ``channel``."""
+    return [e for e in client.events if e["event"] == "message" and e["channel"] == channel]
+
+
+def received_data(client: DriverClient, channel: str) -> list[Any]:
+    """The data of every message the client has read so far on ``channel``."""
+    return [e["data"] for e in received(client, channel)]
+
+
+# --- The server's side ----------------------------------------------------------------------
+
+
+async def next_event(
+    rx: CometdEventReceiver, kind: type[E], client_id: str | None = None, timeout: float = 10
+) -> E:
+    """The next server event of type ``kind`` (for ``client_id``, if given), skipping others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {kind.__name__} event within {timeout}s")
+        try:
+            event: Event | None = await asyncio.wait_for(rx.recv(), remaining)
+        except TimeoutError:
+            raise AssertionError(f"no {kind.__name__} event within {timeout}s") from None
+        assert event is not None, "the context closed"
+        if isinstance(event, kind) and (
+            client_id is None or event.client_id == ClientId(client_id)
+        ):
+            return event
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Polls a server-side condition that has no event (e.g. a connect being held)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+def varied_ascii(size: int) -> str:
+    """``size`` characters of varied ASCII, so that a truncated or reordered chunk of a large
+    message cannot go unnoticed."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(alphabet[(i * 7 + i // 61) % len(alphabet)] for i in range(size))

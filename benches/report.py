@@ -1,0 +1,208 @@
+"""Turns benches/results.json into benches/RESULTS.md and benches/latency.png (p99 latency
+against delivered messages/s for every server in S1 and S2). run.py calls it at the end;
+it also runs alone: python benches/report.py [results.json]. Without matplotlib the table is
+still written and the plot is skipped."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PROJECT = "starlette-cometd"
+
+
+def _num(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def _ratio(v: float | None, base: float | None) -> str:
+    if not v or not base:
+        return "n/a"
+    return f"{v / base:.2f}x"
+
+
+def _machine(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; "
+        f"server on core 0, load generator on core 1; Python {m['python']}, "
+        f"Node.js {m['node']}, {m['java']}; commit {m['git_commit']}"
+    )
+
+
+def _sweep_table(name: str, sc: dict[str, Any]) -> list[str]:
+    servers = sc["servers"]
+    base = (servers.get(PROJECT) or {}).get("median", {}).get("delivered_per_s")
+    lines = [
+        f"### {name}: {sc['transport']}, {sc['clients']:,} clients in {sc['rooms']} rooms",
+        "",
+        *_when(sc),
+        "| server | delivered msgs/s (p99 <= 200 ms, none lost) | vs project | p99 ms there "
+        "| publishes/s | load generator CPU (max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for server, case in servers.items():
+        med = case["median"]
+        if "requests_per_s" in med:
+            rps = med["requests_per_s"]
+            lines.append(
+                f"| {server} (fixed bytes, requests/s) | {_num(rps)} | {_ratio(rps, base)} | | | |"
+            )
+            continue
+        v = med["delivered_per_s"]
+        lines.append(
+            f"| {server} | {_num(v)} | {_ratio(v, base)} | {_num(med['p99_ms'], 1)} "
+            f"| {_num(med['publishes_per_s'])} | {_num(med['loadgen_cpu_max'], 2)} |"
+        )
+    return [*lines, ""]
+
+
+def _when(sc: dict[str, Any]) -> list[str]:
+    """When and how a scenario was measured, where it differs from the file's latest run."""
+    if "date" not in sc:
+        return []
+    return [f"Measured {sc['date']} with `{sc['command']}`, median of {sc['runs']} run(s).", ""]
+
+
+def _burst_tables(sc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### S3: {sc['subscribers']:,} subscribers of one channel, a burst of "
+        f"{sc['messages']} messages",
+        "",
+        *_when(sc),
+    ]
+    for transport in ("long-polling", "websocket"):
+        if transport not in sc:
+            continue
+        base = (sc[transport].get(PROJECT) or {}).get("median", {}).get("seconds_to_last_copy")
+        lines += [
+            f"{transport}:",
+            "",
+            "| server | seconds to the last copy | vs project | lost | p99 ms "
+            "| load generator CPU |",
+            "|---|---|---|---|---|---|",
+        ]
+        for server, case in sc[transport].items():
+            med = case["median"]
+            s = med["seconds_to_last_copy"]
+            lines.append(
+                f"| {server} | {_num(s, 2)} | {_ratio(s, base)} | {_num(med['lost'])} "
+                f"| {_num(med['p99_ms'], 1)} | {_num(med.get('loadgen_cpu_max'), 2)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _idle_table(sc: dict[str, Any], when: dict[str, Any] | None) -> list[str]:
+    lines = [
+        "### S4: idle sessions, two subscriptions each",
+        "",
+        *_when(when or {}),
+        "| sessions, transport | server | RSS growth per session | vs project | sessions set up |",
+        "|---|---|---|---|---|",
+    ]
+    for case_name, servers in sc.items():
+        base = (servers.get(PROJECT) or {}).get("median", {}).get("bytes_per_session")
+        for server, case in servers.items():
+            med = case["median"]
+            b = med["bytes_per_session"]
+            size = "n/a" if b is None else f"{b / 1024:,.1f} KiB"
+            lines.append(
+                f"| {case_name} | {server} | {size} | {_ratio(b, base)} "
+                f"| {_num(med['sessions_ok'])} |"
+            )
+    return [*lines, ""]
+
+
+def _plot(r: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = [n for n in ("S1", "S2") if n in r["scenarios"]]
+    if not names:
+        return False
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        sc = r["scenarios"][name]
+        for server, case in sc["servers"].items():
+            steps = [s for run in case["runs"] for s in run.get("steps", [])]
+            points = sorted(
+                (s["delivered_per_s"], s["latency"]["p99_ms"]) for s in steps if s["delivered"]
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", markersize=3, label=server)
+        ax.axhline(200, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("delivered messages/s")
+        ax.set_ylabel("p99 latency (ms)")
+        ax.set_title(f"{name}: {sc['transport']}, {sc['clients']:,} clients, {sc['rooms']} rooms")
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{r['machine']['cpu']}, one core per side ({r['date'][:10]})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: Path, out_dir: Path = HERE) -> None:
+    r = json.loads(results.read_text())
+    plotted = _plot(r, out_dir / "latency.png")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {r['date']} with `{r['command']}` ({r['mode']}, each figure the median of "
+        f"{r['runs_per_figure']} run(s)); regenerate with that command. Setup and method: "
+        "[README.md](README.md).",
+        "",
+        f"Machine: {_machine(r)}.",
+        "",
+    ]
+    if r.get("skipped"):
+        lines += [f"Skipped: {r['skipped']}", ""]
+    for name in ("S1", "S2"):
+        if name in r["scenarios"]:
+            lines += _sweep_table(name, r["scenarios"][name])
+    if plotted:
+        lines += ["![p99 latency against delivered messages/s](latency.png)", ""]
+    if "S3" in r["scenarios"]:
+        lines += _burst_tables(r["scenarios"]["S3"])
+    if "S4" in r["scenarios"]:
+        lines += _idle_table(r["scenarios"]["S4"], r.get("s4_measured"))
+    lines += _notes(r)
+    (out_dir / "RESULTS.md").write_text("\n".join(lines))
+
+
+def _notes(r: dict[str, Any]) -> list[str]:
+    start = r["machine"].get("load_average_at_start")
+    end = r.get("load_average_at_end")
+    return [
+        "### Notes",
+        "",
+        "- Ratios are the server's figure over the project's, from the same script run "
+        "(for S3 and S4 lower is better).",
+        "- The ceiling answers one request with one fixed delivery; servers that batch "
+        "several messages per reply or frame can deliver more messages/s than its request rate.",
+        "- A load generator CPU near 1.0 means it, not the server, may have been the limit.",
+        "- S4 counts resident memory: for the JVM that includes heap not yet collected.",
+        '- S4 cases marked "no held connect" exist because the open-file hard limit here '
+        "cannot hold one socket per session on each side.",
+        f"- Load average (1, 5, 15 min) at start {start}, at end {end}: other work on the "
+        "machine during the run makes the figures noisier.",
+        "",
+    ]
+
+
+if __name__ == "__main__":
+    write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json")

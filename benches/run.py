@@ -1,0 +1,198 @@
+"""Runs the end-to-end benchmarks (issue 5): S1-S4 against starlette-cometd, the fixed-bytes
+ceiling and the peers (axum_cometd, Faye, CometD Java), and writes benches/results.json.
+
+    python benches/run.py --quick      # every scenario, small and once: a few minutes
+    python benches/run.py              # the full scenarios, each figure a median of 3 runs
+
+Each server runs pinned to core 0 and the load generator to core 1 (taskset), a fresh server
+process per run. A peer whose runtime (node, java) is missing is recorded as skipped.
+Options narrow a run: --servers starlette-cometd,faye --scenarios S1,S3 --runs 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import write_report
+from runner.machine import describe_machine
+from runner.procs import LOADGEN, build_tools, run_server
+from runner.scenarios import SERVERS, full_settings, quick_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("S1", "S2", "S3", "S4")
+
+
+def median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def sweep_case(server: str, transport: str, s: dict[str, Any], runs: int) -> dict[str, Any]:
+    """S1/S2: the highest rate that held, per run; the ceiling gets its closed-loop rate."""
+    spec = SERVERS[server]
+    results = []
+    for _ in range(runs):
+        if spec.ceiling:
+            args = ["--rps", "--clients", str(s["rps_clients"])]
+        else:
+            args = ["--sweep", "--clients", str(s["clients"]), "--rooms", str(s["rooms"])]
+            args += ["--rate", str(s["start_rate"]), "--sweep-factor", str(s["factor"])]
+            args += ["--sweep-refine", str(s["refine"]), "--drain", str(s["drain"])]
+        args += ["--duration", str(s["duration"]), "--warmup", str(s["warmup"])]
+        results.append(run_server(spec, transport, args, timeout=20, max_interval=60))
+    ok = [r for r in results if "error" not in r]
+    if spec.ceiling:
+        summary = {"requests_per_s": median([r["requests_per_s"] for r in ok])}
+    else:
+        best = [r.get("best") or {} for r in ok]
+        summary = {
+            "delivered_per_s": median([b.get("delivered_per_s", 0.0) for b in best]),
+            "publishes_per_s": median([b.get("publishes_per_s", 0.0) for b in best]),
+            "p99_ms": median([b["latency"]["p99_ms"] for b in best if b]),
+            "loadgen_cpu_max": max(
+                (st["loadgen_cpu"] for r in ok for st in r.get("steps", [])), default=None
+            ),
+        }
+    return {"median": summary, "runs": results}
+
+
+def burst_case(server: str, transport: str, s: dict[str, Any], runs: int) -> dict[str, Any]:
+    spec = SERVERS[server]
+    args = ["--burst", "--clients", str(s["burst_clients"])]
+    args += ["--burst-messages", str(s["burst_messages"]), "--burst-timeout", "120"]
+    results = [run_server(spec, transport, args, timeout=20, max_interval=120) for _ in range(runs)]
+    ok = [r for r in results if "error" not in r]
+    summary = {
+        "seconds_to_last_copy": median([r["seconds_to_last_copy"] for r in ok]),
+        "lost": median([r["lost"] for r in ok]),
+        "all_delivered": all(r["all_delivered"] for r in ok) if ok else None,
+        "p99_ms": median([r["latency"]["p99_ms"] for r in ok]),
+        "loadgen_cpu_max": max((r["loadgen_cpu"] for r in ok), default=None),
+    }
+    return {"median": summary, "runs": results}
+
+
+def idle_case(server: str, transport: str, sessions: int, hold: bool, runs: int) -> dict[str, Any]:
+    spec = SERVERS[server]
+    args = ["--idle", "--clients", str(sessions), "--rooms", "100", "--hold", "300"]
+    if not hold:
+        args.append("--no-hold")
+    # Sessions must outlive their setup when nothing keeps them alive.
+    results = [
+        run_server(spec, transport, args, timeout=20, max_interval=900, measure_rss=True)
+        for _ in range(runs)
+    ]
+    ok = [r for r in results if "error" not in r]
+    summary = {
+        "bytes_per_session": median([r["bytes_per_session"] for r in ok]),
+        "sessions_ok": median([r["setup"]["ok"] for r in ok]),
+        "rss_before_kib": median([r["rss_before_kib"] for r in ok]),
+        "rss_after_kib": median([r["rss_after_kib"] for r in ok]),
+    }
+    return {"median": summary, "runs": results}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small scenarios, one run each")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 1 quick, 3 full)")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--out", type=Path, default=ROOT / "benches" / "results.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other scenarios already in --out and replace only those run now",
+    )
+    args = parser.parse_args()
+    s = quick_settings() if args.quick else full_settings()
+    runs = args.runs or (1 if args.quick else 3)
+    wanted = [name for name in args.servers.split(",") if name]
+    unknown = [n for n in wanted if n not in SERVERS]
+    if unknown:
+        parser.error(f"unknown servers {unknown}; known: {list(SERVERS)}")
+    scenarios = [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
+
+    build_tools(wanted)
+    if not LOADGEN.exists():
+        print("the load generator did not build", file=sys.stderr)
+        return 1
+    servers = {n: SERVERS[n] for n in wanted}
+    skipped = {n: spec.missing() for n, spec in servers.items() if spec.missing()}
+    servers = {n: spec for n, spec in servers.items() if n not in skipped}
+
+    out: dict[str, Any] = {
+        "machine": describe_machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["python", "benches/run.py", *sys.argv[1:]]),
+        "mode": "quick" if args.quick else "full",
+        "runs_per_figure": runs,
+        "settings": s,
+        "pinning": {"server": "taskset -c 0", "loadgen": "taskset -c 1"},
+        "skipped": skipped,
+        "scenarios": {},
+    }
+    if args.merge and args.out.exists():
+        # Each scenario keeps the date and command it was measured with.
+        out["scenarios"] = json.loads(args.out.read_text()).get("scenarios", {})
+        for name in scenarios:
+            out["scenarios"].pop(name, None)
+
+    def save() -> None:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+    for name, transport in (("S1", "long-polling"), ("S2", "websocket")):
+        if name not in scenarios:
+            continue
+        table = out["scenarios"].setdefault(name, {"transport": transport, "servers": {}})
+        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(clients=s["clients"], rooms=s["rooms"])
+        for server, spec in servers.items():
+            if transport in spec.transports:
+                print(f"{name} {server} ...", file=sys.stderr, flush=True)
+                table["servers"][server] = sweep_case(server, transport, s, runs)
+                save()
+    if "S3" in scenarios:
+        table = out["scenarios"].setdefault("S3", {"subscribers": s["burst_clients"]})
+        table.update(date=out["date"], command=out["command"], runs=runs)
+        table["messages"] = s["burst_messages"]
+        for transport in ("long-polling", "websocket"):
+            for server, spec in servers.items():
+                if transport in spec.transports and not spec.ceiling:
+                    print(f"S3 {transport} {server} ...", file=sys.stderr, flush=True)
+                    table.setdefault(transport, {})[server] = burst_case(server, transport, s, runs)
+                    save()
+    if "S4" in scenarios:
+        table = out["scenarios"].setdefault("S4", {})
+        out["s4_measured"] = {"date": out["date"], "command": out["command"], "runs": runs}
+        for sessions, transport, hold in s["idle_cases"]:
+            key = f"{sessions} {transport}" + ("" if hold else " (no held connect)")
+            for server, spec in servers.items():
+                if transport in spec.transports and not spec.ceiling:
+                    print(f"S4 {key} {server} ...", file=sys.stderr, flush=True)
+                    table.setdefault(key, {})[server] = idle_case(
+                        server, transport, sessions, hold, runs
+                    )
+                    save()
+    out["load_average_at_end"] = os.getloadavg()
+    save()
+    print(f"wrote {args.out}", file=sys.stderr)
+    if args.out.parent == ROOT / "benches":
+        write_report(args.out)
+        print("wrote benches/RESULTS.md (and latency.png with matplotlib)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

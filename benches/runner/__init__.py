@@ -1,0 +1,1 @@
+"""Pieces of benches/run.py: the servers, starting processes pinned to cores, the machine."""

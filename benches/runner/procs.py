@@ -1,0 +1,142 @@
+"""Building the tools, starting a server on core 0 and the load generator on core 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .scenarios import COMETD_JAR, PEERS, ROOT, Server
+
+LOADGEN = ROOT / "target" / "release" / "loadgen"
+SERVER_CORE, LOADGEN_CORE = "0", "1"
+
+
+def build_tools(servers: list[str]) -> None:
+    """Builds the load generator and every wanted peer whose toolchain is here."""
+    crates = ["-p", "loadgen"] + (["-p", "axum-cometd-peer"] if "axum_cometd" in servers else [])
+    subprocess.run(["cargo", "build", "--release", "-q", *crates], cwd=ROOT, check=False)
+    faye = PEERS / "faye"
+    if "faye" in servers and shutil.which("npm") and not (faye / "node_modules").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(faye)], check=False)
+    if "cometd-java" in servers and shutil.which("mvn") and not COMETD_JAR.exists():
+        pom = PEERS / "cometd-java" / "pom.xml"
+        subprocess.run(["mvn", "-q", "-f", str(pom), "package"], check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server not listening on {port} after {limit} s")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def run_server(
+    spec: Server,
+    transport: str,
+    loadgen_args: list[str],
+    timeout: int,
+    max_interval: int,
+    measure_rss: bool = False,
+) -> dict[str, Any]:
+    """Starts a fresh server, runs the load generator once against it, stops the server.
+    Returns the load generator's summary (plus server CPU and, for S4, memory) or an error."""
+    port = _free_port()
+    log = open(ROOT / "target" / f"bench-{spec.name}.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *spec.command(port, timeout, max_interval)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    cmd = ["taskset", "-c", LOADGEN_CORE, str(LOADGEN), "--url", f"http://127.0.0.1:{port}/cometd"]
+    cmd += ["--transport", transport, "--dialect", spec.dialect, "--quiet"]
+    cmd += ["--server-timeout", str(timeout), *loadgen_args]
+    try:
+        _wait_listening(port, server)
+        time.sleep(1)  # let a JIT or event loop finish starting before the first request
+        cpu0, t0 = _cpu_seconds(server.pid), time.monotonic()
+        if measure_rss:
+            result = _idle_run(cmd, server.pid)
+        else:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if done.returncode != 0:
+                raise RuntimeError(f"loadgen failed: {done.stderr.strip()[-500:]}")
+            result = json.loads(done.stdout)
+        wall = time.monotonic() - t0
+        result["server_cpu_avg"] = round((_cpu_seconds(server.pid) - cpu0) / wall, 3)
+        return result
+    except Exception as exc:
+        print(f"  {spec.name} {transport}: {exc}", file=sys.stderr)
+        return {"error": str(exc)}
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _idle_run(cmd: list[str], server_pid: int) -> dict[str, Any]:
+    """S4: server memory before the sessions and once they are all set up and held."""
+    before = _rss_kib(server_pid)
+    gen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert gen.stdout is not None and gen.stdin is not None
+        line = gen.stdout.readline()  # printed once every session is set up
+        if not line:
+            raise RuntimeError(f"loadgen exited with {gen.wait(60)} before its report")
+        result: dict[str, Any] = json.loads(line)
+        time.sleep(3)  # held connects and sockets settle; counts what stays resident
+        after = _rss_kib(server_pid)
+        gen.stdin.close()
+        gen.wait(60)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait(10)
+    ok = max(1, result["setup"]["ok"])
+    result.update(
+        rss_before_kib=before,
+        rss_after_kib=after,
+        bytes_per_session=round((after - before) * 1024 / ok),
+    )
+    return result

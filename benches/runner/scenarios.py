@@ -1,0 +1,152 @@
+"""The servers under test and the scenario sizes (quick and full)."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ROOT / "benches" / "peers"
+AXUM = ROOT / "target" / "release" / "axum-cometd-peer"
+COMETD_JAR = PEERS / "cometd-java" / "target" / "cometd-bench-server.jar"
+
+LP, WS = "long-polling", "websocket"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    # (port, connect timeout s, max interval s) -> argv
+    command: Callable[[int, int, int], list[str]]
+    transports: tuple[str, ...]
+    dialect: str = "standard"
+    # The fixed-bytes ceiling: measured by closed-loop request rate, not by deliveries.
+    ceiling: bool = False
+    needs: tuple[str, ...] = ()
+
+    def missing(self) -> str | None:
+        for need in self.needs:
+            if "/" in need:
+                if not Path(need).exists():
+                    return f"{need} is missing"
+            elif shutil.which(need) is None:
+                return f"{need} is not installed"
+        return None
+
+
+def _faye(port: int, timeout: int, max_interval: int) -> list[str]:
+    # Faye drops a session 2 x timeout after its last connect; with long-lived idle sessions
+    # (S4) that must be at least the max interval the other servers get.
+    timeout = max(timeout, max_interval // 2) if max_interval > 120 else timeout
+    return [
+        "node",
+        str(PEERS / "faye" / "server.js"),
+        "--port",
+        str(port),
+        "--timeout",
+        str(timeout),
+    ]
+
+
+SERVERS: dict[str, Server] = {
+    "starlette-cometd": Server(
+        "starlette-cometd",
+        lambda p, t, m: [
+            sys.executable,
+            "-m",
+            "starlette_cometd",
+            "--port",
+            str(p),
+            "--log-level",
+            "warning",
+            "--timeout",
+            str(t),
+            "--max-interval",
+            str(m),
+        ],
+        (LP, WS),
+    ),
+    "ceiling": Server(
+        "ceiling",
+        lambda p, t, m: [sys.executable, str(PEERS / "ceiling" / "app.py"), "--port", str(p)],
+        (LP, WS),
+        ceiling=True,
+    ),
+    "axum_cometd": Server(
+        "axum_cometd",
+        lambda p, t, m: [
+            str(AXUM),
+            "--port",
+            str(p),
+            "--timeout",
+            str(t),
+            "--max-interval",
+            str(m),
+        ],
+        (LP,),
+        dialect="axum",
+        needs=(str(AXUM),),
+    ),
+    "faye": Server(
+        "faye", _faye, (LP, WS), needs=("node", str(PEERS / "faye" / "node_modules" / "faye"))
+    ),
+    "cometd-java": Server(
+        "cometd-java",
+        lambda p, t, m: ["java", "-jar", str(COMETD_JAR), str(p), str(t), str(m)],
+        (LP, WS),
+        needs=("java", str(COMETD_JAR)),
+    ),
+}
+
+
+def _idle_cases(sizes: tuple[int, int]) -> list[tuple[int, str, bool]]:
+    """S4: held sessions (a held connect or an open socket each) where the open-file limit
+    allows one socket per session on each side; beyond it, long-polling sessions without a
+    held connect, set up over a pool of connections."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    cases = []
+    for n in sizes:
+        if hard == resource.RLIM_INFINITY or hard >= n + 2000:
+            cases += [(n, LP, True), (n, WS, True)]
+        else:
+            cases.append((n, LP, False))
+    return cases
+
+
+def quick_settings() -> dict[str, Any]:
+    return {
+        "clients": 1000,
+        "rooms": 100,
+        "start_rate": 100,
+        "factor": 2.0,
+        "refine": 1,
+        "duration": 3,
+        "warmup": 1,
+        "drain": 2,
+        "rps_clients": 100,
+        "burst_clients": 2000,
+        "burst_messages": 100,
+        "idle_cases": _idle_cases((2000, 5000)),
+    }
+
+
+def full_settings() -> dict[str, Any]:
+    return {
+        "clients": 1000,
+        "rooms": 100,
+        "start_rate": 100,
+        "factor": 1.5,
+        "refine": 2,
+        "duration": 10,
+        "warmup": 2,
+        "drain": 3,
+        "rps_clients": 200,
+        "burst_clients": 10000,
+        "burst_messages": 100,
+        "idle_cases": _idle_cases((10000, 50000)),
+    }

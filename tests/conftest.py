@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,17 @@ async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None
     except TimeoutError:
         server.force_exit = True
         await asyncio.wait_for(task, 5)
+
+
+@asynccontextmanager
+async def running(app: Any) -> AsyncIterator[int]:
+    """Serves ``app`` with uvicorn on a free loopback port for the block; yields the port."""
+    port = free_port()
+    server, task = await start_uvicorn(app, port)
+    try:
+        yield port
+    finally:
+        await stop_uvicorn(server, task)
 
 
 ServeFactory = Callable[..., Awaitable[Server]]

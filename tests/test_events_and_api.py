@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server, free_port, start_uvicorn, stop_uvicorn
+from conftest import ServeFactory, Server, running
 from starlette_cometd import (
     ClientId,
     ClientNotFoundError,
@@ -181,17 +181,15 @@ async def test_mount_serves_bare_path_and_sub_paths(framework: str) -> None:
         else Starlette(lifespan=context.lifespan)
     )
     mount(app, "/cometd", RouterBuilder().build(context))
-    port = free_port()
-    server, task = await start_uvicorn(app, port)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            for path in ("/cometd", "/cometd/", "/cometd/handshake"):
-                response = await http.post(path, json=[{"channel": "/meta/handshake"}])
-                assert response.status_code == 200, (path, response.status_code)
-                assert response.json()[0]["successful"] is True
-            assert (await http.post("/other", json=[])).status_code == 404
-    finally:
-        await stop_uvicorn(server, task)
+    async with (
+        running(app) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
+        for path in ("/cometd", "/cometd/", "/cometd/handshake"):
+            response = await http.post(path, json=[{"channel": "/meta/handshake"}])
+            assert response.status_code == 200, (path, response.status_code)
+            assert response.json()[0]["successful"] is True
+        assert (await http.post("/other", json=[])).status_code == 404
 
 
 async def test_shutdown_releases_held_connects(serve: ServeFactory) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bayeux import connect_message, handshake, post, subscribe
-from conftest import free_port, start_uvicorn, stop_uvicorn
+from conftest import running
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -27,9 +27,7 @@ def load(name: str) -> ModuleType:
 
 async def test_custom_base_paths_example() -> None:
     example = load("custom_base_paths")
-    port = free_port()
-    server, task = await start_uvicorn(example.app, port)
-    try:
+    async with running(example.app) as port:
         base = f"http://127.0.0.1:{port}/cometd"
         async with httpx.AsyncClient() as http:
             [hs] = await post(http, base + "/node/0/handshake", {"channel": "/meta/handshake"})
@@ -37,15 +35,11 @@ async def test_custom_base_paths_example() -> None:
                 http, base + "/node/1/connect", connect_message(hs["clientId"], timeout=0)
             )
             assert connect["successful"] is True
-    finally:
-        await stop_uvicorn(server, task)
 
 
 async def test_events_example_prints_events(capsys: pytest.CaptureFixture[str]) -> None:
     example = load("events")
-    port = free_port()
-    server, task = await start_uvicorn(example.app, port)
-    try:
+    async with running(example.app) as port:
         url = f"http://127.0.0.1:{port}/cometd"
         async with httpx.AsyncClient() as http:
             client_id = await handshake(http, url)
@@ -60,15 +54,11 @@ async def test_events_example_prints_events(capsys: pytest.CaptureFixture[str]) 
         assert "ContextData(server_name=" in out
         assert "custom data: CUSTOM_DATA" in out
         assert f"subscribed: {client_id} to ('/demo',)" in out
-    finally:
-        await stop_uvicorn(server, task)
 
 
 async def test_fastapi_example_publishes_from_an_endpoint() -> None:
     example = load("fastapi_app")
-    port = free_port()
-    server, task = await start_uvicorn(example.app, port)
-    try:
+    async with running(example.app) as port:
         url = f"http://127.0.0.1:{port}/cometd"
         async with httpx.AsyncClient() as http:
             client_id = await handshake(http, url)
@@ -77,8 +67,6 @@ async def test_fastapi_example_publishes_from_an_endpoint() -> None:
             assert response.json() == {"sessions": 1}
             reply = await post(http, url, connect_message(client_id))
             assert reply[0] == {"channel": "/announcements", "data": {"text": "hello"}}
-    finally:
-        await stop_uvicorn(server, task)
 
 
 def teardown_module() -> None:
@@ -89,9 +77,7 @@ def teardown_module() -> None:
 
 async def test_chat_rooms_example() -> None:
     example = load("chat_rooms")
-    port = free_port()
-    server, task = await start_uvicorn(example.app, port)
-    try:
+    async with running(example.app) as port:
         url = f"http://127.0.0.1:{port}/cometd"
         async with httpx.AsyncClient() as http:
             [denied] = await post(http, url, {"channel": "/meta/handshake"})
@@ -123,5 +109,3 @@ async def test_chat_rooms_example() -> None:
                 "channel": "/chat/lobby",
                 "data": {"text": "hi", "user": "Alice"},
             }
-    finally:
-        await stop_uvicorn(server, task)

@@ -20,6 +20,7 @@ from starlette_cometd import (
     LongPollingServiceContextBuilder,
     RouterBuilder,
 )
+from starlette_cometd.fast_http import fast_http_protocol
 
 
 def free_port() -> int:
@@ -47,8 +48,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
 
-async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+async def start_uvicorn(
+    app: Any, port: int, http: Any = "auto"
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http
+    )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     for _ in range(500):
@@ -83,11 +88,15 @@ async def running(app: Any) -> AsyncIterator[int]:
 ServeFactory = Callable[..., Awaitable[Server]]
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
+@pytest.fixture(params=["asgi", "native"])
+async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFactory]:
     """``await serve(builder=..., router=..., data=..., wrap=...)`` starts a server and returns
     it; every server is stopped at the end of the test. ``wrap`` wraps the CometD ASGI app, to
-    inject faults such as a slow network."""
+    inject faults such as a slow network.
+
+    Every test using it runs twice: on uvicorn's own HTTP protocol (``asgi``, as an app mounted
+    in Starlette is served) and on :func:`fast_http_protocol` (``native``, as the CLI serves)."""
+    stack: str = request.param
     running: list[tuple[uvicorn.Server, asyncio.Task[None], LongPollingServiceContext]] = []
 
     async def start(
@@ -104,11 +113,16 @@ async def serve() -> AsyncIterator[ServeFactory]:
             if data is None
             else router.build_with_additional_data(context, data)
         )
+        http: Any = "auto"
+        if stack == "native":
+            if wrap is not None:
+                pytest.skip("faults are injected around the ASGI app, which the native path skips")
+            http = fast_http_protocol(app, path)
         if wrap is not None:
             app = wrap(app)  # fault injection between the server and the app
         starlette = Starlette(routes=[CometdRoute(path, app)], lifespan=context.lifespan)
         port = free_port()
-        server, task = await start_uvicorn(starlette, port)
+        server, task = await start_uvicorn(starlette, port, http)
         running.append((server, task, context))
         return Server(context, port, path)
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import demo
 from .builder import LongPollingServiceContextBuilder
 from .context import LongPollingServiceContext
+from .fast_http import fast_http_protocol
 from .router import CometdApp, CometdRoute, RouterBuilder
 
 # uvicorn configures this logger, so these lines show beside its own.
@@ -71,13 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_app(
     context: LongPollingServiceContext, path: str, extra_routes: Sequence[BaseRoute] = ()
-) -> ASGIApp:
+) -> tuple[ASGIApp, CometdApp]:
+    """The ASGI app to serve, and the CometD endpoint inside it."""
     cometd = RouterBuilder().build(context)
     if not extra_routes:
         # Nothing else to serve: no Starlette routing or middleware on the hot path.
-        return _Standalone(CometdRoute(path, cometd), cometd)
+        return _Standalone(CometdRoute(path, cometd), cometd), cometd
     routes = [*extra_routes, CometdRoute(path, cometd)]
-    return Starlette(routes=routes, lifespan=context.lifespan)
+    return Starlette(routes=routes, lifespan=context.lifespan), cometd
 
 
 class _Standalone:
@@ -129,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         .build()
     )
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
-    app = build_app(context, args.path, routes)
-    # No access log and no proxy-header rewriting: both cost on every request and the server
-    # uses neither.
+    app, cometd = build_app(context, args.path, routes)
+    # Long-polling POSTs to the endpoint are answered by the native protocol; everything else
+    # goes through uvicorn as usual. No access log and no proxy-header rewriting: both cost on
+    # every request and the server uses neither.
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=False,
         proxy_headers=False,
+        http=fast_http_protocol(cometd, args.path),
     )
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
     if args.demo:

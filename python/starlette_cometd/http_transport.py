@@ -63,15 +63,15 @@ def _too_large(limit: int) -> BadRequest:
     )
 
 
-def scan_headers(scope: Scope, cookie_name: str) -> tuple[int | None, str | None]:
+def scan_headers(headers: Sequence[Header], cookie_name: str) -> tuple[int | None, str | None]:
     """The declared body length and the browser cookie, in one pass over the raw headers
     (the hot path; Starlette's ``Headers`` decodes every header on each lookup)."""
     length: int | None = None
     cookie: str | None = None
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"content-length" and value.isdigit():
             length = int(value)
-        elif name == b"cookie" and cookie is None:
+        elif name == b"cookie" and cookie is None and cookie_name:
             cookie = cookie_value(value.decode("latin-1"), cookie_name)
     return length, cookie
 
@@ -146,7 +146,7 @@ async def serve_http(
         await send_json(send, 503, body, cors)
         return
     context.start()
-    declared, browser = scan_headers(scope, context.cookie.name)
+    declared, browser = scan_headers(scope["headers"], context.cookie.name)
     try:
         if jsonp:
             callback, body = jsonp_request(scope, context.max_body_size)

@@ -1,11 +1,13 @@
-"""Held ``/meta/connect`` requests: one asyncio future per held connect, resolved by a wake-up
-from the engine, a release, the timeout, or the client going away."""
+"""Held ``/meta/connect`` requests: one waiter per held connect (an asyncio future on the ASGI
+path, a reply object on the native path), resolved by a wake-up from the engine, a release, the
+timeout, or the client going away."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from enum import Enum
+from typing import Protocol
 
 from starlette.types import Receive
 
@@ -20,11 +22,19 @@ class Wakeup(Enum):
     CLIENT_GONE = "client_gone"  # the HTTP client disconnected: do not drain
 
 
+class Waiter(Protocol):
+    """What a held connect waits on: an ``asyncio.Future[Wakeup]`` has this shape."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, reason: Wakeup, /) -> None: ...
+
+
 class Parking:
     """The held connects of this process, keyed by client id."""
 
     def __init__(self) -> None:
-        self._waiters: dict[str, asyncio.Future[Wakeup]] = {}
+        self._waiters: dict[str, Waiter] = {}
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -40,12 +50,19 @@ class Parking:
             if not waiter.done():
                 waiter.set_result(Wakeup.SHUTDOWN)
 
+    def park(self, client_id: str, waiter: Waiter) -> None:
+        self._waiters[client_id] = waiter
+
+    def unpark(self, client_id: str, waiter: Waiter) -> None:
+        if self._waiters.get(client_id) is waiter:
+            del self._waiters[client_id]
+
     async def hold(self, held: HeldConnect, receive: Receive) -> Wakeup:
         """Waits until the held connect should be answered, and says why."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Wakeup] = loop.create_future()
         client_id = held.client_id
-        self._waiters[client_id] = waiter
+        self.park(client_id, waiter)
         timer = loop.call_later(held.timeout, _resolve, waiter, Wakeup.TIMEOUT)
         watcher = loop.create_task(_watch_disconnect(receive, waiter))
         try:
@@ -55,11 +72,10 @@ class Parking:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            if self._waiters.get(client_id) is waiter:
-                del self._waiters[client_id]
+            self.unpark(client_id, waiter)
 
 
-def _resolve(waiter: asyncio.Future[Wakeup], reason: Wakeup) -> None:
+def _resolve(waiter: Waiter, reason: Wakeup) -> None:
     if not waiter.done():
         waiter.set_result(reason)
 

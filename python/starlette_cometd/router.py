@@ -42,6 +42,24 @@ class CometdApp:
         self._data_provider = data_provider
         self._data_value = data_value
 
+    @property
+    def data_value(self) -> Any:
+        return self._data_value
+
+    @property
+    def needs_asgi(self) -> bool:
+        """True while a request needs the ASGI path: application hooks are registered, or
+        events carry data computed from each request."""
+        return self.context.hooks.active or self._data_provider is not None
+
+    def full_paths(self, base: str) -> frozenset[str]:
+        """Every request path this app answers when mounted at ``base``."""
+        base = _base(base)
+        paths = {base + path for path in self.paths}
+        if "/" in self.paths:
+            paths.add(base or "/")
+        return frozenset(paths)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":

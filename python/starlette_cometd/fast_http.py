@@ -1,0 +1,365 @@
+"""A uvicorn HTTP protocol that answers a CometD endpoint's long-polling POSTs itself.
+
+Under plain ASGI every request costs uvicorn a task, two writes and a dozen dicts, which caps
+long-polling well below what the core can do. This protocol parses with httptools as uvicorn
+does, but hands a CometD POST straight to the core, answers it with one write, and parks a held
+connect as a plain object (no task, no future; a dropped connection is seen in
+``connection_lost``). Everything else on the connection (other paths, WebSocket upgrades,
+callback-polling, or an endpoint with application hooks or a per-request data provider) is
+handed, from that request on, to uvicorn's own protocol, so the app behaves exactly as without
+it.
+
+Use it with ``uvicorn.run(app, http=fast_http_protocol(cometd_app, "/cometd"))``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from collections import deque
+from typing import Any, ClassVar, cast
+
+import httptools
+from starlette.datastructures import Headers
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ._core import HeldConnect
+from .http_transport import JSON_TYPE, NO_CACHE, Header, error_body, scan_headers
+from .long_polling import Wakeup
+from .router import CometdApp
+
+_CRLF = b"\r\n"
+_STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
+_JSON_HEADERS = b"".join(name + b": " + value + _CRLF for name, value in (JSON_TYPE, NO_CACHE))
+_CLOSE = b"connection: close\r\n"
+# Requests read ahead of a held connect on one connection (HTTP pipelining) before reading pauses.
+_MAX_PIPELINED = 16
+
+
+def fast_http_protocol(app: CometdApp, path: str) -> type[CometdHttpProtocol]:
+    """A uvicorn ``http`` protocol class serving ``app``, mounted at ``path``, natively."""
+    paths = frozenset(p.encode() for p in app.full_paths(path))
+    return type("CometdHttpProtocol", (CometdHttpProtocol,), {"endpoint": app, "paths": paths})
+
+
+class _Request:
+    __slots__ = ("body", "headers", "keep_alive", "too_large")
+
+    def __init__(self, headers: list[Header], body: bytes, keep_alive: bool, too_large: bool):
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.too_large = too_large
+
+
+class CometdHttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection. Made by :func:`fast_http_protocol`, constructed by uvicorn."""
+
+    endpoint: ClassVar[CometdApp]
+    paths: ClassVar[frozenset[bytes]]
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._config = config
+        self._server_state = server_state
+        self._app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.context = self.endpoint.context
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        # The request being parsed.
+        self._url = b""
+        self._headers: list[Header] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._native = False
+        self._keep_alive = True
+        # Once set, every byte of the connection belongs to uvicorn's protocol.
+        self._forward: bytearray | None = None
+        self._chunked = False
+        # A held connect waiting for its reply, and requests read behind it.
+        self._held: _HeldReply | None = None
+        self._pending: deque[_Request] = deque()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._server_state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server_state.connections.discard(self)
+        self._cancel_idle_timer()
+        self._pending.clear()
+        if self._held is not None:
+            self._held.set_result(Wakeup.CLIENT_GONE)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._cancel_idle_timer()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # The head is already in _forward; keep any bytes that followed it.
+            assert self._forward is not None
+            self._forward += data[upgrade.args[0] :]
+        except httptools.HttpParserError:
+            self._fail(400, b"invalid HTTP request")
+            return
+        if self._forward is not None and self._held is None and not self._pending:
+            self._hand_over()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when it stops: close now if idle, else after the reply."""
+        self._closing = True
+        if self._held is None and not self._pending and self._transport is not None:
+            self._transport.close()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._native = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self._forward is None and self._serves_natively():
+            self._native = True
+            self._keep_alive = self._parser.should_keep_alive()
+            declared, _ = scan_headers(self._headers, "")
+            if declared is not None and declared > self.context.max_body_size:
+                # Refused before the body is read; the connection closes with the reply.
+                self._native = False
+                self._serve(_Request(self._headers, b"", False, too_large=True))
+            return
+        if self._forward is None:
+            self._forward = bytearray()
+        method = self._parser.get_method()
+        version = self._parser.get_http_version().encode()
+        head = [method, b" ", self._url, b" HTTP/", version, _CRLF]
+        self._chunked = False
+        for name, value in self._headers:
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                self._chunked = True
+            head += [name, b": ", value, _CRLF]
+        head.append(_CRLF)
+        self._forward += b"".join(head)
+
+    def on_body(self, body: bytes) -> None:
+        if self._native:
+            self._size += len(body)
+            if self._size <= self.context.max_body_size:
+                self._body.append(body)
+        elif self._forward is not None:
+            # httptools has removed any chunked framing: put it back for uvicorn's parser.
+            self._forward += b"%x\r\n%s\r\n" % (len(body), body) if self._chunked else body
+
+    def on_message_complete(self) -> None:
+        if not self._native:
+            if self._forward is not None and self._chunked:
+                self._forward += b"0\r\n\r\n"
+            return
+        request = _Request(
+            self._headers,
+            b"".join(self._body),
+            self._keep_alive,
+            self._size > self.context.max_body_size,
+        )
+        if self._held is None and not self._pending:
+            self._serve(request)
+        else:
+            self._pending.append(request)
+            if len(self._pending) >= _MAX_PIPELINED and self._transport is not None:
+                self._transport.pause_reading()
+
+    # Serving
+
+    def _serves_natively(self) -> bool:
+        path, _, _ = self._url.partition(b"?")
+        return (
+            path in self.paths
+            and self._parser.get_method() == b"POST"
+            and not self._parser.should_upgrade()
+            and not self.endpoint.needs_asgi
+            and not self.context.closed
+            and not any(name == b"expect" for name, _ in self._headers)
+        )
+
+    def _serve(self, request: _Request) -> None:
+        context = self.context
+        cors = context.cors.headers(Headers(raw=request.headers)) if context.cors.enabled else []
+        if request.too_large:
+            limit = context.max_body_size
+            body = error_body(
+                "413::request_too_large", f"the request body is larger than {limit} bytes"
+            )
+            self.write(413, body, cors, keep_alive=False)
+            return
+        context.start()
+        _, browser = scan_headers(request.headers, context.cookie.name)
+        result = context.engine.process(request.body, browser, "long-polling", False)
+        if result.events and context.wants_events:
+            context.apply(result, Headers(raw=request.headers), self.endpoint.data_value)
+        else:
+            context.apply(result)
+        extra = cors
+        if result.new_browser is not None:
+            cookie = context.cookie.header(result.new_browser).encode()
+            extra = [*cors, (b"set-cookie", cookie)]
+        held = result.hold
+        if held is None:
+            self.write(result.status, result.body, extra, request.keep_alive)
+        else:
+            self._held = _HeldReply(self, held, result.status, extra, request.keep_alive)
+
+    def write(self, status: int, body: bytes, extra: list[Header], keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        keep_alive = keep_alive and not self._closing
+        parts = [_STATUS[status], _JSON_HEADERS, b"content-length: %d\r\n" % len(body)]
+        for name, value in extra:
+            parts += [name, b": ", value, _CRLF]
+        if not keep_alive:
+            parts.append(_CLOSE)
+        parts += [_CRLF, body]
+        transport.write(b"".join(parts))
+        self._server_state.total_requests += 1
+        if not keep_alive:
+            transport.close()
+            self._transport = None
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    def replied(self) -> None:
+        """The held connect has its reply: serve what was read behind it, then idle."""
+        self._held = None
+        while self._pending and self._held is None and self._transport is not None:
+            self._serve(self._pending.popleft())
+        if self._held is not None or self._transport is None:
+            return
+        self._transport.resume_reading()
+        if self._forward is not None:
+            self._hand_over()
+        elif self._closing:
+            self._transport.close()
+        else:
+            timeout = self._config.timeout_keep_alive
+            self._idle_timer = self.loop.call_later(timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self._transport is not None and self._held is None and not self._pending:
+            self._transport.close()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _hand_over(self) -> None:
+        """From this request on, the connection is uvicorn's: replay the bytes read so far."""
+        transport = self._transport
+        assert self._forward is not None and transport is not None
+        data = bytes(self._forward)
+        self._forward = None
+        self._transport = None
+        self._server_state.connections.discard(self)
+        protocol = HttpToolsProtocol(
+            config=self._config,
+            server_state=self._server_state,
+            app_state=self._app_state,
+            _loop=self.loop,
+        )
+        protocol.connection_made(transport)
+        transport.set_protocol(protocol)
+        protocol.data_received(data)
+
+    def _fail(self, status: int, message: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        head = b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(message)
+        transport.write(_STATUS[status] + head + _CLOSE + _CRLF + message)
+        transport.close()
+        self._transport = None
+
+
+class _HeldReply:
+    """A held connect on the native path: a :class:`Parking` waiter that replies when resolved.
+    The reply is built on the next loop turn, so that messages published by every request read
+    in this turn go out together."""
+
+    __slots__ = ("_extra", "_held", "_keep_alive", "_protocol", "_reason", "_status", "_timer")
+
+    def __init__(
+        self,
+        protocol: CometdHttpProtocol,
+        held: HeldConnect,
+        status: int,
+        extra: list[Header],
+        keep_alive: bool,
+    ) -> None:
+        self._protocol = protocol
+        self._held = held
+        self._status = status
+        self._extra = extra
+        self._keep_alive = keep_alive
+        self._reason: Wakeup | None = None
+        loop = protocol.loop
+        self._timer = loop.call_later(held.timeout, self.set_result, Wakeup.TIMEOUT)
+        protocol.context.parking.park(held.client_id, self)
+
+    def done(self) -> bool:
+        return self._reason is not None
+
+    def set_result(self, reason: Wakeup, /) -> None:
+        if self._reason is not None:
+            return
+        self._reason = reason
+        self._timer.cancel()
+        self._protocol.context.parking.unpark(self._held.client_id, self)
+        if reason is Wakeup.CLIENT_GONE:
+            # Nothing is drained: the messages stay queued for the client's next connect.
+            self._protocol.context.engine.complete_connect(self._held, False)
+            return
+        self._protocol.loop.call_soon(self._reply)
+
+    def _reply(self) -> None:
+        context = self._protocol.context
+        # A connection lost since the wake-up gets nothing drained: no message goes to waste.
+        alive = self._protocol.connected
+        drain = alive and self._reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT)
+        if context.hooks.extensions:
+            # An extension registered while this connect was held: its outgoing hook is async.
+            self._protocol.loop.create_task(self._reply_through_extensions(drain))
+            return
+        self._send(context.engine.complete_connect(self._held, drain))
+
+    async def _reply_through_extensions(self, drain: bool) -> None:
+        self._send(await self._protocol.context.finish_connect(self._held, drain))
+
+    def _send(self, body: bytes) -> None:
+        self._protocol.write(self._status, body, self._extra, self._keep_alive)
+        self._protocol.replied()

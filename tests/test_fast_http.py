@@ -1,0 +1,253 @@
+"""The native long-polling protocol (``fast_http_protocol``) at the byte level: one connection
+that mixes native requests with requests it hands to uvicorn, pipelining behind a held connect,
+refusals, and a client that drops its held connect. Everything else about the endpoint runs on
+both stacks through the ``serve`` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from bayeux import connect_message, handshake, post, subscribe
+from conftest import free_port, start_uvicorn, stop_uvicorn
+from starlette_cometd import (
+    CometdRoute,
+    LongPollingServiceContext,
+    LongPollingServiceContextBuilder,
+    RouterBuilder,
+)
+from starlette_cometd.fast_http import fast_http_protocol
+
+Message = dict[str, Any]
+
+
+@asynccontextmanager
+async def native_server(
+    builder: LongPollingServiceContextBuilder | None = None,
+) -> AsyncIterator[tuple[LongPollingServiceContext, int]]:
+    """A Starlette app with a plain route beside the endpoint, on the native protocol."""
+    context = (builder or LongPollingServiceContextBuilder().timeout(2)).build()
+    cometd = RouterBuilder().build(context)
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(f"hello {request.method} {len(await request.body())}")
+
+    app = Starlette(
+        routes=[Route("/hello", hello, methods=["GET", "POST"]), CometdRoute("/cometd", cometd)],
+        lifespan=context.lifespan,
+    )
+    port = free_port()
+    server, task = await start_uvicorn(app, port, fast_http_protocol(cometd, "/cometd"))
+    try:
+        yield context, port
+    finally:
+        context.begin_shutdown()
+        await stop_uvicorn(server, task)
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection written by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @staticmethod
+    def post_bytes(path: str, body: bytes, cookie: str | None = None) -> bytes:
+        head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        if cookie:
+            head += f"cookie: BAYEUX_BROWSER={cookie}\r\n"
+        return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        status_line = await asyncio.wait_for(self.reader.readline(), 10)
+        assert status_line.startswith(b"HTTP/1.1 "), status_line
+        headers: dict[str, str] = {}
+        while (line := await self.reader.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers["content-length"]))
+        return int(status_line.split()[1]), headers, body
+
+
+@asynccontextmanager
+async def raw(port: int) -> AsyncIterator[RawConnection]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield RawConnection(reader, writer)
+    finally:
+        writer.close()
+
+
+def browser_cookie(headers: dict[str, str]) -> str:
+    return headers["set-cookie"].split(";")[0].split("=")[1]
+
+
+HANDSHAKE = json.dumps(
+    [{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]
+).encode()
+
+
+async def test_one_connection_mixes_native_and_handed_over_requests() -> None:
+    async with native_server() as (_, port), raw(port) as conn:
+        await conn.send(conn.post_bytes("/cometd", HANDSHAKE))
+        status, headers, body = await conn.response()
+        assert status == 200
+        assert headers["content-type"].startswith("application/json")
+        [reply] = json.loads(body)
+        assert reply["successful"] is True
+        cookie = browser_cookie(headers)
+        # A request for another route on the same connection goes to the Starlette app...
+        await conn.send(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
+        status, _, body = await conn.response()
+        assert (status, body) == (200, b"hello GET 0")
+        # ...and so does everything after it on this connection, CometD requests included.
+        batch = json.dumps([connect_message(reply["clientId"], timeout=0)]).encode()
+        await conn.send(conn.post_bytes("/cometd", batch, cookie))
+        status, _, body = await conn.response()
+        assert status == 200
+        assert json.loads(body)[0]["successful"] is True
+
+
+async def test_chunked_body_is_handed_over_intact() -> None:
+    async with native_server() as (_, port), raw(port) as conn:
+        chunks = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        head = b"POST /hello HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+        await conn.send(head + chunks)
+        status, _, body = await conn.response()
+        assert (status, body) == (200, b"hello POST 11")
+
+
+async def test_pipelined_requests_wait_behind_a_held_connect() -> None:
+    async with native_server() as (context, port), httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{port}/cometd"
+        client_id = await handshake(http, url)
+        await subscribe(http, url, client_id, "/pipelined")
+        cookie = http.cookies["BAYEUX_BROWSER"]
+        async with raw(port) as conn:
+            held = json.dumps([connect_message(client_id)]).encode()
+            publish = json.dumps(
+                [{"channel": "/pipelined", "clientId": client_id, "data": {"n": 1}}]
+            ).encode()
+            # The connect is held; the publish behind it on the same connection is read but
+            # answered only after the connect's reply, which it wakes.
+            await conn.send(
+                conn.post_bytes("/cometd", held, cookie)
+                + conn.post_bytes("/cometd", publish, cookie)
+            )
+            _, _, first = await conn.response()
+            _, _, second = await conn.response()
+        assert [m["channel"] for m in json.loads(first)] == ["/meta/connect"]
+        assert json.loads(second) == [{"channel": "/pipelined", "successful": True}]
+        # The published message waits for the next connect.
+        replies = await post(http, url, connect_message(client_id))
+        assert replies[0] == {"channel": "/pipelined", "data": {"n": 1}}
+        assert context.stats()["held"] == 0
+
+
+async def test_a_dropped_held_connect_loses_no_message() -> None:
+    async with native_server() as (context, port), httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{port}/cometd"
+        client_id = await handshake(http, url)
+        await subscribe(http, url, client_id, "/dropped")
+        cookie = http.cookies["BAYEUX_BROWSER"]
+        async with raw(port) as conn:
+            batch = json.dumps([connect_message(client_id)]).encode()
+            await conn.send(conn.post_bytes("/cometd", batch, cookie))
+            for _ in range(100):
+                if context.stats()["held"] == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert context.stats()["held"] == 1
+        for _ in range(100):  # the server sees the connection go
+            if context.stats()["held"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert context.stats()["held"] == 0
+        await context.send("/dropped", {"kept": True})
+        replies = await post(http, url, connect_message(client_id))
+        assert replies[0] == {"channel": "/dropped", "data": {"kept": True}}
+
+
+async def test_oversized_and_malformed_requests_are_refused() -> None:
+    builder = LongPollingServiceContextBuilder().max_body_size(1000)
+    async with native_server(builder) as (_, port):
+        async with raw(port) as conn:
+            # Refused from its declared length, before the body is read.
+            await conn.send(b"POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n")
+            status, headers, body = await conn.response()
+            assert status == 413
+            assert headers["connection"] == "close"
+            assert json.loads(body)[0]["error"] == "413::request_too_large"
+        async with raw(port) as conn:
+            # Chunked, so only counted while read.
+            chunk = b"x" * 1500
+            head = b"POST /cometd HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            await conn.send(head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
+            status, _, body = await conn.response()
+            assert status == 413
+        async with raw(port) as conn:
+            await conn.send(b"NOT HTTP AT ALL\r\n\r\n")
+            status, _, body = await conn.response()
+            assert (status, body) == (400, b"invalid HTTP request")
+        async with raw(port) as conn:
+            await conn.send(conn.post_bytes("/cometd", b"[{"))
+            status, _, body = await conn.response()
+            assert status == 400
+            assert json.loads(body)[0]["error"] == "400::json_malformed"
+
+
+async def test_websocket_upgrade_is_handed_over() -> None:
+    async with (
+        native_server() as (_, port),
+        websockets.connect(f"ws://127.0.0.1:{port}/cometd") as socket,
+    ):
+        await socket.send(HANDSHAKE.replace(b'"long-polling"', b'"websocket"').decode())
+        [reply] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        assert reply["successful"] is True
+
+
+async def test_held_connects_are_released_at_shutdown() -> None:
+    # uvicorn's graceful shutdown waits for open connections: held native connects must be
+    # released when the server stops, as on the ASGI path.
+    context = LongPollingServiceContextBuilder().timeout(30).build()
+    cometd = RouterBuilder().build(context)
+    app = Starlette(routes=[CometdRoute("/cometd", cometd)], lifespan=context.lifespan)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        http=fast_http_protocol(cometd, "/cometd"),
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{port}/cometd"
+        client_id = await handshake(http, url)
+        held = asyncio.create_task(post(http, url, connect_message(client_id)))
+        while context.stats()["held"] == 0:
+            await asyncio.sleep(0.01)
+        context.begin_shutdown()
+        [reply] = await asyncio.wait_for(held, 5)
+        assert reply["successful"] is True
+        assert reply["advice"]["reconnect"] in ("retry", "handshake")
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)

@@ -119,6 +119,56 @@ def _idle_table(sc: dict[str, Any], when: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _micro_table(sc: dict[str, Any]) -> list[str]:
+    """S5: nanoseconds per unit of work, in pure Rust and through the Python API."""
+    rust = sc.get("rust", {}).get("results", {})
+    python = sc.get("python", {}).get("results", {})
+    rows = [
+        (
+            "fan-out to 10,000 subscribers",
+            "fan_out_to_10000_subscribers",
+            "test_fanout_to_10000_subscribers",
+            "delivery",
+        ),
+        (
+            "publish with 10,000 wildcard patterns",
+            "wildcard_matching_with_10000_patterns",
+            "test_wildcard_matching_with_10000_patterns",
+            "publish",
+        ),
+        (
+            "parse a 100-message request",
+            "parse_a_100_message_request",
+            "test_parse_a_100_message_request",
+            "message",
+        ),
+        (
+            "build a 100-message response",
+            "build_a_100_message_response",
+            "test_build_a_100_message_response",
+            "message",
+        ),
+    ]
+    lines = [
+        "### S5: micro benchmarks of the core (median)",
+        "",
+        "`cargo bench --bench core` (divan, pure Rust) and `python -m pytest benches/micro` "
+        "(pytest-benchmark, through the Python API), pinned to core 0.",
+        "",
+        "| benchmark | unit | Rust ns/unit | through Python ns/unit |",
+        "|---|---|---|---|",
+    ]
+    for label, rust_name, py_name, unit in rows:
+        key = f"ns_per_{unit}"
+        r_ns = rust.get(rust_name, {}).get(key)
+        p_ns = python.get(py_name, {}).get(key)
+        lines.append(f"| {label} | {unit} | {_num(r_ns, 1)} | {_num(p_ns, 1)} |")
+    for side in ("rust", "python"):
+        if "error" in sc.get(side, {}):
+            lines.append(f"\n{side} benchmarks failed: `{sc[side]['error'][-300:]}`")
+    return [*lines, ""]
+
+
 def _plot(r: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -180,6 +230,8 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
         lines += _burst_tables(r["scenarios"]["S3"])
     if "S4" in r["scenarios"]:
         lines += _idle_table(r["scenarios"]["S4"], r.get("s4_measured"))
+    if "S5" in r["scenarios"]:
+        lines += _micro_table(r["scenarios"]["S5"])
     lines += _notes(r)
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
 

@@ -1,5 +1,6 @@
-"""Runs the end-to-end benchmarks (issue 5): S1-S4 against starlette-cometd, the fixed-bytes
-ceiling and the peers (axum_cometd, Faye, CometD Java), and writes benches/results.json.
+"""Runs the benchmarks (issue 5): S1-S4 end to end against starlette-cometd (on uvicorn and on
+Granian), the fixed-bytes ceilings and the peers (axum_cometd, Faye, CometD Java), then the S5
+micro benchmarks, and writes benches/results.json.
 
     python benches/run.py --quick      # every scenario, small and once: a few minutes
     python benches/run.py              # the full scenarios, each figure a median of 3 runs
@@ -23,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import write_report
 from runner.machine import describe_machine
+from runner.micro import run_micro
 from runner.procs import LOADGEN, build_tools, run_server
 from runner.scenarios import SERVERS, full_settings, quick_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("S1", "S2", "S3", "S4")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 
 
 def median(values: list[float]) -> float | None:
@@ -185,6 +187,10 @@ def main() -> int:
                         server, transport, sessions, hold, runs
                     )
                     save()
+    if "S5" in scenarios:
+        print("S5 micro benchmarks ...", file=sys.stderr, flush=True)
+        out["scenarios"]["S5"] = {"date": out["date"], **run_micro()}
+        save()
     out["load_average_at_end"] = os.getloadavg()
     save()
     print(f"wrote {args.out}", file=sys.stderr)

@@ -53,6 +53,50 @@ def _faye(port: int, timeout: int, max_interval: int) -> list[str]:
     ]
 
 
+def _granian(app_dir: str) -> Callable[[int, int, int], list[str]]:
+    """Granian with one worker and the settings that served fastest here (uvloop, HTTP/1,
+    a single-threaded runtime). Its default backpressure (1,024 requests in progress per
+    worker) would stall publishes behind 1,000 held connects, so it is raised."""
+
+    def command(port: int, timeout: int, max_interval: int) -> list[str]:
+        settings = [
+            f"STARLETTE_COMETD_TIMEOUT={timeout}",
+            f"STARLETTE_COMETD_MAX_INTERVAL={max_interval}",
+        ]
+        return [
+            "env",
+            *settings,
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "1",
+            "--runtime-mode",
+            "st",
+            "--backlog",
+            "16384",
+            "--backpressure",
+            "16384",
+            "--log-level",
+            "warning",
+            "--working-dir",
+            str(PEERS / app_dir),
+            "app:app",
+        ]
+
+    return command
+
+
 SERVERS: dict[str, Server] = {
     "starlette-cometd": Server(
         "starlette-cometd",
@@ -71,11 +115,17 @@ SERVERS: dict[str, Server] = {
         ],
         (LP, WS),
     ),
+    "starlette-cometd-granian": Server(
+        "starlette-cometd-granian", _granian("granian"), (LP, WS), needs=("granian",)
+    ),
     "ceiling": Server(
         "ceiling",
         lambda p, t, m: [sys.executable, str(PEERS / "ceiling" / "app.py"), "--port", str(p)],
         (LP, WS),
         ceiling=True,
+    ),
+    "ceiling-granian": Server(
+        "ceiling-granian", _granian("ceiling"), (LP, WS), ceiling=True, needs=("granian",)
     ),
     "axum_cometd": Server(
         "axum_cometd",

@@ -78,9 +78,11 @@ pub struct Outcome {
 /// Scores every delivery in `body` and sums up the replies.
 pub fn absorb(scores: &Scores, body: &[u8]) -> Result<Outcome, String> {
     let mut out = Outcome::default();
+    // Every message in a reply arrived together: one clock read for all of them.
+    let now = scores.now_us();
     for m in bayeux::parse(body)? {
         if let Some(stamp) = m.stamp() {
-            scores.deliver(stamp);
+            scores.deliver(stamp, now);
             continue;
         }
         if m.successful == Some(false) {

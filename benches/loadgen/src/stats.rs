@@ -120,9 +120,8 @@ impl Scores {
         self.phases[id as usize].get().expect("phase opened")
     }
 
-    /// Scores one delivered copy.
-    pub fn deliver(&self, stamp: Stamp) {
-        let now = self.now_us();
+    /// Scores one delivered copy that arrived at `now` (from `now_us`, read once per reply).
+    pub fn deliver(&self, stamp: Stamp, now: u64) {
         self.copies.fetch_add(1, Relaxed);
         let phase = self.phases.get(stamp.p as usize).and_then(OnceLock::get);
         let Some(phase) = phase else {

@@ -22,6 +22,7 @@ from .events import (
     Subscribe,
     Unsubscribe,
 )
+from .fast_http import fast_http_protocol
 from .router import CometdApp, CometdRoute, RouterBuilder, mount
 
 __all__ = [
@@ -50,5 +51,6 @@ __all__ = [
     "SessionRemoved",
     "Subscribe",
     "Unsubscribe",
+    "fast_http_protocol",
     "mount",
 ]

@@ -26,7 +26,8 @@ MAX_PENDING_FRAMES = 64
 
 
 class WebSocketConnection:
-    """One client socket: reads batches, writes replies and pushed messages in one writer task."""
+    """One client socket: reads batches, writes replies and pushed messages in one writer task,
+    which runs only while there is something to write (an idle socket holds no task of ours)."""
 
     def __init__(
         self, context: LongPollingServiceContext, scope: Scope, send: Send, data: Any
@@ -39,8 +40,9 @@ class WebSocketConnection:
         # Replies in order: ready bytes, or a held connect's reply, built when it is written.
         self._frames: deque[bytes | Coroutine[Any, Any, bytes]] = deque()
         self._flushes: dict[str, None] = {}  # sessions with messages to push, in order
-        self._work = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        # Set while the reader waits for a slow socket to take its backlog.
+        self._drained: asyncio.Event | None = None
         self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
         self.sessions: set[str] = set()
         self._closing = False
@@ -55,7 +57,7 @@ class WebSocketConnection:
     def push(self, client_id: str) -> None:
         """Messages are waiting for a session on this socket: send them soon."""
         self._flushes[client_id] = None
-        self._work.set()
+        self._start_writer()
 
     def wake(self, client_id: str) -> None:
         """Messages wait for a session that takes them only in connect replies (the ack
@@ -76,18 +78,19 @@ class WebSocketConnection:
     def shutdown(self) -> None:
         """The server is stopping: write what is pending, then close with 1001."""
         self._closing = True
-        self._work.set()
+        self._start_writer()
 
     # The socket's life.
 
     async def serve(self, receive: Receive) -> None:
-        writer = asyncio.get_running_loop().create_task(self._write_forever())
         try:
             await self._read_forever(receive)
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            writer = self._writer
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
             self._forget()
 
     async def _read_forever(self, receive: Receive) -> None:
@@ -99,7 +102,7 @@ class WebSocketConnection:
             body = text.encode() if text is not None else message.get("bytes") or b""
             await self._handle(body)
             if len(self._frames) > MAX_PENDING_FRAMES:
-                self._drained.clear()
+                self._drained = asyncio.Event()
                 await self._drained.wait()
 
     async def _handle(self, body: bytes) -> None:
@@ -129,13 +132,16 @@ class WebSocketConnection:
 
     def _queue(self, frame: bytes | Coroutine[Any, Any, bytes]) -> None:
         self._frames.append(frame)
-        self._work.set()
+        self._start_writer()
 
-    async def _write_forever(self) -> None:
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        """Writes until nothing is left, then ends; the next frame starts a new writer."""
         engine = self._context.engine
-        while True:
-            await self._work.wait()
-            self._work.clear()
+        try:
             while self._frames or self._flushes:
                 if self._frames:
                     frame = self._frames.popleft()
@@ -146,10 +152,15 @@ class WebSocketConnection:
                 body = engine.drain(client_id)
                 if body is not None:
                     await self._write(body)
-            self._drained.set()
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
             if self._closing:
                 await self._send({"type": "websocket.close", "code": 1001})
-                return
+        except OSError:
+            pass  # the socket is gone (uvicorn's ClientDisconnected): the reader sees it too
+        finally:
+            self._writer = None
 
     async def _write(self, frame: bytes) -> None:
         await self._send({"type": "websocket.send", "text": frame.decode()})

@@ -87,24 +87,9 @@ class DriverClient:
         """Every event received so far, in arrival order (for diagnostics)."""
         return list(self._seen)
 
-    async def start(
-        self,
-        url: str,
-        append_message_type: bool = True,
-        *,
-        transports: list[str] | None = None,
-        log_level: str = "warn",
-        options: dict[str, Any] | None = None,
-        extensions: list[str] | None = None,
-        timeout: float = 10,
-    ) -> None:
-        """Spawn the driver and configure the client for the Bayeux ``url``.
-
-        ``options`` are extra CometD configuration keys passed through as-is
-        (for example ``{"maxNetworkDelay": 5000, "backoffIncrement": 100}``);
-        ``extensions`` names client extensions to register (``"ack"``, and in the JS
-        driver ``"timesync"``).
-        """
+    async def start(self, url: str, append_message_type: bool = True, **settings: Any) -> None:
+        """Spawn the driver and configure the client for the Bayeux ``url``; ``settings`` are
+        :meth:`configure`'s."""
         require(self.name, self.missing())
         self._proc = await asyncio.create_subprocess_exec(
             *self.command(),
@@ -116,15 +101,7 @@ class DriverClient:
             # Large message batches exceed asyncio's default 64 KiB line limit.
             limit=16 * 1024 * 1024,
         )
-        await self.configure(
-            url,
-            append_message_type,
-            transports=transports,
-            log_level=log_level,
-            options=options,
-            extensions=extensions,
-            timeout=timeout,
-        )
+        await self.configure(url, append_message_type, **settings)
 
     async def configure(
         self,
@@ -138,9 +115,12 @@ class DriverClient:
         instance: str | None = None,
         timeout: float = 10,
     ) -> None:
-        """(Re)configure the client. ``instance`` (JS driver only) names another CometD
-        instance in the same driver, sharing the first one's cookie jar; its commands and
-        events carry that name in their ``instance`` field."""
+        """(Re)configure the client. ``options`` are extra CometD configuration keys passed
+        through as-is (for example ``{"maxNetworkDelay": 5000, "backoffIncrement": 100}``);
+        ``extensions`` names client extensions to register (``"ack"``, and in the JS driver
+        ``"timesync"``). ``instance`` (JS driver only) names another CometD instance in the
+        same driver, sharing the first one's cookie jar; its commands and events carry that
+        name in their ``instance`` field."""
         cmd: dict[str, Any] = {
             "cmd": "configure",
             "url": url,

@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 import websockets
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from websockets.typing import Subprotocol
 
 from bayeux import connect_message, handshake, post, subscribe
 from conftest import free_port, start_uvicorn, stop_uvicorn
@@ -211,14 +213,114 @@ async def test_oversized_and_malformed_requests_are_refused() -> None:
             assert json.loads(body)[0]["error"] == "400::json_malformed"
 
 
-async def test_websocket_upgrade_is_handed_over() -> None:
+WS_HANDSHAKE = HANDSHAKE.replace(b'"long-polling"', b'"websocket"').decode()
+
+
+async def ws_session(socket: Any, *channels: str) -> str:
+    """Handshakes, subscribes and connects over a socket; returns the client id."""
+    await socket.send(WS_HANDSHAKE)
+    [reply] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+    client_id: str = reply["clientId"]
+    batch = [
+        {"channel": "/meta/subscribe", "clientId": client_id, "subscription": list(channels)},
+        {"channel": "/meta/connect", "clientId": client_id, "connectionType": "websocket"},
+    ]
+    await socket.send(json.dumps(batch))
+    replies = json.loads(await asyncio.wait_for(socket.recv(), 10))
+    assert all(r["successful"] for r in replies), replies
+    return client_id
+
+
+async def test_native_websocket_serves_fragments_pings_and_pushes() -> None:
     async with (
-        native_server() as (_, port),
+        native_server() as (context, port),
+        websockets.connect(
+            f"ws://127.0.0.1:{port}/cometd", subprotocols=[Subprotocol("cometd")]
+        ) as socket,
+    ):
+        assert socket.subprotocol == "cometd"
+        client_id = await ws_session(socket, "/native")
+        # A fragmented publish (three frames) is one batch.
+        publish = json.dumps([{"channel": "/native", "clientId": client_id, "data": "é" * 100}])
+        await socket.send([publish[:10], publish[10:50], publish[50:]])
+        frames = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(2)]
+        messages = [m for batch in frames for m in batch]
+        assert {"channel": "/native", "successful": True} in messages
+        assert {"channel": "/native", "data": "é" * 100} in messages
+        pong = await socket.ping(b"are you there")
+        await asyncio.wait_for(pong, 10)
+        await context.send("/native", {"from": "server"})
+        assert json.loads(await asyncio.wait_for(socket.recv(), 10)) == [
+            {"channel": "/native", "data": {"from": "server"}}
+        ]
+        # A later connect is held on the socket, and counted.
+        connect = {"channel": "/meta/connect", "clientId": client_id, "connectionType": "websocket"}
+        await socket.send(json.dumps([connect]))
+        for _ in range(100):
+            if context.stats()["held"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert context.stats()["held"] == 1
+
+
+async def test_native_websocket_refuses_protocol_errors() -> None:
+    builder = LongPollingServiceContextBuilder().max_body_size(1000)
+    async with native_server(builder) as (_, port):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/cometd", max_size=None) as socket:
+            await socket.send("x" * 2000)  # over max_body_size
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        async with websockets.connect(f"ws://127.0.0.1:{port}/cometd") as socket:
+            await socket.send("[{]")  # not JSON: an unsuccessful reply, the socket stays
+            [reply] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            assert reply["error"] == "400::json_malformed"
+            await ws_session(socket, "/still/open")
+        async with raw(port) as conn:
+            # An unmasked client frame is a protocol error (1002).
+            await conn.send(
+                b"GET /cometd HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n"
+                b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"sec-websocket-version: 13\r\n\r\n"
+            )
+            head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's example key
+            await conn.send(b"\x81\x02[]")
+            close = await asyncio.wait_for(conn.reader.read(4), 10)
+            assert close == b"\x88\x02\x03\xea"  # close, 1002
+
+
+async def test_hooks_registered_on_an_open_native_websocket_apply() -> None:
+    async with (
+        native_server() as (context, port),
         websockets.connect(f"ws://127.0.0.1:{port}/cometd") as socket,
     ):
-        await socket.send(HANDSHAKE.replace(b'"long-polling"', b'"websocket"').decode())
-        [reply] = json.loads(await asyncio.wait_for(socket.recv(), 10))
-        assert reply["successful"] is True
+        client_id = await ws_session(socket, "/any")
+
+        @context.service("/service/echo")
+        async def echo(session: Any, message: Message) -> Any:
+            return {"echo": message["data"]}
+
+        calls = [
+            {"channel": "/service/echo", "clientId": client_id, "data": n, "id": str(n)}
+            for n in range(3)
+        ]
+        for call in calls:  # answered in order, through the hooks
+            await socket.send(json.dumps([call]))
+        replies = [json.loads(await asyncio.wait_for(socket.recv(), 10))[0] for _ in calls]
+        assert [r["data"] for r in replies] == [{"echo": n} for n in range(3)]
+
+
+async def test_native_websocket_closes_with_1001_at_shutdown() -> None:
+    async with native_server() as (context, port):
+        socket = await websockets.connect(f"ws://127.0.0.1:{port}/cometd")
+        await ws_session(socket, "/bye")
+        context.begin_shutdown()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(socket.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
 
 async def test_held_connects_are_released_at_shutdown() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 
@@ -43,8 +43,23 @@ from .events import (
 )
 from .long_polling import Parking, Wakeup
 
-if TYPE_CHECKING:
-    from .websocket import WebSocketConnection
+
+class Socket(Protocol):
+    """A WebSocket as the context sees it (the ASGI path's or the native one): sessions are
+    bound to it, and it is told when they have messages or their held connect must end."""
+
+    sessions: set[str]
+
+    @property
+    def held(self) -> int: ...
+
+    def push(self, client_id: str) -> None: ...
+
+    def wake(self, client_id: str) -> None: ...
+
+    def release(self, client_id: str) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class LongPollingServiceContext:
@@ -64,8 +79,8 @@ class LongPollingServiceContext:
         self._engine = engine
         self._hub = EventHub(events_capacity)
         self._parking = Parking()
-        self._sockets: set[WebSocketConnection] = set()
-        self._socket_of: dict[str, WebSocketConnection] = {}
+        self._sockets: set[Socket] = set()
+        self._socket_of: dict[str, Socket] = {}
         self.connection_types = connection_types
         self.cors = cors
         self.hooks = Hooks()
@@ -242,17 +257,17 @@ class LongPollingServiceContext:
     def wants_events(self) -> bool:
         return self._hub.listening
 
-    def track_socket(self, socket: WebSocketConnection, open: bool) -> None:
+    def track_socket(self, socket: Socket, open: bool) -> None:
         if open:
             self._sockets.add(socket)
         else:
             self._sockets.discard(socket)
 
-    def bind_socket(self, client_id: str, socket: WebSocketConnection) -> None:
+    def bind_socket(self, client_id: str, socket: Socket) -> None:
         """Messages for this session are now pushed through ``socket``."""
         self._socket_of[client_id] = socket
 
-    def unbind_socket(self, client_id: str, socket: WebSocketConnection) -> bool:
+    def unbind_socket(self, client_id: str, socket: Socket) -> bool:
         """Forgets the binding if it is still ``socket``'s; true if it was."""
         if self._socket_of.get(client_id) is socket:
             del self._socket_of[client_id]
@@ -264,20 +279,14 @@ class LongPollingServiceContext:
         emits events."""
         if outcome.release:
             self._parking.wake(outcome.release, Wakeup.RELEASED)
-            for client_id in outcome.release:
-                socket = self._socket_of.get(client_id)
-                if socket is not None:
-                    socket.release(client_id)
+            for socket, client_id in self._on_sockets(outcome.release):
+                socket.release(client_id)
         if outcome.wake:
             self._parking.wake(outcome.wake, Wakeup.MESSAGES)
-            for client_id in outcome.wake:
-                socket = self._socket_of.get(client_id)
-                if socket is not None:
-                    socket.wake(client_id)
-        for client_id in outcome.push:
-            socket = self._socket_of.get(client_id)
-            if socket is not None:
-                socket.push(client_id)
+            for socket, client_id in self._on_sockets(outcome.wake):
+                socket.wake(client_id)
+        for socket, client_id in self._on_sockets(outcome.push):
+            socket.push(client_id)
         if outcome.events and self._hub.listening:
             for event in _events(outcome, headers or Headers(), data, self._server_sessions):
                 self._hub.publish(event)
@@ -285,8 +294,17 @@ class LongPollingServiceContext:
             if kind != "session_removed":
                 continue
             self._server_sessions.pop(client_id, None)
-            if socket := self._socket_of.pop(client_id, None):
-                socket.sessions.discard(client_id)
+            gone: Socket | None = self._socket_of.pop(client_id, None)
+            if gone is not None:
+                gone.sessions.discard(client_id)
+
+    def _on_sockets(self, client_ids: list[str]) -> Iterator[tuple[Socket, str]]:
+        """The sessions among ``client_ids`` bound to a WebSocket, with their socket."""
+        socket_of = self._socket_of
+        for client_id in client_ids:
+            socket = socket_of.get(client_id)
+            if socket is not None:
+                yield socket, client_id
 
     def _check_open(self) -> None:
         if self.closed:

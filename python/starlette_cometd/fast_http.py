@@ -1,13 +1,13 @@
-"""A uvicorn HTTP protocol that answers a CometD endpoint's long-polling POSTs itself.
+"""A uvicorn HTTP protocol that answers a CometD endpoint's long-polling POSTs itself, and
+takes its WebSocket upgrades to :mod:`fast_websocket`.
 
 Under plain ASGI every request costs uvicorn a task, two writes and a dozen dicts, which caps
 long-polling well below what the core can do. This protocol parses with httptools as uvicorn
 does, but hands a CometD POST straight to the core, answers it with one write, and parks a held
 connect as a plain object (no task, no future; a dropped connection is seen in
-``connection_lost``). Everything else on the connection (other paths, WebSocket upgrades,
-callback-polling, or an endpoint with application hooks or a per-request data provider) is
-handed, from that request on, to uvicorn's own protocol, so the app behaves exactly as without
-it.
+``connection_lost``). Everything else on the connection (other paths, callback-polling, or an
+endpoint with application hooks or a per-request data provider) is handed, from that request
+on, to uvicorn's own protocol, so the app behaves exactly as without it.
 
 Use it with ``uvicorn.run(app, http=fast_http_protocol(cometd_app, "/cometd"))``.
 """
@@ -24,6 +24,7 @@ from starlette.datastructures import Headers
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._core import HeldConnect
+from .fast_websocket import NativeWebSocket, upgrade_reply
 from .http_transport import JSON_TYPE, NO_CACHE, Header, error_body, scan_headers
 from .long_polling import Wakeup
 from .router import CometdApp
@@ -81,6 +82,8 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._size = 0
         self._native = False
         self._keep_alive = True
+        # The 101 reply of a WebSocket upgrade this protocol takes, until the switch.
+        self._upgrade: bytes | None = None
         # Once set, every byte of the connection belongs to uvicorn's protocol.
         self._forward: bytearray | None = None
         self._chunked = False
@@ -108,9 +111,13 @@ class CometdHttpProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0] :]
+            if self._upgrade is not None:
+                self._switch_to_websocket(rest)
+                return
             # The head is already in _forward; keep any bytes that followed it.
             assert self._forward is not None
-            self._forward += data[upgrade.args[0] :]
+            self._forward += rest
         except httptools.HttpParserError:
             self._fail(400, b"invalid HTTP request")
             return
@@ -142,6 +149,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self._forward is None and self._takes_websocket():
+            self._upgrade = upgrade_reply(self._headers)
+            if self._upgrade is not None:
+                return
         if self._forward is None and self._serves_natively():
             self._native = True
             self._keep_alive = self._parser.should_keep_alive()
@@ -203,6 +214,39 @@ class CometdHttpProtocol(asyncio.Protocol):
             and not self.context.closed
             and not any(name == b"expect" for name, _ in self._headers)
         )
+
+    def _takes_websocket(self) -> bool:
+        path, _, _ = self._url.partition(b"?")
+        return (
+            self._parser.should_upgrade()
+            and path in self.paths
+            and self._parser.get_method() == b"GET"
+            and self._held is None
+            and not self._pending
+            and not self.endpoint.needs_asgi
+            and not self.context.closed
+            and "websocket" in self.context.connection_types
+            and any(n == b"upgrade" and v.lower() == b"websocket" for n, v in self._headers)
+        )
+
+    def _switch_to_websocket(self, rest: bytes) -> None:
+        """Answers the upgrade and hands the connection to a :class:`NativeWebSocket`."""
+        transport = self._transport
+        assert self._upgrade is not None and transport is not None
+        self._server_state.connections.discard(self)
+        self._transport = None
+        transport.write(self._upgrade)
+        self.context.start()
+        socket = NativeWebSocket(
+            self.context,
+            transport,
+            self._headers,
+            self.endpoint.data_value,
+            self._server_state.connections,
+        )
+        transport.set_protocol(socket)
+        if rest:
+            socket.data_received(rest)
 
     def _serve(self, request: _Request) -> None:
         context = self.context

@@ -22,6 +22,7 @@
 // ran (Date.now()).
 
 import { createInterface } from "node:readline";
+import { emit } from "./protocol.mjs";
 import { adapt } from "cometd-nodejs-client";
 import { AckExtension, CometD, TimeSyncExtension } from "cometd";
 
@@ -35,32 +36,6 @@ function quietStdout() {
     console.debug = toStderr;
 }
 quietStdout();
-
-function emit(event) {
-    // Pipes are synchronous on Linux, so a single write is flushed at once.
-    process.stdout.write(JSON.stringify(event, safeReplacer()) + "\n");
-}
-
-// Failure replies built by the client carry the XHR object and functions:
-// drop what JSON can't carry and break cycles.
-function safeReplacer() {
-    const seen = new WeakSet();
-    return (key, value) => {
-        if (typeof value === "function" || key === "transport") {
-            return undefined;
-        }
-        if (value instanceof Error) {
-            return String(value);
-        }
-        if (typeof value === "object" && value !== null) {
-            if (seen.has(value)) {
-                return undefined;
-            }
-            seen.add(value);
-        }
-        return value;
-    };
-}
 
 // A readable error for an unsuccessful reply: the server's "error" field if
 // present, otherwise what the client recorded about the transport failure.

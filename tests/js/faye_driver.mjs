@@ -23,33 +23,10 @@
 // requests by itself and makes no reply message for them).
 
 import { createInterface } from "node:readline";
+import { emit } from "./protocol.mjs";
 import Faye from "faye";
 
 const LEVELS = ["debug", "info", "warn", "error", "fatal"];
-
-function emit(event) {
-    // Pipes are synchronous on Linux, so a single write is flushed at once.
-    process.stdout.write(JSON.stringify(event, safeReplacer()) + "\n");
-}
-
-function safeReplacer() {
-    const seen = new WeakSet();
-    return (key, value) => {
-        if (typeof value === "function") {
-            return undefined;
-        }
-        if (value instanceof Error) {
-            return String(value);
-        }
-        if (typeof value === "object" && value !== null) {
-            if (seen.has(value)) {
-                return undefined;
-            }
-            seen.add(value);
-        }
-        return value;
-    };
-}
 
 function log(...args) {
     console.error("[faye-driver]", ...args);

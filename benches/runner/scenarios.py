@@ -174,7 +174,7 @@ def quick_settings() -> dict[str, Any]:
         "rooms": 100,
         "start_rate": 100,
         "factor": 2.0,
-        "refine": 1,
+        "refine": 2,
         "duration": 3,
         "warmup": 1,
         "drain": 2,

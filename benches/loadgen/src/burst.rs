@@ -31,7 +31,14 @@ pub async fn run(cfg: Arc<Config>, args: &Args) -> Result<Value, String> {
         .pop()
         .flatten()
         .and_then(|h| h.publish)
-        .ok_or("the publisher could not be set up")?;
+        .ok_or_else(|| {
+            format!(
+                "the publisher could not be set up ({} of {} sessions failed; first error: {})",
+                setup.failed,
+                setup.clients,
+                setup.first_error.as_deref().unwrap_or("none")
+            )
+        })?;
     let subscribers = handles.iter().filter(|h| h.is_some()).count();
     let copies = u16::try_from(subscribers).map_err(|_| "at most 65,535 subscribers")?;
     // Let every subscriber's connect reach the server and be held before the burst.

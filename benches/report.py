@@ -119,6 +119,48 @@ def _idle_table(sc: dict[str, Any], when: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _delivered(sc: dict[str, Any], server: str) -> float | None:
+    case = sc["servers"].get(server)
+    return None if case is None else case["median"].get("delivered_per_s")
+
+
+def _targets(r: dict[str, Any]) -> list[str]:
+    """Issue 5's targets, each checked against this file's figures."""
+    scenarios = r["scenarios"]
+    rows: list[tuple[str, str, bool]] = []
+    for name in ("S1", "S2"):
+        if name not in scenarios:
+            continue
+        sc = scenarios[name]
+        project = _delivered(sc, PROJECT)
+        for peer, factor in (("cometd-java", 1), ("faye", 3), ("axum_cometd", 3)):
+            theirs = _delivered(sc, peer)
+            if project is None or theirs is None:
+                continue
+            met = project >= factor * theirs
+            rows.append((f"{name}: at least {factor}x {peer}", f"{project / theirs:.1f}x", met))
+    if "S3" in scenarios:
+        for transport in ("long-polling", "websocket"):
+            case = scenarios["S3"].get(transport, {}).get(PROJECT)
+            if case is not None:
+                sec = case["median"]["seconds_to_last_copy"]
+                met = sec is not None and sec < 2 and case["median"]["lost"] == 0
+                rows.append((f"S3 {transport}: every copy in under 2 s", f"{_num(sec, 2)} s", met))
+    for case_name, servers in scenarios.get("S4", {}).items():
+        b = (servers.get(PROJECT) or {}).get("median", {}).get("bytes_per_session")
+        if b is not None:
+            label = f"S4 {case_name}: under 16 KiB per idle session"
+            rows.append((label, f"{b / 1024:.1f} KiB", b < 16 * 1024))
+    rust = scenarios.get("S5", {}).get("rust", {}).get("results", {})
+    fan_out = rust.get("fan_out_to_10000_subscribers", {}).get("ns_per_delivery")
+    if fan_out is not None:
+        rows.append(("S5: under 50 ns per delivery", f"{fan_out:.1f} ns", fan_out < 50))
+    lines = ["### Targets (issue 5)", "", "| target | project | met |", "|---|---|---|"]
+    for label, value, ok in rows:
+        lines.append(f"| {label} | {value} | {'yes' if ok else 'no'} |")
+    return [*lines, ""]
+
+
 def _micro_table(sc: dict[str, Any]) -> list[str]:
     """S5: nanoseconds per unit of work, in pure Rust and through the Python API."""
     rust = sc.get("rust", {}).get("results", {})
@@ -221,6 +263,7 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
     ]
     if r.get("skipped"):
         lines += [f"Skipped: {r['skipped']}", ""]
+    lines += _targets(r)
     for name in ("S1", "S2"):
         if name in r["scenarios"]:
             lines += _sweep_table(name, r["scenarios"][name])
@@ -250,8 +293,9 @@ def _notes(r: dict[str, Any]) -> list[str]:
         "- S4 counts resident memory: for the JVM that includes heap not yet collected.",
         '- S4 cases marked "no held connect" exist because the open-file hard limit here '
         "cannot hold one socket per session on each side.",
-        f"- Load average (1, 5, 15 min) at start {start}, at end {end}: other work on the "
-        "machine during the run makes the figures noisier.",
+        f"- Load average (1, 5, 15 min) at start {start}, at end {end}; it counts the "
+        "benchmark's own processes and threads as well as any other work on the machine.",
+        *[f"- {note}" for note in r.get("notes", [])],
         "",
     ]
 

@@ -50,16 +50,44 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], limit: float = 60)
     raise RuntimeError(f"server not listening on {port} after {limit} s")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    # After the ")" closing the command name: state, ppid, ... (proc(5), from field 3 on).
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants: Granian serves from a worker process, its child."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(
+                    int(entry.name)
+                )
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended meanwhile
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
 def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    """Resident memory of the server: the process and its descendants."""
+    total = 0
+    for member in _tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = [_stat_fields(member) for member in _tree(pid)]
+    ticks = sum(int(f[11]) + int(f[12]) for f in fields)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:

@@ -128,9 +128,12 @@ class CometdHttpProtocol(asyncio.Protocol):
         return None
 
     def shutdown(self) -> None:
-        """Called by uvicorn when it stops: close now if idle, else after the reply."""
+        """Called by uvicorn when it stops: close now if idle, else after the reply. A held
+        connect is answered at once, since uvicorn waits for every connection to close."""
         self._closing = True
-        if self._held is None and not self._pending and self._transport is not None:
+        if self._held is not None:
+            self._held.set_result(Wakeup.SHUTDOWN)
+        elif not self._pending and self._transport is not None:
             self._transport.close()
 
     # httptools callbacks

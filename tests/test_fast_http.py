@@ -21,6 +21,7 @@ from starlette.routing import Route
 from websockets.typing import Subprotocol
 
 from bayeux import connect_message, handshake, post, subscribe
+from client_steps import until
 from conftest import free_port, start_uvicorn, stop_uvicorn
 from starlette_cometd import (
     CometdRoute,
@@ -170,16 +171,8 @@ async def test_a_dropped_held_connect_loses_no_message() -> None:
         async with raw(port) as conn:
             batch = json.dumps([connect_message(client_id)]).encode()
             await conn.send(conn.post_bytes("/cometd", batch, cookie))
-            for _ in range(100):
-                if context.stats()["held"] == 1:
-                    break
-                await asyncio.sleep(0.01)
-            assert context.stats()["held"] == 1
-        for _ in range(100):  # the server sees the connection go
-            if context.stats()["held"] == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert context.stats()["held"] == 0
+            await until(lambda: context.stats()["held"] == 1, "the connect is held", 1)
+        await until(lambda: context.stats()["held"] == 0, "the server sees the connection go", 1)
         await context.send("/dropped", {"kept": True})
         replies = await post(http, url, connect_message(client_id))
         assert replies[0] == {"channel": "/dropped", "data": {"kept": True}}
@@ -256,11 +249,7 @@ async def test_native_websocket_serves_fragments_pings_and_pushes() -> None:
         # A later connect is held on the socket, and counted.
         connect = {"channel": "/meta/connect", "clientId": client_id, "connectionType": "websocket"}
         await socket.send(json.dumps([connect]))
-        for _ in range(100):
-            if context.stats()["held"] == 1:
-                break
-            await asyncio.sleep(0.01)
-        assert context.stats()["held"] == 1
+        await until(lambda: context.stats()["held"] == 1, "the socket holds the connect", 1)
 
 
 async def test_native_websocket_refuses_protocol_errors() -> None:
@@ -345,8 +334,7 @@ async def test_held_connects_are_answered_when_uvicorn_stops() -> None:
         url = f"http://127.0.0.1:{port}/cometd"
         client_id = await handshake(http, url)
         held = asyncio.create_task(post(http, url, connect_message(client_id)))
-        while context.stats()["held"] == 0:
-            await asyncio.sleep(0.01)
+        await until(lambda: context.stats()["held"] == 1, "the connect is held")
         server.should_exit = True
         [reply] = await asyncio.wait_for(held, 5)
         assert reply["successful"] is True

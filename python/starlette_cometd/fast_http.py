@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._core import HeldConnect
 from .fast_websocket import NativeWebSocket, upgrade_reply
-from .http_transport import JSON_TYPE, NO_CACHE, Header, error_body, scan_headers
+from .http_transport import JSON_TYPE, NO_CACHE, Header, scan_headers, too_large
 from .long_polling import Wakeup
 from .router import CometdApp
 
@@ -44,10 +44,18 @@ def fast_http_protocol(app: CometdApp, path: str) -> type[CometdHttpProtocol]:
 
 
 class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "too_large")
+    __slots__ = ("body", "browser", "headers", "keep_alive", "too_large")
 
-    def __init__(self, headers: list[Header], body: bytes, keep_alive: bool, too_large: bool):
+    def __init__(
+        self,
+        headers: list[Header],
+        browser: str | None,
+        body: bytes,
+        keep_alive: bool,
+        too_large: bool,
+    ):
         self.headers = headers
+        self.browser = browser
         self.body = body
         self.keep_alive = keep_alive
         self.too_large = too_large
@@ -82,6 +90,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._size = 0
         self._native = False
         self._keep_alive = True
+        self._browser: str | None = None
         # The 101 reply of a WebSocket upgrade this protocol takes, until the switch.
         self._upgrade: bytes | None = None
         # Once set, every byte of the connection belongs to uvicorn's protocol.
@@ -152,20 +161,21 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        if self._forward is None and self._takes_websocket():
-            self._upgrade = upgrade_reply(self._headers)
-            if self._upgrade is not None:
-                return
-        if self._forward is None and self._serves_natively():
-            self._native = True
-            self._keep_alive = self._parser.should_keep_alive()
-            declared, _ = scan_headers(self._headers, "")
-            if declared is not None and declared > self.context.max_body_size:
-                # Refused before the body is read; the connection closes with the reply.
-                self._native = False
-                self._serve(_Request(self._headers, b"", False, too_large=True))
-            return
         if self._forward is None:
+            path, _, _ = self._url.partition(b"?")
+            if self._takes_websocket(path):
+                self._upgrade = upgrade_reply(self._headers)
+                if self._upgrade is not None:
+                    return
+            if self._serves_natively(path):
+                self._native = True
+                self._keep_alive = self._parser.should_keep_alive()
+                declared, self._browser = scan_headers(self._headers, self.context.cookie.name)
+                if declared is not None and declared > self.context.max_body_size:
+                    # Refused before the body is read; the connection closes with the reply.
+                    self._native = False
+                    self._serve(_Request(self._headers, None, b"", False, too_large=True))
+                return
             self._forward = bytearray()
         method = self._parser.get_method()
         version = self._parser.get_http_version().encode()
@@ -194,6 +204,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             return
         request = _Request(
             self._headers,
+            self._browser,
             b"".join(self._body),
             self._keep_alive,
             self._size > self.context.max_body_size,
@@ -207,8 +218,7 @@ class CometdHttpProtocol(asyncio.Protocol):
 
     # Serving
 
-    def _serves_natively(self) -> bool:
-        path, _, _ = self._url.partition(b"?")
+    def _serves_natively(self, path: bytes) -> bool:
         return (
             path in self.paths
             and self._parser.get_method() == b"POST"
@@ -218,8 +228,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             and not any(name == b"expect" for name, _ in self._headers)
         )
 
-    def _takes_websocket(self) -> bool:
-        path, _, _ = self._url.partition(b"?")
+    def _takes_websocket(self, path: bytes) -> bool:
         return (
             self._parser.should_upgrade()
             and path in self.paths
@@ -255,15 +264,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         context = self.context
         cors = context.cors.headers(Headers(raw=request.headers)) if context.cors.enabled else []
         if request.too_large:
-            limit = context.max_body_size
-            body = error_body(
-                "413::request_too_large", f"the request body is larger than {limit} bytes"
-            )
-            self.write(413, body, cors, keep_alive=False)
+            self.write(413, too_large(context.max_body_size).body, cors, keep_alive=False)
             return
         context.start()
-        _, browser = scan_headers(request.headers, context.cookie.name)
-        result = context.engine.process(request.body, browser, "long-polling", False)
+        result = context.engine.process(request.body, request.browser, "long-polling", False)
         if result.events and context.wants_events:
             context.apply(result, Headers(raw=request.headers), self.endpoint.data_value)
         else:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers
 
 from ._core import HeldConnect
-from .cookies import cookie_value
+from .bound_sessions import BoundSessions
 from .dispatch import Request, handle
+from .http_transport import Header, scan_headers
 
 try:
     from websockets.speedups import apply_mask
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("starlette_cometd")
 
-Header = tuple[bytes, bytes]
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 # Replies waiting for a client that does not read before its requests stop being read.
@@ -81,7 +81,7 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
 
 
-class NativeWebSocket(asyncio.Protocol):
+class NativeWebSocket(BoundSessions, asyncio.Protocol):
     """One CometD WebSocket. The context sees it as it sees the ASGI path's sockets: it binds
     sessions to it and calls ``push``, ``wake``, ``release`` and ``shutdown``."""
 
@@ -93,10 +93,10 @@ class NativeWebSocket(asyncio.Protocol):
         data: Any,
         connections: set[Any],
     ) -> None:
-        self._context = context
+        super().__init__(context)
         self._transport: asyncio.Transport | None = transport
         self._headers = headers
-        self._browser = _cookie(headers, context.cookie.name)
+        _, self._browser = scan_headers(headers, context.cookie.name)
         self._data = data
         self._connections = connections
         self._buffer = bytearray()
@@ -109,18 +109,12 @@ class NativeWebSocket(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._flushes: dict[str, None] = {}  # sessions with messages to push
         self._flush_scheduled = False
-        self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
         # Batches waiting for the hooked path, which runs them one by one in a task.
         self._inbox: deque[bytes] | None = None
         self._handler: asyncio.Task[None] | None = None
         self._closing = False
-        self.sessions: set[str] = set()
         connections.add(self)
         context.track_socket(self, True)
-
-    @property
-    def held(self) -> int:
-        return len(self._holds)
 
     # asyncio.Protocol
 
@@ -136,19 +130,11 @@ class NativeWebSocket(asyncio.Protocol):
         for task in (self._drainer, self._handler):
             if task is not None:
                 task.cancel()
-        engine = self._context.engine
-        for held, timer in self._holds.values():
-            timer.cancel()
-            engine.complete_connect(held, False)
-        self._holds.clear()
         for item in self._pending or ():
             if not isinstance(item, bytes):
                 item.close()  # never awaited: the socket is gone
         self._pending = None
-        for client_id in self.sessions:
-            if self._context.unbind_socket(client_id, self):
-                self._context.apply(engine.unbind(client_id))
-        self.sessions.clear()
+        self._end_sessions()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -273,21 +259,6 @@ class NativeWebSocket(asyncio.Protocol):
     async def _event_data(self) -> Any:
         return self._data
 
-    def _bind(self, client_ids: list[str]) -> None:
-        for client_id in client_ids:
-            self._context.bind_socket(client_id, self)
-            self.sessions.add(client_id)
-
-    def _hold(self, held: HeldConnect) -> None:
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(held.timeout, self._hold_expired, held)
-        self._holds[held.client_id] = (held, timer)
-
-    def _hold_expired(self, held: HeldConnect) -> None:
-        entry = self._holds.get(held.client_id)
-        if entry is not None and entry[0] is held:
-            self._finish(held.client_id, True)
-
     # Called by the context (from apply).
 
     def push(self, client_id: str) -> None:
@@ -295,12 +266,6 @@ class NativeWebSocket(asyncio.Protocol):
         that everything published meanwhile goes in one frame."""
         self._flushes[client_id] = None
         self._schedule_flush()
-
-    def wake(self, client_id: str) -> None:
-        self._finish(client_id, True)
-
-    def release(self, client_id: str) -> None:
-        self._finish(client_id, False)
 
     def shutdown(self) -> None:
         """The server is stopping: what is pending goes out, then a 1001 close."""
@@ -310,12 +275,7 @@ class NativeWebSocket(asyncio.Protocol):
         self._send_frame(frame(CLOSE, (1001).to_bytes(2, "big")))
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
-    def _finish(self, client_id: str, drain: bool) -> None:
-        entry = self._holds.pop(client_id, None)
-        if entry is None:
-            return
-        held, timer = entry
-        timer.cancel()
+    def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
         if self._context.hooks.extensions:
             self._output(self._context.finish_connect(held, drain))
         else:
@@ -414,12 +374,3 @@ class NativeWebSocket(asyncio.Protocol):
     def _abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-def _cookie(headers: list[Header], name: str) -> str | None:
-    for header, value in headers:
-        if header == b"cookie":
-            found = cookie_value(value.decode("latin-1"), name)
-            if found is not None:
-                return found
-    return None

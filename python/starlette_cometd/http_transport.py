@@ -57,7 +57,7 @@ async def send_json(send: Send, status: int, body: bytes, extra: Sequence[Header
     await send_response(send, status, body, [JSON_TYPE, NO_CACHE], extra)
 
 
-def _too_large(limit: int) -> BadRequest:
+def too_large(limit: int) -> BadRequest:
     return BadRequest(
         413, "413::request_too_large", f"the request body is larger than {limit} bytes"
     )
@@ -71,7 +71,7 @@ def scan_headers(headers: Sequence[Header], cookie_name: str) -> tuple[int | Non
     for name, value in headers:
         if name == b"content-length" and value.isdigit():
             length = int(value)
-        elif name == b"cookie" and cookie is None and cookie_name:
+        elif name == b"cookie" and cookie is None:
             cookie = cookie_value(value.decode("latin-1"), cookie_name)
     return length, cookie
 
@@ -80,7 +80,7 @@ async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes
     """The request body, refusing (before reading it, where the length is declared) anything
     over ``limit`` bytes."""
     if declared is not None and declared > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ConnectionError("client went away")
@@ -96,10 +96,10 @@ async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
     if size > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     return b"".join(chunks)
 
 

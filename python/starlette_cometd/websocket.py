@@ -14,6 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from ._core import HeldConnect
+from .bound_sessions import BoundSessions
 from .cookies import browser_cookie
 from .dispatch import Request, handle
 
@@ -25,14 +26,14 @@ if TYPE_CHECKING:
 MAX_PENDING_FRAMES = 64
 
 
-class WebSocketConnection:
+class WebSocketConnection(BoundSessions):
     """One client socket: reads batches, writes replies and pushed messages in one writer task,
     which runs only while there is something to write (an idle socket holds no task of ours)."""
 
     def __init__(
         self, context: LongPollingServiceContext, scope: Scope, send: Send, data: Any
     ) -> None:
-        self._context = context
+        super().__init__(context)
         self._headers = Headers(scope=scope)
         self._browser = browser_cookie(self._headers, context.cookie.name)
         self._send = send
@@ -43,14 +44,7 @@ class WebSocketConnection:
         self._writer: asyncio.Task[None] | None = None
         # Set while the reader waits for a slow socket to take its backlog.
         self._drained: asyncio.Event | None = None
-        self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
-        self.sessions: set[str] = set()
         self._closing = False
-
-    @property
-    def held(self) -> int:
-        """How many connects this socket holds."""
-        return len(self._holds)
 
     # Called by the context (from apply) when the engine says so.
 
@@ -59,21 +53,8 @@ class WebSocketConnection:
         self._flushes[client_id] = None
         self._start_writer()
 
-    def wake(self, client_id: str) -> None:
-        """Messages wait for a session that takes them only in connect replies (the ack
-        extension): answer its held connect now, with them."""
-        self._finish(client_id, True)
-
-    def release(self, client_id: str) -> None:
-        """The session's held connect must be answered now, without its messages."""
-        self._finish(client_id, False)
-
-    def _finish(self, client_id: str, drain: bool) -> None:
-        entry = self._holds.pop(client_id, None)
-        if entry is not None:
-            held, timer = entry
-            timer.cancel()
-            self._queue(self._context.finish_connect(held, drain))
+    def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
+        self._queue(self._context.finish_connect(held, drain))
 
     def shutdown(self) -> None:
         """The server is stopping: write what is pending, then close with 1001."""
@@ -113,22 +94,8 @@ class WebSocketConnection:
         reply = await handle(self._context, request, body)
         if reply.body:
             self._queue(reply.body)
-        held = reply.hold
-        if held is not None:
-            timer = asyncio.get_running_loop().call_later(held.timeout, self._hold_expired, held)
-            self._holds[held.client_id] = (held, timer)
-
-    def _bind(self, client_ids: list[str]) -> None:
-        # Registered before the batch's effects apply, so that a message the batch published
-        # to its own session is pushed here.
-        for client_id in client_ids:
-            self._context.bind_socket(client_id, self)
-            self.sessions.add(client_id)
-
-    def _hold_expired(self, held: HeldConnect) -> None:
-        entry = self._holds.get(held.client_id)
-        if entry is not None and entry[0] is held:
-            self._finish(held.client_id, True)
+        if reply.hold is not None:
+            self._hold(reply.hold)
 
     def _queue(self, frame: bytes | Coroutine[Any, Any, bytes]) -> None:
         self._frames.append(frame)
@@ -166,20 +133,11 @@ class WebSocketConnection:
         await self._send({"type": "websocket.send", "text": frame.decode()})
 
     def _forget(self) -> None:
-        """The socket is gone: its sessions start their expiry clocks and can continue on
-        another socket or over HTTP while they live."""
-        engine = self._context.engine
-        for held, timer in self._holds.values():
-            timer.cancel()
-            engine.complete_connect(held, False)
-        self._holds.clear()
+        """The socket is gone: replies still being built are dropped, sessions unbound."""
         for frame in self._frames:
             if not isinstance(frame, bytes):
                 frame.close()  # never awaited: the socket is gone
-        for client_id in self.sessions:
-            if self._context.unbind_socket(client_id, self):
-                self._context.apply(engine.unbind(client_id))
-        self.sessions.clear()
+        self._end_sessions()
 
 
 async def serve_websocket(

@@ -1,0 +1,85 @@
+"""What both kinds of WebSocket share (the ASGI path's and the native one): the sessions bound
+to the socket and their held connects."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ._core import HeldConnect
+
+if TYPE_CHECKING:
+    from .context import LongPollingServiceContext
+
+
+class BoundSessions:
+    """The sessions a socket carries. A subclass says how a held connect's reply goes out."""
+
+    def __init__(self, context: LongPollingServiceContext) -> None:
+        self._context = context
+        self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
+        self.sessions: set[str] = set()
+
+    @property
+    def held(self) -> int:
+        """How many connects this socket holds."""
+        return len(self._holds)
+
+    def wake(self, client_id: str) -> None:
+        """Messages wait for a session that takes them only in connect replies (the ack
+        extension): answer its held connect now, with them."""
+        self._finish(client_id, True)
+
+    def release(self, client_id: str) -> None:
+        """The session's held connect must be answered now, without its messages."""
+        self._finish(client_id, False)
+
+    # What each kind of socket does its own way.
+
+    def push(self, client_id: str) -> None:
+        """Messages are waiting for a session on this socket: send them soon."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """The server is stopping: close with 1001 once what is pending is written."""
+        raise NotImplementedError
+
+    def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
+        raise NotImplementedError
+
+    def _bind(self, client_ids: list[str]) -> None:
+        # Registered before the batch's effects apply, so that a message the batch published
+        # to its own session is pushed here.
+        for client_id in client_ids:
+            self._context.bind_socket(client_id, self)
+            self.sessions.add(client_id)
+
+    def _hold(self, held: HeldConnect) -> None:
+        """Holds a connect until its timeout, when it is answered as a heartbeat."""
+        timer = asyncio.get_running_loop().call_later(held.timeout, self._hold_expired, held)
+        self._holds[held.client_id] = (held, timer)
+
+    def _hold_expired(self, held: HeldConnect) -> None:
+        entry = self._holds.get(held.client_id)
+        if entry is not None and entry[0] is held:
+            self._finish(held.client_id, True)
+
+    def _finish(self, client_id: str, drain: bool) -> None:
+        entry = self._holds.pop(client_id, None)
+        if entry is not None:
+            held, timer = entry
+            timer.cancel()
+            self._reply_to_held(held, drain)
+
+    def _end_sessions(self) -> None:
+        """The socket is gone: its held connects end undrained, and its sessions start their
+        expiry clocks; they can continue on another socket or over HTTP while they live."""
+        engine = self._context.engine
+        for held, timer in self._holds.values():
+            timer.cancel()
+            engine.complete_connect(held, False)
+        self._holds.clear()
+        for client_id in self.sessions:
+            if self._context.unbind_socket(client_id, self):
+                self._context.apply(engine.unbind(client_id))
+        self.sessions.clear()

@@ -20,7 +20,7 @@ from starlette_cometd import (
     LongPollingServiceContextBuilder,
     RouterBuilder,
 )
-from starlette_cometd.fast_http import fast_http_protocol
+from starlette_cometd import native_http_protocol
 
 
 def free_port() -> int:
@@ -95,7 +95,7 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFactory]:
     inject faults such as a slow network.
 
     Every test using it runs twice: on uvicorn's own HTTP protocol (``asgi``, as an app mounted
-    in Starlette is served) and on :func:`fast_http_protocol` (``native``, as the CLI serves)."""
+    in Starlette is served) and on :func:`native_http_protocol` (``native``, as the CLI serves)."""
     stack: str = request.param
     running: list[tuple[uvicorn.Server, asyncio.Task[None], LongPollingServiceContext]] = []
 
@@ -117,7 +117,7 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFactory]:
         if stack == "native":
             if wrap is not None:
                 pytest.skip("faults are injected around the ASGI app, which the native path skips")
-            http = fast_http_protocol(app, path)
+            http = native_http_protocol(app, path)
         if wrap is not None:
             app = wrap(app)  # fault injection between the server and the app
         starlette = Starlette(routes=[CometdRoute(path, app)], lifespan=context.lifespan)

@@ -8,10 +8,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 from starlette.datastructures import Headers
 
 from bayeux import connect_message, handshake, post, subscribe
+from client_steps import until
 from conftest import ServeFactory, Server
 from starlette_cometd import (
     Extension,
@@ -282,3 +284,54 @@ async def test_meta_connect_deliver_only_over_websocket(serve: ServeFactory) -> 
         frame = json.loads(await asyncio.wait_for(ws.recv(), 3))
         assert frame[0] == {"channel": "/x", "data": "hello"}
         assert frame[1]["channel"] == "/meta/connect" and frame[1]["id"] == "2"
+
+
+class Broken(Extension):
+    """An extension with a bug in its outgoing hook."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def outgoing(self, session: ServerSession | None, message: Message) -> bool:
+        self.calls += 1
+        raise RuntimeError("a bug in the extension")
+
+
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+async def test_a_failing_outgoing_extension_still_answers_a_held_connect(
+    serve: ServeFactory, http: httpx.AsyncClient, transport: str, caplog: Any
+) -> None:
+    # The extension is added while the connect is held, so that on the native stack the
+    # native protocol itself answers it (requests with hooks go to the ASGI path). Every path
+    # answers alike, as CometD does: the failure is logged and the reply goes out without it.
+    # Over WebSocket messages are pushed, and the held connect is answered at its timeout.
+    server = await serve(LongPollingServiceContextBuilder().timeout(2))
+    broken = Broken()
+    if transport == "long-polling":
+        client_id = await handshake(http, server.url)
+        await post(http, server.url, connect_message(client_id, id="first"))
+        held = asyncio.ensure_future(post(http, server.url, connect_message(client_id, id="h")))
+        await until(lambda: server.context.stats()["held"] == 1, "the connect is held")
+        server.context.add_extension(broken)
+        await server.context.send_to_client("/x", client_id, "hello")
+        reply = await asyncio.wait_for(held, 5)
+    else:
+        async with websockets.connect(server.ip_url.replace("http://", "ws://")) as ws:
+            await ws.send(json.dumps([{"channel": "/meta/handshake"}]))
+            client_id = json.loads(await ws.recv())[0]["clientId"]
+            connect = {**connect_message(client_id, id="first"), "connectionType": "websocket"}
+            await ws.send(json.dumps([connect]))
+            await ws.recv()
+            await ws.send(json.dumps([{**connect, "id": "h"}]))
+            await until(lambda: server.context.stats()["held"] == 1, "the connect is held")
+            server.context.add_extension(broken)
+            await server.context.send_to_client("/x", client_id, "hello")
+            frames: list[Message] = []
+            while not any(m.get("id") == "h" for m in frames):
+                frames += json.loads(await asyncio.wait_for(ws.recv(), 6))
+            reply = frames
+    assert {"channel": "/x", "data": "hello"} in reply, reply
+    [connect_reply] = [m for m in reply if m.get("id") == "h"]
+    assert connect_reply["channel"] == "/meta/connect" and connect_reply["successful"] is True
+    assert broken.calls >= 1
+    assert "extension hook" in caplog.text and "a bug in the extension" in caplog.text

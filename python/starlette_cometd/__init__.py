@@ -7,7 +7,6 @@ from ._core import (
     InvalidChannelError,
     SendError,
 )
-from .application import Extension, Message, MessageRefused, SecurityPolicy, ServerSession
 from .builder import LongPollingServiceContextBuilder
 from .context import LongPollingServiceContext
 from .cookies import CookieOptions
@@ -22,8 +21,9 @@ from .events import (
     Subscribe,
     Unsubscribe,
 )
-from .fast_http import fast_http_protocol
+from .hooks import Extension, Message, MessageRefused, SecurityPolicy, ServerSession
 from .router import CometdApp, CometdRoute, RouterBuilder, mount
+from .transports.native_http import native_http_protocol
 
 __all__ = [
     "ClientId",
@@ -51,6 +51,6 @@ __all__ = [
     "SessionRemoved",
     "Subscribe",
     "Unsubscribe",
-    "fast_http_protocol",
     "mount",
+    "native_http_protocol",
 ]

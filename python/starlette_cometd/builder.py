@@ -7,10 +7,10 @@ import datetime
 from typing import Any, Literal, Self
 
 from ._core import Engine
-from .application import SecurityPolicy
 from .context import LongPollingServiceContext
 from .cookies import CookieOptions
 from .cors import Cors
+from .hooks import SecurityPolicy
 
 CONNECTION_TYPES = ("websocket", "long-polling", "callback-polling")
 

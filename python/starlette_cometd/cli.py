@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import demo
 from .builder import LongPollingServiceContextBuilder
 from .context import LongPollingServiceContext
-from .fast_http import fast_http_protocol
 from .router import CometdApp, CometdRoute, RouterBuilder
+from .transports.native_http import native_http_protocol
 
 # uvicorn configures this logger, so these lines show beside its own.
 log = logging.getLogger("uvicorn.error")
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=False,
         proxy_headers=False,
-        http=fast_http_protocol(cometd, args.path),
+        http=native_http_protocol(cometd, args.path),
     )
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
     if args.demo:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from starlette.datastructures import Headers
@@ -18,15 +19,6 @@ from ._core import (
     Engine,
     HeldConnect,
     Outcome,
-)
-from .application import (
-    ChannelPattern,
-    Extension,
-    Hooks,
-    Listener,
-    SecurityPolicy,
-    ServerSession,
-    Service,
 )
 from .cookies import CookieOptions
 from .cors import Cors
@@ -41,7 +33,19 @@ from .events import (
     Subscribe,
     Unsubscribe,
 )
-from .long_polling import Parking, Wakeup
+from .hooks import (
+    ChannelPattern,
+    Extension,
+    Hooks,
+    Listener,
+    SecurityPolicy,
+    ServerSession,
+    Service,
+    extension_passes,
+)
+from .transports.held_connects import Parking, Wakeup
+
+log = logging.getLogger("starlette_cometd")
 
 
 class Socket(Protocol):
@@ -180,30 +184,31 @@ class LongPollingServiceContext:
     def add_server_session(self, session: ServerSession) -> None:
         self._server_sessions[str(session.client_id)] = session
 
-    async def outgoing(self, body: bytes, session: ServerSession | None) -> bytes:
-        """Passes the replies in ``body`` (not the messages delivered with them) through the
-        extensions' ``outgoing`` hooks."""
-        extensions = self.hooks.extensions
-        if not extensions:
+    def finish_reply(self, body: bytes, session: ServerSession | None) -> bytes | Awaitable[bytes]:
+        """The replies in ``body`` as they go out: through the extensions' ``outgoing`` hooks
+        (not the messages delivered with them), which may wait; at once when there are none.
+        This is the one place that chooses."""
+        if not self.hooks.extensions:
             return body
+        return self._outgoing(body, session)
+
+    def finish_connect(self, held: HeldConnect, drain: bool) -> bytes | Awaitable[bytes]:
+        """The reply to a held connect that ends now (see :meth:`finish_reply`)."""
+        body = self._engine.complete_connect(held, drain)
+        return self.finish_reply(body, self._server_sessions.get(held.client_id))
+
+    async def _outgoing(self, body: bytes, session: ServerSession | None) -> bytes:
         kept = []
         for message in json.loads(body):
             if "successful" in message:
-                for extension in reversed(extensions):
-                    if not await extension.outgoing(session, message):
+                for extension in reversed(self.hooks.extensions):
+                    if not await extension_passes(extension.outgoing, session, message):
                         break
                 else:
                     kept.append(message)
             else:
                 kept.append(message)
         return json.dumps(kept, separators=(",", ":")).encode()
-
-    async def finish_connect(self, held: HeldConnect, drain: bool) -> bytes:
-        """The reply to a held connect that ends now."""
-        body = self._engine.complete_connect(held, drain)
-        if not self.hooks.extensions:
-            return body
-        return await self.outgoing(body, self._server_sessions.get(held.client_id))
 
     # Life cycle.
 

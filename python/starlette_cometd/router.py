@@ -10,8 +10,9 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .context import LongPollingServiceContext
-from .http_transport import AdditionalData, error_body, resolve_data, send_json, serve_http
-from .websocket import serve_websocket
+from .transports.asgi_http import AdditionalData, resolve_data, send_json, serve_http
+from .transports.asgi_websocket import serve_websocket
+from .transports.http_wire import error_body
 
 
 def _base(path: str) -> str:

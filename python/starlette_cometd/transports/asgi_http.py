@@ -15,34 +15,25 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from ._core import Outcome
-from .context import LongPollingServiceContext
-from .cookies import cookie_value
-from .dispatch import Reply, Request, handle
-from .long_polling import Wakeup
-
-Header = tuple[bytes, bytes]
-NO_CACHE: Header = (b"cache-control", b"no-cache, no-store")
-JSON_TYPE: Header = (b"content-type", b"application/json;charset=utf-8")
-SCRIPT_TYPE: Header = (b"content-type", b"text/javascript;charset=utf-8")
-NO_SNIFF: Header = (b"x-content-type-options", b"nosniff")
+from ..context import LongPollingServiceContext
+from .batch import Request, submit
+from .held_connects import Wakeup
+from .http_wire import (
+    JSON_TYPE,
+    NO_CACHE,
+    NO_SNIFF,
+    SCRIPT_TYPE,
+    SERVER_STOPPING,
+    BadRequest,
+    Header,
+    scan_headers,
+    too_large,
+)
 
 # JSONP callback names are echoed into a script, so only plain identifiers pass.
 CALLBACK_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 AdditionalData = Callable[[HTTPConnection], Any] | None
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = error_body(error, detail)
-
-
-def error_body(error: str, detail: str) -> bytes:
-    # error and detail are literals of this package, never request data.
-    return f'[{{"successful":false,"error":"{error}","detail":"{detail}"}}]'.encode()
 
 
 async def send_response(
@@ -55,25 +46,6 @@ async def send_response(
 
 async def send_json(send: Send, status: int, body: bytes, extra: Sequence[Header] = ()) -> None:
     await send_response(send, status, body, [JSON_TYPE, NO_CACHE], extra)
-
-
-def too_large(limit: int) -> BadRequest:
-    return BadRequest(
-        413, "413::request_too_large", f"the request body is larger than {limit} bytes"
-    )
-
-
-def scan_headers(headers: Sequence[Header], cookie_name: str) -> tuple[int | None, str | None]:
-    """The declared body length and the browser cookie, in one pass over the raw headers
-    (the hot path; Starlette's ``Headers`` decodes every header on each lookup)."""
-    length: int | None = None
-    cookie: str | None = None
-    for name, value in headers:
-        if name == b"content-length" and value.isdigit():
-            length = int(value)
-        elif name == b"cookie" and cookie is None:
-            cookie = cookie_value(value.decode("latin-1"), cookie_name)
-    return length, cookie
 
 
 async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
@@ -142,8 +114,7 @@ async def serve_http(
     jsonp = scope["method"] == "GET"
     transport = "callback-polling" if jsonp else "long-polling"
     if context.closed:
-        body = error_body("503::server_stopping", "the server is stopping")
-        await send_json(send, 503, body, cors)
+        await send_json(send, 503, SERVER_STOPPING, cors)
         return
     context.start()
     declared, browser = scan_headers(scope["headers"], context.cookie.name)
@@ -162,15 +133,17 @@ async def serve_http(
         return await resolve_data(scope, data_provider, data_value)
 
     multiplexed = scope.get("http_version", "1.1") not in ("1.0", "1.1")
-    result: Reply | Outcome
-    if context.hooks.active:
-        request = Request(browser, transport, headers, data, multiplexed=multiplexed)
-        result = await handle(context, request, body)
-    else:
-        # The fast path: one call into the core, effects applied, no per-message Python.
-        result = context.engine.process(body, browser, transport, multiplexed)
-        event_data = await data() if result.events and context.wants_events else None
-        context.apply(result, headers, event_data)
+    request = Request(
+        browser,
+        transport,
+        scope["headers"],
+        data=data_value,
+        data_provider=data if data_provider is not None else None,
+        multiplexed=multiplexed,
+    )
+    result = submit(context, request, body)
+    if inspect.isawaitable(result):
+        result = await result
 
     extra: Sequence[Header] = cors
     if result.new_browser is not None:
@@ -179,9 +152,11 @@ async def serve_http(
     held = result.hold
     if held is not None:
         reason = await context.parking.hold(held, receive)
-        reply = await context.finish_connect(held, reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT))
         if reason is Wakeup.CLIENT_GONE:
+            context.engine.complete_connect(held, False)
             return
+        finished = context.finish_connect(held, reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT))
+        reply = finished if isinstance(finished, bytes) else await finished
     if jsonp:
         script = b"%s(%s);" % (callback.encode(), reply)
         await send_response(send, status, script, [SCRIPT_TYPE, NO_SNIFF, NO_CACHE], extra)

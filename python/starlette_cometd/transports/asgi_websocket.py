@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from ._core import HeldConnect
-from .bound_sessions import BoundSessions
-from .cookies import browser_cookie
-from .dispatch import Request, handle
+from .._core import HeldConnect
+from ..cookies import browser_cookie
+from .batch import Request, submit
+from .sockets import MAX_PENDING_FRAMES, BoundSessions
 
 if TYPE_CHECKING:
-    from .context import LongPollingServiceContext
-
-# How many reply frames may wait for a slow socket before the reader stops reading: a client
-# that does not drain its socket cannot make the server buffer without bound.
-MAX_PENDING_FRAMES = 64
+    from ..context import LongPollingServiceContext
 
 
 class WebSocketConnection(BoundSessions):
@@ -34,13 +31,12 @@ class WebSocketConnection(BoundSessions):
         self, context: LongPollingServiceContext, scope: Scope, send: Send, data: Any
     ) -> None:
         super().__init__(context)
-        self._headers = Headers(scope=scope)
-        self._browser = browser_cookie(self._headers, context.cookie.name)
+        self._headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self._browser = browser_cookie(Headers(scope=scope), context.cookie.name)
         self._send = send
         self._data = data
         # Replies in order: ready bytes, or a held connect's reply, built when it is written.
-        self._frames: deque[bytes | Coroutine[Any, Any, bytes]] = deque()
-        self._flushes: dict[str, None] = {}  # sessions with messages to push, in order
+        self._frames: deque[bytes | Awaitable[bytes]] = deque()
         self._writer: asyncio.Task[None] | None = None
         # Set while the reader waits for a slow socket to take its backlog.
         self._drained: asyncio.Event | None = None
@@ -48,13 +44,17 @@ class WebSocketConnection(BoundSessions):
 
     # Called by the context (from apply) when the engine says so.
 
-    def push(self, client_id: str) -> None:
-        """Messages are waiting for a session on this socket: send them soon."""
-        self._flushes[client_id] = None
+    def _flush_soon(self) -> None:
         self._start_writer()
 
     def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
-        self._queue(self._context.finish_connect(held, drain))
+        self._queue(self._finish_when_written(held, drain))
+
+    async def _finish_when_written(self, held: HeldConnect, drain: bool) -> bytes:
+        # Built when its turn to be written comes, so that messages published meanwhile go
+        # with it.
+        reply = self._context.finish_connect(held, drain)
+        return reply if isinstance(reply, bytes) else await reply
 
     def shutdown(self) -> None:
         """The server is stopping: write what is pending, then close with 1001."""
@@ -87,17 +87,18 @@ class WebSocketConnection(BoundSessions):
                 await self._drained.wait()
 
     async def _handle(self, body: bytes) -> None:
-        async def data() -> Any:
-            return self._data
-
-        request = Request(self._browser, "websocket", self._headers, data, on_bound=self._bind)
-        reply = await handle(self._context, request, body)
+        request = Request(
+            self._browser, "websocket", self._headers, data=self._data, on_bound=self._bind
+        )
+        reply = submit(self._context, request, body)
+        if inspect.isawaitable(reply):
+            reply = await reply
         if reply.body:
             self._queue(reply.body)
         if reply.hold is not None:
             self._hold(reply.hold)
 
-    def _queue(self, frame: bytes | Coroutine[Any, Any, bytes]) -> None:
+    def _queue(self, frame: bytes | Awaitable[bytes]) -> None:
         self._frames.append(frame)
         self._start_writer()
 
@@ -107,16 +108,13 @@ class WebSocketConnection(BoundSessions):
 
     async def _write_pending(self) -> None:
         """Writes until nothing is left, then ends; the next frame starts a new writer."""
-        engine = self._context.engine
         try:
             while self._frames or self._flushes:
                 if self._frames:
                     frame = self._frames.popleft()
                     await self._write(frame if isinstance(frame, bytes) else await frame)
                     continue
-                client_id = next(iter(self._flushes))
-                del self._flushes[client_id]
-                body = engine.drain(client_id)
+                body = self._next_push()
                 if body is not None:
                     await self._write(body)
             if self._drained is not None:
@@ -135,7 +133,7 @@ class WebSocketConnection(BoundSessions):
     def _forget(self) -> None:
         """The socket is gone: replies still being built are dropped, sessions unbound."""
         for frame in self._frames:
-            if not isinstance(frame, bytes):
+            if inspect.iscoroutine(frame):
                 frame.close()  # never awaited: the socket is gone
         self._end_sessions()
 

@@ -1,5 +1,5 @@
 """A uvicorn HTTP protocol that answers a CometD endpoint's long-polling POSTs itself, and
-takes its WebSocket upgrades to :mod:`fast_websocket`.
+takes its WebSocket upgrades to :mod:`native_websocket`.
 
 Under plain ASGI every request costs uvicorn a task, two writes and a dozen dicts, which caps
 long-polling well below what the core can do. This protocol parses with httptools as uvicorn
@@ -9,25 +9,34 @@ connect as a plain object (no task, no future; a dropped connection is seen in
 endpoint with application hooks or a per-request data provider) is handed, from that request
 on, to uvicorn's own protocol, so the app behaves exactly as without it.
 
-Use it with ``uvicorn.run(app, http=fast_http_protocol(cometd_app, "/cometd"))``.
+Use it with ``uvicorn.run(app, http=native_http_protocol(cometd_app, "/cometd"))``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import http
+import inspect
+import logging
 from collections import deque
-from typing import Any, ClassVar, cast
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import httptools
 from starlette.datastructures import Headers
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ._core import HeldConnect
-from .fast_websocket import NativeWebSocket, upgrade_reply
-from .http_transport import JSON_TYPE, NO_CACHE, Header, scan_headers, too_large
-from .long_polling import Wakeup
-from .router import CometdApp
+from .._core import HeldConnect
+from .batch import Reply, Request, submit
+from .held_connects import Wakeup
+from .http_wire import JSON_TYPE, NO_CACHE, Header, scan_headers, too_large
+from .native_websocket import NativeWebSocket
+from .ws_frames import upgrade_reply
+
+if TYPE_CHECKING:
+    from ..router import CometdApp
+
+log = logging.getLogger("starlette_cometd")
 
 _CRLF = b"\r\n"
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
@@ -37,7 +46,7 @@ _CLOSE = b"connection: close\r\n"
 _MAX_PIPELINED = 16
 
 
-def fast_http_protocol(app: CometdApp, path: str) -> type[CometdHttpProtocol]:
+def native_http_protocol(app: CometdApp, path: str) -> type[CometdHttpProtocol]:
     """A uvicorn ``http`` protocol class serving ``app``, mounted at ``path``, natively."""
     paths = frozenset(p.encode() for p in app.full_paths(path))
     return type("CometdHttpProtocol", (CometdHttpProtocol,), {"endpoint": app, "paths": paths})
@@ -62,7 +71,7 @@ class _Request:
 
 
 class CometdHttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection. Made by :func:`fast_http_protocol`, constructed by uvicorn."""
+    """One HTTP/1.1 connection. Made by :func:`native_http_protocol`, constructed by uvicorn."""
 
     endpoint: ClassVar[CometdApp]
     paths: ClassVar[frozenset[bytes]]
@@ -96,8 +105,9 @@ class CometdHttpProtocol(asyncio.Protocol):
         # Once set, every byte of the connection belongs to uvicorn's protocol.
         self._forward: bytearray | None = None
         self._chunked = False
-        # A held connect waiting for its reply, and requests read behind it.
-        self._held: _HeldReply | None = None
+        # The reply being waited for (a held connect, or a batch in the application's hooks),
+        # and requests read behind it.
+        self._waiting: _HeldReply | _HookedReply | None = None
         self._pending: deque[_Request] = deque()
 
     # asyncio.Protocol
@@ -111,8 +121,8 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._server_state.connections.discard(self)
         self._cancel_idle_timer()
         self._pending.clear()
-        if self._held is not None:
-            self._held.set_result(Wakeup.CLIENT_GONE)
+        if self._waiting is not None:
+            self._waiting.set_result(Wakeup.CLIENT_GONE)
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -130,7 +140,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(400, b"invalid HTTP request")
             return
-        if self._forward is not None and self._held is None and not self._pending:
+        if self._forward is not None and self._waiting is None and not self._pending:
             self._hand_over()
 
     def eof_received(self) -> bool | None:
@@ -140,8 +150,8 @@ class CometdHttpProtocol(asyncio.Protocol):
         """Called by uvicorn when it stops: close now if idle, else after the reply. A held
         connect is answered at once, since uvicorn waits for every connection to close."""
         self._closing = True
-        if self._held is not None:
-            self._held.set_result(Wakeup.SHUTDOWN)
+        if self._waiting is not None:
+            self._waiting.set_result(Wakeup.SHUTDOWN)
         elif not self._pending and self._transport is not None:
             self._transport.close()
 
@@ -209,7 +219,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             self._keep_alive,
             self._size > self.context.max_body_size,
         )
-        if self._held is None and not self._pending:
+        if self._waiting is None and not self._pending:
             self._serve(request)
         else:
             self._pending.append(request)
@@ -233,7 +243,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             self._parser.should_upgrade()
             and path in self.paths
             and self._parser.get_method() == b"GET"
-            and self._held is None
+            and self._waiting is None
             and not self._pending
             and not self.endpoint.needs_asgi
             and not self.context.closed
@@ -267,20 +277,24 @@ class CometdHttpProtocol(asyncio.Protocol):
             self.write(413, too_large(context.max_body_size).body, cors, keep_alive=False)
             return
         context.start()
-        result = context.engine.process(request.body, request.browser, "long-polling", False)
-        if result.events and context.wants_events:
-            context.apply(result, Headers(raw=request.headers), self.endpoint.data_value)
-        else:
-            context.apply(result)
+        batch = Request(request.browser, "long-polling", request.headers, self.endpoint.data_value)
+        result = submit(context, batch, request.body)
+        if inspect.isawaitable(result):
+            # Hooks were registered while this request was read: they may wait.
+            self._waiting = _HookedReply(self, result, cors, request.keep_alive)
+            return
+        self.answer(result, cors, request.keep_alive)
+
+    def answer(self, result: Reply, cors: list[Header], keep_alive: bool) -> None:
         extra = cors
         if result.new_browser is not None:
-            cookie = context.cookie.header(result.new_browser).encode()
+            cookie = self.context.cookie.header(result.new_browser).encode()
             extra = [*cors, (b"set-cookie", cookie)]
         held = result.hold
         if held is None:
-            self.write(result.status, result.body, extra, request.keep_alive)
+            self.write(result.status, result.body, extra, keep_alive)
         else:
-            self._held = _HeldReply(self, held, result.status, extra, request.keep_alive)
+            self._waiting = _HeldReply(self, held, result.status, extra, keep_alive)
 
     def write(self, status: int, body: bytes, extra: list[Header], keep_alive: bool) -> None:
         transport = self._transport
@@ -305,10 +319,10 @@ class CometdHttpProtocol(asyncio.Protocol):
 
     def replied(self) -> None:
         """The held connect has its reply: serve what was read behind it, then idle."""
-        self._held = None
-        while self._pending and self._held is None and self._transport is not None:
+        self._waiting = None
+        while self._pending and self._waiting is None and self._transport is not None:
             self._serve(self._pending.popleft())
-        if self._held is not None or self._transport is None:
+        if self._waiting is not None or self._transport is None:
             return
         self._transport.resume_reading()
         if self._forward is not None:
@@ -321,7 +335,7 @@ class CometdHttpProtocol(asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         self._idle_timer = None
-        if self._transport is not None and self._held is None and not self._pending:
+        if self._transport is not None and self._waiting is None and not self._pending:
             self._transport.close()
 
     def _cancel_idle_timer(self) -> None:
@@ -362,7 +376,16 @@ class _HeldReply:
     The reply is built on the next loop turn, so that messages published by every request read
     in this turn go out together."""
 
-    __slots__ = ("_extra", "_held", "_keep_alive", "_protocol", "_reason", "_status", "_timer")
+    __slots__ = (
+        "_extra",
+        "_held",
+        "_keep_alive",
+        "_protocol",
+        "_reason",
+        "_status",
+        "_task",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -378,6 +401,7 @@ class _HeldReply:
         self._extra = extra
         self._keep_alive = keep_alive
         self._reason: Wakeup | None = None
+        self._task: asyncio.Task[None] | None = None
         loop = protocol.loop
         self._timer = loop.call_later(held.timeout, self.set_result, Wakeup.TIMEOUT)
         protocol.context.parking.park(held.client_id, self)
@@ -398,19 +422,50 @@ class _HeldReply:
         self._protocol.loop.call_soon(self._reply)
 
     def _reply(self) -> None:
-        context = self._protocol.context
         # A connection lost since the wake-up gets nothing drained: no message goes to waste.
         alive = self._protocol.connected
         drain = alive and self._reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT)
-        if context.hooks.extensions:
-            # An extension registered while this connect was held: its outgoing hook is async.
-            self._protocol.loop.create_task(self._reply_through_extensions(drain))
-            return
-        self._send(context.engine.complete_connect(self._held, drain))
+        body = self._protocol.context.finish_connect(self._held, drain)
+        if isinstance(body, bytes):
+            self._send(body)
+        else:
+            # The application's extensions see the reply first; they may wait.
+            self._task = self._protocol.loop.create_task(self._send_when_built(body))
 
-    async def _reply_through_extensions(self, drain: bool) -> None:
-        self._send(await self._protocol.context.finish_connect(self._held, drain))
+    async def _send_when_built(self, body: Awaitable[bytes]) -> None:
+        self._send(await body)
 
     def _send(self, body: bytes) -> None:
         self._protocol.write(self._status, body, self._extra, self._keep_alive)
         self._protocol.replied()
+
+
+class _HookedReply:
+    """A batch in the application's hooks on the native path (they were registered while it was
+    read): answered when they finish. It ends when its reply is written, whatever happens to
+    the connection meanwhile."""
+
+    __slots__ = ("_cors", "_keep_alive", "_protocol", "_task")
+
+    def __init__(
+        self,
+        protocol: CometdHttpProtocol,
+        reply: Awaitable[Reply],
+        cors: list[Header],
+        keep_alive: bool,
+    ) -> None:
+        self._protocol = protocol
+        self._cors = cors
+        self._keep_alive = keep_alive
+        self._task = protocol.loop.create_task(self._answer(reply))
+
+    def set_result(self, reason: Wakeup, /) -> None:
+        """The connection closed or the server is stopping: the reply is written when ready."""
+
+    async def _answer(self, pending: Awaitable[Reply]) -> None:
+        reply = await pending
+        protocol = self._protocol
+        protocol._waiting = None
+        protocol.answer(reply, self._cors, self._keep_alive)
+        if protocol._waiting is None:
+            protocol.replied()

@@ -3,6 +3,7 @@ and extensions, and the per-session attributes they share."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from starlette.datastructures import Headers
 from ._core import ClientId
 
 Message = dict[str, Any]
+
+log = logging.getLogger("starlette_cometd")
 
 
 @dataclass(eq=False)
@@ -124,3 +127,17 @@ class Hooks:
         return [
             listener for pattern, listener in self.listeners if pattern.match(channel) is not None
         ]
+
+
+async def extension_passes(
+    hook: Callable[[ServerSession | None, Message], Awaitable[bool]],
+    session: ServerSession | None,
+    message: Message,
+) -> bool:
+    """Runs one extension hook. An extension that raises is logged and passed over, as CometD
+    does: the message goes on as if the extension had let it through."""
+    try:
+        return await hook(session, message)
+    except Exception:
+        log.exception("extension hook %r failed; the message goes on without it", hook)
+        return True

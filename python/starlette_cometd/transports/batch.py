@@ -4,19 +4,21 @@ listeners and services around the core."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.datastructures import Headers
 
-from ._core import ClientId, HeldConnect, Outcome
-from .application import Hooks, Message, MessageRefused, ServerSession
+from .._core import ClientId, HeldConnect, Outcome
+from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
+from .http_wire import Header
 
 if TYPE_CHECKING:
-    from .context import LongPollingServiceContext
+    from ..context import LongPollingServiceContext
 
 log = logging.getLogger("starlette_cometd")
 
@@ -24,56 +26,124 @@ META = "/meta/"
 SERVICE = "/service/"
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    """Where a batch came from."""
+    """Where a batch came from. ``data`` is the additional data for events; with a
+    ``data_provider`` it is computed from the request, at most once, and only if an event
+    needs it."""
 
-    browser: str | None
-    transport: str
-    headers: Headers
-    #: The additional data for events, computed only if an event needs it.
-    data: Callable[[], Awaitable[Any]]
-    multiplexed: bool = False
-    #: Called with the sessions a batch bound to its WebSocket, before their effects apply.
-    on_bound: Callable[[list[str]], None] | None = None
+    __slots__ = (
+        "_data_ready",
+        "browser",
+        "data",
+        "data_provider",
+        "headers",
+        "multiplexed",
+        "on_bound",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        browser: str | None,
+        transport: str,
+        headers: list[Header],
+        data: Any = None,
+        data_provider: Callable[[], Awaitable[Any]] | None = None,
+        multiplexed: bool = False,
+        on_bound: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.browser = browser
+        self.transport = transport
+        self.headers = headers
+        self.data = data
+        self.data_provider = data_provider
+        self._data_ready = data_provider is None
+        self.multiplexed = multiplexed
+        #: Called with the sessions a batch bound to its WebSocket, before its effects apply,
+        #: so that a message the batch published to its own session is pushed there.
+        self.on_bound = on_bound
+
+    def event_data(self) -> Any:
+        """The additional data, or an awaitable of it when it must still be computed."""
+        if self._data_ready:
+            return self.data
+        return self._provide()
+
+    async def _provide(self) -> Any:
+        assert self.data_provider is not None
+        if not self._data_ready:
+            self.data = await self.data_provider()
+            self._data_ready = True
+        return self.data
+
+
+class Reply(Protocol):
+    """What a batch gets back: the core's ``Outcome`` on the fast path has this shape."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def hold(self) -> HeldConnect | None: ...
+
+    @property
+    def new_browser(self) -> str | None: ...
 
 
 @dataclass(slots=True)
-class Reply:
+class HookedReply:
     status: int
     body: bytes
     hold: HeldConnect | None
     new_browser: str | None
 
 
-async def handle(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
+def submit(
+    context: LongPollingServiceContext, request: Request, body: bytes
+) -> Reply | Awaitable[Reply]:
+    """Handles one batch. Without application hooks this is the fast path: one call into the
+    core, its effects applied, the reply returned at once. It returns an awaitable only when
+    the batch needs Python that may wait: the application's hooks, or additional data for
+    events computed from the request."""
     if context.hooks.active:
-        return await _Hooked(context, _once(request)).run(body)
+        return _Hooked(context, request).run(body)
     outcome = context.engine.process(body, request.browser, request.transport, request.multiplexed)
-    await _apply(context, request, outcome)
-    return Reply(outcome.status, outcome.body, outcome.hold, outcome.new_browser)
+    pending = apply(context, request, outcome)
+    if pending is None:
+        return outcome
+    return _after(pending, outcome)
 
 
-async def _apply(context: LongPollingServiceContext, request: Request, outcome: Outcome) -> None:
-    if outcome.bound and request.on_bound is not None:
-        request.on_bound(outcome.bound)
-    data = None
-    if outcome.events and context.wants_events:
-        data = await request.data()
-    context.apply(outcome, request.headers, data)
+async def _after(pending: Awaitable[None], reply: Reply) -> Reply:
+    await pending
+    return reply
 
 
-def _once(request: Request) -> Request:
-    """The request with its additional data computed at most once, however many of its
-    messages produce events."""
-    cache: list[Any] = []
+def apply(
+    context: LongPollingServiceContext, request: Request, outcome: Outcome
+) -> Awaitable[None] | None:
+    """Acts on what the core changed for this request; an awaitable when the events' data
+    must first be computed."""
+    bound = outcome.bound
+    if bound and request.on_bound is not None:
+        request.on_bound(bound)
+    if not outcome.events or not context.wants_events:
+        context.apply(outcome)
+        return None
+    data = request.event_data()
+    if inspect.isawaitable(data):
+        return _apply_with(context, request, outcome, data)
+    context.apply(outcome, Headers(raw=request.headers), data)
+    return None
 
-    async def data() -> Any:
-        if not cache:
-            cache.append(await request.data())
-        return cache[0]
 
-    return replace(request, data=data)
+async def _apply_with(
+    context: LongPollingServiceContext, request: Request, outcome: Outcome, data: Awaitable[Any]
+) -> None:
+    context.apply(outcome, Headers(raw=request.headers), await data)
 
 
 def _reply(message: Message, **fields: Any) -> Message:
@@ -90,6 +160,7 @@ class _Hooked:
         self.context = context
         self.hooks: Hooks = context.hooks
         self.request = request
+        self.headers = Headers(raw=request.headers)
         self.browser = request.browser
         self.new_browser: str | None = None
         self.hold: HeldConnect | None = None
@@ -100,19 +171,26 @@ class _Hooked:
     async def run(self, body: bytes) -> Reply:
         try:
             batch = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             batch = None
         if isinstance(batch, dict):
             batch = [batch]
         if not isinstance(batch, list) or not batch:
             # Not a batch at all: the core names the problem.
             outcome = self.context.engine.process(body, self.browser, self.request.transport)
-            return Reply(outcome.status, outcome.body, None, None)
+            return HookedReply(outcome.status, outcome.body, None, None)
         alone = len(batch) == 1
         for message in batch:
-            await self._one(message, alone)
+            try:
+                await self._one(message, alone)
+            except Exception:
+                # A hook that fails answers its message unsuccessfully; the rest of the batch
+                # and every other session carry on.
+                log.exception("the application's hooks failed on %.200r", message)
+                failed = _reply(message, successful=False, error="500::server_error")
+                self.parts.append(json.dumps(failed, separators=(",", ":")).encode())
         body = b"[" + b",".join(part for part in self.parts if part) + b"]"
-        return Reply(200, body, self.hold, self.new_browser)
+        return HookedReply(200, body, self.hold, self.new_browser)
 
     async def _one(self, message: Any, alone: bool) -> None:
         if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
@@ -120,7 +198,7 @@ class _Hooked:
             return
         session = self._session(message)
         for extension in self.hooks.extensions:
-            if not await extension.incoming(session, message):
+            if not await extension_passes(extension.incoming, session, message):
                 await self._send(
                     session, _reply(message, successful=False, error="404::message_deleted")
                 )
@@ -155,7 +233,7 @@ class _Hooked:
         if channel == "/meta/handshake":
             if policy is not None:
                 attributes: dict[str, Any] = {}
-                if not await policy.can_handshake(attributes, message, self.request.headers):
+                if not await policy.can_handshake(attributes, message, self.headers):
                     advice = {"reconnect": "none", "interval": 0}
                     return _reply(
                         message, successful=False, error="403::handshake_denied", advice=advice
@@ -226,16 +304,20 @@ class _Hooked:
             if kind == "session_added":
                 session = ServerSession(ClientId(client_id), attributes)
                 self.context.add_server_session(session)
-        await _apply(self.context, request, outcome)
+        pending = apply(self.context, request, outcome)
+        if pending is not None:
+            await pending
         if outcome.hold is not None:
             self.hold = outcome.hold
         else:
-            reply = await self.context.outgoing(outcome.body, session)
+            reply = self.context.finish_reply(outcome.body, session)
+            if not isinstance(reply, bytes):
+                reply = await reply
             self.parts.append(reply[1:-1])
 
     async def _send(self, session: ServerSession | None, reply: Message) -> None:
         for extension in reversed(self.hooks.extensions):
-            if not await extension.outgoing(session, reply):
+            if not await extension_passes(extension.outgoing, session, reply):
                 return
         self.parts.append(json.dumps(reply, separators=(",", ":")).encode())
 

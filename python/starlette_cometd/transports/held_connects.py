@@ -11,7 +11,7 @@ from typing import Protocol
 
 from starlette.types import Receive
 
-from ._core import HeldConnect
+from .._core import HeldConnect
 
 
 class Wakeup(Enum):

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from ._core import HeldConnect
+from .._core import HeldConnect
 
 if TYPE_CHECKING:
-    from .context import LongPollingServiceContext
+    from ..context import LongPollingServiceContext
+
+# How many reply frames may wait for a socket whose client does not read before its requests
+# stop being read: such a client cannot make the server buffer without bound.
+MAX_PENDING_FRAMES = 64
 
 
 class BoundSessions:
@@ -19,6 +23,8 @@ class BoundSessions:
         self._context = context
         self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
         self.sessions: set[str] = set()
+        # Sessions with messages to push, in order (a dict as an ordered set).
+        self._flushes: dict[str, None] = {}
 
     @property
     def held(self) -> int:
@@ -34,10 +40,27 @@ class BoundSessions:
         """The session's held connect must be answered now, without its messages."""
         self._finish(client_id, False)
 
-    # What each kind of socket does its own way.
-
     def push(self, client_id: str) -> None:
         """Messages are waiting for a session on this socket: send them soon."""
+        self._flushes[client_id] = None
+        self._flush_soon()
+
+    def _next_push(self) -> bytes | None:
+        """The messages of the next session waiting to push, as one JSON array; ``None`` when
+        no session has any."""
+        engine = self._context.engine
+        while self._flushes:
+            client_id = next(iter(self._flushes))
+            del self._flushes[client_id]
+            body = engine.drain(client_id)
+            if body is not None:
+                return body
+        return None
+
+    # What each kind of socket does its own way.
+
+    def _flush_soon(self) -> None:
+        """Arrange for the pushes waiting in ``_flushes`` to be written."""
         raise NotImplementedError
 
     def shutdown(self) -> None:

@@ -1,4 +1,4 @@
-"""The native long-polling protocol (``fast_http_protocol``) at the byte level: one connection
+"""The native long-polling protocol (``native_http_protocol``) at the byte level: one connection
 that mixes native requests with requests it hands to uvicorn, pipelining behind a held connect,
 refusals, and a client that drops its held connect. Everything else about the endpoint runs on
 both stacks through the ``serve`` fixture."""
@@ -29,7 +29,7 @@ from starlette_cometd import (
     LongPollingServiceContextBuilder,
     RouterBuilder,
 )
-from starlette_cometd.fast_http import fast_http_protocol
+from starlette_cometd import native_http_protocol
 
 Message = dict[str, Any]
 
@@ -50,7 +50,7 @@ async def native_server(
         lifespan=context.lifespan,
     )
     port = free_port()
-    server, task = await start_uvicorn(app, port, fast_http_protocol(cometd, "/cometd"))
+    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
     try:
         yield context, port
     finally:
@@ -324,7 +324,7 @@ async def test_held_connects_are_answered_when_uvicorn_stops() -> None:
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        http=fast_http_protocol(cometd, "/cometd"),
+        http=native_http_protocol(cometd, "/cometd"),
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())

@@ -1,0 +1,279 @@
+"""The native WebSocket, the other half of :mod:`native_http`: after the upgrade, this protocol
+reads the frames itself, hands each batch to the core and writes replies and pushed messages
+as text frames straight to the transport. An idle socket is one small object (no ASGI task, no
+queue, no writer task), and writing follows the transport's flow control: while a client does
+not read, its messages wait in its session's bounded queue and its requests are not read.
+
+Frames follow RFC 6455 (see :mod:`ws_frames`); messages are at most the context's
+``max_body_size`` (else the socket closes with 1009). A batch that is not valid Bayeux gets an
+unsuccessful reply, as over HTTP. While the application has hooks registered, batches go
+through them, in order, in a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .._core import HeldConnect
+from .batch import Reply, Request, submit
+from .http_wire import Header, scan_headers
+from .sockets import MAX_PENDING_FRAMES, BoundSessions
+from .ws_frames import (
+    CLOSE,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    PING,
+    PONG,
+    FrameError,
+    FrameReader,
+    close_frame,
+    frame,
+)
+from .ws_frames import TEXT as TEXT_FRAME
+
+if TYPE_CHECKING:
+    from ..context import LongPollingServiceContext
+
+log = logging.getLogger("starlette_cometd")
+
+# How long a closing handshake may take before the connection is dropped.
+CLOSE_TIMEOUT = 2.0
+
+
+class NativeWebSocket(BoundSessions, asyncio.Protocol):
+    """One CometD WebSocket. The context sees it as it sees the ASGI path's sockets: it binds
+    sessions to it and calls ``push``, ``wake``, ``release`` and ``shutdown``."""
+
+    def __init__(
+        self,
+        context: LongPollingServiceContext,
+        transport: asyncio.Transport,
+        headers: list[Header],
+        data: Any,
+        connections: set[Any],
+    ) -> None:
+        super().__init__(context)
+        self._transport: asyncio.Transport | None = transport
+        self._headers = headers
+        _, self._browser = scan_headers(headers, context.cookie.name)
+        self._data = data
+        self._connections = connections
+        self._reader = FrameReader(context.max_body_size)
+        # Output in order when it cannot go out at once: ready frames, or a reply still being
+        # built by the application's extensions. None while empty (most of a socket's life).
+        self._pending: deque[bytes | Awaitable[bytes]] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._paused = False  # the transport's buffer is full
+        self._flush_scheduled = False
+        # Batches waiting for the hooked path, which runs them one by one in a task.
+        self._inbox: deque[bytes | Awaitable[Reply]] | None = None
+        self._handler: asyncio.Task[None] | None = None
+        self._closing = False
+        connections.add(self)
+        context.track_socket(self, True)
+
+    # asyncio.Protocol
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while self._transport is not None:
+                item = self._reader.next()
+                if item is None or not self._frame(*item):
+                    return
+        except FrameError as error:
+            self._fail(error.code)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._connections.discard(self)
+        self._context.track_socket(self, False)
+        for task in (self._drainer, self._handler):
+            if task is not None:
+                task.cancel()
+        _close_unawaited(self._pending or ())
+        _close_unawaited(self._inbox or ())
+        self._pending = self._inbox = None
+        self._end_sessions()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._write_pending()
+        self._flush_soon()
+
+    # Frames in
+
+    def _frame(self, opcode: int, payload: bytes) -> bool:
+        """Handles one message or control frame; false once the socket is closing."""
+        if opcode == PING:
+            self._write(frame(PONG, payload))
+        elif opcode == CLOSE:
+            self._close_received(payload)
+            return False
+        elif opcode != PONG:
+            self._message(payload)
+        return True
+
+    def _message(self, body: bytes) -> None:
+        if self._inbox is not None:
+            self._inbox.append(body)  # batches ahead of it are still in the hooks: wait
+            return
+        reply = submit(self._context, self._request(), body)
+        if not inspect.isawaitable(reply):
+            self._send_reply(reply)
+            return
+        # The application's hooks may wait: this batch, and those after it, go in a task.
+        self._inbox = deque([reply])
+        self._handler = asyncio.get_running_loop().create_task(self._handle_in_order())
+
+    def _request(self) -> Request:
+        return Request(self._browser, "websocket", self._headers, self._data, on_bound=self._bind)
+
+    def _send_reply(self, reply: Reply) -> None:
+        if reply.body:
+            self._output(reply.body)
+        if reply.hold is not None:
+            self._hold(reply.hold)
+
+    async def _handle_in_order(self) -> None:
+        """Batches in order through the application's hooks (or the fast path again, once
+        they are gone)."""
+        inbox = self._inbox
+        try:
+            while inbox and self._transport is not None:
+                item = inbox.popleft()
+                reply = (
+                    submit(self._context, self._request(), item)
+                    if isinstance(item, bytes)
+                    else item
+                )
+                if inspect.isawaitable(reply):
+                    reply = await reply
+                self._send_reply(reply)
+        except Exception:
+            log.exception("a batch failed on the native WebSocket; the socket closes")
+            self._fail(INTERNAL_ERROR)
+        finally:
+            self._handler = None
+            self._inbox = None
+            _close_unawaited(inbox or ())
+
+    # Called by the context (from apply).
+
+    def shutdown(self) -> None:
+        """The server is stopping: what is pending goes out, then a 1001 close."""
+        if self._closing or self._transport is None:
+            return
+        self._closing = True
+        self._send_frame(close_frame(GOING_AWAY))
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
+        self._output(self._context.finish_connect(held, drain))
+
+    # Frames out
+
+    def _flush_soon(self) -> None:
+        """Pushes go out at the end of this loop turn, so that everything published meanwhile
+        goes in one frame."""
+        if self._flushes and not self._flush_scheduled and not self._paused:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._flushes and not self._paused and self._transport is not None:
+            body = self._next_push()
+            if body is not None:
+                self._output(body)
+
+    def _output(self, body: bytes | Awaitable[bytes]) -> None:
+        """Sends a batch of messages in a text frame, in order."""
+        self._send_frame(frame(TEXT_FRAME, body) if isinstance(body, bytes) else body)
+
+    def _send_frame(self, item: bytes | Awaitable[bytes]) -> None:
+        """Writes a frame now if nothing is ahead of it, else queues it in order."""
+        if isinstance(item, bytes) and self._pending is None and not self._paused:
+            self._write(item)
+            return
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(item)
+        transport = self._transport
+        if len(self._pending) > MAX_PENDING_FRAMES and transport is not None:
+            transport.pause_reading()
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        pending = self._pending
+        while pending and not self._paused and self._transport is not None:
+            item = pending[0]
+            if not isinstance(item, bytes):
+                if self._drainer is None:
+                    self._drainer = asyncio.get_running_loop().create_task(self._await_first())
+                return
+            pending.popleft()
+            self._write(item)
+        if not pending and self._pending is not None:
+            self._pending = None
+            if self._transport is not None:
+                self._transport.resume_reading()
+
+    async def _await_first(self) -> None:
+        """A reply built by the extensions' async hooks: awaited in its turn."""
+        assert self._pending is not None
+        item = self._pending[0]
+        assert not isinstance(item, bytes)
+        body: bytes | None = None
+        try:
+            body = await item
+        except Exception:
+            log.exception("building a reply failed; the reply is dropped")
+        finally:
+            self._drainer = None
+        if self._pending and self._pending[0] is item:
+            if body is None:
+                self._pending.popleft()
+            else:
+                self._pending[0] = frame(TEXT_FRAME, body)
+        self._write_pending()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    # Closing
+
+    def _close_received(self, payload: bytes) -> None:
+        if not self._closing:
+            self._closing = True
+            # Echo the client's status code, as the closing handshake asks.
+            self._write(frame(CLOSE, payload[:2]))
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, code: int) -> None:
+        """A protocol error: close with ``code`` at once."""
+        if self._transport is not None:
+            self._closing = True
+            self._transport.write(close_frame(code))
+            self._transport.close()
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _close_unawaited(items: Iterable[object]) -> None:
+    """Replies never to be awaited, since their socket is gone, are closed."""
+    for item in items:
+        if inspect.iscoroutine(item):
+            item.close()

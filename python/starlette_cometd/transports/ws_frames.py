@@ -1,0 +1,146 @@
+"""WebSocket framing (RFC 6455) for the native WebSocket: the upgrade reply, server frames, and
+a reader that turns client bytes into whole messages and control frames. No extension is
+negotiated, so reserved bits are errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from .http_wire import Header
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C speedups
+    from websockets.utils import apply_mask
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+# Close codes.
+GOING_AWAY, PROTOCOL_ERROR, INTERNAL_ERROR, TOO_BIG = 1001, 1002, 1011, 1009
+
+
+def upgrade_reply(headers: list[Header]) -> bytes | None:
+    """The ``101 Switching Protocols`` head for a WebSocket upgrade request, or ``None`` if the
+    request is not one this protocol takes (version 13 with a key)."""
+    key = version = None
+    offered: bytes | None = None
+    for name, value in headers:
+        if name == b"sec-websocket-key":
+            key = value.strip()
+        elif name == b"sec-websocket-version":
+            version = value.strip()
+        elif name == b"sec-websocket-protocol" and offered is None:
+            offered = value.split(b",")[0].strip()
+    if key is None or version != b"13" or len(key) != 24:
+        return None
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    head = [
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n",
+        b"sec-websocket-accept: " + accept + b"\r\n",
+    ]
+    if offered:
+        # As on the ASGI path: the client's first subprotocol is echoed.
+        head.append(b"sec-websocket-protocol: " + offered + b"\r\n")
+    head.append(b"\r\n")
+    return b"".join(head)
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x80 | opcode, length)) + payload
+    if length < 65536:
+        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
+
+
+def close_frame(code: int) -> bytes:
+    return frame(CLOSE, code.to_bytes(2, "big"))
+
+
+class FrameError(Exception):
+    """The client broke the protocol; the socket closes with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class FrameReader:
+    """Client bytes in, ``(opcode, payload)`` out: data messages with their fragments joined
+    (opcode TEXT or BINARY), and control frames as they come. A message larger than
+    ``max_size`` is refused before its payload is buffered."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._fragments: list[bytes] | None = None
+        self._fragments_opcode = TEXT
+        self._fragments_size = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next(self) -> tuple[int, bytes] | None:
+        """The next complete message or control frame, or ``None`` until more bytes arrive.
+        Raises :class:`FrameError` on a protocol violation."""
+        while True:
+            parsed = self._next_frame()
+            if parsed is None:
+                return None
+            message = self._assemble(*parsed)
+            if message is not None:
+                return message
+
+    def _next_frame(self) -> tuple[int, bool, bytes] | None:
+        buffer = self._buffer
+        if len(buffer) < 2:
+            return None
+        first, second = buffer[0], buffer[1]
+        opcode, length, start = first & 0x0F, second & 0x7F, 2
+        if length == 126:
+            if len(buffer) < 4:
+                return None
+            length, start = int.from_bytes(buffer[2:4], "big"), 4
+        elif length == 127:
+            if len(buffer) < 10:
+                return None
+            length, start = int.from_bytes(buffer[2:10], "big"), 10
+        if first & 0x70 or not second & 0x80:
+            # Reserved bits without an extension, or an unmasked client frame.
+            raise FrameError(PROTOCOL_ERROR)
+        if opcode >= CLOSE and (length > 125 or not first & 0x80):
+            raise FrameError(PROTOCOL_ERROR)
+        if self._fragments_size + length > self.max_size:
+            raise FrameError(TOO_BIG)
+        end = start + 4 + length
+        if len(buffer) < end:
+            return None
+        payload = apply_mask(bytes(buffer[start + 4 : end]), bytes(buffer[start : start + 4]))
+        del buffer[:end]
+        return opcode, bool(first & 0x80), payload
+
+    def _assemble(self, opcode: int, final: bool, payload: bytes) -> tuple[int, bytes] | None:
+        if opcode in (TEXT, BINARY):
+            if self._fragments is not None:
+                raise FrameError(PROTOCOL_ERROR)
+            if final:
+                return opcode, payload
+            self._fragments, self._fragments_opcode = [payload], opcode
+            self._fragments_size = len(payload)
+            return None
+        if opcode == CONTINUATION:
+            if self._fragments is None:
+                raise FrameError(PROTOCOL_ERROR)
+            self._fragments.append(payload)
+            self._fragments_size += len(payload)
+            if not final:
+                return None
+            body = b"".join(self._fragments)
+            self._fragments, self._fragments_size = None, 0
+            return self._fragments_opcode, body
+        if opcode in (CLOSE, PING, PONG):
+            return opcode, payload
+        raise FrameError(PROTOCOL_ERROR)

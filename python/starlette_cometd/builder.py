@@ -44,6 +44,8 @@ class LongPollingServiceContextBuilder:
         self._subscription_storage_capacity = 0
         self._trust_client_session = False
         self._max_body_size = 1024 * 1024
+        # Settings of the Python layer alone, passed to the context as they are.
+        self._context_options: dict[str, Any] = {}
         self._cookie = CookieOptions()
         self._connection_types: tuple[str, ...] = CONNECTION_TYPES
         self._cors = Cors(())
@@ -99,6 +101,15 @@ class LongPollingServiceContextBuilder:
     def max_body_size(self, value: int) -> Self:
         """The largest request body accepted, in bytes; larger ones get HTTP 413."""
         self._max_body_size = _count(value, "max_body_size", 1)
+        return self
+
+    def request_timeout(self, value: Duration) -> Self:
+        """How long the native HTTP protocol waits for a whole request (head and body) once
+        it has begun, before answering 408 and closing; 30 seconds by default."""
+        seconds = _seconds(value, "request_timeout")
+        if seconds == 0:
+            raise ValueError("request_timeout must be positive")
+        self._context_options["request_timeout"] = seconds
         return self
 
     def connection_types(self, *types: str) -> Self:
@@ -199,6 +210,7 @@ class LongPollingServiceContextBuilder:
             connection_types=self._connection_types,
             cors=self._cors,
             sweep_every=min(1.0, max(0.05, self._max_interval / 4)),
+            **self._context_options,
         )
         context.hooks.policy = self._policy
         return context

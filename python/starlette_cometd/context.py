@@ -79,6 +79,7 @@ class LongPollingServiceContext:
         connection_types: tuple[str, ...],
         cors: Cors,
         sweep_every: float,
+        request_timeout: float = 30.0,
     ) -> None:
         self._engine = engine
         self._hub = EventHub(events_capacity)
@@ -92,6 +93,7 @@ class LongPollingServiceContext:
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
         self.max_body_size = max_body_size
+        self.request_timeout = request_timeout
         self.cookie = cookie
         self.closed = False
 

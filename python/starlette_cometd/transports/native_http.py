@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .._core import HeldConnect
 from .batch import Reply, Request, submit
+from .handover import Forwarder
 from .held_connects import Wakeup
 from .http_wire import JSON_TYPE, NO_CACHE, Header, scan_headers, too_large
 from .native_websocket import NativeWebSocket
@@ -44,6 +45,12 @@ _JSON_HEADERS = b"".join(name + b": " + value + _CRLF for name, value in (JSON_T
 _CLOSE = b"connection: close\r\n"
 # Requests read ahead of a held connect on one connection (HTTP pipelining) before reading pauses.
 _MAX_PIPELINED = 16
+# The request line and headers of one request, at most (larger: 431).
+MAX_HEAD_SIZE = 64 * 1024
+# Bytes of requests read for uvicorn's protocol while a reply is waited for, before reading pauses.
+MAX_FORWARD_BUFFER = 64 * 1024
+# How long a connection closing after an error reply may still take to close its side.
+CLOSE_GRACE = 5.0
 
 
 def native_http_protocol(app: CometdApp, path: str) -> type[CometdHttpProtocol]:
@@ -91,10 +98,17 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        # After an error reply: input is read and dropped until the peer closes.
+        self._discarding = False
+        self._read_paused = False
+        self._write_paused = False
         # The request being parsed.
+        self._in_message = False
         self._url = b""
         self._headers: list[Header] = []
+        self._head_size = 0
         self._body: list[bytes] = []
         self._size = 0
         self._native = False
@@ -102,13 +116,16 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._browser: str | None = None
         # The 101 reply of a WebSocket upgrade this protocol takes, until the switch.
         self._upgrade: bytes | None = None
-        # Once set, every byte of the connection belongs to uvicorn's protocol.
-        self._forward: bytearray | None = None
-        self._chunked = False
+        # Once set, every request from here on belongs to uvicorn's protocol.
+        self._forward: Forwarder | None = None
         # The reply being waited for (a held connect, or a batch in the application's hooks),
         # and requests read behind it.
         self._waiting: _HeldReply | _HookedReply | None = None
         self._pending: deque[_Request] = deque()
+        # uvicorn's protocol, once it has the connection while this parser finishes re-framing
+        # the request it was handed in the middle of.
+        self._downstream: HttpToolsProtocol | None = None
+        self._proxied: asyncio.Transport | None = None
 
     # asyncio.Protocol
 
@@ -116,17 +133,37 @@ class CometdHttpProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
         self._server_state.connections.add(self)
+        self._start_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._downstream is not None:
+            self._downstream.connection_lost(exc)
+            self._downstream = self._proxied = self._forward = None
+            return
         self._server_state.connections.discard(self)
-        self._cancel_idle_timer()
+        self._cancel_timers()
+        # Let go of what the connection held at once: the parser and this protocol refer to
+        # each other, so they are only freed by a later garbage collection.
         self._pending.clear()
+        self._body = []
+        self._forward = None
         if self._waiting is not None:
             self._waiting.set_result(Wakeup.CLIENT_GONE)
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self._downstream is not None:
+            self._proxy(data)
+            return
+        if self._discarding:
+            return
         self._cancel_idle_timer()
+        forward = self._forward
+        if forward is not None and not self._in_message:
+            # Between requests: from here on the raw bytes are uvicorn's, unparsed.
+            forward.raw(data)
+            self._after_input()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -134,17 +171,40 @@ class CometdHttpProtocol(asyncio.Protocol):
             if self._upgrade is not None:
                 self._switch_to_websocket(rest)
                 return
-            # The head is already in _forward; keep any bytes that followed it.
+            # An upgrade uvicorn will answer; the parser stops here, the rest is raw.
             assert self._forward is not None
-            self._forward += rest
+            self._in_message = False
+            self._forward.raw(rest)
+        except httptools.HttpParserCallbackError as error:
+            refused = error.__context__
+            if isinstance(refused, _Refused):
+                self._fail(refused.status, refused.reason)
+                return
+            raise
         except httptools.HttpParserError:
             self._fail(400, b"invalid HTTP request")
             return
-        if self._forward is not None and self._waiting is None and not self._pending:
-            self._hand_over()
+        self._after_input()
 
     def eof_received(self) -> bool | None:
+        if self._downstream is not None:
+            self._downstream.eof_received()
         return None
+
+    def pause_writing(self) -> None:
+        if self._downstream is not None:
+            self._downstream.pause_writing()
+            return
+        # The peer does not read: serve nothing more, and read nothing more, until it does.
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        if self._downstream is not None:
+            self._downstream.resume_writing()
+            return
+        self._write_paused = False
+        self._proceed()
 
     def shutdown(self) -> None:
         """Called by uvicorn when it stops: close now if idle, else after the reply. A held
@@ -152,23 +212,36 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._closing = True
         if self._waiting is not None:
             self._waiting.set_result(Wakeup.SHUTDOWN)
-        elif not self._pending and self._transport is not None:
+        elif (not self._pending or self._discarding) and self._transport is not None:
             self._transport.close()
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._headers = []
+        self._head_size = 0
         self._body = []
         self._size = 0
         self._native = False
+        if self._forward is None:
+            self._read_timer = self.loop.call_later(
+                self.context.request_timeout, self._read_timeout
+            )
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value))
+
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD_SIZE:
+            raise _Refused(431, b"request header fields too large")
 
     def on_headers_complete(self) -> None:
         if self._forward is None:
@@ -183,20 +256,14 @@ class CometdHttpProtocol(asyncio.Protocol):
                 declared, self._browser = scan_headers(self._headers, self.context.cookie.name)
                 if declared is not None and declared > self.context.max_body_size:
                     # Refused before the body is read; the connection closes with the reply.
-                    self._native = False
-                    self._serve(_Request(self._headers, None, b"", False, too_large=True))
+                    raise _Refused(413, too_large(self.context.max_body_size).body)
                 return
-            self._forward = bytearray()
+            # uvicorn reads this request, and every one after it; it has no read timeout.
+            self._cancel_read_timer()
+            self._forward = Forwarder()
         method = self._parser.get_method()
-        version = self._parser.get_http_version().encode()
-        head = [method, b" ", self._url, b" HTTP/", version, _CRLF]
-        self._chunked = False
-        for name, value in self._headers:
-            if name == b"transfer-encoding" and b"chunked" in value.lower():
-                self._chunked = True
-            head += [name, b": ", value, _CRLF]
-        head.append(_CRLF)
-        self._forward += b"".join(head)
+        version = self._parser.get_http_version()
+        self._forward.head(method, self._url, version, self._headers)
 
     def on_body(self, body: bytes) -> None:
         if self._native:
@@ -204,13 +271,14 @@ class CometdHttpProtocol(asyncio.Protocol):
             if self._size <= self.context.max_body_size:
                 self._body.append(body)
         elif self._forward is not None:
-            # httptools has removed any chunked framing: put it back for uvicorn's parser.
-            self._forward += b"%x\r\n%s\r\n" % (len(body), body) if self._chunked else body
+            self._forward.body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
+        self._cancel_read_timer()
         if not self._native:
-            if self._forward is not None and self._chunked:
-                self._forward += b"0\r\n\r\n"
+            if self._forward is not None:
+                self._forward.end()
             return
         request = _Request(
             self._headers,
@@ -219,12 +287,12 @@ class CometdHttpProtocol(asyncio.Protocol):
             self._keep_alive,
             self._size > self.context.max_body_size,
         )
-        if self._waiting is None and not self._pending:
+        self._body = []
+        if self._waiting is None and not self._pending and not self._write_paused:
             self._serve(request)
         else:
             self._pending.append(request)
-            if len(self._pending) >= _MAX_PIPELINED and self._transport is not None:
-                self._transport.pause_reading()
+            self._update_reading()
 
     # Serving
 
@@ -255,6 +323,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         """Answers the upgrade and hands the connection to a :class:`NativeWebSocket`."""
         transport = self._transport
         assert self._upgrade is not None and transport is not None
+        self._cancel_timers()
         self._server_state.connections.discard(self)
         self._transport = None
         transport.write(self._upgrade)
@@ -298,7 +367,7 @@ class CometdHttpProtocol(asyncio.Protocol):
 
     def write(self, status: int, body: bytes, extra: list[Header], keep_alive: bool) -> None:
         transport = self._transport
-        if transport is None:
+        if transport is None or self._discarding:
             return
         keep_alive = keep_alive and not self._closing
         parts = [_STATUS[status], _JSON_HEADERS, b"content-length: %d\r\n" % len(body)]
@@ -310,46 +379,100 @@ class CometdHttpProtocol(asyncio.Protocol):
         transport.write(b"".join(parts))
         self._server_state.total_requests += 1
         if not keep_alive:
-            transport.close()
-            self._transport = None
+            self._close_after_reply()
 
     @property
     def connected(self) -> bool:
-        return self._transport is not None
+        return self._transport is not None and not self._discarding
 
     def replied(self) -> None:
-        """The held connect has its reply: serve what was read behind it, then idle."""
+        """The reply waited for is written: serve what was read behind it."""
         self._waiting = None
-        while self._pending and self._waiting is None and self._transport is not None:
+        self._proceed()
+
+    def _proceed(self) -> None:
+        """Serves the requests read ahead, in order, while nothing is waited for and the peer
+        reads its replies; then hands the connection over to uvicorn, or idles."""
+        while self._pending and self._waiting is None and not self._write_paused and self.connected:
             self._serve(self._pending.popleft())
-        if self._waiting is not None or self._transport is None:
+        self._after_input()
+
+    def _after_input(self) -> None:
+        if not self.connected:
             return
-        self._transport.resume_reading()
+        self._update_reading()
+        if self._waiting is not None or self._pending or self._write_paused:
+            return
         if self._forward is not None:
             self._hand_over()
         elif self._closing:
+            assert self._transport is not None
             self._transport.close()
-        else:
-            timeout = self._config.timeout_keep_alive
-            self._idle_timer = self.loop.call_later(timeout, self._idle_timeout)
+        elif not self._in_message:
+            self._start_idle_timer()
+
+    def _update_reading(self) -> None:
+        """Reading pauses while the peer does not read, while too many requests wait behind a
+        reply, or while too many bytes wait for uvicorn; it resumes when none holds."""
+        transport = self._transport
+        if transport is None:
+            return
+        forward = self._forward
+        pause = (
+            self._write_paused
+            or len(self._pending) >= _MAX_PIPELINED
+            or (forward is not None and forward.size > MAX_FORWARD_BUFFER)
+        )
+        if pause != self._read_paused:
+            self._read_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    # Timers
+
+    def _start_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        timeout = self._config.timeout_keep_alive
+        self._idle_timer = self.loop.call_later(timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
         self._idle_timer = None
-        if self._transport is not None and self._waiting is None and not self._pending:
+        idle = self._waiting is None and not self._pending and not self._in_message
+        if self._transport is not None and idle:
             self._transport.close()
+
+    def _read_timeout(self) -> None:
+        """A request still incomplete after the request timeout: the client is too slow, or
+        holds the connection on purpose."""
+        self._read_timer = None
+        if self._in_message and self._forward is None:
+            self._fail(408, b"request timed out")
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
 
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_idle_timer()
+        self._cancel_read_timer()
+
+    # Handing over, failing, closing
+
     def _hand_over(self) -> None:
-        """From this request on, the connection is uvicorn's: replay the bytes read so far."""
+        """From this request on, the connection is uvicorn's: replay what was read for it."""
         transport = self._transport
-        assert self._forward is not None and transport is not None
-        data = bytes(self._forward)
+        forward = self._forward
+        assert forward is not None and transport is not None
+        self._cancel_timers()
         self._forward = None
-        self._transport = None
         self._server_state.connections.discard(self)
         protocol = HttpToolsProtocol(
             config=self._config,
@@ -357,18 +480,78 @@ class CometdHttpProtocol(asyncio.Protocol):
             app_state=self._app_state,
             _loop=self.loop,
         )
+        if self._read_paused:
+            # uvicorn's protocol keeps its own account of pausing, from "reading".
+            self._read_paused = False
+            transport.resume_reading()
         protocol.connection_made(transport)
-        transport.set_protocol(protocol)
-        protocol.data_received(data)
-
-    def _fail(self, status: int, message: bytes) -> None:
-        transport = self._transport
-        if transport is None:
-            return
-        head = b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(message)
-        transport.write(_STATUS[status] + head + _CLOSE + _CRLF + message)
-        transport.close()
         self._transport = None
+        if self._in_message:
+            # Mid-request: this parser goes on re-framing it until it ends, then steps aside.
+            self._downstream, self._proxied, self._forward = protocol, transport, forward
+        else:
+            transport.set_protocol(protocol)
+        protocol.data_received(forward.take())
+
+    def _proxy(self, data: bytes) -> None:
+        """Passes bytes on to uvicorn's protocol: re-framed while the request handed over is
+        still being read, raw from the first read that starts between requests."""
+        downstream, transport, forward = self._downstream, self._proxied, self._forward
+        assert downstream is not None and transport is not None and forward is not None
+        if self._in_message:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                self._in_message = False
+                forward.raw(data[upgrade.args[0] :])
+            except httptools.HttpParserError:
+                transport.close()  # as malformed for uvicorn as for this parser
+                return
+        else:
+            forward.raw(data)
+        if not self._in_message:
+            self._downstream = self._proxied = self._forward = None
+            transport.set_protocol(downstream)
+        downstream.data_received(forward.take())
+
+    def _fail(self, status: int, reason: bytes) -> None:
+        """Answers a request that cannot be served, and closes."""
+        transport = self._transport
+        if transport is None or self._discarding:
+            return
+        self._cancel_read_timer()
+        head = b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(reason)
+        if reason.startswith(b"["):
+            head = _JSON_HEADERS + b"content-length: %d\r\n" % len(reason)
+        transport.write(_STATUS[status] + head + _CLOSE + _CRLF + reason)
+        self._close_after_reply()
+
+    def _close_after_reply(self) -> None:
+        """Closes without losing the reply just written: closing with unread input makes the
+        kernel reset the connection, and the reset can overtake the reply. So the write side
+        is shut, what still arrives is dropped, and the connection closes when the peer
+        closes its side, or after a grace period."""
+        transport = self._transport
+        assert transport is not None
+        self._discarding = True
+        self._pending.clear()
+        self._forward = None
+        self._cancel_timers()
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(CLOSE_GRACE, transport.close)
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to refuse the request being read."""
+
+    def __init__(self, status: int, reason: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.reason = reason
 
 
 class _HeldReply:

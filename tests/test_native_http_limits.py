@@ -1,0 +1,249 @@
+"""What one connection can make the native HTTP protocol hold, and how it answers what it will
+not take: write flow control with a client that never reads, a bounded buffer for requests
+waiting behind a held connect, chunked bodies handed to uvicorn intact (no smuggling), a 413
+that arrives instead of a reset, read and keep-alive timeouts, and a bound on request heads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from client_steps import until
+from conftest import free_port, start_uvicorn, stop_uvicorn
+from starlette_cometd import (
+    CometdRoute,
+    LongPollingServiceContext,
+    LongPollingServiceContextBuilder,
+    RouterBuilder,
+    native_http_protocol,
+)
+from starlette_cometd.transports.native_http import MAX_FORWARD_BUFFER, CometdHttpProtocol
+from test_native_http import HANDSHAKE, RawConnection, browser_cookie, raw
+
+# Pauses between writes in this module separate what the server reads in one go: they are the
+# point of the tests that use them (a head and part of a chunk in one read, the rest in another).
+SEGMENT_GAP = 0.05
+
+
+@dataclass
+class Native:
+    context: LongPollingServiceContext
+    port: int
+    server: uvicorn.Server
+
+    def protocols(self) -> list[CometdHttpProtocol]:
+        return [
+            c for c in self.server.server_state.connections if isinstance(c, CometdHttpProtocol)
+        ]
+
+
+@asynccontextmanager
+async def native(builder: LongPollingServiceContextBuilder | None = None) -> AsyncIterator[Native]:
+    """The endpoint and a plain route that reads its whole body, on the native protocol."""
+    context = (builder or LongPollingServiceContextBuilder().timeout(20)).build()
+    cometd = RouterBuilder().build(context)
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(f"hello {request.method} {len(await request.body())}")
+
+    app = Starlette(
+        routes=[Route("/hello", hello, methods=["GET", "POST"]), CometdRoute("/cometd", cometd)],
+        lifespan=context.lifespan,
+    )
+    port = free_port()
+    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
+    try:
+        yield Native(context, port, server)
+    finally:
+        context.begin_shutdown()
+        await stop_uvicorn(server, task)
+
+
+async def hold_a_connect(conn: RawConnection) -> str:
+    """Handshakes and leaves a connect held on ``conn``; returns the client id."""
+    await conn.send(conn.post_bytes("/cometd", HANDSHAKE))
+    _, headers, body = await conn.response()
+    client_id: str = json.loads(body)[0]["clientId"]
+    cookie = browser_cookie(headers)
+    connect = json.dumps(
+        [{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]
+    ).encode()
+    await conn.send(conn.post_bytes("/cometd", connect, cookie))
+    await conn.response()  # the first connect is answered at once
+    await conn.send(conn.post_bytes("/cometd", connect, cookie))
+    return client_id
+
+
+async def test_a_client_that_never_reads_stops_being_served_and_read() -> None:
+    # Each request is 64 KiB of empty messages, each answered by an error: 1.1 MB of replies.
+    body = b"[" + b",".join([b"{}"] * 21_000) + b"]"
+    async with native() as server, raw(server.port) as conn:
+        sender = asyncio.ensure_future(conn.send(conn.post_bytes("/cometd", body) * 40))
+        await until(lambda: server.server.server_state.total_requests >= 1, "a reply is written")
+        await asyncio.sleep(0.5)  # give an unbounded server time to answer everything
+        [protocol] = server.protocols()
+        served = server.server.server_state.total_requests
+        buffered = protocol._transport.get_write_buffer_size() if protocol._transport else 0
+        # Replies stop once the socket's buffers are full: nowhere near the 40 (44 MB) asked.
+        assert served < 20, served
+        assert buffered < 3 * 1_100_000, buffered
+        # Once the client reads, every reply arrives, in order.
+        statuses = []
+        for _ in range(40):
+            status, _, reply = await conn.response()
+            statuses.append(status)
+            assert json.loads(reply)[0]["error"] == "400::channel_missing"
+        await asyncio.wait_for(sender, 10)
+        assert statuses == [200] * 40
+
+
+async def test_requests_behind_a_held_connect_are_buffered_within_a_bound() -> None:
+    size = 24 * 1024 * 1024
+    async with native() as server, raw(server.port) as conn:
+        client_id = await hold_a_connect(conn)
+        await until(lambda: server.context.stats()["held"] == 1, "the connect is held")
+        head = f"POST /hello HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n\r\n".encode()
+        chunk = b"x" * (1024 * 1024)
+        written = 0
+
+        async def stream() -> None:
+            nonlocal written
+            await conn.send(head)
+            for _ in range(size // len(chunk)):
+                await conn.send(chunk)
+                written += len(chunk)
+
+        sender = asyncio.ensure_future(stream())
+        await asyncio.sleep(1)
+        [protocol] = server.protocols()
+        forward = protocol._forward
+        # The server stopped reading: what it holds for uvicorn stays near the bound, and the
+        # client could not push the whole body into it.
+        assert forward is not None and forward.size <= MAX_FORWARD_BUFFER + 512 * 1024
+        assert written < size, written
+        # The held connect is answered, then uvicorn reads the rest and answers it.
+        await server.context.send_to_client("/x", client_id, "wake")
+        status, _, reply = await conn.response()
+        assert status == 200 and json.loads(reply)[0] == {"channel": "/x", "data": "wake"}
+        await asyncio.wait_for(sender, 30)
+        status, _, reply = await conn.response()
+        assert (status, reply) == (200, f"hello POST {size}".encode())
+
+
+async def send_in_reads(conn: RawConnection, *pieces: bytes) -> None:
+    for piece in pieces:
+        await conn.send(piece)
+        await asyncio.sleep(SEGMENT_GAP)
+
+
+async def test_a_chunk_split_across_reads_reaches_uvicorn_intact() -> None:
+    # Expect: 100-continue sends the endpoint's request to uvicorn; the client does not wait
+    # for the 100 and its head arrives with half of the chunk.
+    batch = HANDSHAKE
+    head = (
+        b"POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"expect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(batch), batch)
+    async with native() as server, raw(server.port) as conn:
+        await send_in_reads(conn, head + chunk[:10], chunk[10:])
+        continued = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+        assert continued.startswith(b"HTTP/1.1 100 "), continued
+        status, _, reply = await conn.response()
+        assert status == 200
+        assert json.loads(reply)[0]["successful"] is True
+        assert server.context.stats()["sessions"] == 1
+
+
+async def test_chunk_data_that_looks_like_a_request_is_not_a_request() -> None:
+    smuggled = b"0\r\n\r\nPOST /hello HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+    head = b"POST /hello HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    async with native() as server, raw(server.port) as conn:
+        # A native request first, so that the upload is handed to uvicorn mid-connection, in
+        # the middle of its chunk.
+        await conn.send(conn.post_bytes("/cometd", HANDSHAKE))
+        await conn.response()
+        await send_in_reads(conn, head + chunk[:7], chunk[7:])
+        status, _, reply = await conn.response()
+        assert (status, reply) == (200, f"hello POST {len(smuggled)}".encode())
+        # Exactly one response: the chunk's data was data.
+        with contextlib.suppress(TimeoutError):
+            extra = await asyncio.wait_for(conn.reader.read(1), 0.5)
+            assert extra == b"", extra
+
+
+async def test_chunked_uploads_beside_the_endpoint_arrive_whole() -> None:
+    rng = random.Random(7)
+    payload = bytes(rng.getrandbits(8) for _ in range(1_000_000))
+    async with native() as server:
+        for _ in range(3):
+            async with raw(server.port) as conn:
+                # A native request first, so the upload is handed over mid-connection.
+                await conn.send(conn.post_bytes("/cometd", HANDSHAKE))
+                await conn.response()
+                pieces = [
+                    b"%x\r\n%s\r\n" % (len(payload[i : i + 65536]), payload[i : i + 65536])
+                    for i in range(0, len(payload), 65536)
+                ]
+                stream = b"POST /hello HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                stream += b"".join(pieces) + b"0\r\n\r\n"
+                cuts = sorted(rng.sample(range(1, len(stream)), 6))
+                parts = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+                await send_in_reads(conn, *parts)
+                status, _, reply = await conn.response()
+                assert (status, reply) == (200, f"hello POST {len(payload)}".encode())
+
+
+async def test_an_oversized_body_gets_its_413_not_a_reset() -> None:
+    builder = LongPollingServiceContextBuilder().max_body_size(64 * 1024)
+    async with native(builder) as server:
+        for _ in range(5):
+            async with raw(server.port) as conn:
+                body = b"[" + b" " * (4 * 1024 * 1024) + b"]"
+                conn.writer.write(conn.post_bytes("/cometd", body))
+                status, headers, reply = await conn.response()
+                assert status == 413 and headers["connection"] == "close"
+                assert json.loads(reply)[0]["error"] == "413::request_too_large"
+
+
+async def test_slow_requests_time_out_and_idle_connections_close() -> None:
+    builder = LongPollingServiceContextBuilder().request_timeout(0.5)
+    async with native(builder) as server:
+        server.server.config.timeout_keep_alive = 1
+        # A head that never ends, and a body that never ends: 408, then the connection closes.
+        for partial in (
+            b"POST /cometd HTTP/1.1\r\nhost: x\r\n",
+            b"POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n[{",
+        ):
+            async with raw(server.port) as conn:
+                await conn.send(partial)
+                status, _, _ = await conn.response()
+                assert status == 408
+                assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+        # After a normal reply, an idle keep-alive connection closes after its timeout.
+        async with raw(server.port) as conn:
+            await conn.send(conn.post_bytes("/cometd", HANDSHAKE))
+            status, headers, _ = await conn.response()
+            assert status == 200 and "connection" not in headers
+            assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+
+
+async def test_a_huge_request_head_is_refused() -> None:
+    async with native() as server, raw(server.port) as conn:
+        filler = b"".join(b"x-filler-%d: %s\r\n" % (i, b"y" * 1000) for i in range(100))
+        await conn.send(b"POST /cometd HTTP/1.1\r\nhost: x\r\n" + filler + b"\r\n")
+        status, _, _ = await conn.response()
+        assert status == 431
+        assert await asyncio.wait_for(conn.reader.read(), 5) == b""

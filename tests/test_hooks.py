@@ -335,3 +335,23 @@ async def test_a_failing_outgoing_extension_still_answers_a_held_connect(
     assert connect_reply["channel"] == "/meta/connect" and connect_reply["successful"] is True
     assert broken.calls >= 1
     assert "extension hook" in caplog.text and "a bug in the extension" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'[{"channel":"/meta/connect","clientId":"\\ud800"}]',
+        b'[{"channel":"/x","clientId":"\\ud800\\udfff\\ud800","data":1}]',
+    ],
+    ids=["deep-nesting", "lone-surrogate-connect", "lone-surrogate-publish"],
+)
+async def test_hooks_answer_bad_input_as_the_fast_path_does(
+    serve: ServeFactory, http: httpx.AsyncClient, body: bytes
+) -> None:
+    server = await serve()
+    fast = await http.post(server.url, content=body)
+    server.context.add_extension(Extension())
+    hooked = await http.post(server.url, content=body)
+    assert hooked.status_code == fast.status_code < 500
+    assert hooked.json() == fast.json()

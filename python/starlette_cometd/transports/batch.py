@@ -218,7 +218,8 @@ class _Hooked:
     def _session(self, message: Message) -> ServerSession | None:
         """The message's session, if the request may use it (its cookie, over HTTP)."""
         client_id = message.get("clientId")
-        if not isinstance(client_id, str):
+        # A client id is 40 hex digits; anything else (a lone surrogate, say) names no session.
+        if not isinstance(client_id, str) or len(client_id) != 40 or not client_id.isascii():
             return None
         engine = self.context.engine
         if not engine.owns_session(client_id, self.browser, self.request.transport):

@@ -19,8 +19,8 @@ from starlette_cometd import (
     LongPollingServiceContext,
     LongPollingServiceContextBuilder,
     RouterBuilder,
+    native_http_protocol,
 )
-from starlette_cometd import native_http_protocol
 
 
 def free_port() -> int:

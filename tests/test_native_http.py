@@ -28,8 +28,8 @@ from starlette_cometd import (
     LongPollingServiceContext,
     LongPollingServiceContextBuilder,
     RouterBuilder,
+    native_http_protocol,
 )
-from starlette_cometd import native_http_protocol
 
 Message = dict[str, Any]
 

@@ -130,7 +130,7 @@ async def test_listeners_change_or_refuse_publishes(
         if text == "spam":
             return False
         if text == "rude":
-            raise MessageRefused("403::moderated")
+            raise MessageRefused("403::moderated", data={"rule": "be kind"})
         message["data"]["text"] = text.upper()
         return None
 
@@ -150,6 +150,9 @@ async def test_listeners_change_or_refuse_publishes(
         "403::moderated",
         None,
     ]
+    # A refusal's data travels in ext, never as the reply's data, which clients would take
+    # for a delivered message.
+    assert "data" not in replies[2] and replies[2]["ext"] == {"refusal": {"rule": "be kind"}}
     delivered = await post(http, server.url, connect_message(client_id))
     assert delivered[0] == {"channel": "/chat/room", "data": {"text": "HELLO"}, "id": "1"}
     assert delivered[1]["channel"] == "/meta/connect"

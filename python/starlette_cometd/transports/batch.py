@@ -204,7 +204,10 @@ class _Hooked:
                 )
                 return
         channel: str = message["channel"]
-        refusal = await self._check(session, channel, message)
+        try:
+            refusal = await self._check(session, channel, message)
+        except MessageRefused as refused:  # raised by the security policy
+            refusal = _refusal(message, refused, service=False)
         if refusal is not None:
             await self._send(session, refusal)
             return
@@ -266,7 +269,7 @@ class _Hooked:
                 if await listener(session, message) is False:
                     return _reply(message, successful=False, error="404::message_deleted")
             except MessageRefused as refused:
-                return _refusal(message, refused)
+                return _refusal(message, refused, service=False)
         return None
 
     async def _serve(
@@ -277,7 +280,7 @@ class _Hooked:
         try:
             result = await service(session, message, **params)
         except MessageRefused as refused:
-            await self._send(session, _refusal(message, refused))
+            await self._send(session, _refusal(message, refused, service=True))
             return
         except Exception:
             log.exception("service for %s failed", message["channel"])
@@ -323,8 +326,14 @@ class _Hooked:
         self.parts.append(json.dumps(reply, separators=(",", ":")).encode())
 
 
-def _refusal(message: Message, refused: MessageRefused) -> Message:
+def _refusal(message: Message, refused: MessageRefused, service: bool) -> Message:
+    """An unsuccessful reply carrying the refusal's ``data``: as the reply's ``data`` for a
+    service (``remoteCall`` reads it there), in ``ext.refusal`` for a broadcast publish, since
+    the CometD JavaScript client takes a reply with ``data`` for a delivered message."""
     reply = _reply(message, successful=False, error=refused.error)
     if refused.data is not None:
-        reply["data"] = refused.data
+        if service:
+            reply["data"] = refused.data
+        else:
+            reply["ext"] = {"refusal": refused.data}
     return reply

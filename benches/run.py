@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_report
 from runner.machine import describe_machine
 from runner.micro import run_micro
-from runner.procs import LOADGEN, build_tools, run_server
+from runner.procs import BuildFailed, build_tools, run_server
 from runner.scenarios import SERVERS, full_settings, quick_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,9 +126,10 @@ def main() -> int:
         parser.error(f"unknown servers {unknown}; known: {list(SERVERS)}")
     scenarios = [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
 
-    build_tools(wanted)
-    if not LOADGEN.exists():
-        print("the load generator did not build", file=sys.stderr)
+    try:
+        build_tools(wanted)
+    except BuildFailed as exc:
+        print(f"stopping: {exc}", file=sys.stderr)
         return 1
     servers = {n: SERVERS[n] for n in wanted}
     skipped = {n: spec.missing() for n, spec in servers.items() if spec.missing()}

@@ -19,16 +19,38 @@ LOADGEN = ROOT / "target" / "release" / "loadgen"
 SERVER_CORE, LOADGEN_CORE = "0", "1"
 
 
+class BuildFailed(RuntimeError):
+    """A tool did not build: the runner stops rather than measure an older binary left in
+    ``target/`` (or an incomplete ``node_modules``) from an earlier build."""
+
+
+def _build(what: str, cmd: list[str], cwd: Path | None = None) -> None:
+    try:
+        done = subprocess.run(cmd, cwd=cwd, check=False)
+    except FileNotFoundError as exc:
+        raise BuildFailed(f"cannot build {what}: {cmd[0]} is not installed") from exc
+    if done.returncode != 0:
+        raise BuildFailed(
+            f"building {what} failed (exit status {done.returncode}): {' '.join(cmd)}"
+        )
+
+
 def build_tools(servers: list[str]) -> None:
-    """Builds the load generator and every wanted peer whose toolchain is here."""
+    """Builds the load generator and every wanted peer whose toolchain is here; raises
+    BuildFailed if a build fails."""
     crates = ["-p", "loadgen"] + (["-p", "axum-cometd-peer"] if "axum_cometd" in servers else [])
-    subprocess.run(["cargo", "build", "--release", "-q", *crates], cwd=ROOT, check=False)
+    what = "the load generator" + (" and axum_cometd" if "axum_cometd" in servers else "")
+    _build(what, ["cargo", "build", "--release", "-q", *crates], cwd=ROOT)
     faye = PEERS / "faye"
     if "faye" in servers and shutil.which("npm") and not (faye / "node_modules").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(faye)], check=False)
+        try:
+            _build("the Faye peer", ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(faye)])
+        except BuildFailed:
+            shutil.rmtree(faye / "node_modules", ignore_errors=True)  # so the next run retries
+            raise
     if "cometd-java" in servers and shutil.which("mvn") and not COMETD_JAR.exists():
         pom = PEERS / "cometd-java" / "pom.xml"
-        subprocess.run(["mvn", "-q", "-f", str(pom), "package"], check=False)
+        _build("the CometD Java peer", ["mvn", "-q", "-f", str(pom), "package"])
 
 
 def _free_port() -> int:

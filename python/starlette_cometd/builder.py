@@ -44,6 +44,7 @@ class LongPollingServiceContextBuilder:
         self._subscription_storage_capacity = 0
         self._trust_client_session = False
         self._max_body_size = 1024 * 1024
+        self._max_websocket_backlog = 4 * 1024 * 1024
         self._cookie = CookieOptions()
         self._connection_types: tuple[str, ...] = CONNECTION_TYPES
         self._cors = Cors(())
@@ -99,6 +100,13 @@ class LongPollingServiceContextBuilder:
     def max_body_size(self, value: int) -> Self:
         """The largest request body accepted, in bytes; larger ones get HTTP 413."""
         self._max_body_size = _count(value, "max_body_size", 1)
+        return self
+
+    def max_websocket_backlog(self, value: int) -> Self:
+        """How many bytes of output (reply frames, pongs) one WebSocket may hold for a client
+        that does not read them before the server stops reading that socket's requests; 4 MiB
+        by default. One reply may go over it: the limit is checked after each."""
+        self._max_websocket_backlog = _count(value, "max_websocket_backlog", 1)
         return self
 
     def connection_types(self, *types: str) -> Self:
@@ -199,6 +207,7 @@ class LongPollingServiceContextBuilder:
             connection_types=self._connection_types,
             cors=self._cors,
             sweep_every=min(1.0, max(0.05, self._max_interval / 4)),
+            max_websocket_backlog=self._max_websocket_backlog,
         )
         context.hooks.policy = self._policy
         return context

@@ -79,6 +79,7 @@ class LongPollingServiceContext:
         connection_types: tuple[str, ...],
         cors: Cors,
         sweep_every: float,
+        max_websocket_backlog: int = 4 * 1024 * 1024,
     ) -> None:
         self._engine = engine
         self._hub = EventHub(events_capacity)
@@ -92,6 +93,9 @@ class LongPollingServiceContext:
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
         self.max_body_size = max_body_size
+        # Bytes of output one WebSocket may hold for a client that does not read (reply
+        # frames and pongs) before the server stops reading that socket.
+        self.max_websocket_backlog = max_websocket_backlog
         self.cookie = cookie
         self.closed = False
 

@@ -112,6 +112,13 @@ class LongPollingServiceContextBuilder:
         self._context_options["request_timeout"] = seconds
         return self
 
+    def max_websocket_backlog(self, value: int) -> Self:
+        """How many bytes of output (reply frames, pongs) one WebSocket may hold for a client
+        that does not read them before the server stops reading that socket's requests; 4 MiB
+        by default. One reply may go over it: the limit is checked after each."""
+        self._context_options["max_websocket_backlog"] = _count(value, "max_websocket_backlog", 1)
+        return self
+
     def connection_types(self, *types: str) -> Self:
         """The transports served and advertised, in order of preference; by default
         ``"websocket", "long-polling", "callback-polling"``."""

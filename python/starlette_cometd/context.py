@@ -80,6 +80,7 @@ class LongPollingServiceContext:
         cors: Cors,
         sweep_every: float,
         request_timeout: float = 30.0,
+        max_websocket_backlog: int = 4 * 1024 * 1024,
     ) -> None:
         self._engine = engine
         self._hub = EventHub(events_capacity)
@@ -94,6 +95,9 @@ class LongPollingServiceContext:
         self._sweeper: asyncio.Task[None] | None = None
         self.max_body_size = max_body_size
         self.request_timeout = request_timeout
+        # Bytes of output one WebSocket may hold for a client that does not read (reply
+        # frames and pongs) before the server stops reading that socket.
+        self.max_websocket_backlog = max_websocket_backlog
         self.cookie = cookie
         self.closed = False
 

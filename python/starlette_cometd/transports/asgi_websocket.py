@@ -1,6 +1,12 @@
 """The WebSocket transport: text frames holding JSON arrays of Bayeux messages. Sessions are
 bound to their socket and messages are pushed as they arrive, several per frame when several
-are ready; a held ``/meta/connect`` is answered at its timeout as a heartbeat."""
+are ready; a held ``/meta/connect`` is answered at its timeout as a heartbeat.
+
+What a socket may make this process hold is bounded in bytes: a message over the context's
+``max_body_size`` closes the socket with 1009 unread, and once the replies waiting for a client
+that does not read pass ``max_websocket_backlog``, its next message is not read until they drop
+under it (the server then stops reading the socket). Pings are the ASGI server's: uvicorn
+answers them itself, out of an application's reach."""
 
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 from .._core import HeldConnect
 from ..cookies import browser_cookie
 from .batch import Request, submit
-from .sockets import MAX_PENDING_FRAMES, BoundSessions
+from .sockets import BoundSessions
+from .ws_frames import GOING_AWAY, TOO_BIG
 
 if TYPE_CHECKING:
     from ..context import LongPollingServiceContext
@@ -37,10 +44,12 @@ class WebSocketConnection(BoundSessions):
         self._data = data
         # Replies in order: ready bytes, or a held connect's reply, built when it is written.
         self._frames: deque[bytes | Awaitable[bytes]] = deque()
+        self._frames_bytes = 0  # of the ready frames in _frames, and the one being written
         self._writer: asyncio.Task[None] | None = None
         # Set while the reader waits for a slow socket to take its backlog.
         self._drained: asyncio.Event | None = None
         self._closing = False
+        self._gone = False  # a write failed: the client is gone
 
     # Called by the context (from apply) when the engine says so.
 
@@ -63,9 +72,15 @@ class WebSocketConnection(BoundSessions):
 
     # The socket's life.
 
+    @property
+    def backlog(self) -> int:
+        """Bytes of replies held for this socket's client (built ones)."""
+        return self._frames_bytes
+
     async def serve(self, receive: Receive) -> None:
+        close_code = None
         try:
-            await self._read_forever(receive)
+            close_code = await self._read_forever(receive)
         finally:
             writer = self._writer
             if writer is not None:
@@ -73,18 +88,36 @@ class WebSocketConnection(BoundSessions):
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
             self._forget()
+        if close_code is not None:
+            with contextlib.suppress(OSError):
+                await self._send({"type": "websocket.close", "code": close_code})
 
-    async def _read_forever(self, receive: Receive) -> None:
+    async def _read_forever(self, receive: Receive) -> int | None:
+        """Reads and handles batches until the client leaves (``None``) or sends one too large
+        (the close code)."""
+        limit = self._context.max_body_size
         while True:
             message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
+            if message["type"] == "websocket.disconnect" or self._gone:
+                return None
             text = message.get("text")
-            body = text.encode() if text is not None else message.get("bytes") or b""
+            if text is not None:
+                body = text.encode() if len(text) <= limit else b""
+                if len(text) > limit or len(body) > limit:
+                    return TOO_BIG
+            else:
+                body = message.get("bytes") or b""
+                if len(body) > limit:
+                    return TOO_BIG
             await self._handle(body)
-            if len(self._frames) > MAX_PENDING_FRAMES:
+            del message, text, body
+            # A client that does not read: its next batch waits until its replies drain.
+            while self._over_budget() and self._writer is not None:
                 self._drained = asyncio.Event()
                 await self._drained.wait()
+
+    def _over_budget(self) -> bool:
+        return self._frames_bytes > self._context.max_websocket_backlog
 
     async def _handle(self, body: bytes) -> None:
         request = Request(
@@ -99,11 +132,17 @@ class WebSocketConnection(BoundSessions):
             self._hold(reply.hold)
 
     def _queue(self, frame: bytes | Awaitable[bytes]) -> None:
+        if self._gone:
+            if inspect.iscoroutine(frame):
+                frame.close()
+            return
         self._frames.append(frame)
+        if isinstance(frame, bytes):
+            self._frames_bytes += len(frame)
         self._start_writer()
 
     def _start_writer(self) -> None:
-        if self._writer is None:
+        if self._writer is None and not self._gone:
             self._writer = asyncio.get_running_loop().create_task(self._write_pending())
 
     async def _write_pending(self) -> None:
@@ -111,30 +150,50 @@ class WebSocketConnection(BoundSessions):
         try:
             while self._frames or self._flushes:
                 if self._frames:
-                    frame = self._frames.popleft()
-                    await self._write(frame if isinstance(frame, bytes) else await frame)
+                    frame = self._frames[0]
+                    if not isinstance(frame, bytes):
+                        frame = await frame
+                        self._frames[0] = frame
+                        self._frames_bytes += len(frame)
+                    await self._write(frame)
+                    self._frames.popleft()
+                    self._frames_bytes -= len(frame)
+                    if not self._over_budget():
+                        self._wake_reader()
                     continue
                 body = self._next_push()
                 if body is not None:
                     await self._write(body)
-            if self._drained is not None:
-                self._drained.set()
-                self._drained = None
             if self._closing:
-                await self._send({"type": "websocket.close", "code": 1001})
+                await self._send({"type": "websocket.close", "code": GOING_AWAY})
         except OSError:
-            pass  # the socket is gone (uvicorn's ClientDisconnected): the reader sees it too
+            # The socket is gone (uvicorn's ClientDisconnected): what waits for it is dropped
+            # now, and the reader, woken below, sees the disconnect.
+            self._gone = True
+            self._drop_frames()
         finally:
             self._writer = None
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
 
     async def _write(self, frame: bytes) -> None:
         await self._send({"type": "websocket.send", "text": frame.decode()})
 
-    def _forget(self) -> None:
-        """The socket is gone: replies still being built are dropped, sessions unbound."""
+    def _drop_frames(self) -> None:
         for frame in self._frames:
             if inspect.iscoroutine(frame):
                 frame.close()  # never awaited: the socket is gone
+        self._frames.clear()
+        self._frames_bytes = 0
+
+    def _forget(self) -> None:
+        """The socket is gone: replies still waiting are dropped, sessions unbound."""
+        self._gone = True
+        self._drop_frames()
         self._end_sessions()
 
 

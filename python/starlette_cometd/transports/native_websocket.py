@@ -4,10 +4,18 @@ as text frames straight to the transport. An idle socket is one small object (no
 queue, no writer task), and writing follows the transport's flow control: while a client does
 not read, its messages wait in its session's bounded queue and its requests are not read.
 
+What a socket may make the server hold is bounded in bytes: once its output waiting for the
+client (reply frames and pongs, in the transport's buffer or queued here) and the batches
+waiting for the hooks pass the context's ``max_websocket_backlog``, its frames are not read
+until that drops again; while the client does not take its output, only the latest ping is
+answered (RFC 6455 lets a pong answer the most recent ping only).
+
 Frames follow RFC 6455 (see :mod:`ws_frames`); messages are at most the context's
-``max_body_size`` (else the socket closes with 1009). A batch that is not valid Bayeux gets an
-unsuccessful reply, as over HTTP. While the application has hooks registered, batches go
-through them, in order, in a task.
+``max_body_size`` (else the socket closes with 1009). A protocol error is answered with its
+close frame, then the connection is half-closed and the client's further bytes are read and
+dropped until it closes (or ``CLOSE_TIMEOUT``), so that the close is not lost to a reset. A
+batch that is not valid Bayeux gets an unsuccessful reply, as over HTTP. While the application
+has hooks registered, batches go through them, in order, in a task.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import HeldConnect
 from .batch import Reply, Request, submit
 from .http_wire import Header, scan_headers
-from .sockets import MAX_PENDING_FRAMES, BoundSessions
+from .sockets import BoundSessions
 from .ws_frames import (
     CLOSE,
     GOING_AWAY,
@@ -67,22 +75,33 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         # Output in order when it cannot go out at once: ready frames, or a reply still being
         # built by the application's extensions. None while empty (most of a socket's life).
         self._pending: deque[bytes | Awaitable[bytes]] | None = None
+        self._pending_bytes = 0  # of the ready frames in _pending
         self._drainer: asyncio.Task[None] | None = None
         self._paused = False  # the transport's buffer is full
+        self._pong_due: bytes | None = None  # the latest ping's, while paused
+        self._read_paused = False  # over the backlog budget: frames are not read
         self._flush_scheduled = False
         # Batches waiting for the hooked path, which runs them one by one in a task.
         self._inbox: deque[bytes | Awaitable[Reply]] | None = None
+        self._inbox_bytes = 0
         self._handler: asyncio.Task[None] | None = None
         self._closing = False
+        self._failed = False  # a protocol error was answered: input is dropped
         connections.add(self)
         context.track_socket(self, True)
 
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return  # the close is sent: the rest is read only to be dropped
         self._reader.feed(data)
+        self._read_frames()
+
+    def _read_frames(self) -> None:
+        """Handles the frames read so far, until the backlog is over its budget."""
         try:
-            while self._transport is not None:
+            while self._transport is not None and not self._read_paused:
                 item = self._reader.next()
                 if item is None or not self._frame(*item):
                     return
@@ -99,6 +118,8 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         _close_unawaited(self._pending or ())
         _close_unawaited(self._inbox or ())
         self._pending = self._inbox = None
+        self._pending_bytes = self._inbox_bytes = 0
+        self._pong_due = None
         self._end_sessions()
 
     def pause_writing(self) -> None:
@@ -106,15 +127,47 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        pong, self._pong_due = self._pong_due, None
+        if pong is not None:
+            self._write(frame(PONG, pong))
         self._write_pending()
         self._flush_soon()
+
+    # What the socket holds for its client
+
+    @property
+    def backlog(self) -> int:
+        """Bytes held for this socket: output not yet taken by the client (in the transport's
+        buffer or queued here) and batches waiting for the application's hooks."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return buffered + self._pending_bytes + self._inbox_bytes
+
+    def _check_backlog(self) -> None:
+        """Stops reading frames while the backlog is over its budget, reads again below it."""
+        transport = self._transport
+        if transport is None or self._failed:
+            return
+        over = self.backlog > self._context.max_websocket_backlog
+        if over and not self._read_paused:
+            self._read_paused = True
+            transport.pause_reading()
+        elif not over and self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+            # Frames already read wait in the reader: handle them, outside this call.
+            asyncio.get_running_loop().call_soon(self._read_frames)
 
     # Frames in
 
     def _frame(self, opcode: int, payload: bytes) -> bool:
         """Handles one message or control frame; false once the socket is closing."""
         if opcode == PING:
-            self._write(frame(PONG, payload))
+            if self._paused:
+                self._pong_due = payload  # answered when the client takes its output
+            else:
+                self._write(frame(PONG, payload))
+                self._check_backlog()
         elif opcode == CLOSE:
             self._close_received(payload)
             return False
@@ -125,6 +178,8 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
     def _message(self, body: bytes) -> None:
         if self._inbox is not None:
             self._inbox.append(body)  # batches ahead of it are still in the hooks: wait
+            self._inbox_bytes += len(body)
+            self._check_backlog()
             return
         reply = submit(self._context, self._request(), body)
         if not inspect.isawaitable(reply):
@@ -150,6 +205,9 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         try:
             while inbox and self._transport is not None:
                 item = inbox.popleft()
+                if isinstance(item, bytes):
+                    self._inbox_bytes -= len(item)
+                    self._check_backlog()
                 reply = (
                     submit(self._context, self._request(), item)
                     if isinstance(item, bytes)
@@ -164,7 +222,9 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         finally:
             self._handler = None
             self._inbox = None
+            self._inbox_bytes = 0
             _close_unawaited(inbox or ())
+            self._check_backlog()
 
     # Called by the context (from apply).
 
@@ -203,13 +263,13 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         """Writes a frame now if nothing is ahead of it, else queues it in order."""
         if isinstance(item, bytes) and self._pending is None and not self._paused:
             self._write(item)
+            self._check_backlog()
             return
         if self._pending is None:
             self._pending = deque()
         self._pending.append(item)
-        transport = self._transport
-        if len(self._pending) > MAX_PENDING_FRAMES and transport is not None:
-            transport.pause_reading()
+        if isinstance(item, bytes):
+            self._pending_bytes += len(item)
         self._write_pending()
 
     def _write_pending(self) -> None:
@@ -221,11 +281,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
                     self._drainer = asyncio.get_running_loop().create_task(self._await_first())
                 return
             pending.popleft()
+            self._pending_bytes -= len(item)
             self._write(item)
         if not pending and self._pending is not None:
             self._pending = None
-            if self._transport is not None:
-                self._transport.resume_reading()
+        self._check_backlog()
 
     async def _await_first(self) -> None:
         """A reply built by the extensions' async hooks: awaited in its turn."""
@@ -243,7 +303,8 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             if body is None:
                 self._pending.popleft()
             else:
-                self._pending[0] = frame(TEXT_FRAME, body)
+                self._pending[0] = ready = frame(TEXT_FRAME, body)
+                self._pending_bytes += len(ready)
         self._write_pending()
 
     def _write(self, data: bytes) -> None:
@@ -261,11 +322,27 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             self._transport.close()
 
     def _fail(self, code: int) -> None:
-        """A protocol error: close with ``code`` at once."""
-        if self._transport is not None:
-            self._closing = True
-            self._transport.write(close_frame(code))
-            self._transport.close()
+        """A protocol error: close with ``code`` at once. Closing a socket with unread bytes
+        would make the kernel send a reset, which may destroy the close frame before the client
+        reads it: instead the connection is half-closed, and what the client still sends is
+        dropped until it closes its side, or ``CLOSE_TIMEOUT``."""
+        transport = self._transport
+        if transport is None or self._failed:
+            return
+        if not self._closing:  # (else a close frame is already out)
+            transport.write(close_frame(code))
+        self._closing = self._failed = True
+        self._reader = FrameReader(0)  # what was read and not handled is dropped
+        self._pong_due = None
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def eof_received(self) -> bool:
+        return False  # the client is done sending: the transport closes
 
     def _abort(self) -> None:
         if self._transport is not None:

@@ -11,10 +11,6 @@ from .._core import HeldConnect
 if TYPE_CHECKING:
     from ..context import LongPollingServiceContext
 
-# How many reply frames may wait for a socket whose client does not read before its requests
-# stop being read: such a client cannot make the server buffer without bound.
-MAX_PENDING_FRAMES = 64
-
 
 class BoundSessions:
     """The sessions a socket carries. A subclass says how a held connect's reply goes out."""

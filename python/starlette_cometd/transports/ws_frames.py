@@ -17,7 +17,13 @@ except ImportError:  # pragma: no cover - websockets built without its C speedup
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 # Close codes.
-GOING_AWAY, PROTOCOL_ERROR, INTERNAL_ERROR, TOO_BIG = 1001, 1002, 1011, 1009
+GOING_AWAY, PROTOCOL_ERROR, INVALID_DATA, TOO_BIG, INTERNAL_ERROR = 1001, 1002, 1007, 1009, 1011
+# The codes a peer may put in a close frame (RFC 6455 7.4 and the IANA registry): 1004-1006
+# and 1015 are reserved or only for reporting, 1016-2999 are unassigned, 3000-4999 are for
+# libraries and applications.
+_SENDABLE_CODES = frozenset(
+    (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
+)
 
 
 def upgrade_reply(headers: list[Header]) -> bytes | None:
@@ -127,7 +133,7 @@ class FrameReader:
             if self._fragments is not None:
                 raise FrameError(PROTOCOL_ERROR)
             if final:
-                return opcode, payload
+                return _checked(opcode, payload)
             self._fragments, self._fragments_opcode = [payload], opcode
             self._fragments_size = len(payload)
             return None
@@ -140,7 +146,36 @@ class FrameReader:
                 return None
             body = b"".join(self._fragments)
             self._fragments, self._fragments_size = None, 0
-            return self._fragments_opcode, body
-        if opcode in (CLOSE, PING, PONG):
+            return _checked(self._fragments_opcode, body)
+        if opcode == CLOSE:
+            check_close(payload)
+            return opcode, payload
+        if opcode in (PING, PONG):
             return opcode, payload
         raise FrameError(PROTOCOL_ERROR)
+
+
+def _checked(opcode: int, message: bytes) -> tuple[int, bytes]:
+    """A whole data message; a text one must be UTF-8 (else the socket closes with 1007)."""
+    if opcode == TEXT:
+        try:
+            message.decode()
+        except UnicodeDecodeError:
+            raise FrameError(INVALID_DATA) from None
+    return opcode, message
+
+
+def check_close(payload: bytes) -> None:
+    """A close frame's payload is empty, or a code a peer may send and a UTF-8 reason; anything
+    else is a protocol error (1002)."""
+    if not payload:
+        return
+    if len(payload) < 2:
+        raise FrameError(PROTOCOL_ERROR)
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _SENDABLE_CODES and not 3000 <= code < 5000:
+        raise FrameError(PROTOCOL_ERROR)
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(PROTOCOL_ERROR) from None

@@ -8,7 +8,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
-use crate::session::{Enqueued, Session, Shared};
+use crate::message::Shared;
+use crate::session::{Enqueued, Session};
 use crate::subscriptions::{SessionKey, SubscriptionIndex};
 
 /// The engine's settings, fixed when it is built.

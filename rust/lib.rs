@@ -1,16 +1,16 @@
 //! The Rust core of starlette-cometd. This file is a table of contents.
 
+pub mod ack;
 pub mod channel;
 pub mod client_id;
-pub mod connect;
 pub mod engine;
 pub mod errors;
-pub mod extensions;
 pub mod json;
+pub mod message;
 pub mod protocol;
-pub mod replies;
 pub mod session;
 pub mod subscriptions;
+pub mod timesync;
 
 mod py_api;
 mod py_errors;

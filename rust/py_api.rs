@@ -9,10 +9,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
-use crate::connect::{self, Hold};
 use crate::engine::{Config, Effects, Engine, Event};
 use crate::errors::CoreError;
-use crate::protocol::{self, RequestInfo, Transport};
+use crate::message::delivered_message;
+use crate::protocol::{self, Hold, RequestInfo, Transport};
 use crate::py_json::to_json;
 
 /// A session's client id: 40 lowercase hex characters.
@@ -278,7 +278,7 @@ impl PyEngine {
         drain: bool,
     ) -> Py<PyBytes> {
         let body =
-            connect::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
+            protocol::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
         PyBytes::new(py, &body).unbind()
     }
 
@@ -289,7 +289,7 @@ impl PyEngine {
         client_id: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let id = parse_id(client_id)?;
-        let body = connect::drain_queue(&mut self.engine(), &id);
+        let body = protocol::drain_queue(&mut self.engine(), &id);
         Ok(body.map(|b| PyBytes::new(py, b.as_slice())))
     }
 
@@ -312,7 +312,7 @@ impl PyEngine {
         if channel::classify(channel) != Some(ChannelKind::Broadcast) {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
-        let message = protocol::delivered_message(channel, &to_json(data)?, None);
+        let message = delivered_message(channel, &to_json(data)?, None);
         let mut effects = Effects::default();
         self.engine().publish(channel, message, &mut effects);
         effects_outcome(py, effects)
@@ -333,7 +333,7 @@ impl PyEngine {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
         let id = parse_id(client_id)?;
-        let message = protocol::delivered_message(channel, &to_json(data)?, None);
+        let message = delivered_message(channel, &to_json(data)?, None);
         let mut engine = self.engine();
         let key = engine
             .key_of(&id)

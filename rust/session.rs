@@ -1,14 +1,11 @@
 //! One session: who it belongs to, what it listens to, and its bounded queue of messages.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ack::AckState;
 use crate::client_id::Id;
-use crate::extensions::AckState;
-
-/// A serialised message, shared by every queue it is delivered to.
-pub type Shared = Arc<[u8]>;
+use crate::message::Shared;
 
 pub struct Session {
     pub client_id: Id,
@@ -105,6 +102,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn full_queue_drops_oldest_and_counts() {

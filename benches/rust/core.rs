@@ -11,7 +11,8 @@ use std::time::Instant;
 use divan::counter::ItemsCount;
 use divan::Bencher;
 use starlette_cometd_core::engine::{Config, Effects, Engine};
-use starlette_cometd_core::protocol::{delivered_message, process, RequestInfo, Transport};
+use starlette_cometd_core::message::delivered_message;
+use starlette_cometd_core::protocol::{process, RequestInfo, Transport};
 
 const SUBSCRIBERS: usize = 10_000;
 

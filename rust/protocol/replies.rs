@@ -2,53 +2,14 @@
 
 use serde_json::value::RawValue;
 
+use super::ext::ReplyExt;
 use crate::client_id::Id;
 use crate::engine::Engine;
 use crate::errors::bayeux;
-use crate::extensions::Timesync;
 use crate::json::{Body, ObjectWriter};
 
 pub const HANDSHAKE_ADVICE: &[u8] = br#"{"reconnect":"handshake","interval":0}"#;
 pub const NO_RECONNECT_ADVICE: &[u8] = br#"{"reconnect":"none","interval":0}"#;
-
-/// What the built-in extensions add to a reply's `ext`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReplyExt {
-    pub ack: Option<AckReply>,
-    pub timesync: Option<Timesync>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum AckReply {
-    /// On a handshake: the server offers the ack extension.
-    Enabled,
-    /// On a connect: the batch the reply's messages belong to.
-    Batch(u64),
-}
-
-impl ReplyExt {
-    pub fn write(&self, reply: &mut ObjectWriter<'_>) {
-        if self.ack.is_none() && self.timesync.is_none() {
-            return;
-        }
-        let mut bytes = Vec::with_capacity(96);
-        let mut ext = ObjectWriter::new(&mut bytes);
-        match self.ack {
-            Some(AckReply::Enabled) => {
-                ext.bool("ack", true);
-            }
-            Some(AckReply::Batch(batch)) => {
-                ext.number("ack", batch);
-            }
-            None => {}
-        }
-        if let Some(timesync) = &self.timesync {
-            timesync.write(&mut ext);
-        }
-        ext.finish();
-        reply.raw("ext", &bytes);
-    }
-}
 
 /// The advice every successful handshake and connect reply carries.
 pub fn advice(engine: &Engine) -> Vec<u8> {

@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
+use super::ext::{AckField, AckReply, ExtRequest, ReplyExt};
+use super::replies::{self, NO_RECONNECT_ADVICE};
+use super::{Failure, Request, Transport};
 use crate::client_id::Id;
 use crate::engine::Engine;
 use crate::errors::bayeux;
-use crate::extensions::{AckField, ExtRequest, Timesync};
 use crate::json::{self, Body, Message};
-use crate::protocol::{Failure, Request, Transport};
-use crate::replies::{self, AckReply, ReplyExt, NO_RECONNECT_ADVICE};
 use crate::subscriptions::SessionKey;
+use crate::timesync::Timesync;
 
 /// A `/meta/connect` the transport must hold until messages arrive, it is released, or
 /// `timeout` passes; then `complete_connect` builds its reply.
@@ -26,7 +27,7 @@ pub struct Hold {
 }
 
 impl Request<'_> {
-    pub(crate) fn connect(
+    pub(super) fn connect(
         &mut self,
         message: &Message<'_>,
         ext: &ExtRequest,

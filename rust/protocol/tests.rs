@@ -1,9 +1,9 @@
 //! Protocol tests without Python or HTTP: batches in, replies and effects out.
 
 use super::*;
-use crate::connect::{complete_connect, drain_queue};
 use crate::engine::Config;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 fn engine() -> Engine {
     Engine::new(Config {

@@ -2,21 +2,27 @@
 //! disconnect and publish, as Bayeux 1.0 and CometD's clients expect them. `/meta/connect`
 //! lives in `connect.rs`.
 
-use std::sync::Arc;
+mod connect;
+mod ext;
+mod replies;
+
+pub use connect::{complete_connect, drain_queue, Hold};
+
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
+use crate::ack::AckState;
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
-use crate::connect::Hold;
 use crate::engine::{Effects, Engine, Event, RemoveReason};
 use crate::errors::bayeux;
-use crate::extensions::{read_ext, AckField, AckState, ExtRequest, Timesync};
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
-use crate::replies::{self, AckReply, ReplyExt, NO_RECONNECT_ADVICE};
-use crate::session::Shared;
+use crate::message::delivered_message;
 use crate::subscriptions::SessionKey;
+use crate::timesync::Timesync;
+use ext::{read_ext, AckField, AckReply, ExtRequest, ReplyExt};
+use replies::NO_RECONNECT_ADVICE;
 
 /// How a request arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,22 +137,22 @@ fn bad_request(mut outcome: Outcome, error: &str, detail: &str) -> Outcome {
     outcome
 }
 
-pub(crate) struct Request<'r> {
-    pub(crate) engine: &'r mut Engine,
-    pub(crate) browser: Option<Id>,
-    pub(crate) transport: Transport,
-    pub(crate) multiplexed: bool,
-    pub(crate) now: Instant,
+struct Request<'r> {
+    engine: &'r mut Engine,
+    browser: Option<Id>,
+    transport: Transport,
+    multiplexed: bool,
+    now: Instant,
     /// A connect may be held only when it stands alone.
-    pub(crate) alone: bool,
+    alone: bool,
     /// The timesync answer for the message being handled, if it asked and it is enabled.
-    pub(crate) timesync: Option<Timesync>,
-    pub(crate) out: Body,
-    pub(crate) outcome: &'r mut Outcome,
+    timesync: Option<Timesync>,
+    out: Body,
+    outcome: &'r mut Outcome,
 }
 
 /// A reply failed with this error string.
-pub(crate) type Failure = std::borrow::Cow<'static, str>;
+type Failure = std::borrow::Cow<'static, str>;
 
 impl Request<'_> {
     fn handle(&mut self, raw: &RawValue) {
@@ -243,7 +249,7 @@ impl Request<'_> {
     }
 
     /// The session a message names, if it exists and the request carries its cookie.
-    pub(crate) fn session(&self, message: &Message<'_>) -> Result<(SessionKey, Id), Failure> {
+    fn session(&self, message: &Message<'_>) -> Result<(SessionKey, Id), Failure> {
         let raw = message.client_id.ok_or(bayeux::CLIENT_ID_MISSING)?;
         let text = json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "clientId"))?;
         let id = Id::parse(&text).ok_or(bayeux::SESSION_UNKNOWN)?;
@@ -391,18 +397,5 @@ impl Request<'_> {
     }
 }
 
-/// A message as subscribers receive it, serialised once and shared by every queue.
-pub fn delivered_message(channel: &str, data: &[u8], id: Option<&RawValue>) -> Shared {
-    let mut bytes = Vec::with_capacity(channel.len() + data.len() + 32);
-    let mut message = ObjectWriter::new(&mut bytes);
-    message.string("channel", channel).raw("data", data);
-    if let Some(id) = id {
-        message.raw("id", id.get().as_bytes());
-    }
-    message.finish();
-    Arc::from(bytes)
-}
-
 #[cfg(test)]
-#[path = "protocol_tests.rs"]
 mod tests;

@@ -3,12 +3,12 @@
 pub mod ack;
 pub mod channel;
 pub mod client_id;
+pub mod config;
 pub mod engine;
 pub mod errors;
 pub mod json;
 pub mod message;
 pub mod protocol;
-pub mod session;
 pub mod subscriptions;
 pub mod timesync;
 

@@ -9,7 +9,8 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
-use crate::engine::{Config, Effects, Engine, Event};
+use crate::config::Config;
+use crate::engine::{Effects, Engine, Event, MemoryEngine};
 use crate::errors::CoreError;
 use crate::message::delivered_message;
 use crate::protocol::{self, Hold, RequestInfo, Transport};
@@ -147,11 +148,11 @@ fn effects_outcome(py: Python<'_>, effects: Effects) -> PyResult<PyOutcome> {
 /// The in-memory engine. Every method runs to completion under one lock; nothing in it awaits.
 #[pyclass(frozen, module = "starlette_cometd._core", name = "Engine")]
 pub struct PyEngine {
-    inner: Mutex<Engine>,
+    inner: Mutex<MemoryEngine>,
 }
 
 impl PyEngine {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
+    fn engine(&self) -> MutexGuard<'_, MemoryEngine> {
         // A panic while the lock was held leaves the table consistent enough to keep serving.
         self.inner
             .lock()
@@ -214,7 +215,7 @@ impl PyEngine {
             subscriber_capacity,
         };
         Ok(Self {
-            inner: Mutex::new(Engine::new(config)),
+            inner: Mutex::new(MemoryEngine::new(config)),
         })
     }
 
@@ -244,7 +245,7 @@ impl PyEngine {
             multiplexed,
             alone,
         };
-        let result = protocol::process(&mut self.engine(), body, info, Instant::now());
+        let result = protocol::process(&mut *self.engine(), body, info, Instant::now());
         outcome(
             py,
             result.status,
@@ -278,7 +279,7 @@ impl PyEngine {
         drain: bool,
     ) -> Py<PyBytes> {
         let body =
-            protocol::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
+            protocol::complete_connect(&mut *self.engine(), &hold.get().0, drain, Instant::now());
         PyBytes::new(py, &body).unbind()
     }
 
@@ -289,7 +290,7 @@ impl PyEngine {
         client_id: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let id = parse_id(client_id)?;
-        let body = protocol::drain_queue(&mut self.engine(), &id);
+        let body = protocol::drain_queue(&mut *self.engine(), &id);
         Ok(body.map(|b| PyBytes::new(py, b.as_slice())))
     }
 
@@ -394,12 +395,12 @@ impl PyEngine {
         let Some(key) = engine.key_of(&id) else {
             return Ok(None);
         };
-        let session = engine.session(key);
+        let info = engine.session_info(key);
+        drop(engine);
         let dict = PyDict::new(py);
-        dict.set_item("queued", session.queued())?;
-        dict.set_item("dropped", session.dropped)?;
-        let subscriptions: Vec<&str> = session.subscriptions.iter().map(|s| &**s).collect();
-        dict.set_item("subscriptions", subscriptions)?;
+        dict.set_item("queued", info.queued)?;
+        dict.set_item("dropped", info.dropped)?;
+        dict.set_item("subscriptions", info.subscriptions)?;
         Ok(Some(dict))
     }
 }

@@ -12,7 +12,6 @@ use crate::client_id::Id;
 use crate::engine::Engine;
 use crate::errors::bayeux;
 use crate::json::{self, Body, Message};
-use crate::subscriptions::SessionKey;
 use crate::timesync::Timesync;
 
 /// A `/meta/connect` the transport must hold until messages arrive, it is released, or
@@ -26,55 +25,33 @@ pub struct Hold {
     timesync: Option<Timesync>,
 }
 
-impl Request<'_> {
+impl<E: Engine + ?Sized> Request<'_, E> {
     pub(super) fn connect(
         &mut self,
         message: &Message<'_>,
         ext: &ExtRequest,
     ) -> Result<(), Failure> {
         let (key, client_id) = self.session(message)?;
-        if let Some(raw) = message.connection_type {
-            let kind =
-                json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "connectionType"))?;
-            if !self
-                .engine
-                .config
-                .connection_types
-                .iter()
-                .any(|t| *t == *kind)
-            {
-                return Err(bayeux::CONNECTION_TYPE_UNSUPPORTED.into());
-            }
-        }
-        let requested = match message.advice {
-            Some(raw) => {
-                json::advice_timeout(raw).map_err(|_| bayeux::field("invalid_type", "advice"))?
-            }
-            None => None,
-        };
-        let server = self.engine.config.timeout;
-        let wait = requested.map_or(server, |ms| Duration::from_millis(ms).min(server));
+        let wait = self.connect_wait(message)?;
         // A connect over WebSocket binds the session to that socket; one over HTTP unbinds it
         // (the client fell back, or its socket is gone).
         let websocket = self.transport == Transport::WebSocket;
-        self.engine
-            .set_bound(key, websocket, &mut self.outcome.effects);
+        let effects = &mut self.outcome.effects;
+        self.engine.set_bound(key, websocket, effects);
         // A connect held earlier for this session is released, whatever happens to this one.
-        self.engine.release_held(key, &mut self.outcome.effects);
-        let session = self.engine.session_mut(key);
-        if let (Some(ack), Some(AckField::Batch(batch))) = (session.ack.as_mut(), ext.ack) {
-            ack.acknowledge(batch);
+        self.engine.release_held(key, effects);
+        if let Some(AckField::Batch(batch)) = ext.ack {
+            self.engine.acknowledge(key, batch);
         }
         // The first connect is answered at once: clients such as aiocometd wait for it.
-        let first = !session.connected;
-        session.connected = true;
-        let browser = session.browser;
-        let can_hold = !first && self.alone && !wait.is_zero() && !session.has_pending();
+        let first = self.engine.first_connect(key);
+        let can_hold = !first && self.alone && !wait.is_zero() && !self.engine.has_pending(key);
         // Over HTTP/1.x each held long-poll ties up one of the browser's few connections.
         let counted = !websocket && !self.multiplexed;
-        let mut advice = replies::advice(self.engine);
-        if can_hold && counted && self.engine.browser_at_limit(&browser) {
-            advice = replies::multiple_clients_advice(self.engine);
+        let config = self.engine.config();
+        let mut advice = replies::advice(config);
+        if can_hold && counted && self.engine.browser_at_limit(key) {
+            advice = replies::multiple_clients_advice(self.engine.config());
         } else if can_hold {
             let token = self.engine.hold(key, counted, &mut self.outcome.effects);
             self.outcome.hold = Some(Hold {
@@ -86,7 +63,7 @@ impl Request<'_> {
             });
             return Ok(());
         }
-        let batch = drain_for_connect(self.engine, key, &mut self.out);
+        let batch = self.engine.drain_for_connect(key, &mut self.out);
         self.engine.touch(key, self.now);
         let ext = ReplyExt {
             ack: batch.map(AckReply::Batch),
@@ -95,32 +72,38 @@ impl Request<'_> {
         replies::connect_reply(&mut self.out, &client_id, message.id, &advice, &ext);
         Ok(())
     }
-}
 
-/// Writes what a connect reply carries, in order; with the ack extension that is every
-/// unacknowledged message and then the new ones, as one batch whose id is returned.
-fn drain_for_connect(engine: &mut Engine, key: SessionKey, out: &mut Body) -> Option<u64> {
-    let capacity = engine.config.queue_capacity;
-    let session = engine.session_mut(key);
-    let Some(mut ack) = session.ack.take() else {
-        for message in session.drain() {
-            out.push(&message);
+    /// How long the connect may be held: the client's `advice.timeout`, at most the server's.
+    /// Also refuses a `connectionType` the server does not offer.
+    fn connect_wait(&self, message: &Message<'_>) -> Result<Duration, Failure> {
+        let config = self.engine.config();
+        if let Some(raw) = message.connection_type {
+            let kind =
+                json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "connectionType"))?;
+            if !config.offers(&kind) {
+                return Err(bayeux::CONNECTION_TYPE_UNSUPPORTED.into());
+            }
         }
-        return None;
-    };
-    let (batch, messages, dropped) = ack.next_batch(session.drain(), capacity);
-    session.ack = Some(ack);
-    for message in &messages {
-        out.push(message);
+        let requested = match message.advice {
+            Some(raw) => {
+                json::advice_timeout(raw).map_err(|_| bayeux::field("invalid_type", "advice"))?
+            }
+            None => None,
+        };
+        let server = config.timeout;
+        Ok(requested.map_or(server, |ms| Duration::from_millis(ms).min(server)))
     }
-    engine.count_dropped(key, dropped);
-    Some(batch)
 }
 
 /// Builds the reply to a held connect once it ends. `drain` is false when the connect was
 /// released (replaced by a newer one, or the server is stopping): its messages stay queued for
 /// the next connect.
-pub fn complete_connect(engine: &mut Engine, hold: &Hold, drain: bool, now: Instant) -> Vec<u8> {
+pub fn complete_connect<E: Engine + ?Sized>(
+    engine: &mut E,
+    hold: &Hold,
+    drain: bool,
+    now: Instant,
+) -> Vec<u8> {
     let mut out = Body::new();
     let id = hold.id.as_deref();
     let mut ext = ReplyExt {
@@ -135,32 +118,16 @@ pub fn complete_connect(engine: &mut Engine, hold: &Hold, drain: bool, now: Inst
         None => replies::unknown_session(&mut out, "/meta/connect", id),
         Some((key, current)) => {
             ext.ack = if drain && current {
-                drain_for_connect(engine, key, &mut out)
+                engine.drain_for_connect(key, &mut out)
             } else {
-                engine.session(key).ack.as_ref().map(|ack| ack.batch())
+                engine.ack_batch(key)
             }
             .map(AckReply::Batch);
-            let advice = replies::advice(engine);
+            let advice = replies::advice(engine.config());
             replies::connect_reply(&mut out, &hold.client_id, id, &advice, &ext);
         }
     }
     out.finish()
-}
-
-/// Every message queued for a session, as one JSON array, for a transport that pushes (a
-/// WebSocket); `None` when there is nothing to send.
-pub fn drain_queue(engine: &mut Engine, id: &Id) -> Option<Vec<u8>> {
-    let key = engine.key_of(id)?;
-    let session = engine.session_mut(key);
-    session.woken = false;
-    if !session.has_messages() || session.connect_only {
-        return None;
-    }
-    let mut out = Body::new();
-    for message in session.drain() {
-        out.push(&message);
-    }
-    Some(out.finish())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use serde_json::value::RawValue;
 
 use super::ext::ReplyExt;
 use crate::client_id::Id;
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::errors::bayeux;
 use crate::json::{Body, ObjectWriter};
 
@@ -12,8 +12,7 @@ pub const HANDSHAKE_ADVICE: &[u8] = br#"{"reconnect":"handshake","interval":0}"#
 pub const NO_RECONNECT_ADVICE: &[u8] = br#"{"reconnect":"none","interval":0}"#;
 
 /// The advice every successful handshake and connect reply carries.
-pub fn advice(engine: &Engine) -> Vec<u8> {
-    let config = &engine.config;
+pub fn advice(config: &Config) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(80);
     let mut advice = ObjectWriter::new(&mut bytes);
     advice
@@ -29,8 +28,7 @@ pub fn advice(engine: &Engine) -> Vec<u8> {
 
 /// The advice for a connect answered at once because its browser already holds as many
 /// long-polls as it may: poll again after `multi_session_interval`.
-pub fn multiple_clients_advice(engine: &Engine) -> Vec<u8> {
-    let config = &engine.config;
+pub fn multiple_clients_advice(config: &Config) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(96);
     ObjectWriter::new(&mut bytes)
         .string("reconnect", "retry")
@@ -77,8 +75,8 @@ pub fn unknown_session(out: &mut Body, channel: &str, id: Option<&RawValue>) {
     reply.finish();
 }
 
-pub fn connection_types(engine: &Engine) -> Vec<u8> {
-    serde_json::to_vec(&engine.config.connection_types).unwrap_or_else(|_| b"[]".to_vec())
+pub fn connection_types(config: &Config) -> Vec<u8> {
+    serde_json::to_vec(&config.connection_types).unwrap_or_else(|_| b"[]".to_vec())
 }
 
 pub fn quoted(id: &Id) -> Vec<u8> {

@@ -1,18 +1,19 @@
 //! Protocol tests without Python or HTTP: batches in, replies and effects out.
 
 use super::*;
-use crate::engine::Config;
+use crate::config::Config;
+use crate::engine::{Effects, MemoryEngine, RemoveReason};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-fn engine() -> Engine {
-    Engine::new(Config {
+fn engine() -> MemoryEngine {
+    MemoryEngine::new(Config {
         connection_types: vec!["websocket".into(), "long-polling".into()],
         ..Config::default()
     })
 }
 
-fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
+fn run(engine: &mut MemoryEngine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
     let body = serde_json::to_vec(&batch).unwrap();
     let outcome = process(
         engine,
@@ -29,7 +30,7 @@ fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) 
 }
 
 /// Handshakes and answers the first connect; returns the client id.
-fn session(engine: &mut Engine, browser: Id) -> String {
+fn session(engine: &mut MemoryEngine, browser: Id) -> String {
     let (replies, outcome) = run(engine, browser, json!([{"channel": "/meta/handshake"}]));
     assert_eq!(outcome.effects.events.len(), 1);
     let id = replies[0]["clientId"].as_str().unwrap().to_owned();

@@ -1,4 +1,4 @@
-# Type stubs for the Rust core (rust/py_api.rs, rust/py_errors.rs). Written by hand.
+# Type stubs for the Rust core (rust/py/). Written by hand.
 
 from typing import Any, final
 

@@ -1,5 +1,5 @@
-//! The Python-facing classes: `Engine` (the in-memory engine), `Outcome`, `HeldConnect` and
-//! `ClientId`. Thin wrappers: all protocol work happens in `protocol` and `engine`.
+//! `Engine`: the in-memory engine as Python sees it. A thin wrapper: all protocol work happens
+//! in `protocol` and `engine`.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,140 +10,14 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
 use crate::config::Config;
-use crate::engine::{Effects, Engine, Event, MemoryEngine};
+use crate::engine::{Effects, Engine, MemoryEngine, RemoveReason};
 use crate::errors::CoreError;
 use crate::message::delivered_message;
-use crate::protocol::{self, Hold, RequestInfo, Transport};
-use crate::py_json::to_json;
+use crate::protocol::{self, RequestInfo, Transport};
 
-/// A session's client id: 40 lowercase hex characters.
-#[pyclass(
-    frozen,
-    eq,
-    ord,
-    hash,
-    module = "starlette_cometd._core",
-    name = "ClientId"
-)]
-#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PyClientId(pub Id);
-
-#[pymethods]
-impl PyClientId {
-    #[new]
-    fn new(text: &str) -> PyResult<Self> {
-        Ok(Self(parse_id(text)?))
-    }
-
-    fn __str__(&self) -> String {
-        self.0.to_string()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("ClientId('{}')", self.0)
-    }
-
-    /// The Unix time in nanoseconds when the id was made.
-    #[getter]
-    fn timestamp_nanos(&self) -> u64 {
-        self.0.timestamp_nanos()
-    }
-}
-
-fn parse_id(text: &str) -> Result<Id, CoreError> {
-    Id::parse(text).ok_or_else(|| CoreError::InvalidClientId(text.chars().take(64).collect()))
-}
-
-/// A `/meta/connect` being held; opaque to Python except for what the waiter needs.
-#[pyclass(frozen, module = "starlette_cometd._core", name = "HeldConnect")]
-pub struct PyHold(Hold);
-
-#[pymethods]
-impl PyHold {
-    #[getter]
-    fn client_id(&self) -> String {
-        self.0.client_id.to_string()
-    }
-
-    /// Seconds to hold at most.
-    #[getter]
-    fn timeout(&self) -> f64 {
-        self.0.timeout.as_secs_f64()
-    }
-}
-
-/// What one call changed. `events` are `(kind, client_id, detail)` tuples.
-#[pyclass(frozen, module = "starlette_cometd._core", name = "Outcome")]
-pub struct PyOutcome {
-    #[pyo3(get)]
-    status: u16,
-    #[pyo3(get)]
-    body: Py<PyBytes>,
-    #[pyo3(get)]
-    hold: Option<Py<PyHold>>,
-    #[pyo3(get)]
-    events: Vec<(&'static str, String, Option<Py<PyAny>>)>,
-    #[pyo3(get)]
-    wake: Vec<String>,
-    #[pyo3(get)]
-    release: Vec<String>,
-    #[pyo3(get)]
-    push: Vec<String>,
-    #[pyo3(get)]
-    bound: Vec<String>,
-    #[pyo3(get)]
-    new_browser: Option<String>,
-}
-
-fn ids(list: &[Id]) -> Vec<String> {
-    list.iter().map(Id::to_string).collect()
-}
-
-fn outcome(
-    py: Python<'_>,
-    status: u16,
-    body: &[u8],
-    hold: Option<Hold>,
-    effects: Effects,
-    new_browser: Option<Id>,
-) -> PyResult<PyOutcome> {
-    let mut events = Vec::with_capacity(effects.events.len());
-    for event in effects.events {
-        events.push(match event {
-            Event::SessionAdded(id) => ("session_added", id.to_string(), None),
-            Event::Subscribed(id, channels) => (
-                "subscribe",
-                id.to_string(),
-                Some(channels.into_pyobject(py)?.into_any().unbind()),
-            ),
-            Event::Unsubscribed(id, channels) => (
-                "unsubscribe",
-                id.to_string(),
-                Some(channels.into_pyobject(py)?.into_any().unbind()),
-            ),
-            Event::SessionRemoved(id, reason) => (
-                "session_removed",
-                id.to_string(),
-                Some(reason.as_str().into_pyobject(py)?.into_any().unbind()),
-            ),
-        });
-    }
-    Ok(PyOutcome {
-        status,
-        body: PyBytes::new(py, body).unbind(),
-        hold: hold.map(|h| Py::new(py, PyHold(h))).transpose()?,
-        events,
-        wake: ids(&effects.wake),
-        release: ids(&effects.release),
-        push: ids(&effects.push),
-        bound: ids(&effects.bound),
-        new_browser: new_browser.map(|b| b.to_string()),
-    })
-}
-
-fn effects_outcome(py: Python<'_>, effects: Effects) -> PyResult<PyOutcome> {
-    outcome(py, 200, b"", None, effects, None)
-}
+use super::client_id::parse_id;
+use super::json::to_json;
+use super::outcome::{effects_outcome, outcome, PyHold, PyOutcome};
 
 /// The in-memory engine. Every method runs to completion under one lock; nothing in it awaits.
 #[pyclass(frozen, module = "starlette_cometd._core", name = "Engine")]
@@ -353,7 +227,7 @@ impl PyEngine {
             .key_of(&id)
             .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
         let mut effects = Effects::default();
-        engine.remove(key, crate::engine::RemoveReason::Removed, &mut effects);
+        engine.remove(key, RemoveReason::Removed, &mut effects);
         drop(engine);
         effects_outcome(py, effects)
     }

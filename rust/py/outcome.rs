@@ -1,7 +1,8 @@
 //! `Outcome` and `HeldConnect`: what one call into the engine changed, in Python objects.
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::client_id::Id;
 use crate::engine::{Effects, Event};
@@ -25,7 +26,10 @@ impl PyHold {
     }
 }
 
-/// What one call changed. `events` are `(kind, client_id, detail)` tuples.
+/// What one call changed. Every field is a Python object made once, when the call returns,
+/// so reading an attribute twice costs nothing and returns the same object. `events` are
+/// `(kind, client_id, detail)` tuples; `wake`, `release`, `push` and `bound` lists of client
+/// ids.
 #[pyclass(frozen, module = "starlette_cometd._core", name = "Outcome")]
 pub struct PyOutcome {
     #[pyo3(get)]
@@ -35,21 +39,47 @@ pub struct PyOutcome {
     #[pyo3(get)]
     hold: Option<Py<PyHold>>,
     #[pyo3(get)]
-    events: Vec<(&'static str, String, Option<Py<PyAny>>)>,
+    events: Py<PyList>,
     #[pyo3(get)]
-    wake: Vec<String>,
+    wake: Py<PyList>,
     #[pyo3(get)]
-    release: Vec<String>,
+    release: Py<PyList>,
     #[pyo3(get)]
-    push: Vec<String>,
+    push: Py<PyList>,
     #[pyo3(get)]
-    bound: Vec<String>,
+    bound: Py<PyList>,
     #[pyo3(get)]
-    new_browser: Option<String>,
+    new_browser: Option<Py<PyString>>,
 }
 
-fn ids(list: &[Id]) -> Vec<String> {
-    list.iter().map(Id::to_string).collect()
+/// Client ids as a list of str.
+fn ids(py: Python<'_>, list: &[Id]) -> PyResult<Py<PyList>> {
+    Ok(PyList::new(py, list.iter().map(Id::to_string))?.unbind())
+}
+
+/// One event as `(kind, client_id, detail)`: detail is the channels of a (un)subscribe, the
+/// reason of a removal, `None` for a new session.
+fn event<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyTuple>> {
+    let (kind, id, detail) = match event {
+        Event::SessionAdded(id) => (intern!(py, "session_added"), id, py.None().into_bound(py)),
+        Event::Subscribed(id, channels) => (
+            intern!(py, "subscribe"),
+            id,
+            PyList::new(py, channels)?.into_any(),
+        ),
+        Event::Unsubscribed(id, channels) => (
+            intern!(py, "unsubscribe"),
+            id,
+            PyList::new(py, channels)?.into_any(),
+        ),
+        Event::SessionRemoved(id, reason) => (
+            intern!(py, "session_removed"),
+            id,
+            PyString::new(py, reason.as_str()).into_any(),
+        ),
+    };
+    let id = PyString::new(py, &id.to_string()).into_any();
+    PyTuple::new(py, [kind.clone().into_any(), id, detail])
 }
 
 pub fn outcome(
@@ -60,37 +90,20 @@ pub fn outcome(
     effects: Effects,
     new_browser: Option<Id>,
 ) -> PyResult<PyOutcome> {
-    let mut events = Vec::with_capacity(effects.events.len());
-    for event in effects.events {
-        events.push(match event {
-            Event::SessionAdded(id) => ("session_added", id.to_string(), None),
-            Event::Subscribed(id, channels) => (
-                "subscribe",
-                id.to_string(),
-                Some(channels.into_pyobject(py)?.into_any().unbind()),
-            ),
-            Event::Unsubscribed(id, channels) => (
-                "unsubscribe",
-                id.to_string(),
-                Some(channels.into_pyobject(py)?.into_any().unbind()),
-            ),
-            Event::SessionRemoved(id, reason) => (
-                "session_removed",
-                id.to_string(),
-                Some(reason.as_str().into_pyobject(py)?.into_any().unbind()),
-            ),
-        });
+    let events = PyList::empty(py);
+    for e in effects.events {
+        events.append(event(py, e)?)?;
     }
     Ok(PyOutcome {
         status,
         body: PyBytes::new(py, body).unbind(),
         hold: hold.map(|h| Py::new(py, PyHold(h))).transpose()?,
-        events,
-        wake: ids(&effects.wake),
-        release: ids(&effects.release),
-        push: ids(&effects.push),
-        bound: ids(&effects.bound),
-        new_browser: new_browser.map(|b| b.to_string()),
+        events: events.unbind(),
+        wake: ids(py, &effects.wake)?,
+        release: ids(py, &effects.release)?,
+        push: ids(py, &effects.push)?,
+        bound: ids(py, &effects.bound)?,
+        new_browser: new_browser.map(|b| PyString::new(py, &b.to_string()).unbind()),
     })
 }
 

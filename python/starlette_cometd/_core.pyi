@@ -51,26 +51,8 @@ class Outcome:
 
 @final
 class Engine:
-    def __new__(
-        cls,
-        *,
-        timeout: float,
-        max_interval: float,
-        interval: float,
-        queue_capacity: int,
-        trust_client_session: bool,
-        connection_types: list[str],
-        ack_extension: bool = False,
-        timesync: bool = False,
-        broadcast_to_publisher: bool = True,
-        max_sessions_per_browser: int = 1,
-        multi_session_interval: float = 2.0,
-        handshake_reconnect: bool = False,
-        meta_connect_deliver_only: bool = False,
-        session_capacity: int = 0,
-        channel_capacity: int = 0,
-        subscriber_capacity: int = 0,
-    ) -> Engine: ...
+    # The settings by name: rust/config.rs lists them with their types and defaults.
+    def __new__(cls, **settings: object) -> Engine: ...
     def process(
         self,
         body: bytes,

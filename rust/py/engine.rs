@@ -2,7 +2,7 @@
 //! in `protocol` and `engine`.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -36,60 +36,13 @@ impl PyEngine {
 
 #[pymethods]
 impl PyEngine {
+    /// An engine with the settings given by name (see `rust/config.rs`); the others keep
+    /// their defaults.
     #[new]
-    #[pyo3(signature = (
-        *, timeout, max_interval, interval, queue_capacity, trust_client_session,
-        connection_types, ack_extension = false, timesync = false, broadcast_to_publisher = true,
-        max_sessions_per_browser = 1, multi_session_interval = 2.0, handshake_reconnect = false,
-        meta_connect_deliver_only = false, session_capacity = 0, channel_capacity = 0,
-        subscriber_capacity = 0
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        timeout: f64,
-        max_interval: f64,
-        interval: f64,
-        queue_capacity: usize,
-        trust_client_session: bool,
-        connection_types: Vec<String>,
-        ack_extension: bool,
-        timesync: bool,
-        broadcast_to_publisher: bool,
-        max_sessions_per_browser: i64,
-        multi_session_interval: f64,
-        handshake_reconnect: bool,
-        meta_connect_deliver_only: bool,
-        session_capacity: usize,
-        channel_capacity: usize,
-        subscriber_capacity: usize,
-    ) -> PyResult<Self> {
-        let seconds = |name: &str, value: f64| {
-            Duration::try_from_secs_f64(value).map_err(|_| {
-                pyo3::exceptions::PyValueError::new_err(format!(
-                    "{name} must be a non-negative number of seconds, not {value}"
-                ))
-            })
-        };
-        let config = Config {
-            timeout: seconds("timeout", timeout)?,
-            max_interval: seconds("max_interval", max_interval)?,
-            interval: seconds("interval", interval)?,
-            queue_capacity: queue_capacity.max(1),
-            trust_client_session,
-            connection_types,
-            ack_extension,
-            timesync,
-            broadcast_to_publisher,
-            max_sessions_per_browser,
-            multi_session_interval: seconds("multi_session_interval", multi_session_interval)?,
-            handshake_reconnect,
-            meta_connect_deliver_only,
-            session_capacity,
-            channel_capacity,
-            subscriber_capacity,
-        };
+    #[pyo3(signature = (**settings))]
+    fn new(settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         Ok(Self {
-            inner: Mutex::new(MemoryEngine::new(config)),
+            inner: Mutex::new(MemoryEngine::new(Config::from_py(settings)?)),
         })
     }
 

@@ -290,3 +290,18 @@ fn a_transport_not_offered_is_refused_with_advice_to_stop() {
     );
     assert_eq!(engine.stats().sessions, 0);
 }
+
+#[test]
+fn the_protocol_also_runs_over_an_engine_chosen_at_run_time() {
+    // A second engine may be picked by configuration: the trait stays object safe.
+    let mut memory = engine();
+    let engine: &mut dyn Engine<Key = u32> = &mut memory;
+    let outcome = process(
+        engine,
+        br#"[{"channel":"/meta/handshake"}]"#,
+        RequestInfo::new(None, Transport::LongPolling),
+        Instant::now(),
+    );
+    assert!(String::from_utf8_lossy(&outcome.body).contains(r#""successful":true"#));
+    assert_eq!(engine.stats().sessions, 1);
+}

@@ -1,5 +1,5 @@
 //! Every error the core reports: Bayeux error strings in replies, and one enum for the
-//! Python-facing API, turned into Python exceptions in `py_api`.
+//! Python-facing API, turned into Python exceptions in `py::errors`.
 
 use std::fmt;
 

@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use starlette_cometd_core::engine::{Config, Effects, Engine};
-use starlette_cometd_core::protocol::{delivered_message, process, RequestInfo, Transport};
+use starlette_cometd_core::config::Config;
+use starlette_cometd_core::engine::{Effects, Engine, MemoryEngine};
+use starlette_cometd_core::message::delivered_message;
+use starlette_cometd_core::protocol::{process, RequestInfo, Transport};
 
 const SUBSCRIBERS: usize = 10_000;
 
@@ -19,8 +21,8 @@ fn main() {
     divan::main();
 }
 
-fn engine() -> Engine {
-    Engine::new(Config {
+fn engine() -> MemoryEngine {
+    MemoryEngine::new(Config {
         trust_client_session: true,
         queue_capacity: 1_000,
         connection_types: vec!["long-polling".into()],
@@ -28,19 +30,19 @@ fn engine() -> Engine {
     })
 }
 
-fn request(engine: &mut Engine, body: &str) -> Vec<u8> {
+fn request(engine: &mut MemoryEngine, body: &str) -> Vec<u8> {
     let info = RequestInfo::new(None, Transport::LongPolling);
     process(engine, body.as_bytes(), info, Instant::now()).body
 }
 
 /// A new session; returns its client id.
-fn handshake(engine: &mut Engine) -> String {
+fn handshake(engine: &mut MemoryEngine) -> String {
     let reply = request(engine, r#"[{"channel":"/meta/handshake"}]"#);
     let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
     reply[0]["clientId"].as_str().unwrap().to_owned()
 }
 
-fn subscribe(engine: &mut Engine, client_id: &str, channel: &str) {
+fn subscribe(engine: &mut MemoryEngine, client_id: &str, channel: &str) {
     let body = format!(
         r#"[{{"channel":"/meta/subscribe","clientId":"{client_id}","subscription":"{channel}"}}]"#
     );

@@ -1,6 +1,17 @@
-# Type stubs for the Rust core (rust/py_api.rs, rust/py_errors.rs). Written by hand.
+# Type stubs for the Rust core (rust/py/). Written by hand.
 
 from typing import Any, final
+
+__all__ = [
+    "ClientId",
+    "ClientNotFoundError",
+    "ContextClosedError",
+    "Engine",
+    "HeldConnect",
+    "InvalidChannelError",
+    "Outcome",
+    "SendError",
+]
 
 class SendError(Exception): ...
 class InvalidChannelError(SendError): ...
@@ -15,11 +26,11 @@ class ClientId:
     @property
     def timestamp_nanos(self) -> int: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: ClientId) -> bool: ...
-    def __le__(self, other: ClientId) -> bool: ...
-    def __gt__(self, other: ClientId) -> bool: ...
-    def __ge__(self, other: ClientId) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: ClientId, /) -> bool: ...
+    def __le__(self, other: ClientId, /) -> bool: ...
+    def __gt__(self, other: ClientId, /) -> bool: ...
+    def __ge__(self, other: ClientId, /) -> bool: ...
 
 @final
 class HeldConnect:
@@ -51,26 +62,8 @@ class Outcome:
 
 @final
 class Engine:
-    def __new__(
-        cls,
-        *,
-        timeout: float,
-        max_interval: float,
-        interval: float,
-        queue_capacity: int,
-        trust_client_session: bool,
-        connection_types: list[str],
-        ack_extension: bool = False,
-        timesync: bool = False,
-        broadcast_to_publisher: bool = True,
-        max_sessions_per_browser: int = 1,
-        multi_session_interval: float = 2.0,
-        handshake_reconnect: bool = False,
-        meta_connect_deliver_only: bool = False,
-        session_capacity: int = 0,
-        channel_capacity: int = 0,
-        subscriber_capacity: int = 0,
-    ) -> Engine: ...
+    # The settings by name: rust/config.rs lists them with their types and defaults.
+    def __new__(cls, **settings: object) -> Engine: ...
     def process(
         self,
         body: bytes,

@@ -34,37 +34,31 @@ class LongPollingServiceContextBuilder:
     """Builds a :class:`LongPollingServiceContext`. Every setter returns the builder."""
 
     def __init__(self) -> None:
-        self._timeout = 20.0
-        self._max_interval = 60.0
-        self._interval = 0.0
+        # The engine's settings by name, as rust/config.rs names them; those not set keep the
+        # defaults written there. The builder sweeps by max_interval, so it passes that one.
+        self._engine: dict[str, Any] = {"max_interval": 60.0}
         self._events_capacity = 1024
-        self._client_capacity = 500
-        self._subscription_channel_capacity = 0
-        self._client_storage_capacity = 0
-        self._subscription_storage_capacity = 0
-        self._trust_client_session = False
         self._max_body_size = 1024 * 1024
         # Settings of the Python layer alone, passed to the context as they are.
         self._context_options: dict[str, Any] = {}
         self._cookie = CookieOptions()
         self._connection_types: tuple[str, ...] = CONNECTION_TYPES
         self._cors = Cors(())
-        self._options: dict[str, Any] = {}
         self._policy: SecurityPolicy | None = None
 
     def timeout(self, value: Duration) -> Self:
         """How long a ``/meta/connect`` is held (also sent as ``advice.timeout``)."""
-        self._timeout = _seconds(value, "timeout")
+        self._engine["timeout"] = _seconds(value, "timeout")
         return self
 
     def max_interval(self, value: Duration) -> Self:
         """How long a session lives without a ``/meta/connect`` after its last reply."""
-        self._max_interval = _seconds(value, "max_interval")
+        self._engine["max_interval"] = _seconds(value, "max_interval")
         return self
 
     def interval(self, value: Duration) -> Self:
         """``advice.interval``: the pause clients take between connects."""
-        self._interval = _seconds(value, "interval")
+        self._engine["interval"] = _seconds(value, "interval")
         return self
 
     def events_channel_capacity(self, value: int) -> Self:
@@ -75,27 +69,27 @@ class LongPollingServiceContextBuilder:
     def client_channel_capacity(self, value: int) -> Self:
         """The bound on each session's message queue; when full, the oldest message is dropped
         and counted (see :meth:`LongPollingServiceContext.stats`)."""
-        self._client_capacity = _count(value, "client_channel_capacity", 1)
+        self._engine["queue_capacity"] = _count(value, "client_channel_capacity", 1)
         return self
 
     def subscription_channel_capacity(self, value: int) -> Self:
         """Initial size of each channel's subscriber set (a sizing hint)."""
-        self._subscription_channel_capacity = _count(value, "subscription_channel_capacity")
+        self._engine["subscriber_capacity"] = _count(value, "subscription_channel_capacity")
         return self
 
     def client_storage_capacity(self, value: int) -> Self:
         """Initial size of the session table (a sizing hint)."""
-        self._client_storage_capacity = _count(value, "client_storage_capacity")
+        self._engine["session_capacity"] = _count(value, "client_storage_capacity")
         return self
 
     def subscription_storage_capacity(self, value: int) -> Self:
         """Initial size of the channel table (a sizing hint)."""
-        self._subscription_storage_capacity = _count(value, "subscription_storage_capacity")
+        self._engine["channel_capacity"] = _count(value, "subscription_storage_capacity")
         return self
 
     def trust_client_session(self, value: bool = True) -> Self:
         """Accept a ``clientId`` without its ``BAYEUX_BROWSER`` cookie (off by default)."""
-        self._trust_client_session = bool(value)
+        self._engine["trust_client_session"] = bool(value)
         return self
 
     def max_body_size(self, value: int) -> Self:
@@ -138,17 +132,17 @@ class LongPollingServiceContextBuilder:
     def ack_extension(self, enabled: bool = True) -> Self:
         """Offer the ack extension (the clients' ``AckExtension``): messages are delivered in
         ``/meta/connect`` replies with batch ids and sent again until acknowledged."""
-        self._options["ack_extension"] = bool(enabled)
+        self._engine["ack_extension"] = bool(enabled)
         return self
 
     def timesync(self, enabled: bool = True) -> Self:
         """Answer the clients' ``TimeSyncExtension`` with the server's clock."""
-        self._options["timesync"] = bool(enabled)
+        self._engine["timesync"] = bool(enabled)
         return self
 
     def broadcast_to_publisher(self, enabled: bool) -> Self:
         """Whether a client receives its own publishes on channels it subscribes (default on)."""
-        self._options["broadcast_to_publisher"] = bool(enabled)
+        self._engine["broadcast_to_publisher"] = bool(enabled)
         return self
 
     def max_sessions_per_browser(self, count: int) -> Self:
@@ -157,25 +151,25 @@ class LongPollingServiceContextBuilder:
         are answered at once with ``advice: {"multiple-clients": true}``."""
         if isinstance(count, bool) or not isinstance(count, int):
             raise ValueError(f"max_sessions_per_browser must be an integer, not {count!r}")
-        self._options["max_sessions_per_browser"] = count
+        self._engine["max_sessions_per_browser"] = count
         return self
 
     def multi_session_interval(self, value: Duration) -> Self:
         """``advice.interval`` for connects refused under that limit (default 2 s)."""
-        self._options["multi_session_interval"] = _seconds(value, "multi_session_interval")
+        self._engine["multi_session_interval"] = _seconds(value, "multi_session_interval")
         return self
 
     def handshake_reconnect(self, enabled: bool = True) -> Self:
         """Advertise ``maxInterval`` in advice, so a client away for longer handshakes again
         at once instead of trying a connect first."""
-        self._options["handshake_reconnect"] = bool(enabled)
+        self._engine["handshake_reconnect"] = bool(enabled)
         return self
 
     def meta_connect_deliver_only(self, enabled: bool = True) -> Self:
         """Deliver messages only in ``/meta/connect`` replies: a WebSocket then carries them
         with the next connect reply instead of pushing each at once. (Over HTTP they always
         travel in connect replies.)"""
-        self._options["meta_connect_deliver_only"] = bool(enabled)
+        self._engine["meta_connect_deliver_only"] = bool(enabled)
         return self
 
     def security_policy(self, policy: SecurityPolicy) -> Self:
@@ -197,18 +191,7 @@ class LongPollingServiceContextBuilder:
         return self
 
     def build(self) -> LongPollingServiceContext:
-        engine = Engine(
-            timeout=self._timeout,
-            max_interval=self._max_interval,
-            interval=self._interval,
-            queue_capacity=self._client_capacity,
-            trust_client_session=self._trust_client_session,
-            connection_types=list(self._connection_types),
-            **self._options,
-            session_capacity=self._client_storage_capacity,
-            channel_capacity=self._subscription_storage_capacity,
-            subscriber_capacity=self._subscription_channel_capacity,
-        )
+        engine = Engine(**self._engine, connection_types=list(self._connection_types))
         context = LongPollingServiceContext(
             engine,
             events_capacity=self._events_capacity,
@@ -216,7 +199,7 @@ class LongPollingServiceContextBuilder:
             cookie=self._cookie,
             connection_types=self._connection_types,
             cors=self._cors,
-            sweep_every=min(1.0, max(0.05, self._max_interval / 4)),
+            sweep_every=min(1.0, max(0.05, self._engine["max_interval"] / 4)),
             **self._context_options,
         )
         context.hooks.policy = self._policy

@@ -1,22 +1,30 @@
-//! One request batch in, replies and effects out: handshake, subscribe, unsubscribe,
-//! disconnect and publish, as Bayeux 1.0 and CometD's clients expect them. `/meta/connect`
-//! lives in `connect.rs`.
+//! One request batch in, replies and effects out, as Bayeux 1.0 and CometD's clients expect
+//! them. This module reads each message and sends it to its handler: `handshake` (and
+//! disconnect), `subscribe`, `publish`, `connect`; `push` drains a WebSocket's queue. The
+//! handlers reach sessions only through the `Engine` trait.
 
-use std::sync::Arc;
+mod connect;
+mod ext;
+mod handshake;
+mod publish;
+mod push;
+mod replies;
+mod subscribe;
+
+pub use connect::{complete_connect, Hold};
+pub use push::drain_queue;
+
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
-use crate::connect::Hold;
-use crate::engine::{Effects, Engine, Event, RemoveReason};
+use crate::engine::{Effects, Engine};
 use crate::errors::bayeux;
-use crate::extensions::{read_ext, AckField, AckState, ExtRequest, Timesync};
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
-use crate::replies::{self, AckReply, ReplyExt, NO_RECONNECT_ADVICE};
-use crate::session::Shared;
-use crate::subscriptions::SessionKey;
+use crate::timesync::Timesync;
+use ext::{read_ext, ReplyExt};
+use replies::NO_RECONNECT_ADVICE;
 
 /// How a request arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +91,12 @@ pub struct Outcome {
 }
 
 /// Processes one request body.
-pub fn process(engine: &mut Engine, body: &[u8], info: RequestInfo, now: Instant) -> Outcome {
+pub fn process<E: Engine + ?Sized>(
+    engine: &mut E,
+    body: &[u8],
+    info: RequestInfo,
+    now: Instant,
+) -> Outcome {
     let mut outcome = Outcome {
         status: 200,
         ..Outcome::default()
@@ -131,24 +144,25 @@ fn bad_request(mut outcome: Outcome, error: &str, detail: &str) -> Outcome {
     outcome
 }
 
-pub(crate) struct Request<'r> {
-    pub(crate) engine: &'r mut Engine,
-    pub(crate) browser: Option<Id>,
-    pub(crate) transport: Transport,
-    pub(crate) multiplexed: bool,
-    pub(crate) now: Instant,
+/// One request being handled: its handlers live in this module's children.
+struct Request<'r, E: Engine + ?Sized> {
+    engine: &'r mut E,
+    browser: Option<Id>,
+    transport: Transport,
+    multiplexed: bool,
+    now: Instant,
     /// A connect may be held only when it stands alone.
-    pub(crate) alone: bool,
+    alone: bool,
     /// The timesync answer for the message being handled, if it asked and it is enabled.
-    pub(crate) timesync: Option<Timesync>,
-    pub(crate) out: Body,
-    pub(crate) outcome: &'r mut Outcome,
+    timesync: Option<Timesync>,
+    out: Body,
+    outcome: &'r mut Outcome,
 }
 
 /// A reply failed with this error string.
-pub(crate) type Failure = std::borrow::Cow<'static, str>;
+type Failure = std::borrow::Cow<'static, str>;
 
-impl Request<'_> {
+impl<E: Engine + ?Sized> Request<'_, E> {
     fn handle(&mut self, raw: &RawValue) {
         let message = match json::read_message(raw) {
             Ok(message) => message,
@@ -172,15 +186,12 @@ impl Request<'_> {
         };
         // A transport the server does not offer: every message is refused, with the advice
         // not to retry, so that the client moves to another transport or stops.
-        let offered = &self.engine.config.connection_types;
-        if !offered.iter().any(|t| t == self.transport.name()) {
+        if !self.engine.config().offers(self.transport.name()) {
             return self.fail(Some(&channel), id, bayeux::CONNECTION_TYPE_UNSUPPORTED);
         }
         let ext = read_ext(message.ext);
-        self.timesync = ext
-            .timesync
-            .filter(|_| self.engine.config.timesync && channel.starts_with("/meta/"))
-            .map(Timesync::received);
+        let timesync_on = self.engine.config().timesync && channel.starts_with("/meta/");
+        self.timesync = ext.timesync.filter(|_| timesync_on).map(Timesync::received);
         let result = match &*channel {
             "/meta/handshake" => self.handshake(&message, &ext),
             "/meta/connect" => self.connect(&message, &ext),
@@ -235,6 +246,7 @@ impl Request<'_> {
         reply.finish();
     }
 
+    /// The reply `ext` of a message that only timesync answers.
     fn timesync_ext(&self) -> ReplyExt {
         ReplyExt {
             ack: None,
@@ -243,7 +255,7 @@ impl Request<'_> {
     }
 
     /// The session a message names, if it exists and the request carries its cookie.
-    pub(crate) fn session(&self, message: &Message<'_>) -> Result<(SessionKey, Id), Failure> {
+    fn session(&self, message: &Message<'_>) -> Result<(E::Key, Id), Failure> {
         let raw = message.client_id.ok_or(bayeux::CLIENT_ID_MISSING)?;
         let text = json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "clientId"))?;
         let id = Id::parse(&text).ok_or(bayeux::SESSION_UNKNOWN)?;
@@ -256,153 +268,7 @@ impl Request<'_> {
             .map_err(|_| bayeux::SESSION_UNKNOWN)?;
         Ok((key, id))
     }
-
-    fn handshake(&mut self, message: &Message<'_>, ext: &ExtRequest) -> Result<(), Failure> {
-        if let Some(raw) = message.supported_connection_types {
-            let offered = json::as_str_list(raw)
-                .ok_or_else(|| bayeux::field("invalid_type", "supportedConnectionTypes"))?;
-            let supported = &self.engine.config.connection_types;
-            if !offered.iter().any(|t| supported.iter().any(|s| s == t)) {
-                return Err(bayeux::CONNECTION_TYPE_UNSUPPORTED.into());
-            }
-        }
-        let browser = match self.browser {
-            Some(browser) => browser,
-            None => {
-                let fresh = Id::generate();
-                self.browser = Some(fresh);
-                // A WebSocket frame cannot set a cookie.
-                if self.transport != Transport::WebSocket {
-                    self.outcome.new_browser = Some(fresh);
-                }
-                fresh
-            }
-        };
-        let client_id = self.engine.create_session(browser, self.now);
-        let key = self
-            .engine
-            .key_of(&client_id)
-            .expect("the session just made");
-        if self.transport == Transport::WebSocket {
-            self.engine.set_bound(key, true, &mut self.outcome.effects);
-        }
-        let mut reply_ext = self.timesync_ext();
-        if self.engine.config.ack_extension && ext.ack == Some(AckField::Enabled(true)) {
-            // Acknowledged messages travel only in connect replies, which carry batch ids.
-            let session = self.engine.session_mut(key);
-            session.ack = Some(AckState::default());
-            session.connect_only = true;
-            reply_ext.ack = Some(AckReply::Enabled);
-        }
-        self.outcome
-            .effects
-            .events
-            .push(Event::SessionAdded(client_id));
-        let advice = replies::advice(self.engine);
-        let types = replies::connection_types(self.engine);
-        self.succeed(
-            "/meta/handshake",
-            &client_id,
-            message.id,
-            reply_ext,
-            |reply| {
-                reply
-                    .string("version", "1.0")
-                    .string("minimumVersion", "1.0")
-                    .raw("supportedConnectionTypes", &types)
-                    .raw("advice", &advice);
-            },
-        );
-        Ok(())
-    }
-
-    fn subscribe(&mut self, message: &Message<'_>, subscribe: bool) -> Result<(), Failure> {
-        let (key, client_id) = self.session(message)?;
-        let raw = message.subscription.ok_or(bayeux::SUBSCRIPTION_MISSING)?;
-        let names = json::as_str_list(raw)
-            .filter(|names| !names.is_empty())
-            .ok_or(bayeux::SUBSCRIPTION_INVALID)?;
-        // All or nothing: every name is checked before any is applied.
-        for name in &names {
-            match channel::classify(name) {
-                None => return Err(bayeux::SUBSCRIPTION_INVALID.into()),
-                Some(ChannelKind::Meta) => return Err(bayeux::SUBSCRIBE_DENIED.into()),
-                Some(_) => {}
-            }
-        }
-        for name in &names {
-            // Service channels are never broadcast: subscribing is a successful no-op.
-            if channel::classify(name) == Some(ChannelKind::Service) {
-                continue;
-            }
-            if subscribe {
-                self.engine.subscribe(key, name);
-            } else {
-                self.engine.unsubscribe(key, name);
-            }
-        }
-        let channels = names.iter().map(|n| n.to_string()).collect();
-        self.outcome.effects.events.push(if subscribe {
-            Event::Subscribed(client_id, channels)
-        } else {
-            Event::Unsubscribed(client_id, channels)
-        });
-        let meta = if subscribe {
-            "/meta/subscribe"
-        } else {
-            "/meta/unsubscribe"
-        };
-        let ext = self.timesync_ext();
-        self.succeed(meta, &client_id, message.id, ext, |reply| {
-            reply.raw("subscription", raw.get().as_bytes());
-        });
-        Ok(())
-    }
-
-    fn disconnect(&mut self, message: &Message<'_>) -> Result<(), Failure> {
-        let (key, client_id) = self.session(message)?;
-        self.engine
-            .remove(key, RemoveReason::Disconnected, &mut self.outcome.effects);
-        let ext = self.timesync_ext();
-        self.succeed("/meta/disconnect", &client_id, message.id, ext, |_| {});
-        Ok(())
-    }
-
-    fn publish(&mut self, name: &str, message: &Message<'_>) -> Result<(), Failure> {
-        let kind = match channel::classify(name) {
-            None | Some(ChannelKind::Wildcard) => return Err(bayeux::CHANNEL_INVALID.into()),
-            Some(ChannelKind::Meta) => return Err(bayeux::CHANNEL_UNKNOWN.into()),
-            Some(kind) => kind,
-        };
-        let (key, _) = self.session(message)?;
-        let data = message.data.ok_or(bayeux::DATA_MISSING)?;
-        if kind == ChannelKind::Broadcast {
-            let delivered = delivered_message(name, data.get().as_bytes(), message.id);
-            self.engine
-                .publish_from(name, delivered, Some(key), &mut self.outcome.effects);
-        }
-        let mut reply = self.out.object();
-        reply.string("channel", name).bool("successful", true);
-        if let Some(id) = message.id {
-            reply.raw("id", id.get().as_bytes());
-        }
-        reply.finish();
-        Ok(())
-    }
-}
-
-/// A message as subscribers receive it, serialised once and shared by every queue.
-pub fn delivered_message(channel: &str, data: &[u8], id: Option<&RawValue>) -> Shared {
-    let mut bytes = Vec::with_capacity(channel.len() + data.len() + 32);
-    let mut message = ObjectWriter::new(&mut bytes);
-    message.string("channel", channel).raw("data", data);
-    if let Some(id) = id {
-        message.raw("id", id.get().as_bytes());
-    }
-    message.finish();
-    Arc::from(bytes)
 }
 
 #[cfg(test)]
-#[path = "protocol_tests.rs"]
 mod tests;

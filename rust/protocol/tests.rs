@@ -1,18 +1,19 @@
 //! Protocol tests without Python or HTTP: batches in, replies and effects out.
 
 use super::*;
-use crate::connect::{complete_connect, drain_queue};
-use crate::engine::Config;
+use crate::config::Config;
+use crate::engine::{Effects, MemoryEngine, RemoveReason};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
-fn engine() -> Engine {
-    Engine::new(Config {
+fn engine() -> MemoryEngine {
+    MemoryEngine::new(Config {
         connection_types: vec!["websocket".into(), "long-polling".into()],
         ..Config::default()
     })
 }
 
-fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
+fn run(engine: &mut MemoryEngine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) {
     let body = serde_json::to_vec(&batch).unwrap();
     let outcome = process(
         engine,
@@ -29,7 +30,7 @@ fn run(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Outcome) 
 }
 
 /// Handshakes and answers the first connect; returns the client id.
-fn session(engine: &mut Engine, browser: Id) -> String {
+fn session(engine: &mut MemoryEngine, browser: Id) -> String {
     let (replies, outcome) = run(engine, browser, json!([{"channel": "/meta/handshake"}]));
     assert_eq!(outcome.effects.events.len(), 1);
     let id = replies[0]["clientId"].as_str().unwrap().to_owned();
@@ -288,4 +289,19 @@ fn a_transport_not_offered_is_refused_with_advice_to_stop() {
                "advice": {"reconnect": "none", "interval": 0}, "id": "h"})
     );
     assert_eq!(engine.stats().sessions, 0);
+}
+
+#[test]
+fn the_protocol_also_runs_over_an_engine_chosen_at_run_time() {
+    // A second engine may be picked by configuration: the trait stays object safe.
+    let mut memory = engine();
+    let engine: &mut dyn Engine<Key = u32> = &mut memory;
+    let outcome = process(
+        engine,
+        br#"[{"channel":"/meta/handshake"}]"#,
+        RequestInfo::new(None, Transport::LongPolling),
+        Instant::now(),
+    );
+    assert!(String::from_utf8_lossy(&outcome.body).contains(r#""successful":true"#));
+    assert_eq!(engine.stats().sessions, 1);
 }

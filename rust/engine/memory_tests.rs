@@ -1,8 +1,10 @@
-//! Engine tests: delivery, cookies, removal and expiry, without the protocol.
+//! In-memory engine tests: delivery, cookies, removal and expiry, without the protocol.
+use std::time::Duration;
+
 use super::*;
 
-fn engine() -> Engine {
-    Engine::new(Config {
+fn engine() -> MemoryEngine {
+    MemoryEngine::new(Config {
         queue_capacity: 2,
         ..Config::default()
     })
@@ -12,8 +14,7 @@ fn engine() -> Engine {
 fn wildcard_matches_deliver_once_and_wake_once() {
     let mut engine = engine();
     let now = Instant::now();
-    let id = engine.create_session(Id::generate(), now);
-    let key = engine.key_of(&id).unwrap();
+    let (id, key) = engine.create_session(Id::generate(), now);
     for name in ["/a/b", "/a/*", "/a/**", "/**"] {
         assert!(engine.subscribe(key, name));
     }
@@ -28,14 +29,14 @@ fn wildcard_matches_deliver_once_and_wake_once() {
         1
     );
     assert_eq!(effects.wake, vec![id]);
-    assert_eq!(engine.session(key).queued(), 2);
+    assert_eq!(engine.session_info(key).queued, 2);
 }
 
 #[test]
 fn cookie_must_match_unless_trusted() {
     let mut engine = engine();
     let browser = Id::generate();
-    let id = engine.create_session(browser, Instant::now());
+    let (id, _) = engine.create_session(browser, Instant::now());
     assert!(engine.lookup(&id, Some(&browser), true).is_ok());
     assert_eq!(engine.lookup(&id, None, true), Err(Lookup::WrongBrowser));
     let stranger = Id::generate();
@@ -56,8 +57,7 @@ fn cookie_must_match_unless_trusted() {
 #[test]
 fn removal_clears_subscriptions_and_releases_held_connect() {
     let mut engine = engine();
-    let id = engine.create_session(Id::generate(), Instant::now());
-    let key = engine.key_of(&id).unwrap();
+    let (id, key) = engine.create_session(Id::generate(), Instant::now());
     engine.subscribe(key, "/a/**");
     let mut effects = Effects::default();
     engine.hold(key, false, &mut effects);
@@ -79,9 +79,8 @@ fn removal_clears_subscriptions_and_releases_held_connect() {
 fn sweep_expires_only_sessions_past_their_deadline_and_not_held() {
     let mut engine = engine();
     let now = Instant::now();
-    let idle = engine.create_session(Id::generate(), now);
-    let held = engine.create_session(Id::generate(), now);
-    let held_key = engine.key_of(&held).unwrap();
+    let (idle, _) = engine.create_session(Id::generate(), now);
+    let (held, held_key) = engine.create_session(Id::generate(), now);
     let mut effects = Effects::default();
     engine.hold(held_key, false, &mut effects);
     engine.sweep(now + Duration::from_secs(61), &mut effects);

@@ -1,157 +1,32 @@
-//! The Python-facing classes: `Engine` (the in-memory engine), `Outcome`, `HeldConnect` and
-//! `ClientId`. Thin wrappers: all protocol work happens in `protocol` and `engine`.
+//! `Engine`: the in-memory engine as Python sees it. A thin wrapper: all protocol work happens
+//! in `protocol` and `engine`.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
-use crate::connect::{self, Hold};
-use crate::engine::{Config, Effects, Engine, Event};
+use crate::config::Config;
+use crate::engine::{Effects, Engine, MemoryEngine, RemoveReason};
 use crate::errors::CoreError;
+use crate::message::delivered_message;
 use crate::protocol::{self, RequestInfo, Transport};
-use crate::py_json::to_json;
 
-/// A session's client id: 40 lowercase hex characters.
-#[pyclass(
-    frozen,
-    eq,
-    ord,
-    hash,
-    module = "starlette_cometd._core",
-    name = "ClientId"
-)]
-#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PyClientId(pub Id);
-
-#[pymethods]
-impl PyClientId {
-    #[new]
-    fn new(text: &str) -> PyResult<Self> {
-        Ok(Self(parse_id(text)?))
-    }
-
-    fn __str__(&self) -> String {
-        self.0.to_string()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("ClientId('{}')", self.0)
-    }
-
-    /// The Unix time in nanoseconds when the id was made.
-    #[getter]
-    fn timestamp_nanos(&self) -> u64 {
-        self.0.timestamp_nanos()
-    }
-}
-
-fn parse_id(text: &str) -> Result<Id, CoreError> {
-    Id::parse(text).ok_or_else(|| CoreError::InvalidClientId(text.chars().take(64).collect()))
-}
-
-/// A `/meta/connect` being held; opaque to Python except for what the waiter needs.
-#[pyclass(frozen, module = "starlette_cometd._core", name = "HeldConnect")]
-pub struct PyHold(Hold);
-
-#[pymethods]
-impl PyHold {
-    #[getter]
-    fn client_id(&self) -> String {
-        self.0.client_id.to_string()
-    }
-
-    /// Seconds to hold at most.
-    #[getter]
-    fn timeout(&self) -> f64 {
-        self.0.timeout.as_secs_f64()
-    }
-}
-
-/// What one call changed. `events` are `(kind, client_id, detail)` tuples.
-#[pyclass(frozen, module = "starlette_cometd._core", name = "Outcome")]
-pub struct PyOutcome {
-    #[pyo3(get)]
-    status: u16,
-    #[pyo3(get)]
-    body: Py<PyBytes>,
-    #[pyo3(get)]
-    hold: Option<Py<PyHold>>,
-    #[pyo3(get)]
-    events: Vec<(&'static str, String, Option<Py<PyAny>>)>,
-    #[pyo3(get)]
-    wake: Vec<String>,
-    #[pyo3(get)]
-    release: Vec<String>,
-    #[pyo3(get)]
-    push: Vec<String>,
-    #[pyo3(get)]
-    bound: Vec<String>,
-    #[pyo3(get)]
-    new_browser: Option<String>,
-}
-
-fn ids(list: &[Id]) -> Vec<String> {
-    list.iter().map(Id::to_string).collect()
-}
-
-fn outcome(
-    py: Python<'_>,
-    status: u16,
-    body: &[u8],
-    hold: Option<Hold>,
-    effects: Effects,
-    new_browser: Option<Id>,
-) -> PyResult<PyOutcome> {
-    let mut events = Vec::with_capacity(effects.events.len());
-    for event in effects.events {
-        events.push(match event {
-            Event::SessionAdded(id) => ("session_added", id.to_string(), None),
-            Event::Subscribed(id, channels) => (
-                "subscribe",
-                id.to_string(),
-                Some(channels.into_pyobject(py)?.into_any().unbind()),
-            ),
-            Event::Unsubscribed(id, channels) => (
-                "unsubscribe",
-                id.to_string(),
-                Some(channels.into_pyobject(py)?.into_any().unbind()),
-            ),
-            Event::SessionRemoved(id, reason) => (
-                "session_removed",
-                id.to_string(),
-                Some(reason.as_str().into_pyobject(py)?.into_any().unbind()),
-            ),
-        });
-    }
-    Ok(PyOutcome {
-        status,
-        body: PyBytes::new(py, body).unbind(),
-        hold: hold.map(|h| Py::new(py, PyHold(h))).transpose()?,
-        events,
-        wake: ids(&effects.wake),
-        release: ids(&effects.release),
-        push: ids(&effects.push),
-        bound: ids(&effects.bound),
-        new_browser: new_browser.map(|b| b.to_string()),
-    })
-}
-
-fn effects_outcome(py: Python<'_>, effects: Effects) -> PyResult<PyOutcome> {
-    outcome(py, 200, b"", None, effects, None)
-}
+use super::client_id::parse_id;
+use super::json::to_json;
+use super::outcome::{effects_outcome, outcome, PyHold, PyOutcome};
 
 /// The in-memory engine. Every method runs to completion under one lock; nothing in it awaits.
 #[pyclass(frozen, module = "starlette_cometd._core", name = "Engine")]
 pub struct PyEngine {
-    inner: Mutex<Engine>,
+    inner: Mutex<MemoryEngine>,
 }
 
 impl PyEngine {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
+    fn engine(&self) -> MutexGuard<'_, MemoryEngine> {
         // A panic while the lock was held leaves the table consistent enough to keep serving.
         self.inner
             .lock()
@@ -161,60 +36,13 @@ impl PyEngine {
 
 #[pymethods]
 impl PyEngine {
+    /// An engine with the settings given by name (see `rust/config.rs`); the others keep
+    /// their defaults.
     #[new]
-    #[pyo3(signature = (
-        *, timeout, max_interval, interval, queue_capacity, trust_client_session,
-        connection_types, ack_extension = false, timesync = false, broadcast_to_publisher = true,
-        max_sessions_per_browser = 1, multi_session_interval = 2.0, handshake_reconnect = false,
-        meta_connect_deliver_only = false, session_capacity = 0, channel_capacity = 0,
-        subscriber_capacity = 0
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        timeout: f64,
-        max_interval: f64,
-        interval: f64,
-        queue_capacity: usize,
-        trust_client_session: bool,
-        connection_types: Vec<String>,
-        ack_extension: bool,
-        timesync: bool,
-        broadcast_to_publisher: bool,
-        max_sessions_per_browser: i64,
-        multi_session_interval: f64,
-        handshake_reconnect: bool,
-        meta_connect_deliver_only: bool,
-        session_capacity: usize,
-        channel_capacity: usize,
-        subscriber_capacity: usize,
-    ) -> PyResult<Self> {
-        let seconds = |name: &str, value: f64| {
-            Duration::try_from_secs_f64(value).map_err(|_| {
-                pyo3::exceptions::PyValueError::new_err(format!(
-                    "{name} must be a non-negative number of seconds, not {value}"
-                ))
-            })
-        };
-        let config = Config {
-            timeout: seconds("timeout", timeout)?,
-            max_interval: seconds("max_interval", max_interval)?,
-            interval: seconds("interval", interval)?,
-            queue_capacity: queue_capacity.max(1),
-            trust_client_session,
-            connection_types,
-            ack_extension,
-            timesync,
-            broadcast_to_publisher,
-            max_sessions_per_browser,
-            multi_session_interval: seconds("multi_session_interval", multi_session_interval)?,
-            handshake_reconnect,
-            meta_connect_deliver_only,
-            session_capacity,
-            channel_capacity,
-            subscriber_capacity,
-        };
+    #[pyo3(signature = (**settings))]
+    fn new(settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         Ok(Self {
-            inner: Mutex::new(Engine::new(config)),
+            inner: Mutex::new(MemoryEngine::new(Config::from_py(settings)?)),
         })
     }
 
@@ -244,7 +72,7 @@ impl PyEngine {
             multiplexed,
             alone,
         };
-        let result = protocol::process(&mut self.engine(), body, info, Instant::now());
+        let result = protocol::process(&mut *self.engine(), body, info, Instant::now());
         outcome(
             py,
             result.status,
@@ -278,7 +106,7 @@ impl PyEngine {
         drain: bool,
     ) -> Py<PyBytes> {
         let body =
-            connect::complete_connect(&mut self.engine(), &hold.get().0, drain, Instant::now());
+            protocol::complete_connect(&mut *self.engine(), &hold.get().0, drain, Instant::now());
         PyBytes::new(py, &body).unbind()
     }
 
@@ -289,7 +117,7 @@ impl PyEngine {
         client_id: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let id = parse_id(client_id)?;
-        let body = connect::drain_queue(&mut self.engine(), &id);
+        let body = protocol::drain_queue(&mut *self.engine(), &id);
         Ok(body.map(|b| PyBytes::new(py, b.as_slice())))
     }
 
@@ -312,7 +140,7 @@ impl PyEngine {
         if channel::classify(channel) != Some(ChannelKind::Broadcast) {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
-        let message = protocol::delivered_message(channel, &to_json(data)?, None);
+        let message = delivered_message(channel, &to_json(data)?, None);
         let mut effects = Effects::default();
         self.engine().publish(channel, message, &mut effects);
         effects_outcome(py, effects)
@@ -333,7 +161,7 @@ impl PyEngine {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
         let id = parse_id(client_id)?;
-        let message = protocol::delivered_message(channel, &to_json(data)?, None);
+        let message = delivered_message(channel, &to_json(data)?, None);
         let mut engine = self.engine();
         let key = engine
             .key_of(&id)
@@ -352,7 +180,7 @@ impl PyEngine {
             .key_of(&id)
             .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
         let mut effects = Effects::default();
-        engine.remove(key, crate::engine::RemoveReason::Removed, &mut effects);
+        engine.remove(key, RemoveReason::Removed, &mut effects);
         drop(engine);
         effects_outcome(py, effects)
     }
@@ -394,12 +222,12 @@ impl PyEngine {
         let Some(key) = engine.key_of(&id) else {
             return Ok(None);
         };
-        let session = engine.session(key);
+        let info = engine.session_info(key);
+        drop(engine);
         let dict = PyDict::new(py);
-        dict.set_item("queued", session.queued())?;
-        dict.set_item("dropped", session.dropped)?;
-        let subscriptions: Vec<&str> = session.subscriptions.iter().map(|s| &**s).collect();
-        dict.set_item("subscriptions", subscriptions)?;
+        dict.set_item("queued", info.queued)?;
+        dict.set_item("dropped", info.dropped)?;
+        dict.set_item("subscriptions", info.subscriptions)?;
         Ok(Some(dict))
     }
 }

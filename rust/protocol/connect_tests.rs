@@ -7,14 +7,15 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::engine::{Config, Effects};
+use crate::config::Config;
+use crate::engine::{Effects, MemoryEngine};
 use crate::protocol::{process, RequestInfo};
 
-fn engine(config: Config) -> Engine {
-    Engine::new(config)
+fn engine(config: Config) -> MemoryEngine {
+    MemoryEngine::new(config)
 }
 
-fn send(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Option<Hold>) {
+fn send(engine: &mut MemoryEngine, browser: Id, batch: Value) -> (Vec<Value>, Option<Hold>) {
     let body = serde_json::to_vec(&batch).unwrap();
     let info = RequestInfo::new(Some(browser), Transport::LongPolling);
     let outcome = process(engine, &body, info, Instant::now());
@@ -26,7 +27,7 @@ fn send(engine: &mut Engine, browser: Id, batch: Value) -> (Vec<Value>, Option<H
     (replies, outcome.hold)
 }
 
-fn handshake(engine: &mut Engine, browser: Id, ext: Value) -> (String, Value) {
+fn handshake(engine: &mut MemoryEngine, browser: Id, ext: Value) -> (String, Value) {
     let (replies, _) = send(
         engine,
         browser,
@@ -38,7 +39,7 @@ fn handshake(engine: &mut Engine, browser: Id, ext: Value) -> (String, Value) {
     )
 }
 
-fn deliver(engine: &mut Engine, id: &str, n: u64) {
+fn deliver(engine: &mut MemoryEngine, id: &str, n: u64) {
     let key = engine.key_of(&Id::parse(id).unwrap()).unwrap();
     let message = Arc::from(format!("{n}").into_bytes());
     engine.deliver(key, message, &mut Effects::default());
@@ -158,7 +159,7 @@ fn publisher_can_be_left_out_of_its_own_broadcast() {
                {"channel": "/a", "clientId": id, "data": 1}]),
     );
     let key = engine.key_of(&Id::parse(&id).unwrap()).unwrap();
-    assert_eq!(engine.session(key).queued(), 0);
+    assert_eq!(engine.session_info(key).queued, 0);
 }
 
 #[test]

@@ -2,57 +2,17 @@
 
 use serde_json::value::RawValue;
 
+use super::ext::ReplyExt;
 use crate::client_id::Id;
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::errors::bayeux;
-use crate::extensions::Timesync;
 use crate::json::{Body, ObjectWriter};
 
 pub const HANDSHAKE_ADVICE: &[u8] = br#"{"reconnect":"handshake","interval":0}"#;
 pub const NO_RECONNECT_ADVICE: &[u8] = br#"{"reconnect":"none","interval":0}"#;
 
-/// What the built-in extensions add to a reply's `ext`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReplyExt {
-    pub ack: Option<AckReply>,
-    pub timesync: Option<Timesync>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum AckReply {
-    /// On a handshake: the server offers the ack extension.
-    Enabled,
-    /// On a connect: the batch the reply's messages belong to.
-    Batch(u64),
-}
-
-impl ReplyExt {
-    pub fn write(&self, reply: &mut ObjectWriter<'_>) {
-        if self.ack.is_none() && self.timesync.is_none() {
-            return;
-        }
-        let mut bytes = Vec::with_capacity(96);
-        let mut ext = ObjectWriter::new(&mut bytes);
-        match self.ack {
-            Some(AckReply::Enabled) => {
-                ext.bool("ack", true);
-            }
-            Some(AckReply::Batch(batch)) => {
-                ext.number("ack", batch);
-            }
-            None => {}
-        }
-        if let Some(timesync) = &self.timesync {
-            timesync.write(&mut ext);
-        }
-        ext.finish();
-        reply.raw("ext", &bytes);
-    }
-}
-
 /// The advice every successful handshake and connect reply carries.
-pub fn advice(engine: &Engine) -> Vec<u8> {
-    let config = &engine.config;
+pub fn advice(config: &Config) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(80);
     let mut advice = ObjectWriter::new(&mut bytes);
     advice
@@ -68,8 +28,7 @@ pub fn advice(engine: &Engine) -> Vec<u8> {
 
 /// The advice for a connect answered at once because its browser already holds as many
 /// long-polls as it may: poll again after `multi_session_interval`.
-pub fn multiple_clients_advice(engine: &Engine) -> Vec<u8> {
-    let config = &engine.config;
+pub fn multiple_clients_advice(config: &Config) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(96);
     ObjectWriter::new(&mut bytes)
         .string("reconnect", "retry")
@@ -116,8 +75,8 @@ pub fn unknown_session(out: &mut Body, channel: &str, id: Option<&RawValue>) {
     reply.finish();
 }
 
-pub fn connection_types(engine: &Engine) -> Vec<u8> {
-    serde_json::to_vec(&engine.config.connection_types).unwrap_or_else(|_| b"[]".to_vec())
+pub fn connection_types(config: &Config) -> Vec<u8> {
+    serde_json::to_vec(&config.connection_types).unwrap_or_else(|_| b"[]".to_vec())
 }
 
 pub fn quoted(id: &Id) -> Vec<u8> {

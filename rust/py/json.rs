@@ -27,41 +27,13 @@ fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Res
     } else if let Ok(b) = value.cast::<PyBool>() {
         out.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
     } else if let Ok(s) = value.cast::<PyString>() {
-        let text = s.to_str().map_err(|e| CoreError::NotJson(e.to_string()))?;
-        write_string(out, text);
+        write_string(out, text_of(s)?);
     } else if value.is_instance_of::<PyInt>() {
-        let text = if let Ok(n) = value.extract::<i64>() {
-            n.to_string()
-        } else if let Ok(n) = value.extract::<u64>() {
-            n.to_string()
-        } else {
-            return Err(CoreError::NotJson("integer out of the 64-bit range".into()));
-        };
-        out.extend_from_slice(text.as_bytes());
+        write_int(value, out)?;
     } else if let Ok(f) = value.cast::<PyFloat>() {
-        let number = f.value();
-        if !number.is_finite() {
-            return Err(CoreError::NotJson(format!("{number} is not a JSON number")));
-        }
-        let _ = serde_json::to_writer(&mut *out, &number);
+        write_float(f.value(), out)?;
     } else if let Ok(dict) = value.cast::<PyDict>() {
-        out.push(b'{');
-        for (i, (key, item)) in dict.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let key = key
-                .cast::<PyString>()
-                .map_err(|_| CoreError::NotJson("dict keys must be str".into()))?;
-            write_string(
-                out,
-                key.to_str()
-                    .map_err(|e| CoreError::NotJson(e.to_string()))?,
-            );
-            out.push(b':');
-            write_value(&item, out, depth + 1)?;
-        }
-        out.push(b'}');
+        write_dict(dict, out, depth)?;
     } else if let Ok(list) = value.cast::<PyList>() {
         write_items(list.iter(), out, depth)?;
     } else if let Ok(tuple) = value.cast::<PyTuple>() {
@@ -74,6 +46,48 @@ fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Res
             .unwrap_or_else(|_| "?".into());
         return Err(CoreError::NotJson(format!("{type_name} is not JSON")));
     }
+    Ok(())
+}
+
+fn text_of<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str, CoreError> {
+    s.to_str().map_err(|e| CoreError::NotJson(e.to_string()))
+}
+
+/// An int (not a bool), if it fits in 64 bits, signed or not.
+fn write_int(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Result<(), CoreError> {
+    let text = if let Ok(n) = value.extract::<i64>() {
+        n.to_string()
+    } else if let Ok(n) = value.extract::<u64>() {
+        n.to_string()
+    } else {
+        return Err(CoreError::NotJson("integer out of the 64-bit range".into()));
+    };
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+fn write_float(number: f64, out: &mut Vec<u8>) -> Result<(), CoreError> {
+    if !number.is_finite() {
+        return Err(CoreError::NotJson(format!("{number} is not a JSON number")));
+    }
+    let _ = serde_json::to_writer(&mut *out, &number);
+    Ok(())
+}
+
+fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Result<(), CoreError> {
+    out.push(b'{');
+    for (i, (key, item)) in dict.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let key = key
+            .cast::<PyString>()
+            .map_err(|_| CoreError::NotJson("dict keys must be str".into()))?;
+        write_string(out, text_of(key)?);
+        out.push(b':');
+        write_value(&item, out, depth + 1)?;
+    }
+    out.push(b'}');
     Ok(())
 }
 

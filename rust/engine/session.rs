@@ -1,14 +1,13 @@
-//! One session: who it belongs to, what it listens to, and its bounded queue of messages.
+//! One session of the in-memory engine: who it belongs to, what it listens to, its bounded
+//! queue of messages and the state of its connects.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ack::AckState;
 use crate::client_id::Id;
-use crate::extensions::AckState;
-
-/// A serialised message, shared by every queue it is delivered to.
-pub type Shared = Arc<[u8]>;
+use crate::json::Body;
+use crate::message::Shared;
 
 pub struct Session {
     pub client_id: Id,
@@ -100,11 +99,46 @@ impl Session {
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
+
+    /// Writes what a connect reply carries, in order; with the ack extension that is every
+    /// unacknowledged message and then the new ones, as one batch whose id is returned, with
+    /// how many unacknowledged messages were dropped beyond `capacity`.
+    pub fn drain_for_connect(&mut self, out: &mut Body, capacity: usize) -> (Option<u64>, u64) {
+        let Some(mut ack) = self.ack.take() else {
+            self.drain_into(out);
+            return (None, 0);
+        };
+        let (batch, messages, dropped) = ack.next_batch(self.drain(), capacity);
+        self.ack = Some(ack);
+        for message in &messages {
+            out.push(message);
+        }
+        self.dropped += dropped;
+        (Some(batch), dropped)
+    }
+
+    /// Writes the queued messages for a socket to push; false when there are none or the
+    /// session takes messages only in connect replies. Either way it may be woken again.
+    pub fn drain_to_push(&mut self, out: &mut Body) -> bool {
+        self.woken = false;
+        if !self.has_messages() || self.connect_only {
+            return false;
+        }
+        self.drain_into(out);
+        true
+    }
+
+    fn drain_into(&mut self, out: &mut Body) {
+        for message in self.drain() {
+            out.push(&message);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn full_queue_drops_oldest_and_counts() {

@@ -1,0 +1,171 @@
+//! The engine's settings. One table below makes the `Config` struct, its defaults and the
+//! reading of the settings Python passes (`Engine(**settings)`, by name), so a new setting is
+//! one line here and its setter in `python/starlette_cometd/builder.py`.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+/// Makes `Config`, its `Default` and `Config::from_py` from one line per setting:
+/// `/// doc`, `name: Type = default,`. `Type` must implement `Setting`.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:expr, )+) => {
+        /// The engine's settings, fixed when it is built.
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $name: $default, )+ }
+            }
+        }
+
+        impl Config {
+            /// The defaults, with each setting named in `settings` replaced by its value. An
+            /// unknown name or a value of the wrong type is a `TypeError`, a value out of range
+            /// a `ValueError`.
+            pub fn from_py(settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+                let mut config = Self::default();
+                for (name, value) in settings.into_iter().flat_map(|s| s.iter()) {
+                    let name = name.cast::<PyString>()?;
+                    match name.to_str()? {
+                        $( stringify!($name) => {
+                            config.$name = Setting::from_py(&value, stringify!($name))?
+                        } )+
+                        other => {
+                            return Err(PyTypeError::new_err(format!(
+                                "unknown engine setting {other:?}"
+                            )))
+                        }
+                    }
+                }
+                Ok(config)
+            }
+        }
+    };
+}
+
+settings! {
+    /// How long a `/meta/connect` is held at most (also `advice.timeout`).
+    timeout: Duration = Duration::from_secs(20),
+    /// How long a session lives without a `/meta/connect` after its last connect reply.
+    max_interval: Duration = Duration::from_secs(60),
+    /// `advice.interval`: how long clients wait between a connect reply and the next connect.
+    interval: Duration = Duration::ZERO,
+    /// The bound on each session's queue.
+    queue_capacity: usize = 500,
+    /// Skip the `BAYEUX_BROWSER` cookie check (for clients that cannot keep cookies).
+    trust_client_session: bool = false,
+    /// Advertised in handshake replies, in order of preference.
+    connection_types: Vec<String> = vec!["long-polling".to_owned()],
+    /// Offer the ack extension to clients that ask for it.
+    ack_extension: bool = false,
+    /// Answer the timesync extension.
+    timesync: bool = false,
+    /// Deliver a client's publish to its own session too, when it subscribes.
+    broadcast_to_publisher: bool = true,
+    /// How many long-polls one browser may have held at once over HTTP/1.x; negative: no limit.
+    max_sessions_per_browser: i64 = 1,
+    /// `advice.interval` for a connect refused under that limit (`multiple-clients`).
+    multi_session_interval: Duration = Duration::from_secs(2),
+    /// Advertise `maxInterval` in advice, so clients away longer handshake again directly.
+    handshake_reconnect: bool = false,
+    /// Deliver messages only in `/meta/connect` replies, never pushed on a WebSocket alone.
+    meta_connect_deliver_only: bool = false,
+    /// Pre-sizing hint: how many sessions the table holds before it grows.
+    session_capacity: usize = 0,
+    /// Pre-sizing hint: how many channels the subscription index holds before it grows.
+    channel_capacity: usize = 0,
+    /// Pre-sizing hint: how many subscribers each channel holds before it grows.
+    subscriber_capacity: usize = 0,
+}
+
+impl Config {
+    /// Whether the server offers the transport `connection_type` ("long-polling", ...).
+    pub fn offers(&self, connection_type: &str) -> bool {
+        self.connection_types.iter().any(|t| t == connection_type)
+    }
+}
+
+/// A setting's type, read from the Python value given for it.
+trait Setting: Sized {
+    fn from_py(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Self>;
+}
+
+/// A duration is given in seconds: a non-negative int or float.
+impl Setting for Duration {
+    fn from_py(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
+        let seconds: f64 = value.extract().map_err(|e| wrong_type(name, e))?;
+        Duration::try_from_secs_f64(seconds).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{name} must be a non-negative number of seconds, not {seconds}"
+            ))
+        })
+    }
+}
+
+macro_rules! extracted_setting {
+    ($($ty:ty),+) => {
+        $(impl Setting for $ty {
+            fn from_py(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
+                value.extract().map_err(|e| wrong_type(name, e))
+            }
+        })+
+    };
+}
+
+extracted_setting!(bool, usize, i64, Vec<String>);
+
+/// A value that is not of its setting's type, named.
+fn wrong_type(name: &str, error: PyErr) -> PyErr {
+    PyTypeError::new_err(format!("engine setting {name}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_settings_by_name_and_keeps_the_other_defaults() {
+        Python::initialize();
+        Python::attach(|py| {
+            let settings = PyDict::new(py);
+            settings.set_item("timeout", 1.5).unwrap();
+            settings.set_item("queue_capacity", 7).unwrap();
+            settings
+                .set_item("connection_types", ["websocket"])
+                .unwrap();
+            settings.set_item("timesync", true).unwrap();
+            let config = Config::from_py(Some(&settings)).unwrap();
+            assert_eq!(config.timeout, Duration::from_millis(1500));
+            assert_eq!(config.queue_capacity, 7);
+            assert_eq!(config.connection_types, ["websocket"]);
+            assert!(config.timesync);
+            assert_eq!(config.max_interval, Config::default().max_interval);
+            assert_eq!(Config::from_py(None).unwrap().queue_capacity, 500);
+        });
+    }
+
+    #[test]
+    fn refuses_unknown_names_wrong_types_and_negative_durations() {
+        Python::initialize();
+        Python::attach(|py| {
+            let refused = |name: &str, value: Bound<'_, PyAny>| {
+                let settings = PyDict::new(py);
+                settings.set_item(name, value).unwrap();
+                Config::from_py(Some(&settings)).unwrap_err()
+            };
+            let error = refused("timeuot", 1i64.into_pyobject(py).unwrap().into_any());
+            assert!(error.is_instance_of::<PyTypeError>(py));
+            assert!(error.to_string().contains("timeuot"));
+            let error = refused("timesync", "yes".into_pyobject(py).unwrap().into_any());
+            assert!(error.is_instance_of::<PyTypeError>(py));
+            let error = refused("interval", (-1.0f64).into_pyobject(py).unwrap().into_any());
+            assert!(error.is_instance_of::<PyValueError>(py));
+        });
+    }
+}

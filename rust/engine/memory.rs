@@ -1,0 +1,321 @@
+//! The in-memory engine: a table of sessions in this process, behind the `Engine` trait.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::holds::Holds;
+use super::session::{Enqueued, Session};
+use super::table::SessionTable;
+use super::{Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, Stats};
+use crate::ack::AckState;
+use crate::channel::{self, ChannelKind};
+use crate::client_id::Id;
+use crate::config::Config;
+use crate::json::Body;
+use crate::message::Shared;
+use crate::subscriptions::{SessionKey, SubscriptionIndex};
+
+pub struct MemoryEngine {
+    config: Config,
+    sessions: SessionTable,
+    index: SubscriptionIndex,
+    publish_seq: u64,
+    holds: Holds,
+    published: u64,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl MemoryEngine {
+    pub fn new(config: Config) -> Self {
+        Self {
+            sessions: SessionTable::with_capacity(config.session_capacity),
+            index: SubscriptionIndex::new(config.channel_capacity, config.subscriber_capacity),
+            publish_seq: 0,
+            holds: Holds::default(),
+            published: 0,
+            delivered: 0,
+            dropped: 0,
+            config,
+        }
+    }
+
+    fn session(&self, key: SessionKey) -> &Session {
+        self.sessions.get(key)
+    }
+
+    fn session_mut(&mut self, key: SessionKey) -> &mut Session {
+        self.sessions.get_mut(key)
+    }
+
+    /// Clears a session's held connect and its count against the browser's limit.
+    fn clear_held(&mut self, key: SessionKey) -> bool {
+        let session = self.sessions.get_mut(key);
+        let was_held = session.held.take().is_some();
+        if std::mem::take(&mut session.held_counted) {
+            self.holds.uncount(&session.browser);
+        }
+        was_held
+    }
+}
+
+impl Engine for MemoryEngine {
+    type Key = SessionKey;
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn create_session(&mut self, browser: Id, now: Instant) -> (Id, SessionKey) {
+        let id = self.sessions.fresh_id();
+        let mut session = Session::new(id, browser, now + self.config.max_interval);
+        session.connect_only = self.config.meta_connect_deliver_only;
+        (id, self.sessions.insert(session))
+    }
+
+    fn lookup(
+        &self,
+        id: &Id,
+        browser: Option<&Id>,
+        check_browser: bool,
+    ) -> Result<SessionKey, Lookup> {
+        let key = self.sessions.key_of(id).ok_or(Lookup::Unknown)?;
+        let check = check_browser && !self.config.trust_client_session;
+        if check && browser != Some(&self.session(key).browser) {
+            return Err(Lookup::WrongBrowser);
+        }
+        Ok(key)
+    }
+
+    fn key_of(&self, id: &Id) -> Option<SessionKey> {
+        self.sessions.key_of(id)
+    }
+
+    fn remove(&mut self, key: SessionKey, reason: RemoveReason, effects: &mut Effects) {
+        if let (RemoveReason::Disconnected, Some(token)) = (reason, self.session(key).held) {
+            self.holds.disconnected(token);
+        }
+        self.release_held(key, effects);
+        let Some(session) = self.sessions.remove(key) else {
+            return;
+        };
+        for name in &session.subscriptions {
+            self.index.unsubscribe(name, key);
+        }
+        effects
+            .events
+            .push(Event::SessionRemoved(session.client_id, reason));
+    }
+
+    fn sweep(&mut self, now: Instant, effects: &mut Effects) {
+        let expired: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.deadline.is_some_and(|deadline| deadline <= now))
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            self.remove(key, RemoveReason::Expired, effects);
+        }
+    }
+
+    fn session_info(&self, key: SessionKey) -> SessionInfo {
+        let session = self.session(key);
+        SessionInfo {
+            queued: session.queued(),
+            dropped: session.dropped,
+            subscriptions: session
+                .subscriptions
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            sessions: self.sessions.len(),
+            channels: self.index.channel_count(),
+            published: self.published,
+            delivered: self.delivered,
+            dropped: self.dropped,
+        }
+    }
+
+    fn subscribe(&mut self, key: SessionKey, name: &str) -> bool {
+        let added = self.index.subscribe(name, key);
+        if added {
+            self.session_mut(key).subscriptions.push(name.into());
+        }
+        added
+    }
+
+    fn unsubscribe(&mut self, key: SessionKey, name: &str) -> bool {
+        let removed = self.index.unsubscribe(name, key);
+        if removed {
+            let subscriptions = &mut self.session_mut(key).subscriptions;
+            subscriptions.retain(|s| &**s != name);
+        }
+        removed
+    }
+
+    fn publish_from(
+        &mut self,
+        channel: &str,
+        message: Shared,
+        publisher: Option<SessionKey>,
+        effects: &mut Effects,
+    ) -> usize {
+        debug_assert_eq!(channel::classify(channel), Some(ChannelKind::Broadcast));
+        self.publish_seq += 1;
+        self.published += 1;
+        let seq = self.publish_seq;
+        let excluded = publisher.filter(|_| !self.config.broadcast_to_publisher);
+        let mut targets = Vec::new();
+        let sessions = &mut self.sessions;
+        self.index.for_each_match(channel, |key| {
+            if Some(key) == excluded {
+                return;
+            }
+            if let Some(session) = sessions.slot_mut(key) {
+                if session.last_publish != seq {
+                    session.last_publish = seq;
+                    targets.push(key);
+                }
+            }
+        });
+        for &key in &targets {
+            self.deliver(key, Arc::clone(&message), effects);
+        }
+        targets.len()
+    }
+
+    fn deliver(&mut self, key: SessionKey, message: Shared, effects: &mut Effects) {
+        let capacity = self.config.queue_capacity;
+        let session = self.sessions.get_mut(key);
+        if let Enqueued::DroppedOldest = session.enqueue(message, capacity) {
+            self.dropped += 1;
+        }
+        self.delivered += 1;
+        if session.woken {
+            return;
+        }
+        if session.bound && !session.connect_only {
+            session.woken = true;
+            effects.push.push(session.client_id);
+        } else if session.held.is_some() {
+            session.woken = true;
+            effects.wake.push(session.client_id);
+        }
+    }
+
+    fn enable_ack(&mut self, key: SessionKey) {
+        let session = self.session_mut(key);
+        session.ack = Some(AckState::default());
+        session.connect_only = true;
+    }
+
+    fn acknowledge(&mut self, key: SessionKey, batch: u64) {
+        if let Some(ack) = self.session_mut(key).ack.as_mut() {
+            ack.acknowledge(batch);
+        }
+    }
+
+    fn first_connect(&mut self, key: SessionKey) -> bool {
+        !std::mem::replace(&mut self.session_mut(key).connected, true)
+    }
+
+    fn has_pending(&self, key: SessionKey) -> bool {
+        self.session(key).has_pending()
+    }
+
+    fn browser_at_limit(&self, key: SessionKey) -> bool {
+        let limit = self.config.max_sessions_per_browser;
+        self.holds.at_limit(&self.session(key).browser, limit)
+    }
+
+    fn hold(&mut self, key: SessionKey, counted: bool, effects: &mut Effects) -> u64 {
+        self.release_held(key, effects);
+        let token = self.holds.next_token();
+        let session = self.sessions.get_mut(key);
+        session.held = Some(token);
+        session.held_counted = counted;
+        session.woken = false;
+        session.deadline = None;
+        if counted {
+            self.holds.count(session.browser);
+        }
+        token
+    }
+
+    fn release_held(&mut self, key: SessionKey, effects: &mut Effects) {
+        if self.clear_held(key) {
+            effects.release.push(self.session(key).client_id);
+        }
+    }
+
+    fn end_hold(&mut self, id: &Id, token: u64, now: Instant) -> Option<(SessionKey, bool)> {
+        let key = self.key_of(id)?;
+        let current = self.session(key).held == Some(token);
+        if current {
+            self.clear_held(key);
+            self.session_mut(key).woken = false;
+            self.touch(key, now);
+        }
+        Some((key, current))
+    }
+
+    fn take_disconnected_hold(&mut self, token: u64) -> bool {
+        self.holds.take_disconnected(token)
+    }
+
+    fn touch(&mut self, key: SessionKey, now: Instant) {
+        let expires = now + self.config.interval + self.config.max_interval;
+        self.session_mut(key).deadline = Some(expires);
+    }
+
+    fn drain_for_connect(&mut self, key: SessionKey, out: &mut Body) -> Option<u64> {
+        let capacity = self.config.queue_capacity;
+        let (batch, dropped) = self.session_mut(key).drain_for_connect(out, capacity);
+        self.dropped += dropped;
+        batch
+    }
+
+    fn ack_batch(&self, key: SessionKey) -> Option<u64> {
+        self.session(key).ack.as_ref().map(AckState::batch)
+    }
+
+    fn set_bound(&mut self, key: SessionKey, bound: bool, effects: &mut Effects) {
+        let session = self.session_mut(key);
+        session.bound = bound;
+        if bound {
+            effects.bound.push(session.client_id);
+        }
+    }
+
+    fn drain_to_push(&mut self, key: SessionKey, out: &mut Body) -> bool {
+        self.session_mut(key).drain_to_push(out)
+    }
+
+    fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects) {
+        let Some(key) = self.key_of(id) else {
+            return;
+        };
+        self.release_held(key, effects);
+        let session = self.session_mut(key);
+        session.bound = false;
+        session.woken = false;
+        self.touch(key, now);
+    }
+
+    fn release_all(&mut self, effects: &mut Effects) {
+        let keys: Vec<SessionKey> = self.sessions.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.release_held(key, effects);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "memory_tests.rs"]
+mod tests;

@@ -1,0 +1,186 @@
+//! The engine boundary: where sessions, subscriptions and queues live. The protocol above it
+//! speaks to an engine only through the `Engine` trait, naming sessions by client id or by the
+//! handle a lookup returned, so another engine (Redis: several processes sharing sessions) can
+//! stand behind it without touching the protocol. `MemoryEngine` is the embedded default.
+
+mod holds;
+mod memory;
+mod session;
+mod table;
+
+pub use memory::MemoryEngine;
+
+use std::time::Instant;
+
+use crate::client_id::Id;
+use crate::config::Config;
+use crate::json::Body;
+use crate::message::Shared;
+
+/// Everything the protocol and the Python API ask of a session store. One request runs under
+/// one exclusive borrow, so a `Key` from `lookup` stays valid until the request ends.
+pub trait Engine {
+    /// A handle on a live session, cheaper to use than its client id (the in-memory engine's
+    /// slot number).
+    type Key: Copy + Eq;
+
+    /// The settings the engine was built with.
+    fn config(&self) -> &Config;
+
+    // Sessions.
+
+    /// Creates a session for a browser; its expiry clock starts now.
+    fn create_session(&mut self, browser: Id, now: Instant) -> (Id, Self::Key);
+    /// Finds a session, checking the browser cookie when `check_browser` is set and sessions
+    /// are not trusted.
+    fn lookup(
+        &self,
+        id: &Id,
+        browser: Option<&Id>,
+        check_browser: bool,
+    ) -> Result<Self::Key, Lookup>;
+    /// Finds a session without checking its cookie.
+    fn key_of(&self, id: &Id) -> Option<Self::Key>;
+    /// Ends a session: its subscriptions go, its held connect is released.
+    fn remove(&mut self, key: Self::Key, reason: RemoveReason, effects: &mut Effects);
+    /// Removes every session whose deadline has passed.
+    fn sweep(&mut self, now: Instant, effects: &mut Effects);
+    /// The session's queue length, dropped count and subscriptions.
+    fn session_info(&self, key: Self::Key) -> SessionInfo;
+    fn stats(&self) -> Stats;
+
+    // Subscriptions and messages.
+
+    /// Subscribes to a valid channel or pattern; true if new.
+    fn subscribe(&mut self, key: Self::Key, name: &str) -> bool;
+    /// Unsubscribes; true if the subscription existed.
+    fn unsubscribe(&mut self, key: Self::Key, name: &str) -> bool;
+    /// Queues `message` for every subscriber of a broadcast `channel`, once per session however
+    /// many of its patterns match, leaving out `publisher` when it must not receive its own
+    /// messages. Returns the number of sessions reached.
+    fn publish_from(
+        &mut self,
+        channel: &str,
+        message: Shared,
+        publisher: Option<Self::Key>,
+        effects: &mut Effects,
+    ) -> usize;
+    /// `publish_from` for a message the server itself sends.
+    fn publish(&mut self, channel: &str, message: Shared, effects: &mut Effects) -> usize {
+        self.publish_from(channel, message, None, effects)
+    }
+    /// Queues `message` for one session, and tells its transport once per drain: a bound
+    /// session's socket pushes, a held connect returns.
+    fn deliver(&mut self, key: Self::Key, message: Shared, effects: &mut Effects);
+
+    // Connects.
+
+    /// The client negotiated the ack extension: its messages travel only in connect replies,
+    /// which carry batch ids, and are sent again until acknowledged.
+    fn enable_ack(&mut self, key: Self::Key);
+    /// The client received every ack batch up to `batch` (ignored without the extension).
+    fn acknowledge(&mut self, key: Self::Key, batch: u64);
+    /// Records that a connect arrived; true for the session's first one.
+    fn first_connect(&mut self, key: Self::Key) -> bool;
+    /// Whether a connect now would carry anything: queued messages, or unacknowledged ones.
+    fn has_pending(&self, key: Self::Key) -> bool;
+    /// Whether the session's browser already has as many held long-polls as it may.
+    fn browser_at_limit(&self, key: Self::Key) -> bool;
+    /// Marks a connect as held for the session, releasing any earlier one. Returns its token.
+    /// A `counted` hold counts against its browser's limit of held long-polls.
+    fn hold(&mut self, key: Self::Key, counted: bool, effects: &mut Effects) -> u64;
+    /// Releases the session's held connect, if any.
+    fn release_held(&mut self, key: Self::Key, effects: &mut Effects);
+    /// Ends the held connect `token`, if it is still the session's current one, and starts
+    /// the session's expiry clock. Returns the session (if alive) and whether it was current.
+    fn end_hold(&mut self, id: &Id, token: u64, now: Instant) -> Option<(Self::Key, bool)>;
+    /// Whether the held connect `token` ended because its client disconnected (once per token).
+    fn take_disconnected_hold(&mut self, token: u64) -> bool;
+    /// Starts the expiry clock after a connect reply.
+    fn touch(&mut self, key: Self::Key, now: Instant);
+    /// Writes what a connect reply carries, in order; with the ack extension that is every
+    /// unacknowledged message and then the new ones, as one batch whose id is returned.
+    fn drain_for_connect(&mut self, key: Self::Key, out: &mut Body) -> Option<u64>;
+    /// The ack batch the session's last connect reply carried, if it uses the extension.
+    fn ack_batch(&self, key: Self::Key) -> Option<u64>;
+
+    // WebSockets.
+
+    /// Binds a session to a WebSocket (or unbinds it): bound sessions are woken for every
+    /// message, so the socket can push it at once.
+    fn set_bound(&mut self, key: Self::Key, bound: bool, effects: &mut Effects);
+    /// Writes a session's queued messages for its socket to push; false, writing nothing, when
+    /// none wait or the session takes messages only in connect replies. Either way the
+    /// session may be woken again.
+    fn drain_to_push(&mut self, key: Self::Key, out: &mut Body) -> bool;
+    /// The socket of a bound session closed: its held connect is released and its expiry
+    /// clock starts.
+    fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects);
+    /// Releases every held connect (shutdown).
+    fn release_all(&mut self, effects: &mut Effects);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveReason {
+    Disconnected,
+    Expired,
+    Removed,
+}
+
+impl RemoveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Disconnected => "disconnected",
+            RemoveReason::Expired => "expired",
+            RemoveReason::Removed => "removed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    SessionAdded(Id),
+    Subscribed(Id, Vec<String>),
+    Unsubscribed(Id, Vec<String>),
+    SessionRemoved(Id, RemoveReason),
+}
+
+/// What an operation changed that the transport layer must act on.
+#[derive(Default, Debug)]
+pub struct Effects {
+    pub events: Vec<Event>,
+    /// Sessions whose held connect should now return with the messages waiting.
+    pub wake: Vec<Id>,
+    /// Sessions bound to a WebSocket that should now push the messages waiting.
+    pub push: Vec<Id>,
+    /// Sessions that this request bound to its WebSocket.
+    pub bound: Vec<Id>,
+    /// Sessions whose held connect must return at once without messages: it was replaced by a
+    /// newer connect, or the session ended.
+    pub release: Vec<Id>,
+}
+
+/// Why a session could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Unknown,
+    WrongBrowser,
+}
+
+/// Counters visible through the API.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub sessions: usize,
+    pub channels: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+/// One session as the API shows it.
+#[derive(Clone, Debug, Default)]
+pub struct SessionInfo {
+    pub queued: usize,
+    pub dropped: u64,
+    pub subscriptions: Vec<String>,
+}

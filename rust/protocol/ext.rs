@@ -1,0 +1,100 @@
+//! A message's `ext` field: what it asks of the built-in extensions (ack, timesync), and what
+//! a reply's `ext` carries back.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::json::ObjectWriter;
+use crate::timesync::{Timesync, TimesyncRequest};
+
+/// What a message's `ext` asks of the built-in extensions.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExtRequest {
+    /// `ext.ack`: `true` on a handshake, the last batch received on a connect.
+    pub ack: Option<AckField>,
+    pub timesync: Option<TimesyncRequest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AckField {
+    Enabled(bool),
+    Batch(u64),
+}
+
+/// Reads `ext`; anything malformed is ignored, as extensions are optional.
+pub fn read_ext(raw: Option<&RawValue>) -> ExtRequest {
+    #[derive(Deserialize)]
+    struct Ext {
+        ack: Option<serde_json::Value>,
+        timesync: Option<TimesyncRequest>,
+    }
+    let Some(ext) = raw.and_then(|raw| serde_json::from_str::<Ext>(raw.get()).ok()) else {
+        return ExtRequest::default();
+    };
+    let ack = match ext.ack {
+        Some(serde_json::Value::Bool(b)) => Some(AckField::Enabled(b)),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(AckField::Batch),
+        _ => None,
+    };
+    ExtRequest {
+        ack,
+        timesync: ext.timesync.filter(TimesyncRequest::is_valid),
+    }
+}
+
+/// What the built-in extensions add to a reply's `ext`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReplyExt {
+    pub ack: Option<AckReply>,
+    pub timesync: Option<Timesync>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AckReply {
+    /// On a handshake: the server offers the ack extension.
+    Enabled,
+    /// On a connect: the batch the reply's messages belong to.
+    Batch(u64),
+}
+
+impl ReplyExt {
+    pub fn write(&self, reply: &mut ObjectWriter<'_>) {
+        if self.ack.is_none() && self.timesync.is_none() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(96);
+        let mut ext = ObjectWriter::new(&mut bytes);
+        match self.ack {
+            Some(AckReply::Enabled) => {
+                ext.bool("ack", true);
+            }
+            Some(AckReply::Batch(batch)) => {
+                ext.number("ack", batch);
+            }
+            None => {}
+        }
+        if let Some(timesync) = &self.timesync {
+            timesync.write(&mut ext);
+        }
+        ext.finish();
+        reply.raw("ext", &bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ext_fields_leniently() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"ack":7,"timesync":{"tc":1700000000000,"l":3,"o":-2}}"#)
+                .unwrap();
+        let ext = read_ext(Some(&raw));
+        assert_eq!(ext.ack, Some(AckField::Batch(7)));
+        assert!(ext.timesync.is_some());
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"ack":"x","timesync":5}"#).unwrap();
+        let ext = read_ext(Some(&raw));
+        assert!(ext.ack.is_none() && ext.timesync.is_none());
+    }
+}

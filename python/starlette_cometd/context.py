@@ -288,20 +288,25 @@ class LongPollingServiceContext:
     def apply(self, outcome: Outcome, headers: Headers | None = None, data: Any = None) -> None:
         """Acts on what the engine changed: wakes and releases held connects, has sockets push,
         emits events."""
-        if outcome.release:
-            self._parking.wake(outcome.release, Wakeup.RELEASED)
-            for socket, client_id in self._on_sockets(outcome.release):
+        release = outcome.release
+        if release:
+            self._parking.wake(release, Wakeup.RELEASED)
+            for socket, client_id in self._on_sockets(release):
                 socket.release(client_id)
-        if outcome.wake:
-            self._parking.wake(outcome.wake, Wakeup.MESSAGES)
-            for socket, client_id in self._on_sockets(outcome.wake):
+        wake = outcome.wake
+        if wake:
+            self._parking.wake(wake, Wakeup.MESSAGES)
+            for socket, client_id in self._on_sockets(wake):
                 socket.wake(client_id)
         for socket, client_id in self._on_sockets(outcome.push):
             socket.push(client_id)
-        if outcome.events and self._hub.listening:
-            for event in _events(outcome, headers or Headers(), data, self._server_sessions):
+        events = outcome.events
+        if not events:
+            return
+        if self._hub.listening:
+            for event in _events(events, headers or Headers(), data, self._server_sessions):
                 self._hub.publish(event)
-        for kind, client_id, _ in outcome.events:
+        for kind, client_id, _ in events:
             if kind != "session_removed":
                 continue
             self._server_sessions.pop(client_id, None)
@@ -328,10 +333,13 @@ class LongPollingServiceContext:
 
 
 def _events(
-    outcome: Outcome, headers: Headers, data: Any, sessions: dict[str, ServerSession]
+    raw: list[tuple[str, str, Any]],
+    headers: Headers,
+    data: Any,
+    sessions: dict[str, ServerSession],
 ) -> list[Event]:
     events: list[Event] = []
-    for kind, client_id, detail in outcome.events:
+    for kind, client_id, detail in raw:
         cid = ClientId(client_id)
         session = sessions.get(client_id)
         attributes = session.attributes if session is not None else {}

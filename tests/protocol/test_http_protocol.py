@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder, RouterBuilder
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.servers import ServeFactory, Server
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 

@@ -20,16 +20,16 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from websockets.typing import Subprotocol
 
-from bayeux import connect_message, handshake, post, subscribe
-from client_steps import until
-from conftest import free_port, start_uvicorn, stop_uvicorn
 from starlette_cometd import (
     CometdRoute,
     LongPollingServiceContext,
     LongPollingServiceContextBuilder,
     RouterBuilder,
+    native_http_protocol,
 )
-from starlette_cometd import native_http_protocol
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import until
+from support.servers import free_port, start_uvicorn, stop_uvicorn
 
 Message = dict[str, Any]
 

@@ -10,8 +10,8 @@ import time
 
 import httpx
 
-from bayeux import connect_message, handshake, post
-from conftest import free_port
+from support.bayeux import connect_message, handshake, post
+from support.servers import free_port
 
 
 async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:

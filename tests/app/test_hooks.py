@@ -12,9 +12,6 @@ import pytest
 import websockets
 from starlette.datastructures import Headers
 
-from bayeux import connect_message, handshake, post, subscribe
-from client_steps import until
-from conftest import ServeFactory, Server
 from starlette_cometd import (
     Extension,
     LongPollingServiceContextBuilder,
@@ -25,6 +22,9 @@ from starlette_cometd import (
     SessionAdded,
     Subscribe,
 )
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import until
+from support.servers import ServeFactory, Server
 
 
 def publish(client_id: str, channel: str, data: Any, id: str = "p") -> Message:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.servers import ServeFactory, Server
 
 # Whole bodies that are not a Bayeux batch at all: HTTP 400 naming the problem.
 BAD_BODIES = [

@@ -22,7 +22,19 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from client_steps import (
+from starlette_cometd import (
+    Extension,
+    LongPollingServiceContextBuilder,
+    Message,
+    MessageRefused,
+    RemovalReason,
+    SecurityPolicy,
+    ServerSession,
+    SessionAdded,
+    SessionRemoved,
+    Subscribe,
+)
+from support.client_steps import (
     ClientPool,
     check_transport,
     client_pool,
@@ -36,20 +48,8 @@ from client_steps import (
     transport_key,
     until,
 )
-from conftest import ServeFactory
-from drivers import DriverClient, JavaClient, JsClient
-from starlette_cometd import (
-    Extension,
-    LongPollingServiceContextBuilder,
-    Message,
-    MessageRefused,
-    RemovalReason,
-    SecurityPolicy,
-    ServerSession,
-    SessionAdded,
-    SessionRemoved,
-    Subscribe,
-)
+from support.drivers import DriverClient, JavaClient, JsClient
+from support.servers import ServeFactory
 
 # How the JS client connects. "websocket" alone, without the long-polling fallback, so that a
 # test over WebSocket cannot silently pass over HTTP.

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bayeux import connect_message
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
+from support.bayeux import connect_message
+from support.servers import ServeFactory, Server
 
 SCRIPT = re.compile(r"^(?P<callback>[A-Za-z0-9._-]+)\((?P<json>.*)\);$", re.S)
 

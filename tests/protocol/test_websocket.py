@@ -15,9 +15,9 @@ import websockets
 from aiocometd_noloop import Client, ConnectionType  # type: ignore[import-untyped]
 from websockets.asyncio.client import ClientConnection
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.servers import ServeFactory, Server
 
 Message = dict[str, Any]
 

@@ -13,8 +13,6 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server, running
 from starlette_cometd import (
     ClientId,
     ClientNotFoundError,
@@ -31,6 +29,8 @@ from starlette_cometd import (
     Unsubscribe,
     mount,
 )
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.servers import ServeFactory, Server, running
 
 
 async def next_event(receiver: Any) -> Any:

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 
 from starlette_cometd import LongPollingServiceContextBuilder
 from support.bayeux import connect_message, handshake, post, subscribe
+from support.faults import SlowSockets
 from support.servers import ServeFactory, Server
 
 Message = dict[str, Any]
@@ -152,27 +153,9 @@ async def test_dropped_socket_session_expires(serve: ServeFactory) -> None:
     assert server.context.stats()["sessions"] == 0
 
 
-def slow_sockets(app: Any) -> Any:
-    """Delays every frame written to sockets opened with ``?slow``: a client on a slow link."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket" or b"slow" not in scope.get("query_string", b""):
-            await app(scope, receive, send)
-            return
-
-        async def slow_send(message: Any) -> None:
-            if message["type"] == "websocket.send":
-                await asyncio.sleep(0.05)
-            await send(message)
-
-        await app(scope, receive, slow_send)
-
-    return wrapped
-
-
 async def test_slow_consumer_is_bounded_and_counted(serve: ServeFactory) -> None:
     builder = LongPollingServiceContextBuilder().client_channel_capacity(100)
-    server = await serve(builder, wrap=slow_sockets)
+    server = await serve(builder, faults=SlowSockets())
     async with websockets.connect(ws_url(server) + "?slow") as slow, socket(server) as fast:
         slow_id = await ws_session(slow, "/firehose")
         fast_id = await ws_session(fast, "/firehose")

@@ -29,6 +29,7 @@ class Server:
     context: LongPollingServiceContext
     port: int
     path: str
+    stack: str = "asgi"  # or "native": which protocol serves it (see the serve fixture)
 
     @property
     def url(self) -> str:
@@ -39,7 +40,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
 
-# ``await serve(builder=..., router=..., data=..., path=..., wrap=...)``: see the ``serve``
+# ``await serve(builder=..., router=..., data=..., path=..., faults=...)``: see the ``serve``
 # fixture in tests/conftest.py.
 ServeFactory = Callable[..., Awaitable[Server]]
 

@@ -394,7 +394,8 @@ ACK_CASES = {
 # The 1st and 2nd replies carrying messages are lost (the first burst, then its first resend),
 # and the 4th (the second burst, after the first got through).
 LOSE = {1, 2, 4}
-# A difference of the native WebSocket that this test shows (each burst lost in pieces).
+# A difference of the native WebSocket that this test shows (each burst lost in pieces); pinned
+# down in tests/native/test_websocket_harness.py.
 NATIVE_WS_WAKES_AT_ONCE = (
     "the native WebSocket builds a woken held connect's reply at once, so a burst published "
     "in one loop turn goes out one message first, not together as on every other path"

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -319,17 +318,7 @@ async def test_held_connects_are_answered_when_uvicorn_stops() -> None:
     cometd = RouterBuilder().build(context)
     app = Starlette(routes=[CometdRoute("/cometd", cometd)], lifespan=context.lifespan)
     port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        http=native_http_protocol(cometd, "/cometd"),
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
     async with httpx.AsyncClient(timeout=30) as http:
         url = f"http://127.0.0.1:{port}/cometd"
         client_id = await handshake(http, url)

@@ -270,3 +270,11 @@ def varied_ascii(size: int) -> str:
     message cannot go unnoticed."""
     alphabet = string.ascii_letters + string.digits
     return "".join(alphabet[(i * 7 + i // 61) % len(alphabet)] for i in range(size))
+
+
+async def connects_held(server: Server, count: int = 1, timeout: float = 10) -> None:
+    """Waits until the server holds ``count`` connects (a connect sent a moment ago has
+    arrived and is parked), rather than sleeping and hoping it has."""
+    await until(
+        lambda: server.context.stats()["held"] == count, f"{count} connect(s) held", timeout
+    )

@@ -69,6 +69,7 @@ class MockTransport(asyncio.Transport):
         self.reading = True
         self.reading_changes: list[bool] = []  # every pause_reading/resume_reading, in order
         self.closing = False
+        self.eof = False  # the server shut its write side
         self.aborted = False
         self.lost = False
         self.late_writes: list[bytes] = []  # written after the protocol learnt of the loss
@@ -112,6 +113,17 @@ class MockTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    @property
+    def finished(self) -> bool:
+        """The server has written its last byte: closed, or shut its write side."""
+        return self.closing or self.eof
 
     def pause_reading(self) -> None:
         self.reading = False

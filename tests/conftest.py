@@ -1,18 +1,17 @@
-"""Fixtures: a real uvicorn server on a free loopback port, serving a CometD context."""
+"""Fixtures: a real uvicorn server on a free loopback port, serving a CometD context, on both
+stacks. Helpers live in tests/support."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from starlette_cometd import (
     CometdRoute,
@@ -21,81 +20,19 @@ from starlette_cometd import (
     RouterBuilder,
     native_http_protocol,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    """A running server: its context, and URLs for clients. ``url`` uses ``localhost`` because
-    aiohttp's cookie jar ignores cookies set by an IP-address host."""
-
-    context: LongPollingServiceContext
-    port: int
-    path: str
-
-    @property
-    def url(self) -> str:
-        return f"http://localhost:{self.port}{self.path}"
-
-    @property
-    def ip_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
-
-
-async def start_uvicorn(
-    app: Any, port: int, http: Any = "auto"
-) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            return server, task
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    raise RuntimeError("uvicorn did not start")
-
-
-async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    server.should_exit = True
-    try:
-        await asyncio.wait_for(task, 10)
-    except TimeoutError:
-        server.force_exit = True
-        await asyncio.wait_for(task, 5)
-
-
-@asynccontextmanager
-async def running(app: Any) -> AsyncIterator[int]:
-    """Serves ``app`` with uvicorn on a free loopback port for the block; yields the port."""
-    port = free_port()
-    server, task = await start_uvicorn(app, port)
-    try:
-        yield port
-    finally:
-        await stop_uvicorn(server, task)
-
-
-ServeFactory = Callable[..., Awaitable[Server]]
+from support.faults import Faults, with_faults
+from support.servers import ServeFactory, Server, free_port, start_uvicorn, stop_uvicorn
 
 
 @pytest.fixture(params=["asgi", "native"])
 async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFactory]:
-    """``await serve(builder=..., router=..., data=..., wrap=...)`` starts a server and returns
-    it; every server is stopped at the end of the test. ``wrap`` wraps the CometD ASGI app, to
-    inject faults such as a slow network.
+    """``await serve(builder=..., router=..., data=..., path=..., faults=...)`` starts a server
+    and returns it; every server is stopped at the end of the test. ``faults`` (a
+    :class:`support.faults.Faults`) injects faults such as a slow network or lost replies.
 
     Every test using it runs twice: on uvicorn's own HTTP protocol (``asgi``, as an app mounted
-    in Starlette is served) and on :func:`native_http_protocol` (``native``, as the CLI serves)."""
+    in Starlette is served; faults wrap the CometD ASGI app) and on :func:`native_http_protocol`
+    (``native``, as the CLI serves; faults wrap each connection's transport)."""
     stack: str = request.param
     running: list[tuple[uvicorn.Server, asyncio.Task[None], LongPollingServiceContext]] = []
 
@@ -104,7 +41,7 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFactory]:
         router: RouterBuilder | None = None,
         data: Any = None,
         path: str = "/cometd",
-        wrap: Callable[[Any], Any] | None = None,
+        faults: Faults | None = None,
     ) -> Server:
         context = (builder or LongPollingServiceContextBuilder()).build()
         router = router or RouterBuilder()
@@ -114,17 +51,18 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[ServeFactory]:
             else router.build_with_additional_data(context, data)
         )
         http: Any = "auto"
+        served: ASGIApp = app
         if stack == "native":
-            if wrap is not None:
-                pytest.skip("faults are injected around the ASGI app, which the native path skips")
             http = native_http_protocol(app, path)
-        if wrap is not None:
-            app = wrap(app)  # fault injection between the server and the app
-        starlette = Starlette(routes=[CometdRoute(path, app)], lifespan=context.lifespan)
+            if faults is not None:
+                http = with_faults(http, faults)
+        elif faults is not None:
+            served = faults.asgi(app)
+        starlette = Starlette(routes=[CometdRoute(path, served)], lifespan=context.lifespan)
         port = free_port()
         server, task = await start_uvicorn(starlette, port, http)
         running.append((server, task, context))
-        return Server(context, port, path)
+        return Server(context, port, path, stack)
 
     yield start
     for server, task, context in running:

@@ -533,6 +533,11 @@ class CometdHttpProtocol(asyncio.Protocol):
         closes its side, or after a grace period."""
         transport = self._transport
         assert transport is not None
+        if self._closing:
+            # The server is stopping, and uvicorn waits for every connection to close.
+            transport.close()
+            self._transport = None
+            return
         self._discarding = True
         self._pending.clear()
         self._forward = None

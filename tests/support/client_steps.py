@@ -1,5 +1,6 @@
-"""Steps shared by the tests that drive real clients (tests/drivers.py): starting and closing
-clients, the Bayeux commands every driver understands, and waits on the server's side.
+"""Steps shared by the tests that drive real clients (``support.drivers``): starting and
+closing clients, the Bayeux commands every driver understands, and waits on the server's side
+(``until`` serves every test that waits on server state).
 
 Every step asserts what it must (a successful reply, unless it returns the reply) and waits a
 bounded time. Where the drivers report the same thing differently (the transport in use), the
@@ -18,9 +19,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from conftest import Server
-from drivers import DriverClient, FayeClient, JavaClient, require
-from drivers import Event as DriverEvent
 from starlette_cometd import (
     ClientId,
     CometdEventReceiver,
@@ -30,6 +28,9 @@ from starlette_cometd import (
     Subscribe,
     Unsubscribe,
 )
+from support.drivers import DriverClient, FayeClient, JavaClient, require
+from support.drivers import Event as DriverEvent
+from support.servers import Server
 
 CLIENT_ID = re.compile(r"[0-9a-f]{40}")
 
@@ -269,3 +270,11 @@ def varied_ascii(size: int) -> str:
     message cannot go unnoticed."""
     alphabet = string.ascii_letters + string.digits
     return "".join(alphabet[(i * 7 + i // 61) % len(alphabet)] for i in range(size))
+
+
+async def connects_held(server: Server, count: int = 1, timeout: float = 10) -> None:
+    """Waits until the server holds ``count`` connects (a connect sent a moment ago has
+    arrived and is parked), rather than sleeping and hoping it has."""
+    await until(
+        lambda: server.context.stats()["held"] == count, f"{count} connect(s) held", timeout
+    )

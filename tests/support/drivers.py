@@ -21,7 +21,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-JS_DIR = Path(__file__).resolve().parent / "js"
+# The drivers live beside this folder, in tests/js and tests/java.
+TESTS_DIR = Path(__file__).resolve().parent.parent
+JS_DIR = TESTS_DIR / "js"
 DRIVER = JS_DIR / "driver.mjs"
 FAYE_DRIVER = JS_DIR / "faye_driver.mjs"
 REQUIRE_CLIENTS_ENV = "STARLETTE_COMETD_REQUIRE_CLIENTS"
@@ -273,7 +275,7 @@ class FayeClient(DriverClient):
         return reason
 
 
-JAVA_DIR = Path(__file__).resolve().parent / "java"
+JAVA_DIR = TESTS_DIR / "java"
 JAVA_JAR = JAVA_DIR / "target" / "cometd-driver.jar"
 JAVA_BUILD = "mvn -q -f tests/java package"
 

@@ -13,16 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from websockets.typing import Subprotocol
 
-from bayeux import connect_message, handshake, post, subscribe
-from client_steps import until
-from conftest import free_port, start_uvicorn, stop_uvicorn
 from starlette_cometd import (
     CometdRoute,
     LongPollingServiceContext,
@@ -30,6 +26,10 @@ from starlette_cometd import (
     RouterBuilder,
     native_http_protocol,
 )
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import until
+from support.raw_http import HANDSHAKE, browser_cookie, raw
+from support.servers import free_port, start_uvicorn, stop_uvicorn
 
 Message = dict[str, Any]
 
@@ -56,53 +56,6 @@ async def native_server(
     finally:
         context.begin_shutdown()
         await stop_uvicorn(server, task)
-
-
-class RawConnection:
-    """One keep-alive HTTP/1.1 connection written by hand."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @staticmethod
-    def post_bytes(path: str, body: bytes, cookie: str | None = None) -> bytes:
-        head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        if cookie:
-            head += f"cookie: BAYEUX_BROWSER={cookie}\r\n"
-        return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def response(self) -> tuple[int, dict[str, str], bytes]:
-        status_line = await asyncio.wait_for(self.reader.readline(), 10)
-        assert status_line.startswith(b"HTTP/1.1 "), status_line
-        headers: dict[str, str] = {}
-        while (line := await self.reader.readline()) != b"\r\n":
-            name, _, value = line.decode().partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = await self.reader.readexactly(int(headers["content-length"]))
-        return int(status_line.split()[1]), headers, body
-
-
-@asynccontextmanager
-async def raw(port: int) -> AsyncIterator[RawConnection]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield RawConnection(reader, writer)
-    finally:
-        writer.close()
-
-
-def browser_cookie(headers: dict[str, str]) -> str:
-    return headers["set-cookie"].split(";")[0].split("=")[1]
-
-
-HANDSHAKE = json.dumps(
-    [{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]
-).encode()
 
 
 async def test_one_connection_mixes_native_and_handed_over_requests() -> None:
@@ -319,17 +272,7 @@ async def test_held_connects_are_answered_when_uvicorn_stops() -> None:
     cometd = RouterBuilder().build(context)
     app = Starlette(routes=[CometdRoute("/cometd", cometd)], lifespan=context.lifespan)
     port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        http=native_http_protocol(cometd, "/cometd"),
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
     async with httpx.AsyncClient(timeout=30) as http:
         url = f"http://127.0.0.1:{port}/cometd"
         client_id = await handshake(http, url)

@@ -10,8 +10,8 @@ import time
 
 import httpx
 
-from bayeux import connect_message, handshake, post
-from conftest import free_port
+from support.bayeux import connect_message, handshake, post
+from support.servers import free_port
 
 
 async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:
@@ -56,6 +56,8 @@ async def test_cli_serves_and_stops_promptly_releasing_held_connects() -> None:
             elsewhere = await http.post(url.replace("/bayeux", "/elsewhere"), json=[])
             assert elsewhere.status_code == 404
             held = asyncio.ensure_future(post(http, url, connect_message(client_id)))
+            # The server is another process, whose state this test cannot read: the one sleep
+            # left that hopes, giving the connect time to arrive and be held before the signal.
             await asyncio.sleep(0.3)
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)

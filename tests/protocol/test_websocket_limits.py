@@ -24,12 +24,12 @@ from contextlib import asynccontextmanager
 import pytest
 import websockets
 
-from client_steps import until
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.transports.asgi_websocket import WebSocketConnection
 from starlette_cometd.transports.native_websocket import NativeWebSocket
 from starlette_cometd.transports.ws_frames import FrameError, FrameReader
+from support.client_steps import until
+from support.servers import ServeFactory, Server
 
 MiB = 1024 * 1024
 DEFAULT_BACKLOG = 4 * MiB

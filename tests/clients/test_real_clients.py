@@ -1,8 +1,8 @@
 """End-to-end scenarios run by every real client over every transport: the CometD JavaScript
 client (9.x, in Node.js), the CometD Java client (8.0, on Jetty 12) and Faye's Node.js client
-(1.4), over long-polling and WebSocket. Each test drives real clients (see tests/drivers.py)
-against a real uvicorn server; what only one client does is tested in its own file
-(tests/test_js_client.py, tests/test_java_client.py, tests/test_faye_client.py).
+(1.4), over long-polling and WebSocket. Each test drives real clients (see
+tests/support/drivers.py) against a real uvicorn server; what only one client does is tested in
+its own file (test_js_client.py, test_java_client.py and test_faye_client.py, beside this one).
 
 Waits are bounded and ordered by markers or server events, never by sleeps: a session's queue
 is FIFO, so once a marker sent after some message has arrived, that message has arrived too, or
@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from client_steps import (
+from starlette_cometd import (
+    LongPollingServiceContextBuilder,
+    RemovalReason,
+    SessionAdded,
+    SessionRemoved,
+    Unsubscribe,
+)
+from support.client_steps import (
     CLIENT_ID,
     check_transport,
     client_pool,
@@ -39,15 +46,8 @@ from client_steps import (
     until,
     varied_ascii,
 )
-from conftest import ServeFactory, Server
-from drivers import DriverClient, FayeClient, JavaClient, JsClient, require
-from starlette_cometd import (
-    LongPollingServiceContextBuilder,
-    RemovalReason,
-    SessionAdded,
-    SessionRemoved,
-    Unsubscribe,
-)
+from support.drivers import DriverClient, FayeClient, JavaClient, JsClient, require
+from support.servers import ServeFactory, Server
 
 
 @dataclass(frozen=True)

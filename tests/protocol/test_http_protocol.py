@@ -9,9 +9,10 @@ import time
 import httpx
 import pytest
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder, RouterBuilder
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import connects_held
+from support.servers import ServeFactory, Server
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
@@ -116,7 +117,7 @@ async def test_held_connect_returns_with_everything_queued_in_order(
     client_id = await handshake(http, server.url)
     await subscribe(http, server.url, client_id, "/a")
     held = asyncio.ensure_future(post(http, server.url, connect_message(client_id, id="held")))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     for i in range(5):
         await server.context.send("/a", {"n": i})
     reply = await asyncio.wait_for(held, 5)
@@ -143,7 +144,7 @@ async def test_connect_sharing_a_request_is_answered_at_once_with_messages(
 async def test_second_connect_releases_the_first(server: Server, http: httpx.AsyncClient) -> None:
     client_id = await handshake(http, server.url)
     first = asyncio.ensure_future(post(http, server.url, connect_message(client_id, id="one")))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     second = asyncio.ensure_future(post(http, server.url, connect_message(client_id, id="two")))
     [released] = await asyncio.wait_for(first, 1.5)
     assert released["id"] == "one" and released["successful"] is True
@@ -156,7 +157,7 @@ async def test_second_connect_releases_the_first(server: Server, http: httpx.Asy
 async def test_disconnect_releases_a_held_connect(server: Server, http: httpx.AsyncClient) -> None:
     client_id = await handshake(http, server.url)
     held = asyncio.ensure_future(post(http, server.url, connect_message(client_id)))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     [bye] = await post(http, server.url, {"channel": "/meta/disconnect", "clientId": client_id})
     assert bye["successful"] is True
     [released] = await asyncio.wait_for(held, 1.5)

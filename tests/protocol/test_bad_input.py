@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import connects_held
+from support.servers import ServeFactory, Server
 
 # Whole bodies that are not a Bayeux batch at all: HTTP 400 naming the problem.
 BAD_BODIES = [
@@ -160,7 +161,7 @@ async def test_bad_input_leaves_other_sessions_untouched(
     victim = await handshake(http, server.url)
     await subscribe(http, server.url, victim, "/news")
     held = asyncio.ensure_future(post(http, server.url, connect_message(victim, id="v")))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     async with httpx.AsyncClient() as attacker:
         for body, _ in BAD_BODIES:
             response = await attacker.post(server.url, content=body)

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bayeux import connect_message
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
+from support.bayeux import connect_message
+from support.client_steps import connects_held
+from support.servers import ServeFactory, Server
 
 SCRIPT = re.compile(r"^(?P<callback>[A-Za-z0-9._-]+)\((?P<json>.*)\);$", re.S)
 
@@ -46,7 +47,7 @@ async def test_callback_polling_session(server: Server, http: httpx.AsyncClient)
     subscribe = {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/j"}
     await jsonp(http, server.url, "cb-3", subscribe)
     held = asyncio.ensure_future(jsonp(http, server.url + "/connect", "cb4", connect))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     await server.context.send("/j", {"via": "jsonp"})
     reply = await asyncio.wait_for(held, 3)
     assert reply[0] == {"channel": "/j", "data": {"via": "jsonp"}}

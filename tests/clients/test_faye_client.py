@@ -1,9 +1,10 @@
 """End-to-end tests with Faye's Node.js client (npm ``faye`` 1.4) that only it needs: its lazy
 handshake, over long-polling and websocket. The scenarios every client runs over every
-transport are in tests/test_real_clients.py.
+transport are in tests/clients/test_real_clients.py.
 
-Each test drives a real Faye client (see tests/drivers.py and tests/js/faye_driver.mjs) against
-a real uvicorn server. Waits are bounded and ordered by server events, never by sleeps.
+Each test drives a real Faye client (see tests/support/drivers.py and
+tests/js/faye_driver.mjs) against a real uvicorn server. Waits are bounded and ordered by
+server events, never by sleeps.
 
 The websocket parameter lets Faye upgrade after its handshake (Faye always handshakes over
 HTTP). Where the server does not offer ``websocket`` in its handshake reply the parameter is
@@ -16,10 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from client_steps import client_pool, handshake, next_event, settled_status, status
-from conftest import ServeFactory, Server
-from drivers import FayeClient
 from starlette_cometd import ClientId, SessionAdded
+from support.client_steps import client_pool, handshake, next_event, settled_status, status
+from support.drivers import FayeClient
+from support.servers import ServeFactory, Server
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["long-polling", "websocket"])
 

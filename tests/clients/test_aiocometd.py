@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from aiocometd_noloop import Client, ConnectionType  # type: ignore[import-untyped]
 
-from conftest import Server
 from starlette_cometd import (
     CometdEventReceiver,
     Event,
@@ -28,6 +27,7 @@ from starlette_cometd import (
     SessionRemoved,
     Subscribe,
 )
+from support.servers import Server
 
 # Every wait in this module is bounded by this many seconds unless it says otherwise.
 WAIT = 10.0

@@ -13,8 +13,6 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server, running
 from starlette_cometd import (
     ClientId,
     ClientNotFoundError,
@@ -31,6 +29,9 @@ from starlette_cometd import (
     Unsubscribe,
     mount,
 )
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import connects_held
+from support.servers import ServeFactory, Server, running
 
 
 async def next_event(receiver: Any) -> Any:
@@ -93,7 +94,7 @@ async def test_removed_session_event_and_402(server: Server, http: httpx.AsyncCl
     events = server.context.rx()
     client_id = await handshake(http, server.url)
     held = asyncio.ensure_future(post(http, server.url, connect_message(client_id)))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     await server.context.remove_session(ClientId(client_id))
     [reply] = await asyncio.wait_for(held, 2)
     assert reply["error"] == "402::session_unknown"
@@ -197,7 +198,7 @@ async def test_shutdown_releases_held_connects(serve: ServeFactory) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         client_id = await handshake(http, server.url)
         held = asyncio.ensure_future(post(http, server.url, connect_message(client_id)))
-        await asyncio.sleep(0.2)
+        await connects_held(server)
         receiver = server.context.rx()
         await server.context.close()
         [reply] = await asyncio.wait_for(held, 2)

@@ -15,9 +15,11 @@ import websockets
 from aiocometd_noloop import Client, ConnectionType  # type: ignore[import-untyped]
 from websockets.asyncio.client import ClientConnection
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import ServeFactory, Server
 from starlette_cometd import LongPollingServiceContextBuilder
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import connects_held, until
+from support.faults import SlowSockets
+from support.servers import ServeFactory, Server
 
 Message = dict[str, Any]
 
@@ -96,7 +98,7 @@ async def test_several_ready_messages_share_a_frame(server: Server) -> None:
     async with socket(server) as ws:
         client_id = await ws_session(ws, "/burst")
         await ws.send(json.dumps([ws_connect(client_id)]))
-        await asyncio.sleep(0.1)
+        await connects_held(server)
         received: list[Message] = []
         frames = 0
         for i in range(50):
@@ -117,7 +119,7 @@ async def test_http_session_continues_over_websocket(
     async with socket(server) as ws:
         # No cookie on this socket: the socket, not the cookie, binds the session.
         await ws.send(json.dumps([ws_connect(client_id)]))
-        await asyncio.sleep(0.1)
+        await connects_held(server)
         await server.context.send("/moved", "over the socket")
         assert await receive(ws) == [{"channel": "/moved", "data": "over the socket"}]
 
@@ -132,7 +134,7 @@ async def test_session_survives_a_dropped_socket(server: Server) -> None:
         assert reply[0] == {"channel": "/keep", "data": "queued"}
         assert reply[1]["successful"] is True
         await ws.send(json.dumps([ws_connect(client_id, "held")]))
-        await asyncio.sleep(0.1)
+        await connects_held(server)
         await server.context.send("/keep", "pushed")
         assert await receive(ws) == [{"channel": "/keep", "data": "pushed"}]
 
@@ -142,37 +144,17 @@ async def test_dropped_socket_session_expires(serve: ServeFactory) -> None:
     async with socket(server) as ws:
         client_id = await ws_session(ws)
         await ws.send(json.dumps([ws_connect(client_id)]))
+        await connects_held(server)
+        # A held connect keeps the session alive past max_interval: waiting that long is the
+        # point.
         await asyncio.sleep(0.5)
-        # A held connect keeps the session alive past max_interval.
         assert server.context.stats()["sessions"] == 1
-    for _ in range(100):
-        if server.context.stats()["sessions"] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert server.context.stats()["sessions"] == 0
-
-
-def slow_sockets(app: Any) -> Any:
-    """Delays every frame written to sockets opened with ``?slow``: a client on a slow link."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket" or b"slow" not in scope.get("query_string", b""):
-            await app(scope, receive, send)
-            return
-
-        async def slow_send(message: Any) -> None:
-            if message["type"] == "websocket.send":
-                await asyncio.sleep(0.05)
-            await send(message)
-
-        await app(scope, receive, slow_send)
-
-    return wrapped
+    await until(lambda: server.context.stats()["sessions"] == 0, "the session expires", 5)
 
 
 async def test_slow_consumer_is_bounded_and_counted(serve: ServeFactory) -> None:
     builder = LongPollingServiceContextBuilder().client_channel_capacity(100)
-    server = await serve(builder, wrap=slow_sockets)
+    server = await serve(builder, faults=SlowSockets())
     async with websockets.connect(ws_url(server) + "?slow") as slow, socket(server) as fast:
         slow_id = await ws_session(slow, "/firehose")
         fast_id = await ws_session(fast, "/firehose")

@@ -12,9 +12,6 @@ import pytest
 import websockets
 from starlette.datastructures import Headers
 
-from bayeux import connect_message, handshake, post, subscribe
-from client_steps import until
-from conftest import ServeFactory, Server
 from starlette_cometd import (
     Extension,
     LongPollingServiceContextBuilder,
@@ -25,6 +22,9 @@ from starlette_cometd import (
     SessionAdded,
     Subscribe,
 )
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.client_steps import connects_held, until
+from support.servers import ServeFactory, Server
 
 
 def publish(client_id: str, channel: str, data: Any, id: str = "p") -> Message:
@@ -264,7 +264,7 @@ async def test_held_connect_reply_passes_outgoing_hooks(
     server.context.add_extension(Recorder("only", log))
     client_id = await handshake(http, server.url)
     held = asyncio.ensure_future(post(http, server.url, connect_message(client_id, id="h")))
-    await asyncio.sleep(0.2)
+    await connects_held(server)
     await server.context.send_to_client("/x", client_id, 1)
     reply = await asyncio.wait_for(held, 3)
     assert reply[0] == {"channel": "/x", "data": 1}
@@ -281,7 +281,7 @@ async def test_meta_connect_deliver_only_over_websocket(serve: ServeFactory) -> 
         await ws.send(json.dumps([connect_message(client_id, id="1")]))
         await ws.recv()
         await ws.send(json.dumps([connect_message(client_id, id="2")]))
-        await asyncio.sleep(0.2)
+        await connects_held(server)
         await server.context.send_to_client("/x", client_id, "hello")
         # The message comes with the connect reply, in one frame, not pushed on its own.
         frame = json.loads(await asyncio.wait_for(ws.recv(), 3))

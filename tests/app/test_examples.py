@@ -11,10 +11,10 @@ from types import ModuleType
 import httpx
 import pytest
 
-from bayeux import connect_message, handshake, post, subscribe
-from conftest import running
+from support.bayeux import connect_message, handshake, post, subscribe
+from support.servers import running
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load(name: str) -> ModuleType:

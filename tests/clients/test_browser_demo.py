@@ -22,9 +22,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from conftest import free_port
-from drivers import JS_DIR, require
 from starlette_cometd.demo import CDN_URL, demo_routes
+from support.drivers import JS_DIR, require
+from support.servers import free_port
 
 try:
     from playwright.async_api import Browser, Page, Route, async_playwright, expect
@@ -33,7 +33,7 @@ except ImportError:
 else:
     PLAYWRIGHT_MISSING = None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMETD_JS = JS_DIR / "node_modules" / "cometd"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -19,8 +19,6 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from client_steps import until
-from conftest import free_port, start_uvicorn, stop_uvicorn
 from starlette_cometd import (
     CometdRoute,
     LongPollingServiceContext,
@@ -29,7 +27,9 @@ from starlette_cometd import (
     native_http_protocol,
 )
 from starlette_cometd.transports.native_http import MAX_FORWARD_BUFFER, CometdHttpProtocol
-from test_native_http import HANDSHAKE, RawConnection, browser_cookie, raw
+from support.client_steps import until
+from support.raw_http import HANDSHAKE, RawConnection, browser_cookie, raw
+from support.servers import free_port, start_uvicorn, stop_uvicorn
 
 # Pauses between writes in this module separate what the server reads in one go: they are the
 # point of the tests that use them (a head and part of a chunk in one read, the rest in another).

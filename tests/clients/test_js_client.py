@@ -1,10 +1,10 @@
 """End-to-end tests with the official CometD JavaScript client (9.x) that only it needs: the
 effect of its ``appendMessageTypeToURL`` option, and its WebSocket transport with the
 long-polling fallback. The scenarios every client runs over every transport are in
-tests/test_real_clients.py.
+tests/clients/test_real_clients.py.
 
-Each test drives one or more real clients in Node.js (see tests/drivers.py) against a real
-uvicorn server. Waits are bounded and ordered by markers or server events, never by sleeps.
+Each test drives one or more real clients in Node.js (see tests/support/drivers.py) against a
+real uvicorn server. Waits are bounded and ordered by markers or server events, never by sleeps.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from starlette.requests import Request
 
-from client_steps import (
+from starlette_cometd import (
+    ClientId,
+    LongPollingServiceContextBuilder,
+    SessionAdded,
+    Subscribe,
+)
+from support.client_steps import (
     CLIENT_ID,
     check_transport,
     client_pool,
@@ -23,14 +29,8 @@ from client_steps import (
     publish,
     subscribe,
 )
-from conftest import ServeFactory, Server
-from drivers import JsClient, require_node
-from starlette_cometd import (
-    ClientId,
-    LongPollingServiceContextBuilder,
-    SessionAdded,
-    Subscribe,
-)
+from support.drivers import JsClient, require_node
+from support.servers import ServeFactory, Server
 
 # appendMessageTypeToURL changes the URL of every meta request (/cometd/handshake, ...).
 APPEND = pytest.mark.parametrize("append", [True, False], ids=["append", "no-append"])

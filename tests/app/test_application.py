@@ -6,23 +6,32 @@ cookie, and ``broadcast_to_publisher``.
 
 Waits are bounded and ordered by markers or events, never by sleeps: a session's queue is FIFO,
 so once a marker sent after some message has arrived, that message has arrived too, or never
-will. Faults are injected between uvicorn and the CometD app (``serve(wrap=...)``).
+will. Faults are injected on both stacks with ``serve(faults=...)`` (tests/support/faults.py).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as AsgiMessage
 
-from client_steps import (
+from starlette_cometd import (
+    Extension,
+    LongPollingServiceContextBuilder,
+    Message,
+    MessageRefused,
+    RemovalReason,
+    SecurityPolicy,
+    ServerSession,
+    SessionAdded,
+    SessionRemoved,
+    Subscribe,
+)
+from support.client_steps import (
     ClientPool,
     check_transport,
     client_pool,
@@ -36,20 +45,9 @@ from client_steps import (
     transport_key,
     until,
 )
-from conftest import ServeFactory
-from drivers import DriverClient, JavaClient, JsClient
-from starlette_cometd import (
-    Extension,
-    LongPollingServiceContextBuilder,
-    Message,
-    MessageRefused,
-    RemovalReason,
-    SecurityPolicy,
-    ServerSession,
-    SessionAdded,
-    SessionRemoved,
-    Subscribe,
-)
+from support.drivers import DriverClient, JavaClient, JsClient
+from support.faults import LoseDeliveries
+from support.servers import ServeFactory
 
 # How the JS client connects. "websocket" alone, without the long-polling fallback, so that a
 # test over WebSocket cannot silently pass over HTTP.
@@ -379,107 +377,6 @@ async def test_disconnect_with_a_security_policy(
 # --- 4. The ack extension with the connection cut mid-stream ---------------------------------
 
 
-class LoseDeliveries:
-    """ASGI middleware between uvicorn and the CometD app that loses chosen ``/meta/connect``
-    replies carrying messages on ``channel``: those whose ordinal among such replies (from 1)
-    is in ``lose``.
-
-    Over HTTP, ``how="500"`` answers HTTP 500 instead, and ``how="cut"`` sends the headers and
-    half the body, then returns (uvicorn closes the connection). Over WebSocket, the socket is
-    closed (code 1011) instead of the frame being written, and the app's later writes to that
-    socket are dropped, as if the network had gone.
-    """
-
-    def __init__(self, app: ASGIApp, lose: set[int], how: str, channel: str) -> None:
-        self.app = app
-        self.lose = lose
-        self.how = how
-        self.channel = channel
-        self.carrying = 0
-        #: The data of the messages each lost reply carried.
-        self.lost: list[list[Any]] = []
-
-    def should_lose(self, body: bytes | str) -> bool:
-        try:
-            batch = json.loads(body)
-        except ValueError:
-            return False
-        if not isinstance(batch, list):
-            return False
-        messages = [m for m in batch if isinstance(m, dict)]
-        connect = any(m.get("channel") == "/meta/connect" for m in messages)
-        carried = [
-            m.get("data")
-            for m in messages
-            if m.get("channel") == self.channel and "successful" not in m
-        ]
-        if not (connect and carried):
-            return False
-        self.carrying += 1
-        if self.carrying not in self.lose:
-            return False
-        self.lost.append(carried)
-        return True
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.app(scope, receive, self._http(send))
-        elif scope["type"] == "websocket":
-            await self.app(scope, receive, self._websocket(send))
-        else:
-            await self.app(scope, receive, send)
-
-    def _http(self, send: Send) -> Send:
-        start: AsgiMessage | None = None
-        gone = False
-
-        async def faulty(message: AsgiMessage) -> None:
-            nonlocal start, gone
-            if gone:
-                return
-            if message["type"] == "http.response.start":
-                start = message  # held back until the body says what it is
-                return
-            if message["type"] == "http.response.body" and start is not None:
-                body: bytes = message.get("body", b"")
-                if not message.get("more_body", False) and self.should_lose(body):
-                    gone = True
-                    if self.how == "500":
-                        text = b"injected fault"
-                        headers = [(b"content-length", str(len(text)).encode())]
-                        await send(
-                            {"type": "http.response.start", "status": 500, "headers": headers}
-                        )
-                        await send({"type": "http.response.body", "body": text})
-                    else:
-                        await send(start)
-                        half = {"type": "http.response.body", "body": body[: len(body) // 2]}
-                        await send({**half, "more_body": True})
-                    return
-                await send(start)
-                start = None
-            await send(message)
-
-        return faulty
-
-    def _websocket(self, send: Send) -> Send:
-        gone = False
-
-        async def faulty(message: AsgiMessage) -> None:
-            nonlocal gone
-            if gone:
-                return
-            if message["type"] == "websocket.send":
-                text = message.get("text")
-                if text is not None and self.should_lose(text):
-                    gone = True
-                    await send({"type": "websocket.close", "code": 1011})
-                    return
-            await send(message)
-
-        return faulty
-
-
 # (client, transport, how the reply is lost, hooked): the JS and Java clients over long-polling
 # and WebSocket. "hooked" registers a no-op extension and listener, so that requests take the
 # server's per-message path through the application's hooks instead of the core's fast path,
@@ -497,24 +394,30 @@ ACK_CASES = {
 # The 1st and 2nd replies carrying messages are lost (the first burst, then its first resend),
 # and the 4th (the second burst, after the first got through).
 LOSE = {1, 2, 4}
+# A difference of the native WebSocket that this test shows (each burst lost in pieces); pinned
+# down in tests/native/test_websocket_harness.py.
+NATIVE_WS_WAKES_AT_ONCE = (
+    "the native WebSocket builds a woken held connect's reply at once, so a burst published "
+    "in one loop turn goes out one message first, not together as on every other path"
+)
 BURSTS = 3
 BURST = 20
 
 
 @pytest.mark.parametrize("case", list(ACK_CASES))
 async def test_ack_extension_loses_nothing_when_replies_are_lost(
-    serve: ServeFactory, js: JsFactory, java: JavaFactory, case: str
+    serve: ServeFactory,
+    js: JsFactory,
+    java: JavaFactory,
+    case: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     kind, transport, how, hooked = ACK_CASES[case]
-    faults: list[LoseDeliveries] = []
-
-    def wrap(app: ASGIApp) -> ASGIApp:
-        faults.append(LoseDeliveries(app, LOSE, how, "/stream"))
-        return faults[0]
-
+    fault = LoseDeliveries(LOSE, how, "/stream")
     builder = LongPollingServiceContextBuilder().timeout(5).ack_extension()
-    server = await serve(builder.timesync() if hooked else builder, wrap=wrap)
-    [fault] = faults
+    server = await serve(builder.timesync() if hooked else builder, faults=fault)
+    if server.stack == "native" and transport == "websocket" and not hooked:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=NATIVE_WS_WAKES_AT_ONCE))
     if hooked:
         server.context.add_extension(Extension())
 
@@ -537,6 +440,9 @@ async def test_ack_extension_loses_nothing_when_replies_are_lost(
 
     seq = 0
     for _ in range(BURSTS):
+        # Each burst is published while the client's connect is held, in one loop turn: the
+        # reply that the burst wakes carries all of it.
+        await until(lambda: server.context.stats()["held"] == 1, "the connect is held")
         for _ in range(BURST):
             await server.context.send("/stream", {"seq": seq})
             seq += 1

@@ -1,9 +1,10 @@
 """End-to-end tests with the CometD Java client (8.0, on Jetty 12) that only it needs: the URL
 it handshakes on and the transport it reports, over long-polling and WebSocket. The scenarios
-every client runs over every transport are in tests/test_real_clients.py.
+every client runs over every transport are in tests/clients/test_real_clients.py.
 
-Each test drives a real ``BayeuxClient`` in a JVM (tests/java, see tests/drivers.py) against a
-real uvicorn server. Waits are bounded and ordered by server events, never by sleeps.
+Each test drives a real ``BayeuxClient`` in a JVM (tests/java, see
+tests/support/drivers.py) against a real uvicorn server. Waits are bounded and ordered by
+server events, never by sleeps.
 
 The jar is built by ``mvn -q -f tests/java package``; without it (or without java) the tests
 skip, or fail when STARLETTE_COMETD_REQUIRE_CLIENTS=1. The WebSocket variants also check at
@@ -17,7 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from starlette.requests import HTTPConnection
 
-from client_steps import (
+from starlette_cometd import LongPollingServiceContextBuilder, SessionAdded, Subscribe
+from support.client_steps import (
     CLIENT_ID,
     client_pool,
     handshake,
@@ -25,9 +27,8 @@ from client_steps import (
     settled_status,
     subscribe,
 )
-from conftest import ServeFactory, Server
-from drivers import JavaClient, require
-from starlette_cometd import LongPollingServiceContextBuilder, SessionAdded, Subscribe
+from support.drivers import JavaClient, require
+from support.servers import ServeFactory, Server
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["long-polling", "websocket"])
 

@@ -1,0 +1,5 @@
+"""Helpers shared by the tests, imported as ``support.<module>`` (``pythonpath`` in
+pyproject.toml puts ``tests/`` on the path): Bayeux over httpx (``bayeux``), real-client drivers
+(``drivers``) and the steps they share (``client_steps``), running uvicorn (``servers``),
+faults injected on either stack (``faults``), and the native protocols' harness without sockets
+(``harness``)."""

@@ -1,0 +1,91 @@
+"""Running uvicorn on a free loopback port for a test, and what a test knows of a server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from starlette_cometd import LongPollingServiceContext
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running server: its context, and URLs for clients. ``url`` uses ``localhost`` because
+    aiohttp's cookie jar ignores cookies set by an IP-address host."""
+
+    context: LongPollingServiceContext
+    port: int
+    path: str
+    stack: str = "asgi"  # or "native": which protocol serves it (see the serve fixture)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}{self.path}"
+
+    @property
+    def ip_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+# ``await serve(builder=..., router=..., data=..., path=..., faults=...)``: see the ``serve``
+# fixture in tests/conftest.py.
+ServeFactory = Callable[..., Awaitable[Server]]
+
+# How long uvicorn may take to start listening on a loaded machine.
+START_TIMEOUT = 5.0
+
+
+async def start_uvicorn(
+    app: Any, port: int, http: Any = "auto"
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Starts uvicorn serving ``app`` on ``port`` in a task; returns once it listens."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=http,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    for _ in range(int(START_TIMEOUT / 0.01)):
+        if server.started:
+            return server, task
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    raise RuntimeError("uvicorn did not start")
+
+
+async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(task, 10)
+    except TimeoutError:
+        server.force_exit = True
+        await asyncio.wait_for(task, 5)
+
+
+@asynccontextmanager
+async def running(app: Any) -> AsyncIterator[int]:
+    """Serves ``app`` with uvicorn on a free loopback port for the block; yields the port."""
+    port = free_port()
+    server, task = await start_uvicorn(app, port)
+    try:
+        yield port
+    finally:
+        await stop_uvicorn(server, task)

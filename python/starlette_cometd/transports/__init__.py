@@ -9,5 +9,6 @@ to :func:`batch.submit`, the one path into the core.
 - ``http_wire``: headers and error bodies every HTTP path writes the same way.
 - ``held_connects``: held ``/meta/connect`` requests and why they end.
 - ``sockets``: what both WebSockets share (bound sessions, their held connects, pushes).
+- ``handover``: the bytes the native HTTP protocol hands on to uvicorn's own protocol.
 - ``batch``: the fast path and the hooked path for one request batch.
 """

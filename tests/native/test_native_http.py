@@ -15,8 +15,6 @@ import httpx
 import pytest
 import websockets
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 from websockets.typing import Subprotocol
 
 from starlette_cometd import (
@@ -26,10 +24,11 @@ from starlette_cometd import (
     RouterBuilder,
     native_http_protocol,
 )
+from support import servers
 from support.bayeux import connect_message, handshake, post, subscribe
 from support.client_steps import until
 from support.raw_http import HANDSHAKE, browser_cookie, raw
-from support.servers import free_port, start_uvicorn, stop_uvicorn
+from support.servers import free_port, start_uvicorn
 
 Message = dict[str, Any]
 
@@ -38,24 +37,9 @@ Message = dict[str, Any]
 async def native_server(
     builder: LongPollingServiceContextBuilder | None = None,
 ) -> AsyncIterator[tuple[LongPollingServiceContext, int]]:
-    """A Starlette app with a plain route beside the endpoint, on the native protocol."""
-    context = (builder or LongPollingServiceContextBuilder().timeout(2)).build()
-    cometd = RouterBuilder().build(context)
-
-    async def hello(request: Any) -> PlainTextResponse:
-        return PlainTextResponse(f"hello {request.method} {len(await request.body())}")
-
-    app = Starlette(
-        routes=[Route("/hello", hello, methods=["GET", "POST"]), CometdRoute("/cometd", cometd)],
-        lifespan=context.lifespan,
-    )
-    port = free_port()
-    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
-    try:
-        yield context, port
-    finally:
-        context.begin_shutdown()
-        await stop_uvicorn(server, task)
+    """The shared native server, as these tests use it: its context and port."""
+    async with servers.native_server(builder) as server:
+        yield server.context, server.port
 
 
 async def test_one_connection_mixes_native_and_handed_over_requests() -> None:

@@ -11,63 +11,25 @@ import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
-
-from starlette_cometd import (
-    CometdRoute,
-    LongPollingServiceContext,
-    LongPollingServiceContextBuilder,
-    RouterBuilder,
-    native_http_protocol,
-)
-from starlette_cometd.transports.native_http import MAX_FORWARD_BUFFER, CometdHttpProtocol
+from starlette_cometd import LongPollingServiceContextBuilder
+from starlette_cometd.transports.native_http import MAX_FORWARD_BUFFER
 from support.client_steps import until
 from support.raw_http import HANDSHAKE, RawConnection, browser_cookie, raw
-from support.servers import free_port, start_uvicorn, stop_uvicorn
+from support.servers import NativeServer, native_server
 
 # Pauses between writes in this module separate what the server reads in one go: they are the
 # point of the tests that use them (a head and part of a chunk in one read, the rest in another).
 SEGMENT_GAP = 0.05
 
 
-@dataclass
-class Native:
-    context: LongPollingServiceContext
-    port: int
-    server: uvicorn.Server
-
-    def protocols(self) -> list[CometdHttpProtocol]:
-        return [
-            c for c in self.server.server_state.connections if isinstance(c, CometdHttpProtocol)
-        ]
-
-
 @asynccontextmanager
-async def native(builder: LongPollingServiceContextBuilder | None = None) -> AsyncIterator[Native]:
-    """The endpoint and a plain route that reads its whole body, on the native protocol."""
-    context = (builder or LongPollingServiceContextBuilder().timeout(20)).build()
-    cometd = RouterBuilder().build(context)
-
-    async def hello(request: Any) -> PlainTextResponse:
-        return PlainTextResponse(f"hello {request.method} {len(await request.body())}")
-
-    app = Starlette(
-        routes=[Route("/hello", hello, methods=["GET", "POST"]), CometdRoute("/cometd", cometd)],
-        lifespan=context.lifespan,
-    )
-    port = free_port()
-    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
-    try:
-        yield Native(context, port, server)
-    finally:
-        context.begin_shutdown()
-        await stop_uvicorn(server, task)
+async def native(
+    builder: LongPollingServiceContextBuilder | None = None,
+) -> AsyncIterator[NativeServer]:
+    """The native server, with connects held long enough for what these tests do meanwhile."""
+    async with native_server(builder or LongPollingServiceContextBuilder().timeout(20)) as server:
+        yield server
 
 
 async def hold_a_connect(conn: RawConnection) -> str:

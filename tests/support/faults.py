@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from starlette_cometd.transports.native_http import CometdHttpProtocol
+from starlette_cometd.transports.ws_frames import payload_length
 
 TEXT_FRAME = 0x1
 # A close frame with status 1011 (internal error), as a server writes it.
@@ -194,17 +195,10 @@ class OutputReader:
 
     def _next_frame(self) -> Output | None:
         buffer = self._buffer
-        if len(buffer) < 2:
+        header = payload_length(buffer)
+        if header is None:
             return None
-        length, start = buffer[1] & 0x7F, 2
-        if length == 126:
-            if len(buffer) < 4:
-                return None
-            length, start = int.from_bytes(buffer[2:4], "big"), 4
-        elif length == 127:
-            if len(buffer) < 10:
-                return None
-            length, start = int.from_bytes(buffer[2:10], "big"), 10
+        length, start = header
         assert not buffer[1] & 0x80, "a server never masks its frames"
         if len(buffer) < start + length:
             return None

@@ -10,8 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
-from starlette_cometd import LongPollingServiceContext
+from starlette_cometd import (
+    CometdRoute,
+    LongPollingServiceContext,
+    LongPollingServiceContextBuilder,
+    RouterBuilder,
+    native_http_protocol,
+)
+from starlette_cometd.transports.native_http import CometdHttpProtocol
 
 
 def free_port() -> int:
@@ -88,4 +98,43 @@ async def running(app: Any) -> AsyncIterator[int]:
     try:
         yield port
     finally:
+        await stop_uvicorn(server, task)
+
+
+@dataclass
+class NativeServer:
+    """The endpoint and a plain route beside it, served by the native protocol."""
+
+    context: LongPollingServiceContext
+    port: int
+    server: uvicorn.Server
+
+    def protocols(self) -> list[CometdHttpProtocol]:
+        """The connections the native protocol serves now."""
+        connections = self.server.server_state.connections
+        return [c for c in connections if isinstance(c, CometdHttpProtocol)]
+
+
+@asynccontextmanager
+async def native_server(
+    builder: LongPollingServiceContextBuilder | None = None,
+) -> AsyncIterator[NativeServer]:
+    """The endpoint at ``/cometd`` and ``/hello``, which reads its whole body and says how
+    long it was, on the native protocol (a 2 s connect timeout unless ``builder`` says)."""
+    context = (builder or LongPollingServiceContextBuilder().timeout(2)).build()
+    cometd = RouterBuilder().build(context)
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(f"hello {request.method} {len(await request.body())}")
+
+    app = Starlette(
+        routes=[Route("/hello", hello, methods=["GET", "POST"]), CometdRoute("/cometd", cometd)],
+        lifespan=context.lifespan,
+    )
+    port = free_port()
+    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
+    try:
+        yield NativeServer(context, port, server)
+    finally:
+        context.begin_shutdown()
         await stop_uvicorn(server, task)

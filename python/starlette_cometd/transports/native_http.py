@@ -179,8 +179,11 @@ class CometdHttpProtocol(asyncio.Protocol):
             refused = error.__context__
             if isinstance(refused, _Refused):
                 self._fail(refused.status, refused.reason)
-                return
-            raise
+            else:
+                # A bug of ours while serving: the connection answers and closes, alone.
+                log.error("serving a request failed", exc_info=refused)
+                self._fail(500, b"internal server error")
+            return
         except httptools.HttpParserError:
             self._fail(400, b"invalid HTTP request")
             return

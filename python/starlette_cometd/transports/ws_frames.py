@@ -62,6 +62,23 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
 
 
+def payload_length(buffer: bytes | bytearray) -> tuple[int, int] | None:
+    """A frame's payload length and where its header's length fields end (before any mask),
+    once the buffer holds them; ``None`` until then."""
+    if len(buffer) < 2:
+        return None
+    length, start = buffer[1] & 0x7F, 2
+    if length == 126:
+        if len(buffer) < 4:
+            return None
+        return int.from_bytes(buffer[2:4], "big"), 4
+    if length == 127:
+        if len(buffer) < 10:
+            return None
+        return int.from_bytes(buffer[2:10], "big"), 10
+    return length, start
+
+
 def close_frame(code: int) -> bytes:
     return frame(CLOSE, code.to_bytes(2, "big"))
 
@@ -102,18 +119,12 @@ class FrameReader:
 
     def _next_frame(self) -> tuple[int, bool, bytes] | None:
         buffer = self._buffer
-        if len(buffer) < 2:
+        header = payload_length(buffer)
+        if header is None:
             return None
+        length, start = header
         first, second = buffer[0], buffer[1]
-        opcode, length, start = first & 0x0F, second & 0x7F, 2
-        if length == 126:
-            if len(buffer) < 4:
-                return None
-            length, start = int.from_bytes(buffer[2:4], "big"), 4
-        elif length == 127:
-            if len(buffer) < 10:
-                return None
-            length, start = int.from_bytes(buffer[2:10], "big"), 10
+        opcode = first & 0x0F
         if first & 0x70 or not second & 0x80:
             # Reserved bits without an extension, or an unmasked client frame.
             raise FrameError(PROTOCOL_ERROR)

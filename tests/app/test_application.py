@@ -394,12 +394,6 @@ ACK_CASES = {
 # The 1st and 2nd replies carrying messages are lost (the first burst, then its first resend),
 # and the 4th (the second burst, after the first got through).
 LOSE = {1, 2, 4}
-# A difference of the native WebSocket that this test shows (each burst lost in pieces); pinned
-# down in tests/native/test_websocket_harness.py.
-NATIVE_WS_WAKES_AT_ONCE = (
-    "the native WebSocket builds a woken held connect's reply at once, so a burst published "
-    "in one loop turn goes out one message first, not together as on every other path"
-)
 BURSTS = 3
 BURST = 20
 
@@ -410,14 +404,11 @@ async def test_ack_extension_loses_nothing_when_replies_are_lost(
     js: JsFactory,
     java: JavaFactory,
     case: str,
-    request: pytest.FixtureRequest,
 ) -> None:
     kind, transport, how, hooked = ACK_CASES[case]
     fault = LoseDeliveries(LOSE, how, "/stream")
     builder = LongPollingServiceContextBuilder().timeout(5).ack_extension()
     server = await serve(builder.timesync() if hooked else builder, faults=fault)
-    if server.stack == "native" and transport == "websocket" and not hooked:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NATIVE_WS_WAKES_AT_ONCE))
     if hooked:
         server.context.add_extension(Extension())
 

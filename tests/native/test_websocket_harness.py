@@ -326,12 +326,6 @@ async def test_shutdown_sends_1001_after_what_is_pending() -> None:
         assert frames[1][1] == (1001).to_bytes(2, "big")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the native WebSocket builds a woken held connect's reply at once, so a burst "
-    "published in one loop turn goes out one message first; the ASGI WebSocket and native "
-    "long-polling build it on a later turn and send the burst together",
-)
 async def test_a_burst_that_wakes_a_held_connect_goes_in_its_reply_together() -> None:
     # Deliveries only in connect replies, as with the ack extension.
     builder = LongPollingServiceContextBuilder().timeout(5).meta_connect_deliver_only()

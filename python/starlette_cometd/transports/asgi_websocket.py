@@ -57,13 +57,7 @@ class WebSocketConnection(BoundSessions):
         self._start_writer()
 
     def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
-        self._queue(self._finish_when_written(held, drain))
-
-    async def _finish_when_written(self, held: HeldConnect, drain: bool) -> bytes:
-        # Built when its turn to be written comes, so that messages published meanwhile go
-        # with it.
-        reply = self._context.finish_connect(held, drain)
-        return reply if isinstance(reply, bytes) else await reply
+        self._queue(self._held_reply(held, drain))
 
     def shutdown(self) -> None:
         """The server is stopping: write what is pending, then close with 1001."""

@@ -237,7 +237,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
-        self._output(self._context.finish_connect(held, drain))
+        self._output(self._held_reply(held, drain))
 
     # Frames out
 

@@ -64,7 +64,14 @@ class BoundSessions:
         raise NotImplementedError
 
     def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
+        """Sends ``_held_reply(held, drain)`` in order with the socket's other output."""
         raise NotImplementedError
+
+    async def _held_reply(self, held: HeldConnect, drain: bool) -> bytes:
+        """A held connect's reply, built when its turn to be written comes rather than when it
+        is woken, so that the messages published in the same loop turn go with it."""
+        reply = self._context.finish_connect(held, drain)
+        return reply if isinstance(reply, bytes) else await reply
 
     def _bind(self, client_ids: list[str]) -> None:
         # Registered before the batch's effects apply, so that a message the batch published

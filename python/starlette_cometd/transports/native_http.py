@@ -97,8 +97,13 @@ class CometdHttpProtocol(asyncio.Protocol):
         self.context = self.endpoint.context
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
+        # Timers are armed only when needed, not per request: the idle timer when the
+        # connection goes idle (and, still armed, it looks at when it last did); the read timer
+        # when a read ends inside a request.
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
+        self._message_began = 0.0
         self._closing = False
         # After an error reply: input is read and dropped until the peer closes.
         self._discarding = False
@@ -157,7 +162,6 @@ class CometdHttpProtocol(asyncio.Protocol):
             return
         if self._discarding:
             return
-        self._cancel_idle_timer()
         forward = self._forward
         if forward is not None and not self._in_message:
             # Between requests: from here on the raw bytes are uvicorn's, unparsed.
@@ -187,6 +191,9 @@ class CometdHttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(400, b"invalid HTTP request")
             return
+        if self._in_message and self._read_timer is None and self._forward is None:
+            remaining = self._message_began + self.context.request_timeout - self.loop.time()
+            self._read_timer = self.loop.call_later(remaining, self._read_timeout)
         self._after_input()
 
     def eof_received(self) -> bool | None:
@@ -228,10 +235,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._native = False
-        if self._forward is None:
-            self._read_timer = self.loop.call_later(
-                self.context.request_timeout, self._read_timeout
-            )
+        self._message_began = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -436,14 +440,20 @@ class CometdHttpProtocol(asyncio.Protocol):
     # Timers
 
     def _start_idle_timer(self) -> None:
-        self._cancel_idle_timer()
-        timeout = self._config.timeout_keep_alive
-        self._idle_timer = self.loop.call_later(timeout, self._idle_timeout)
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            timeout = self._config.timeout_keep_alive
+            self._idle_timer = self.loop.call_later(timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
         self._idle_timer = None
         idle = self._waiting is None and not self._pending and not self._in_message
-        if self._transport is not None and idle:
+        if self._transport is None or not idle:
+            return  # armed again when the connection next goes idle
+        remaining = self._idle_since + self._config.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self._idle_timer = self.loop.call_later(remaining, self._idle_timeout)
+        else:
             self._transport.close()
 
     def _read_timeout(self) -> None:

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::holds::Holds;
+use super::quotas::{Address, Exceeded, Quotas};
 use super::session::{Enqueued, Session};
 use super::table::SessionTable;
 use super::{Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, Stats};
@@ -15,12 +16,22 @@ use crate::json::Body;
 use crate::message::Shared;
 use crate::subscriptions::{SessionKey, SubscriptionIndex};
 
+/// A sweep looks at this many slots at most per call...
+const SWEEP_LOOKS: usize = 50_000;
+/// ...and removes this many sessions at most (each removal is an event for the application).
+const SWEEP_REMOVALS: usize = 1_000;
+
 pub struct MemoryEngine {
     config: Config,
     sessions: SessionTable,
     index: SubscriptionIndex,
     publish_seq: u64,
     holds: Holds,
+    quotas: Quotas,
+    /// Where the sweep in progress goes on from: a slot number.
+    sweep_cursor: usize,
+    sessions_created: u64,
+    sessions_removed: u64,
     published: u64,
     delivered: u64,
     dropped: u64,
@@ -33,6 +44,10 @@ impl MemoryEngine {
             index: SubscriptionIndex::new(config.channel_capacity, config.subscriber_capacity),
             publish_seq: 0,
             holds: Holds::default(),
+            quotas: Quotas::default(),
+            sweep_cursor: 0,
+            sessions_created: 0,
+            sessions_removed: 0,
             published: 0,
             delivered: 0,
             dropped: 0,
@@ -66,11 +81,19 @@ impl Engine for MemoryEngine {
         &self.config
     }
 
-    fn create_session(&mut self, browser: Id, now: Instant) -> (Id, SessionKey) {
+    fn create_session(
+        &mut self,
+        browser: Id,
+        address: Option<Address>,
+        now: Instant,
+    ) -> Result<(Id, SessionKey), Exceeded> {
+        self.quotas.admit(browser, address, &self.config)?;
         let id = self.sessions.fresh_id();
         let mut session = Session::new(id, browser, now + self.config.max_interval);
+        session.address = address;
         session.connect_only = self.config.meta_connect_deliver_only;
-        (id, self.sessions.insert(session))
+        self.sessions_created += 1;
+        Ok((id, self.sessions.insert(session)))
     }
 
     fn lookup(
@@ -99,6 +122,8 @@ impl Engine for MemoryEngine {
         let Some(session) = self.sessions.remove(key) else {
             return;
         };
+        self.quotas.release(&session.browser, session.address);
+        self.sessions_removed += 1;
         for name in &session.subscriptions {
             self.index.unsubscribe(name, key);
         }
@@ -107,16 +132,28 @@ impl Engine for MemoryEngine {
             .push(Event::SessionRemoved(session.client_id, reason));
     }
 
-    fn sweep(&mut self, now: Instant, effects: &mut Effects) {
-        let expired: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, session)| session.deadline.is_some_and(|deadline| deadline <= now))
-            .map(|(key, _)| key)
-            .collect();
-        for key in expired {
-            self.remove(key, RemoveReason::Expired, effects);
+    fn sweep(&mut self, now: Instant, effects: &mut Effects) -> bool {
+        let mut looked = 0;
+        let mut removed = 0;
+        while self.sweep_cursor < self.sessions.slot_count() {
+            if looked == SWEEP_LOOKS || removed == SWEEP_REMOVALS {
+                return false;
+            }
+            let key = self.sweep_cursor as SessionKey;
+            self.sweep_cursor += 1;
+            looked += 1;
+            let expired = self
+                .sessions
+                .slot(key)
+                .and_then(|session| session.deadline)
+                .is_some_and(|deadline| deadline <= now);
+            if expired {
+                self.remove(key, RemoveReason::Expired, effects);
+                removed += 1;
+            }
         }
+        self.sweep_cursor = 0;
+        true
     }
 
     fn session_info(&self, key: SessionKey) -> SessionInfo {
@@ -135,6 +172,8 @@ impl Engine for MemoryEngine {
     fn stats(&self) -> Stats {
         Stats {
             sessions: self.sessions.len(),
+            sessions_created: self.sessions_created,
+            sessions_removed: self.sessions_removed,
             channels: self.index.channel_count(),
             published: self.published,
             delivered: self.delivered,

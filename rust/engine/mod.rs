@@ -5,10 +5,12 @@
 
 mod holds;
 mod memory;
+mod quotas;
 mod session;
 mod table;
 
 pub use memory::MemoryEngine;
+pub use quotas::{address_key, Address, Exceeded};
 
 use std::time::Instant;
 
@@ -29,8 +31,15 @@ pub trait Engine {
 
     // Sessions.
 
-    /// Creates a session for a browser; its expiry clock starts now.
-    fn create_session(&mut self, browser: Id, now: Instant) -> (Id, Self::Key);
+    /// Creates a session for a browser at an address (`None`: not an IP address); its expiry
+    /// clock starts now. Refused when the browser or the address has as many sessions as the
+    /// settings allow.
+    fn create_session(
+        &mut self,
+        browser: Id,
+        address: Option<Address>,
+        now: Instant,
+    ) -> Result<(Id, Self::Key), Exceeded>;
     /// Finds a session, checking the browser cookie when `check_browser` is set and sessions
     /// are not trusted.
     fn lookup(
@@ -43,8 +52,10 @@ pub trait Engine {
     fn key_of(&self, id: &Id) -> Option<Self::Key>;
     /// Ends a session: its subscriptions go, its held connect is released.
     fn remove(&mut self, key: Self::Key, reason: RemoveReason, effects: &mut Effects);
-    /// Removes every session whose deadline has passed.
-    fn sweep(&mut self, now: Instant, effects: &mut Effects);
+    /// Removes sessions whose deadline has passed, a slice of the table at a time so that no
+    /// call holds the server for long: returns true once a whole pass over the sessions is
+    /// done, false when the caller should call again (soon, after letting others run).
+    fn sweep(&mut self, now: Instant, effects: &mut Effects) -> bool;
     /// The session's queue length, dropped count and subscriptions.
     fn session_info(&self, key: Self::Key) -> SessionInfo;
     fn stats(&self) -> Stats;
@@ -171,6 +182,10 @@ pub enum Lookup {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub sessions: usize,
+    /// Sessions created and removed since the engine started: exact, whatever the event
+    /// receivers kept.
+    pub sessions_created: u64,
+    pub sessions_removed: u64,
     pub channels: usize,
     pub published: u64,
     pub delivered: u64,

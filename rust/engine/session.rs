@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::quotas::Address;
 use crate::ack::AckState;
 use crate::client_id::Id;
 use crate::json::Body;
@@ -13,6 +14,8 @@ pub struct Session {
     pub client_id: Id,
     /// The `BAYEUX_BROWSER` cookie value the session was created with.
     pub browser: Id,
+    /// The client's address, as its sessions are counted against their limit.
+    pub address: Option<Address>,
     /// Channel names and patterns, as subscribed.
     pub subscriptions: Vec<Box<str>>,
     queue: VecDeque<Shared>,
@@ -52,6 +55,7 @@ impl Session {
         Self {
             client_id,
             browser,
+            address: None,
             subscriptions: Vec::new(),
             queue: VecDeque::new(),
             dropped: 0,

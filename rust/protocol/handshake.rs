@@ -22,7 +22,10 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             }
         }
         let browser = self.browser_or_new();
-        let (client_id, key) = self.engine.create_session(browser, self.now);
+        let (client_id, key) = self
+            .engine
+            .create_session(browser, self.address, self.now)
+            .map_err(|exceeded| exceeded.error())?;
         if self.transport == Transport::WebSocket {
             self.engine.set_bound(key, true, &mut self.outcome.effects);
         }

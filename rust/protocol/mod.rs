@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use crate::client_id::Id;
-use crate::engine::{Effects, Engine};
+use crate::engine::{Address, Effects, Engine};
 use crate::errors::bayeux;
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
 use crate::timesync::Timesync;
@@ -58,6 +58,8 @@ impl Transport {
 pub struct RequestInfo {
     /// The `BAYEUX_BROWSER` cookie it carried.
     pub browser: Option<Id>,
+    /// The client's address, for the limit on sessions per address.
+    pub address: Option<Address>,
     pub transport: Transport,
     /// HTTP/2 or later: held long-polls do not tie up one of the browser's connections.
     pub multiplexed: bool,
@@ -70,6 +72,7 @@ impl RequestInfo {
     pub fn new(browser: Option<Id>, transport: Transport) -> Self {
         Self {
             browser,
+            address: None,
             transport,
             multiplexed: false,
             alone: None,
@@ -113,6 +116,7 @@ pub fn process<E: Engine + ?Sized>(
     let mut request = Request {
         engine,
         browser: info.browser,
+        address: info.address,
         transport: info.transport,
         multiplexed: info.multiplexed,
         now,
@@ -148,6 +152,7 @@ fn bad_request(mut outcome: Outcome, error: &str, detail: &str) -> Outcome {
 struct Request<'r, E: Engine + ?Sized> {
     engine: &'r mut E,
     browser: Option<Id>,
+    address: Option<Address>,
     transport: Transport,
     multiplexed: bool,
     now: Instant,

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
 use crate::config::Config;
-use crate::engine::{Effects, Engine, MemoryEngine, RemoveReason};
+use crate::engine::{address_key, Effects, Engine, MemoryEngine, RemoveReason};
 use crate::errors::CoreError;
 use crate::message::delivered_message;
 use crate::protocol::{self, RequestInfo, Transport};
@@ -51,9 +51,12 @@ impl PyEngine {
     /// `browser`.
     /// `multiplexed`: the request came over HTTP/2 or later. `alone`: whether its messages
     /// stand alone, so that a connect may be held (by default, whether it holds one message).
+    /// `address`: the client's IP address, for the limit on sessions per address.
     #[pyo3(signature = (
-        body, browser = None, transport = "long-polling", multiplexed = false, alone = None
+        body, browser = None, transport = "long-polling", multiplexed = false, alone = None,
+        address = None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn process(
         &self,
         py: Python<'_>,
@@ -62,12 +65,14 @@ impl PyEngine {
         transport: &str,
         multiplexed: bool,
         alone: Option<bool>,
+        address: Option<&str>,
     ) -> PyResult<PyOutcome> {
         let transport = Transport::parse(transport).ok_or_else(|| {
             pyo3::exceptions::PyValueError::new_err(format!("unknown transport {transport:?}"))
         })?;
         let info = RequestInfo {
             browser: browser.and_then(Id::parse),
+            address: address.and_then(address_key),
             transport,
             multiplexed,
             alone,
@@ -185,11 +190,13 @@ impl PyEngine {
         effects_outcome(py, effects)
     }
 
-    /// Removes sessions whose `max_interval` has passed without a connect.
-    fn sweep(&self, py: Python<'_>) -> PyResult<PyOutcome> {
+    /// Removes sessions whose `max_interval` has passed without a connect, one slice of the
+    /// table per call. Returns the outcome and whether the pass over the table is done (if
+    /// not, call again soon).
+    fn sweep(&self, py: Python<'_>) -> PyResult<(PyOutcome, bool)> {
         let mut effects = Effects::default();
-        self.engine().sweep(Instant::now(), &mut effects);
-        effects_outcome(py, effects)
+        let done = self.engine().sweep(Instant::now(), &mut effects);
+        Ok((effects_outcome(py, effects)?, done))
     }
 
     /// Releases every held connect (shutdown).
@@ -204,6 +211,8 @@ impl PyEngine {
         let stats = self.engine().stats();
         let dict = PyDict::new(py);
         dict.set_item("sessions", stats.sessions)?;
+        dict.set_item("sessions_created", stats.sessions_created)?;
+        dict.set_item("sessions_removed", stats.sessions_removed)?;
         dict.set_item("channels", stats.channels)?;
         dict.set_item("published", stats.published)?;
         dict.set_item("delivered", stats.delivered)?;

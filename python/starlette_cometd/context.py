@@ -127,7 +127,8 @@ class LongPollingServiceContext:
         self.apply(self._engine.remove_session(str(client_id)))
 
     def stats(self) -> dict[str, int]:
-        """Counters: sessions, channels, published, delivered, dropped (queue overflow), held."""
+        """Counters: sessions (alive now), sessions_created and sessions_removed (since the
+        start), channels, published, delivered, dropped (queue overflow), held."""
         stats = self._engine.stats()
         stats["held"] = len(self._parking) + sum(socket.held for socket in self._sockets)
         return stats
@@ -329,7 +330,14 @@ class LongPollingServiceContext:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_every)
-            self.apply(self._engine.sweep())
+            # One slice of the session table per loop turn, so that a mass expiry never holds
+            # the server for long.
+            done = False
+            while not done:
+                outcome, done = self._engine.sweep()
+                self.apply(outcome)
+                if not done:
+                    await asyncio.sleep(0)
 
 
 def _events(

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from .._core import HeldConnect
 from ..cookies import browser_cookie
 from .batch import Request, submit
+from .http_wire import client_address
 from .sockets import BoundSessions
 from .ws_frames import GOING_AWAY, TOO_BIG
 
@@ -40,6 +41,7 @@ class WebSocketConnection(BoundSessions):
         super().__init__(context)
         self._headers: list[tuple[bytes, bytes]] = scope["headers"]
         self._browser = browser_cookie(Headers(scope=scope), context.cookie.name)
+        self._address = client_address(scope)
         self._send = send
         self._data = data
         # Replies in order: ready bytes, or a held connect's reply, built when it is written.
@@ -115,7 +117,12 @@ class WebSocketConnection(BoundSessions):
 
     async def _handle(self, body: bytes) -> None:
         request = Request(
-            self._browser, "websocket", self._headers, data=self._data, on_bound=self._bind
+            self._browser,
+            "websocket",
+            self._headers,
+            data=self._data,
+            on_bound=self._bind,
+            address=self._address,
         )
         reply = submit(self._context, request, body)
         if inspect.isawaitable(reply):

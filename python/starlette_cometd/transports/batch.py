@@ -33,6 +33,7 @@ class Request:
 
     __slots__ = (
         "_data_ready",
+        "address",
         "browser",
         "data",
         "data_provider",
@@ -51,8 +52,11 @@ class Request:
         data_provider: Callable[[], Awaitable[Any]] | None = None,
         multiplexed: bool = False,
         on_bound: Callable[[list[str]], None] | None = None,
+        address: str | None = None,
     ) -> None:
         self.browser = browser
+        #: The client's IP address, which the limit on sessions per address counts by.
+        self.address = address
         self.transport = transport
         self.headers = headers
         self.data = data
@@ -110,7 +114,9 @@ def submit(
     events computed from the request."""
     if context.hooks.active:
         return _Hooked(context, request).run(body)
-    outcome = context.engine.process(body, request.browser, request.transport, request.multiplexed)
+    outcome = context.engine.process(
+        body, request.browser, request.transport, request.multiplexed, None, request.address
+    )
     pending = apply(context, request, outcome)
     if pending is None:
         return outcome
@@ -300,7 +306,7 @@ class _Hooked:
         body = json.dumps([message], separators=(",", ":")).encode()
         request = self.request
         outcome = self.context.engine.process(
-            body, self.browser, request.transport, request.multiplexed, alone
+            body, self.browser, request.transport, request.multiplexed, alone, request.address
         )
         if outcome.new_browser is not None:
             self.browser = self.new_browser = outcome.new_browser

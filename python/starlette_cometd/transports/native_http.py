@@ -30,7 +30,7 @@ from .._core import HeldConnect
 from .batch import Reply, Request, submit
 from .handover import Forwarder
 from .held_connects import Wakeup
-from .http_wire import JSON_TYPE, NO_CACHE, Header, scan_headers, too_large
+from .http_wire import JSON_TYPE, NO_CACHE, Header, peer_address, scan_headers, too_large
 from .native_websocket import NativeWebSocket
 from .ws_frames import upgrade_reply
 
@@ -97,6 +97,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         self.context = self.endpoint.context
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
+        self._address: str | None = None
         # Timers are armed only when needed, not per request: the idle timer when the
         # connection goes idle (and, still armed, it looks at when it last did); the read timer
         # when a read ends inside a request.
@@ -137,6 +138,7 @@ class CometdHttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self._address = peer_address(transport)
         self._server_state.connections.add(self)
         self._start_idle_timer()
 
@@ -353,7 +355,13 @@ class CometdHttpProtocol(asyncio.Protocol):
             self.write(413, too_large(context.max_body_size).body, cors, keep_alive=False)
             return
         context.start()
-        batch = Request(request.browser, "long-polling", request.headers, self.endpoint.data_value)
+        batch = Request(
+            request.browser,
+            "long-polling",
+            request.headers,
+            self.endpoint.data_value,
+            address=self._address,
+        )
         result = submit(context, batch, request.body)
         if inspect.isawaitable(result):
             # Hooks were registered while this request was read: they may wait.

@@ -189,7 +189,10 @@ class _Hooked:
                 log.exception("the application's hooks failed on %.200r", message)
                 failed = _reply(message, successful=False, error="500::server_error")
                 self.parts.append(json.dumps(failed, separators=(",", ":")).encode())
-        body = b"[" + b",".join(part for part in self.parts if part) + b"]"
+        parts = [part for part in self.parts if part]
+        # A held connect stands alone, and its reply comes later: nothing goes out now (as on
+        # the fast path; a WebSocket would otherwise send an empty batch).
+        body = b"" if self.hold is not None and not parts else b"[" + b",".join(parts) + b"]"
         return HookedReply(200, body, self.hold, self.new_browser)
 
     async def _one(self, message: Any, alone: bool) -> None:

@@ -13,12 +13,13 @@ import websockets
 from aiocometd_noloop import Client, ConnectionType  # type: ignore[import-untyped]
 
 from starlette_cometd import LongPollingServiceContextBuilder
-from support.bayeux import handshake, post, subscribe
+from support.bayeux import post
 from support.client_steps import connects_held, until
 from support.faults import SlowSockets
 from support.servers import ServeFactory, Server
 from support.ws_client import (
     Message,
+    cookie_set,
     exchange,
     receive,
     socket,
@@ -72,25 +73,14 @@ async def test_several_ready_messages_share_a_frame(server: Server) -> None:
         assert frames < 50
 
 
-async def test_http_session_continues_over_websocket(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    client_id = await handshake(http, server.url)
-    await subscribe(http, server.url, client_id, "/moved")
-    async with socket(server) as ws:
-        # No cookie on this socket: the socket, not the cookie, binds the session.
-        await ws.send(json.dumps([ws_connect(client_id)]))
-        await connects_held(server)
-        await server.context.send("/moved", "over the socket")
-        assert await receive(ws) == [{"channel": "/moved", "data": "over the socket"}]
-
-
 async def test_session_survives_a_dropped_socket(server: Server) -> None:
     async with socket(server) as ws:
+        cookie = cookie_set(ws)  # as a browser keeps it
         client_id = await ws_session(ws, "/keep")
     # While the socket is away, messages queue for the session.
     await server.context.send("/keep", "queued")
-    async with socket(server) as ws:
+    # A new socket continues the session: the cookie shows it is the same browser's.
+    async with socket(server, cookie=cookie) as ws:
         reply = await exchange(ws, ws_connect(client_id))
         assert reply[0] == {"channel": "/keep", "data": "queued"}
         assert reply[1]["successful"] is True

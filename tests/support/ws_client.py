@@ -1,5 +1,5 @@
-"""Speaking Bayeux over a WebSocket with the ``websockets`` library: opening a socket,
-exchanging batches, a session on the socket."""
+"""Speaking Bayeux over a WebSocket with the ``websockets`` library: opening a socket (with or
+without the ``BAYEUX_BROWSER`` cookie), exchanging batches, a session on the socket."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookies import SimpleCookie
 from typing import Any
 
 import websockets
@@ -17,15 +18,33 @@ from support.servers import Server
 
 Message = dict[str, Any]
 
+COOKIE = "BAYEUX_BROWSER"
+
 
 def ws_url(server: Server) -> str:
     return server.ip_url.replace("http://", "ws://")
 
 
 @asynccontextmanager
-async def socket(server: Server, **options: Any) -> AsyncIterator[ClientConnection]:
+async def socket(
+    server: Server, cookie: str | None = None, **options: Any
+) -> AsyncIterator[ClientConnection]:
+    """A socket to the server's endpoint; ``cookie`` is a ``BAYEUX_BROWSER`` value to send
+    with the upgrade."""
+    if cookie is not None:
+        options["additional_headers"] = {"Cookie": f"{COOKIE}={cookie}"}
     async with websockets.connect(ws_url(server), open_timeout=5, **options) as ws:
         yield ws
+
+
+def cookie_set(ws: ClientConnection) -> str | None:
+    """The ``BAYEUX_BROWSER`` value the server set on the socket's upgrade reply, if any."""
+    assert ws.response is not None
+    for header in ws.response.headers.get_all("Set-Cookie"):
+        morsel = SimpleCookie(header).get(COOKIE)
+        if morsel is not None:
+            return morsel.value
+    return None
 
 
 async def exchange(ws: ClientConnection, *messages: Message) -> list[Message]:
@@ -51,15 +70,11 @@ async def ws_session(ws: ClientConnection, *channels: str) -> str:
     if channels:
         [reply] = await exchange(
             ws,
-            {
-                "channel": "/meta/subscribe",
-                "clientId": client_id,
-                "subscription": list(channels),
-            },
+            {"channel": "/meta/subscribe", "clientId": client_id, "subscription": list(channels)},
         )
         assert reply["successful"] is True
     return client_id
 
 
-def ws_connect(client_id: str, id: str = "c") -> Message:
-    return {**connect_message(client_id, id=id), "connectionType": "websocket"}
+def ws_connect(client_id: str, id: str = "c", timeout: int | None = None) -> Message:
+    return {**connect_message(client_id, timeout, id=id), "connectionType": "websocket"}

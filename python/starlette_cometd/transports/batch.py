@@ -39,6 +39,7 @@ class Request:
         "headers",
         "multiplexed",
         "on_bound",
+        "socket",
         "transport",
     )
 
@@ -51,6 +52,7 @@ class Request:
         data_provider: Callable[[], Awaitable[Any]] | None = None,
         multiplexed: bool = False,
         on_bound: Callable[[list[str]], None] | None = None,
+        socket: int | None = None,
     ) -> None:
         self.browser = browser
         self.transport = transport
@@ -62,6 +64,8 @@ class Request:
         #: Called with the sessions a batch bound to its WebSocket, before its effects apply,
         #: so that a message the batch published to its own session is pushed there.
         self.on_bound = on_bound
+        #: The number of the WebSocket the batch came over (the owner of its sessions).
+        self.socket = socket
 
     def event_data(self) -> Any:
         """The additional data, or an awaitable of it when it must still be computed."""
@@ -110,7 +114,9 @@ def submit(
     events computed from the request."""
     if context.hooks.active:
         return _Hooked(context, request).run(body)
-    outcome = context.engine.process(body, request.browser, request.transport, request.multiplexed)
+    outcome = context.engine.process(
+        body, request.browser, request.transport, request.multiplexed, socket=request.socket
+    )
     pending = apply(context, request, outcome)
     if pending is None:
         return outcome
@@ -177,7 +183,10 @@ class _Hooked:
             batch = [batch]
         if not isinstance(batch, list) or not batch:
             # Not a batch at all: the core names the problem.
-            outcome = self.context.engine.process(body, self.browser, self.request.transport)
+            request = self.request
+            outcome = self.context.engine.process(
+                body, self.browser, request.transport, socket=request.socket
+            )
             return HookedReply(outcome.status, outcome.body, None, None)
         alone = len(batch) == 1
         for message in batch:
@@ -222,13 +231,15 @@ class _Hooked:
         await self._core(message, alone, session)
 
     def _session(self, message: Message) -> ServerSession | None:
-        """The message's session, if the request may use it (its cookie, over HTTP)."""
+        """The message's session, if the request may use it (the core's rule: its socket, or
+        its cookie)."""
         client_id = message.get("clientId")
         # A client id is 40 hex digits; anything else (a lone surrogate, say) names no session.
         if not isinstance(client_id, str) or len(client_id) != 40 or not client_id.isascii():
             return None
         engine = self.context.engine
-        if not engine.owns_session(client_id, self.browser, self.request.transport):
+        request = self.request
+        if not engine.owns_session(client_id, self.browser, request.transport, request.socket):
             return None
         return self.context.server_session(client_id)
 
@@ -303,7 +314,7 @@ class _Hooked:
         body = json.dumps([message], separators=(",", ":")).encode()
         request = self.request
         outcome = self.context.engine.process(
-            body, self.browser, request.transport, request.multiplexed, alone
+            body, self.browser, request.transport, request.multiplexed, alone, request.socket
         )
         if outcome.new_browser is not None:
             self.browser = self.new_browser = outcome.new_browser

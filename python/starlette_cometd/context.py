@@ -63,6 +63,8 @@ class Socket(Protocol):
 
     def release(self, client_id: str) -> None: ...
 
+    def detach(self, client_id: str) -> None: ...
+
     def shutdown(self) -> None: ...
 
 
@@ -276,8 +278,12 @@ class LongPollingServiceContext:
             self._sockets.discard(socket)
 
     def bind_socket(self, client_id: str, socket: Socket) -> None:
-        """Messages for this session are now pushed through ``socket``."""
+        """Messages for this session are now pushed through ``socket``; the socket that had it
+        before (its owner came back on a new one) lets it go."""
+        previous = self._socket_of.get(client_id)
         self._socket_of[client_id] = socket
+        if previous is not None and previous is not socket:
+            previous.detach(client_id)
 
     def unbind_socket(self, client_id: str, socket: Socket) -> bool:
         """Forgets the binding if it is still ``socket``'s; true if it was."""

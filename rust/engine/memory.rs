@@ -7,7 +7,7 @@ use super::holds::Holds;
 use super::quotas::{Address, Exceeded, Quotas};
 use super::session::{Enqueued, Session};
 use super::table::SessionTable;
-use super::{Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, Stats};
+use super::{Caller, Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, SocketId, Stats};
 use crate::ack::AckState;
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
@@ -96,18 +96,24 @@ impl Engine for MemoryEngine {
         Ok((id, self.sessions.insert(session)))
     }
 
-    fn lookup(
-        &self,
-        id: &Id,
-        browser: Option<&Id>,
-        check_browser: bool,
-    ) -> Result<SessionKey, Lookup> {
+    fn lookup(&self, id: &Id, browser: Option<&Id>, caller: Caller) -> Result<SessionKey, Lookup> {
         let key = self.sessions.key_of(id).ok_or(Lookup::Unknown)?;
-        let check = check_browser && !self.config.trust_client_session;
-        if check && browser != Some(&self.session(key).browser) {
-            return Err(Lookup::WrongBrowser);
+        let session = self.session(key);
+        if session.socket.is_some() && session.socket == caller.socket() {
+            return Ok(key);
         }
-        Ok(key)
+        if browser == Some(&session.browser) {
+            return Ok(key);
+        }
+        // Trust waives the cookie, never another socket's hold on a session.
+        if session.socket.is_some() {
+            return Err(Lookup::OtherSocket);
+        }
+        let fresh = !session.claimed && caller != Caller::Http;
+        if self.config.trust_client_session || fresh {
+            return Ok(key);
+        }
+        Err(Lookup::WrongBrowser)
     }
 
     fn key_of(&self, id: &Id) -> Option<SessionKey> {
@@ -239,7 +245,7 @@ impl Engine for MemoryEngine {
         if session.woken {
             return;
         }
-        if session.bound && !session.connect_only {
+        if session.socket.is_some() && !session.connect_only {
             session.woken = true;
             effects.push.push(session.client_id);
         } else if session.held.is_some() {
@@ -261,7 +267,9 @@ impl Engine for MemoryEngine {
     }
 
     fn first_connect(&mut self, key: SessionKey) -> bool {
-        !std::mem::replace(&mut self.session_mut(key).connected, true)
+        let session = self.session_mut(key);
+        session.claimed = true;
+        !std::mem::replace(&mut session.connected, true)
     }
 
     fn has_pending(&self, key: SessionKey) -> bool {
@@ -324,25 +332,34 @@ impl Engine for MemoryEngine {
         self.session(key).ack.as_ref().map(AckState::batch)
     }
 
-    fn set_bound(&mut self, key: SessionKey, bound: bool, effects: &mut Effects) {
+    fn set_bound(&mut self, key: SessionKey, socket: Option<SocketId>, effects: &mut Effects) {
         let session = self.session_mut(key);
-        session.bound = bound;
-        if bound {
+        session.socket = socket;
+        if socket.is_some() {
+            session.claimed = true;
             effects.bound.push(session.client_id);
         }
     }
 
-    fn drain_to_push(&mut self, key: SessionKey, out: &mut Body) -> bool {
-        self.session_mut(key).drain_to_push(out)
+    fn drain_to_push(&mut self, key: SessionKey, socket: Option<SocketId>, out: &mut Body) -> bool {
+        let session = self.session_mut(key);
+        if socket.is_some() && session.socket != socket {
+            return false;
+        }
+        session.drain_to_push(out)
     }
 
-    fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects) {
+    fn unbind(&mut self, id: &Id, socket: SocketId, now: Instant, effects: &mut Effects) {
         let Some(key) = self.key_of(id) else {
             return;
         };
+        // The session moved to another socket, or to HTTP, meanwhile: not this socket's now.
+        if self.session(key).socket != Some(socket) {
+            return;
+        }
         self.release_held(key, effects);
         let session = self.session_mut(key);
-        session.bound = false;
+        session.socket = None;
         session.woken = false;
         self.touch(key, now);
     }

@@ -40,14 +40,12 @@ pub trait Engine {
         address: Option<Address>,
         now: Instant,
     ) -> Result<(Id, Self::Key), Exceeded>;
-    /// Finds a session, checking the browser cookie when `check_browser` is set and sessions
-    /// are not trusted.
-    fn lookup(
-        &self,
-        id: &Id,
-        browser: Option<&Id>,
-        check_browser: bool,
-    ) -> Result<Self::Key, Lookup>;
+    /// Finds a session that `caller`, whose request carried the cookie `browser`, may act for:
+    /// the socket it is bound to, or a request that proves it comes from the session's browser
+    /// (its cookie). Without that proof, only a session bound to no socket may be used, and
+    /// only when sessions are trusted or, by a socket, while it is fresh from a handshake over
+    /// HTTP (Faye opens its socket before that handshake, so the upgrade had no cookie).
+    fn lookup(&self, id: &Id, browser: Option<&Id>, caller: Caller) -> Result<Self::Key, Lookup>;
     /// Finds a session without checking its cookie.
     fn key_of(&self, id: &Id) -> Option<Self::Key>;
     /// Ends a session: its subscriptions go, its held connect is released.
@@ -117,16 +115,17 @@ pub trait Engine {
 
     // WebSockets.
 
-    /// Binds a session to a WebSocket (or unbinds it): bound sessions are woken for every
-    /// message, so the socket can push it at once.
-    fn set_bound(&mut self, key: Self::Key, bound: bool, effects: &mut Effects);
+    /// Binds a session to a WebSocket, taking it from any other, or unbinds it (`None`):
+    /// bound sessions are woken for every message, so the socket can push it at once, and
+    /// only their socket may use them without the cookie.
+    fn set_bound(&mut self, key: Self::Key, socket: Option<SocketId>, effects: &mut Effects);
     /// Writes a session's queued messages for its socket to push; false, writing nothing, when
-    /// none wait or the session takes messages only in connect replies. Either way the
-    /// session may be woken again.
-    fn drain_to_push(&mut self, key: Self::Key, out: &mut Body) -> bool;
-    /// The socket of a bound session closed: its held connect is released and its expiry
-    /// clock starts.
-    fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects);
+    /// none wait, the session takes messages only in connect replies, or `socket` (if named) is
+    /// not the one it is bound to (it moved). Either way the session may be woken again.
+    fn drain_to_push(&mut self, key: Self::Key, socket: Option<SocketId>, out: &mut Body) -> bool;
+    /// A socket closed: if the session is still bound to it, its held connect is released
+    /// and its expiry clock starts.
+    fn unbind(&mut self, id: &Id, socket: SocketId, now: Instant, effects: &mut Effects);
     /// Releases every held connect (shutdown).
     fn release_all(&mut self, effects: &mut Effects);
 }
@@ -171,11 +170,34 @@ pub struct Effects {
     pub release: Vec<Id>,
 }
 
+/// A WebSocket, as the transport layer numbers them.
+pub type SocketId = u64;
+
+/// Who asks to act for a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Http,
+    Socket(SocketId),
+}
+
+impl Caller {
+    /// The socket, for a WebSocket caller.
+    pub fn socket(self) -> Option<SocketId> {
+        match self {
+            Caller::Http => None,
+            Caller::Socket(socket) => Some(socket),
+        }
+    }
+}
+
 /// Why a session could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
     Unknown,
+    /// The request does not carry the session's cookie, and nothing else lets it in.
     WrongBrowser,
+    /// The session is bound to another socket, and the request does not carry its cookie.
+    OtherSocket,
 }
 
 /// Counters visible through the API.

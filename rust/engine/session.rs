@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::quotas::Address;
+use super::SocketId;
 use crate::ack::AckState;
 use crate::client_id::Id;
 use crate::json::Body;
@@ -23,8 +24,12 @@ pub struct Session {
     pub dropped: u64,
     /// The token of the `/meta/connect` being held for this session, if any.
     pub held: Option<u64>,
-    /// Bound to a WebSocket: messages are pushed as they arrive, not only in connect replies.
-    pub bound: bool,
+    /// The WebSocket the session is bound to: messages are pushed as they arrive, not only in
+    /// connect replies, and only that socket may use the session without its cookie.
+    pub socket: Option<SocketId>,
+    /// Set once a socket or a connect has used the session: until then, a session made by a
+    /// handshake over HTTP goes to the first socket that asks for it.
+    pub claimed: bool,
     /// Set once the transport has been told that messages are waiting, so a burst of
     /// messages wakes it once; cleared when the queue is drained.
     pub woken: bool,
@@ -60,7 +65,8 @@ impl Session {
             queue: VecDeque::new(),
             dropped: 0,
             held: None,
-            bound: false,
+            socket: None,
+            claimed: false,
             woken: false,
             connected: false,
             deadline: Some(deadline),

@@ -32,6 +32,7 @@ from .handover import Forwarder
 from .held_connects import Wakeup
 from .http_wire import JSON_TYPE, NO_CACHE, Header, peer_address, scan_headers, too_large
 from .native_websocket import NativeWebSocket
+from .sockets import socket_browser
 from .ws_frames import upgrade_reply
 
 if TYPE_CHECKING:
@@ -120,8 +121,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._native = False
         self._keep_alive = True
         self._browser: str | None = None
-        # The 101 reply of a WebSocket upgrade this protocol takes, until the switch.
+        # The 101 reply of a WebSocket upgrade this protocol takes, until the switch, and the
+        # browser the socket will speak for.
         self._upgrade: bytes | None = None
+        self._socket_browser = ""
         # Once set, every request from here on belongs to uvicorn's protocol.
         self._forward: Forwarder | None = None
         # The reply being waited for (a held connect, or a batch in the application's hooks),
@@ -256,7 +259,11 @@ class CometdHttpProtocol(asyncio.Protocol):
         if self._forward is None:
             path, _, _ = self._url.partition(b"?")
             if self._takes_websocket(path):
-                self._upgrade = upgrade_reply(self._headers)
+                cookie = self.context.cookie
+                _, sent = scan_headers(self._headers, cookie.name)
+                self._socket_browser, new = socket_browser(sent)
+                set_cookie = cookie.header(self._socket_browser) if new else None
+                self._upgrade = upgrade_reply(self._headers, set_cookie)
                 if self._upgrade is not None:
                     return
             if self._serves_natively(path):
@@ -343,6 +350,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             self._headers,
             self.endpoint.data_value,
             self._server_state.connections,
+            self._socket_browser,
         )
         transport.set_protocol(socket)
         if rest:

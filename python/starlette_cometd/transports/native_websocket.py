@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core import HeldConnect
 from .batch import Reply, Request, submit
-from .http_wire import Header, peer_address, scan_headers
+from .http_wire import Header, peer_address
 from .sockets import BoundSessions
 from .ws_frames import (
     CLOSE,
@@ -64,11 +64,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         headers: list[Header],
         data: Any,
         connections: set[Any],
+        browser: str,
     ) -> None:
-        super().__init__(context)
+        super().__init__(context, browser)
         self._transport: asyncio.Transport | None = transport
         self._headers = headers
-        _, self._browser = scan_headers(headers, context.cookie.name)
         self._address = peer_address(transport)
         self._data = data
         self._connections = connections
@@ -197,6 +197,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             self._headers,
             self._data,
             on_bound=self._bind,
+            socket=self.number,
             address=self._address,
         )
 

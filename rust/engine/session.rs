@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use rustc_hash::FxHashSet;
+
 use crate::ack::AckState;
 use crate::client_id::Id;
 use crate::json::Body;
@@ -13,8 +15,9 @@ pub struct Session {
     pub client_id: Id,
     /// The `BAYEUX_BROWSER` cookie value the session was created with.
     pub browser: Id,
-    /// Channel names and patterns, as subscribed.
-    pub subscriptions: Vec<Box<str>>,
+    /// Channel names and patterns, as subscribed: a set, so that subscribing and unsubscribing
+    /// cost the same however many the session has.
+    pub subscriptions: FxHashSet<Box<str>>,
     queue: VecDeque<Shared>,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
@@ -52,7 +55,7 @@ impl Session {
         Self {
             client_id,
             browser,
-            subscriptions: Vec::new(),
+            subscriptions: FxHashSet::default(),
             queue: VecDeque::new(),
             dropped: 0,
             held: None,

@@ -36,24 +36,72 @@ pub fn classify(name: &str) -> Option<ChannelKind> {
     if rest.is_empty() || !name.chars().all(valid_char) {
         return None;
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
         if segment.is_empty() {
             return None;
         }
-        if segment.contains('*') && (i != last || (*segment != "*" && *segment != "**")) {
+        if segment.contains('*') && (!last || (segment != "*" && segment != "**")) {
             return None;
         }
+        if last && segment.starts_with('*') {
+            return Some(ChannelKind::Wildcard);
+        }
     }
-    if segments[last] == "*" || segments[last] == "**" {
-        return Some(ChannelKind::Wildcard);
-    }
-    Some(match segments[0] {
+    Some(root(name))
+}
+
+/// The kind a valid name's first segment gives it, wildcard or not: `/meta/*` is under
+/// `/meta`, `/service/**` under `/service`; `/*` and `/**` are broadcast patterns.
+pub fn root(name: &str) -> ChannelKind {
+    let rest = name.strip_prefix('/').unwrap_or(name);
+    let first = rest.split('/').next().unwrap_or_default();
+    match first {
         "meta" => ChannelKind::Meta,
         "service" => ChannelKind::Service,
         _ => ChannelKind::Broadcast,
-    })
+    }
+}
+
+/// How long and how deep a channel name may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameLimits {
+    /// In bytes.
+    pub max_length: usize,
+    /// Segments: `/a/b/*` has three.
+    pub max_segments: usize,
+}
+
+/// Why a channel name is refused before it is even read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TooBig {
+    Long,
+    Deep,
+}
+
+impl TooBig {
+    /// The reason, as the `args` of a Bayeux error string.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TooBig::Long => "channel_too_long",
+            TooBig::Deep => "channel_too_many_segments",
+        }
+    }
+}
+
+impl NameLimits {
+    /// Checks a name's length and segment count; costs at most `max_length` bytes of reading,
+    /// however long the name is.
+    pub fn check(self, name: &str) -> Result<(), TooBig> {
+        if name.len() > self.max_length {
+            return Err(TooBig::Long);
+        }
+        if name.bytes().filter(|&b| b == b'/').count() > self.max_segments {
+            return Err(TooBig::Deep);
+        }
+        Ok(())
+    }
 }
 
 /// Splits a valid channel name into the pattern the subscription index stores it under.
@@ -94,6 +142,33 @@ mod tests {
         assert_eq!(classify("/a/**"), Some(ChannelKind::Wildcard));
         assert_eq!(classify("/**"), Some(ChannelKind::Wildcard));
         assert_eq!(classify("/metax"), Some(ChannelKind::Broadcast));
+        assert_eq!(classify("/meta/*"), Some(ChannelKind::Wildcard));
+    }
+
+    #[test]
+    fn the_first_segment_gives_the_root_kind_of_patterns_too() {
+        assert_eq!(root("/meta/*"), ChannelKind::Meta);
+        assert_eq!(root("/meta/connect/**"), ChannelKind::Meta);
+        assert_eq!(root("/meta"), ChannelKind::Meta);
+        assert_eq!(root("/service/**"), ChannelKind::Service);
+        assert_eq!(root("/**"), ChannelKind::Broadcast);
+        assert_eq!(root("/*"), ChannelKind::Broadcast);
+        assert_eq!(root("/metadata/*"), ChannelKind::Broadcast);
+    }
+
+    #[test]
+    fn names_are_bounded_in_bytes_and_segments() {
+        let limits = NameLimits {
+            max_length: 8,
+            max_segments: 3,
+        };
+        assert_eq!(limits.check("/a/b/cde"), Ok(()));
+        assert_eq!(limits.check("/a/b/cdef"), Err(TooBig::Long));
+        assert_eq!(limits.check("/a/b/*"), Ok(()));
+        assert_eq!(limits.check("/a/b/c/d"), Err(TooBig::Deep));
+        assert_eq!(TooBig::Long.reason(), "channel_too_long");
+        // A name far past the limit is refused without reading it.
+        assert_eq!(limits.check(&"/a".repeat(1 << 20)), Err(TooBig::Long));
     }
 
     #[test]

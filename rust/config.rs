@@ -8,6 +8,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::channel::NameLimits;
+
 /// Makes `Config`, its `Default` and `Config::from_py` from one line per setting:
 /// `/// doc`, `name: Type = default,`. `Type` must implement `Setting`.
 macro_rules! settings {
@@ -87,12 +89,30 @@ settings! {
     channel_capacity: usize = 0,
     /// Pre-sizing hint: how many subscribers each channel holds before it grows.
     subscriber_capacity: usize = 0,
+    /// The longest channel name accepted anywhere, in bytes.
+    max_channel_length: usize = 1024,
+    /// The most segments a channel name may have (`/a/b/*` has three).
+    max_channel_segments: usize = 64,
+    /// How deeply arrays and objects may nest in a message's `data`, `ext` or any other field.
+    max_data_depth: usize = 128,
+    /// How many channels and patterns one session may subscribe to.
+    max_subscriptions_per_session: usize = 1000,
+    /// How many channels and patterns the subscription index may hold, for every session.
+    max_channels: usize = 100_000,
 }
 
 impl Config {
     /// Whether the server offers the transport `connection_type` ("long-polling", ...).
     pub fn offers(&self, connection_type: &str) -> bool {
         self.connection_types.iter().any(|t| t == connection_type)
+    }
+
+    /// How long and how deep channel names may be.
+    pub fn name_limits(&self) -> NameLimits {
+        NameLimits {
+            max_length: self.max_channel_length,
+            max_segments: self.max_channel_segments,
+        }
     }
 }
 

@@ -18,8 +18,25 @@ pub mod bayeux {
     pub const SUBSCRIBE_DENIED: &str = "403:denied_by_security_policy:subscribe_denied";
     pub const PUBLISH_DENIED: &str = "403:denied_by_security_policy:publish_denied";
     pub const CONNECTION_TYPE_UNSUPPORTED: &str = "400::connection_type_unsupported";
-    pub const TOO_MANY_SESSIONS_PER_BROWSER: &str = "403:browser:too_many_sessions";
-    pub const TOO_MANY_SESSIONS_PER_ADDRESS: &str = "403:address:too_many_sessions";
+    pub const TOO_MANY_SESSIONS_PER_BROWSER: &str =
+        "403:too_many_sessions_per_cookie:handshake_denied";
+    pub const TOO_MANY_SESSIONS_PER_ADDRESS: &str =
+        "403:too_many_sessions_per_address:handshake_denied";
+    /// Past `max_subscriptions_per_session`, in the shape of CometD's authorizer denials.
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "403:too_many_subscriptions:subscribe_denied";
+    /// Past `max_channels`: a new channel is refused, as CometD's `create_denied`.
+    pub const TOO_MANY_CHANNELS: &str = "403:too_many_channels:create_denied";
+
+    /// A channel name past a limit, published to: `405:channel_too_long:channel_invalid`.
+    pub fn channel_refused(reason: &str) -> String {
+        format!("405:{reason}:channel_invalid")
+    }
+
+    /// A channel name past a limit, subscribed to:
+    /// `403:channel_too_long:subscription_invalid`.
+    pub fn subscription_refused(reason: &str) -> String {
+        format!("403:{reason}:subscription_invalid")
+    }
 
     /// A field of the wrong type or an unknown field, naming it.
     pub fn field(problem: &str, name: &str) -> String {
@@ -43,6 +60,9 @@ pub enum CoreError {
     InvalidClientId(String),
     /// A value that cannot be represented as JSON.
     NotJson(String),
+    /// A channel name past `max_channel_length` (`channel_too_long`) or
+    /// `max_channel_segments` (`channel_too_many_segments`), with that limit.
+    ChannelTooBig(&'static str, usize),
 }
 
 impl fmt::Display for CoreError {
@@ -59,6 +79,12 @@ impl fmt::Display for CoreError {
                 )
             }
             CoreError::NotJson(why) => write!(f, "cannot send as JSON: {why}"),
+            CoreError::ChannelTooBig(reason, limit) => {
+                write!(
+                    f,
+                    "the channel name is refused: {reason} (the limit is {limit})"
+                )
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Message<'a> {
     pub connection_type: Option<&'a RawValue>,
     pub supported_connection_types: Option<&'a RawValue>,
     pub ext: Option<&'a RawValue>,
+    /// The first field nested deeper than allowed, if any.
+    pub too_deep: Option<String>,
 }
 
 /// Why a message could not be read; becomes an unsuccessful reply.
@@ -97,13 +99,21 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
     }
 }
 
-/// Reads one message's fields; unknown fields are refused by name.
-pub fn read_message(raw: &RawValue) -> Result<Message<'_>, FieldError> {
+/// Reads one message's fields; unknown fields are refused by name. The first field whose value
+/// nests arrays and objects more than `max_depth` deep is named in `too_deep`, for the caller
+/// to refuse once it knows the message's channel and id.
+pub fn read_message(raw: &RawValue, max_depth: usize) -> Result<Message<'_>, FieldError> {
     if !raw.get().starts_with('{') {
         return Err(FieldError::NotAnObject);
     }
     let Fields(fields) = serde_json::from_str(raw.get()).map_err(|_| FieldError::Malformed)?;
-    let mut message = Message::default();
+    let mut message = Message {
+        too_deep: fields
+            .iter()
+            .find(|(_, value)| deeper_than(value.get(), max_depth))
+            .map(|(Key(name), _)| name.to_string()),
+        ..Message::default()
+    };
     for (Key(name), value) in fields {
         // JSON null means absent, as Bayeux clients sometimes send it.
         let value = (value.get() != "null").then_some(value);
@@ -123,6 +133,44 @@ pub fn read_message(raw: &RawValue) -> Result<Message<'_>, FieldError> {
         *slot = value;
     }
     Ok(message)
+}
+
+/// Whether a JSON value nests arrays and objects more than `max` deep (`1` is 0 deep, `[1]`
+/// 1, `{"a":[]}` 2). One pass over its bytes, without recursion; a value too short to be
+/// that deep is not read at all. The value must be valid JSON, as a `RawValue` is.
+pub fn deeper_than(value: &str, max: usize) -> bool {
+    let bytes = value.as_bytes();
+    // Each level takes two bytes at least.
+    if bytes.len() <= 2 * max || !matches!(bytes.first(), Some(b'[' | b'{')) {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A raw value as a string, if it is one.
@@ -295,23 +343,26 @@ mod tests {
     #[test]
     fn reads_fields_and_refuses_unknown_ones() {
         let raw = split_batch(br#"[{"channel":"/a","id":7,"data":{"x":[1,2]},"ext":{}}]"#).unwrap();
-        let message = read_message(raw[0]).unwrap();
+        let message = read_message(raw[0], 128).unwrap();
         assert_eq!(as_str(message.channel.unwrap()).unwrap(), "/a");
         assert_eq!(message.id.unwrap().get(), "7");
         assert_eq!(message.data.unwrap().get(), r#"{"x":[1,2]}"#);
         let raw = split_batch(br#"{"channel":"/a","bogus":1}"#).unwrap();
         assert_eq!(
-            read_message(raw[0]).unwrap_err(),
+            read_message(raw[0], 128).unwrap_err(),
             FieldError::Unknown("bogus".into())
         );
         let raw = split_batch(b"[1]").unwrap();
-        assert_eq!(read_message(raw[0]).unwrap_err(), FieldError::NotAnObject);
+        assert_eq!(
+            read_message(raw[0], 128).unwrap_err(),
+            FieldError::NotAnObject
+        );
     }
 
     #[test]
     fn escaped_strings_are_decoded() {
         let raw = split_batch(br#"{"channel":"/a\/b","\u0069d":"x"}"#).unwrap();
-        let message = read_message(raw[0]).unwrap();
+        let message = read_message(raw[0], 128).unwrap();
         assert_eq!(as_str(message.channel.unwrap()).unwrap(), "/a/b");
         assert_eq!(message.id.unwrap().get(), r#""x""#);
     }
@@ -319,9 +370,9 @@ mod tests {
     #[test]
     fn subscription_lists() {
         let raw = split_batch(br#"[{"subscription":["/a","/b"]},{"subscription":[1]}]"#).unwrap();
-        let list = as_str_list(read_message(raw[0]).unwrap().subscription.unwrap()).unwrap();
+        let list = as_str_list(read_message(raw[0], 128).unwrap().subscription.unwrap()).unwrap();
         assert_eq!(list, vec!["/a", "/b"]);
-        assert!(as_str_list(read_message(raw[1]).unwrap().subscription.unwrap()).is_none());
+        assert!(as_str_list(read_message(raw[1], 128).unwrap().subscription.unwrap()).is_none());
     }
 
     #[test]
@@ -338,5 +389,38 @@ mod tests {
             text,
             r#"[{"channel":"/a\"b","successful":true,"n":3},{"x":1}]"#
         );
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_outside_strings() {
+        assert!(!deeper_than("1", 0));
+        assert!(!deeper_than(r#""[[[[[[""#, 0));
+        assert!(deeper_than("[]", 0));
+        assert!(!deeper_than("[[1]]", 2));
+        assert!(deeper_than("[[1]]", 1));
+        assert!(!deeper_than(r#"{"a":[{"b":"]]]]\"[[[["}]}"#, 3));
+        assert!(deeper_than(r#"{"a":[{"b":"]]]]\"[[[["}]}"#, 2));
+        assert!(!deeper_than(r#"[{},[],{"a":[]},[[]]]"#, 3));
+        assert!(deeper_than(r#"[{},[],{"a":[]},[[[]]]]"#, 3));
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        assert!(deeper_than(&deep, 128));
+        assert!(!deeper_than(&deep, 200_000));
+    }
+
+    #[test]
+    fn a_field_nested_too_deep_is_named() {
+        let data = format!("{}{}", "[".repeat(3), "]".repeat(3));
+        let body = format!(r#"{{"channel":"/a","id":"x","data":{data},"ext":{{"a":[[]]}}}}"#);
+        let raw = split_batch(body.as_bytes()).unwrap();
+        assert_eq!(read_message(raw[0], 3).unwrap().too_deep, None);
+        assert_eq!(
+            read_message(raw[0], 2).unwrap().too_deep.as_deref(),
+            Some("data")
+        );
+        let body = r#"{"channel":"/a","ext":{"a":[[]]},"data":[[]]}"#;
+        let raw = split_batch(body.as_bytes()).unwrap();
+        let message = read_message(raw[0], 2).unwrap();
+        assert_eq!(message.too_deep.as_deref(), Some("ext"));
+        assert_eq!(as_str(message.channel.unwrap()).unwrap(), "/a");
     }
 }

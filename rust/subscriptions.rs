@@ -1,5 +1,6 @@
 //! The subscription index: which sessions listen to which channels, exact and wildcard.
-//! Matching a channel costs one lookup per path segment, however many patterns exist.
+//! Matching a channel costs two lookups, and one more per ancestor no deeper than the deepest
+//! `/**` pattern subscribed: a publish to a deep channel never hashes every prefix of it.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -15,6 +16,9 @@ pub struct SubscriptionIndex {
     exact: FxHashMap<Box<str>, Subscribers>,
     one_segment: FxHashMap<Box<str>, Subscribers>,
     any_depth: FxHashMap<Box<str>, Subscribers>,
+    /// How many `/**` patterns are keyed by a prefix of each number of segments (`/**` by 0,
+    /// `/a/b/**` by 2): matching looks at ancestors no deeper than the deepest of them.
+    any_depth_by_segments: Vec<usize>,
     subscriber_capacity: usize,
 }
 
@@ -25,6 +29,7 @@ impl SubscriptionIndex {
             exact: FxHashMap::with_capacity_and_hasher(channel_capacity, Default::default()),
             one_segment: FxHashMap::default(),
             any_depth: FxHashMap::default(),
+            any_depth_by_segments: Vec::new(),
             subscriber_capacity,
         }
     }
@@ -34,6 +39,15 @@ impl SubscriptionIndex {
             Pattern::Exact(key) => (&mut self.exact, key),
             Pattern::OneSegment(key) => (&mut self.one_segment, key),
             Pattern::AnyDepth(key) => (&mut self.any_depth, key),
+        }
+    }
+
+    /// Whether a channel or pattern has at least one subscriber.
+    pub fn contains(&self, name: &str) -> bool {
+        match channel::pattern(name) {
+            Pattern::Exact(key) => self.exact.contains_key(key),
+            Pattern::OneSegment(key) => self.one_segment.contains_key(key),
+            Pattern::AnyDepth(key) => self.any_depth.contains_key(key),
         }
     }
 
@@ -47,6 +61,13 @@ impl SubscriptionIndex {
         let mut set = FxHashSet::with_capacity_and_hasher(capacity, Default::default());
         set.insert(session);
         table.insert(key.into(), set);
+        if let Pattern::AnyDepth(key) = channel::pattern(name) {
+            let depth = segments(key);
+            if self.any_depth_by_segments.len() <= depth {
+                self.any_depth_by_segments.resize(depth + 1, 0);
+            }
+            self.any_depth_by_segments[depth] += 1;
+        }
         true
     }
 
@@ -60,8 +81,19 @@ impl SubscriptionIndex {
         let removed = set.remove(&session);
         if set.is_empty() {
             table.remove(key);
+            if let Pattern::AnyDepth(key) = channel::pattern(name) {
+                self.forget_any_depth(segments(key));
+            }
         }
         removed
+    }
+
+    fn forget_any_depth(&mut self, depth: usize) {
+        let counts = &mut self.any_depth_by_segments;
+        counts[depth] -= 1;
+        while counts.last() == Some(&0) {
+            counts.pop();
+        }
     }
 
     /// Calls `deliver` for every subscriber of `channel`, through any pattern. A session matched
@@ -74,10 +106,11 @@ impl SubscriptionIndex {
         };
         visit(self.exact.get(channel));
         visit(self.one_segment.get(channel::parent(channel)));
-        if !self.any_depth.is_empty() {
-            for ancestor in channel::ancestors(channel) {
-                visit(self.any_depth.get(ancestor));
-            }
+        // A `/**` pattern keyed by a prefix of n segments can only be found among the first
+        // n + 1 ancestors (the root has none).
+        let deepest = self.any_depth_by_segments.len();
+        for ancestor in channel::ancestors(channel).take(deepest) {
+            visit(self.any_depth.get(ancestor));
         }
     }
 
@@ -85,6 +118,11 @@ impl SubscriptionIndex {
     pub fn channel_count(&self) -> usize {
         self.exact.len() + self.one_segment.len() + self.any_depth.len()
     }
+}
+
+/// The segments of a pattern's key: `/a/b` has 2, the root (empty) none.
+fn segments(key: &str) -> usize {
+    key.bytes().filter(|&b| b == b'/').count()
 }
 
 #[cfg(test)]
@@ -122,5 +160,43 @@ mod tests {
         assert!(!index.unsubscribe("/a/*", 1));
         assert_eq!(index.channel_count(), 0);
         assert!(matches(&index, "/a/b").is_empty());
+    }
+
+    #[test]
+    fn only_ancestors_as_deep_as_a_subscribed_any_depth_pattern_are_looked_at() {
+        let mut index = SubscriptionIndex::new(0, 0);
+        index.subscribe("/a/b/**", 1);
+        index.subscribe("/**", 2);
+        assert_eq!(index.any_depth_by_segments, vec![1, 0, 1]);
+        assert_eq!(matches(&index, "/a/b/c/d"), vec![1, 2]);
+        assert_eq!(matches(&index, "/a/c/d"), vec![2]);
+        index.unsubscribe("/a/b/**", 1);
+        assert_eq!(index.any_depth_by_segments, vec![1]);
+        assert_eq!(matches(&index, "/a/b/c/d"), vec![2]);
+        index.unsubscribe("/**", 2);
+        assert!(index.any_depth_by_segments.is_empty());
+        assert!(matches(&index, "/a/b/c/d").is_empty());
+    }
+
+    #[test]
+    fn a_publish_to_a_very_deep_channel_costs_no_more_than_the_patterns_need() {
+        // Hashing every ancestor of a name of n segments costs n * n / 2 bytes: with n = 10^6
+        // that is 10^12, hours. Only the ancestors a pattern may key are looked at now.
+        let mut index = SubscriptionIndex::new(0, 0);
+        index.subscribe("/**", 1);
+        index.subscribe("/a/**", 2);
+        let deep = "/a".repeat(1_000_000);
+        for _ in 0..100 {
+            assert_eq!(matches(&index, &deep), vec![1, 2]);
+        }
+    }
+
+    #[test]
+    fn contains_looks_in_the_pattern_s_own_table() {
+        let mut index = SubscriptionIndex::new(0, 0);
+        index.subscribe("/a/*", 1);
+        assert!(index.contains("/a/*"));
+        assert!(!index.contains("/a"));
+        assert!(!index.contains("/a/**"));
     }
 }

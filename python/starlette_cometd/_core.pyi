@@ -74,6 +74,7 @@ class Engine:
         socket: int | None = None,
         address: str | None = None,
     ) -> Outcome: ...
+    def split(self, body: bytes) -> list[tuple[bytes, bool]] | None: ...
     def owns_session(
         self,
         client_id: str,

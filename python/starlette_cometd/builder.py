@@ -14,6 +14,10 @@ from .hooks import SecurityPolicy
 
 CONNECTION_TYPES = ("websocket", "long-polling", "callback-polling")
 
+# The deepest nesting max_data_depth may allow: Python's json (the hooks' path, Python clients)
+# gives up near 1,000 levels, less what the call stack already holds.
+MAX_DATA_DEPTH = 512
+
 Duration = int | float | datetime.timedelta
 
 
@@ -117,6 +121,41 @@ class LongPollingServiceContextBuilder:
         self._context_options["max_websocket_backlog"] = _count(value, "max_websocket_backlog", 1)
         return self
 
+    def max_channel_length(self, value: int) -> Self:
+        """The longest channel name accepted, in bytes, wherever a name is used (subscribe,
+        unsubscribe, publish, :meth:`LongPollingServiceContext.send`); 1 KiB by default."""
+        self._engine["max_channel_length"] = _count(value, "max_channel_length", 1)
+        return self
+
+    def max_channel_segments(self, value: int) -> Self:
+        """The most segments a channel name may have (``/a/b/*`` has three); 64 by default."""
+        self._engine["max_channel_segments"] = _count(value, "max_channel_segments", 1)
+        return self
+
+    def max_data_depth(self, value: int) -> Self:
+        """How deeply lists and objects may nest in a message's ``data``, ``ext`` or any other
+        field, and in what :meth:`LongPollingServiceContext.send` sends; 128 by default, at most
+        512 (Python's ``json``, which the hooks and Python clients use, stops near 1,000)."""
+        _count(value, "max_data_depth", 1)
+        if value > MAX_DATA_DEPTH:
+            raise ValueError(f"max_data_depth must be at most {MAX_DATA_DEPTH}, not {value!r}")
+        self._engine["max_data_depth"] = value
+        return self
+
+    def max_subscriptions_per_session(self, value: int) -> Self:
+        """How many channels and patterns one session may subscribe to; 1,000 by default."""
+        self._engine["max_subscriptions_per_session"] = _count(
+            value, "max_subscriptions_per_session", 1
+        )
+        return self
+
+    def max_channels(self, value: int) -> Self:
+        """How many channels and patterns may have subscribers at once, over every session
+        (``stats()["channels"]``); 100,000 by default. Past it, a subscribe that would add a
+        channel is refused; subscribing to one that has subscribers still succeeds."""
+        self._engine["max_channels"] = _count(value, "max_channels", 1)
+        return self
+
     def connection_types(self, *types: str) -> Self:
         """The transports served and advertised, in order of preference; by default
         ``"websocket", "long-polling", "callback-polling"``."""
@@ -161,16 +200,16 @@ class LongPollingServiceContextBuilder:
     def max_sessions_per_cookie(self, count: int | None) -> Self:
         """How many sessions may share one ``BAYEUX_BROWSER`` cookie (default 100: a browser's
         tabs share it); ``None`` for no limit. A handshake past it is refused with
-        ``403:browser:too_many_sessions``."""
+        ``403:too_many_sessions_per_cookie:handshake_denied``."""
         self._engine["max_sessions_per_cookie"] = _limit(count, "max_sessions_per_cookie")
         return self
 
     def max_sessions_per_address(self, count: int | None) -> Self:
         """How many sessions one client address may have at once (default 10,000), an IPv6
         address counted by its /64 network; ``None`` for no limit. A handshake past it is
-        refused with ``403:address:too_many_sessions``. Behind a proxy, the address is the
-        proxy's unless the server takes it from forwarded headers (uvicorn's
-        ``--proxy-headers`` on the ASGI stack)."""
+        refused with ``403:too_many_sessions_per_address:handshake_denied``. Behind a proxy,
+        the address is the proxy's unless the server takes it from forwarded headers
+        (uvicorn's ``--proxy-headers`` on the ASGI stack)."""
         self._engine["max_sessions_per_address"] = _limit(count, "max_sessions_per_address")
         return self
 

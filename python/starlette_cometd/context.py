@@ -136,7 +136,8 @@ class LongPollingServiceContext:
         return stats
 
     def session_info(self, client_id: ClientId | str) -> dict[str, Any] | None:
-        """A session's queued and dropped message counts and subscriptions, or ``None``."""
+        """A session's queued and dropped message counts and its subscriptions (sorted), or
+        ``None``."""
         return self._engine.session_info(str(client_id))
 
     # The application's hooks.

@@ -7,7 +7,10 @@ use super::holds::Holds;
 use super::quotas::{Address, Exceeded, Quotas};
 use super::session::{Enqueued, Session};
 use super::table::SessionTable;
-use super::{Caller, Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, SocketId, Stats};
+use super::{
+    Caller, Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, SocketId, Stats,
+    SubscribeLimit,
+};
 use crate::ack::AckState;
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
@@ -15,6 +18,7 @@ use crate::config::Config;
 use crate::json::Body;
 use crate::message::Shared;
 use crate::subscriptions::{SessionKey, SubscriptionIndex};
+use rustc_hash::FxHashSet;
 
 /// A sweep looks at this many slots at most per call...
 const SWEEP_LOOKS: usize = 50_000;
@@ -164,14 +168,16 @@ impl Engine for MemoryEngine {
 
     fn session_info(&self, key: SessionKey) -> SessionInfo {
         let session = self.session(key);
+        let mut subscriptions: Vec<String> = session
+            .subscriptions
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        subscriptions.sort_unstable();
         SessionInfo {
             queued: session.queued(),
             dropped: session.dropped,
-            subscriptions: session
-                .subscriptions
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            subscriptions,
         }
     }
 
@@ -187,10 +193,33 @@ impl Engine for MemoryEngine {
         }
     }
 
+    fn subscribe_limit(&self, key: SessionKey, names: &[&str]) -> Option<SubscribeLimit> {
+        let subscribed = &self.session(key).subscriptions;
+        let room = self
+            .config
+            .max_subscriptions_per_session
+            .saturating_sub(subscribed.len());
+        let mut fresh = FxHashSet::default();
+        let mut new_channels = 0;
+        for &name in names {
+            if subscribed.contains(name) || !fresh.insert(name) {
+                continue;
+            }
+            if fresh.len() > room {
+                return Some(SubscribeLimit::Subscriptions);
+            }
+            if !self.index.contains(name) {
+                new_channels += 1;
+            }
+        }
+        let channels = self.index.channel_count() + new_channels;
+        (channels > self.config.max_channels).then_some(SubscribeLimit::Channels)
+    }
+
     fn subscribe(&mut self, key: SessionKey, name: &str) -> bool {
         let added = self.index.subscribe(name, key);
         if added {
-            self.session_mut(key).subscriptions.push(name.into());
+            self.session_mut(key).subscriptions.insert(name.into());
         }
         added
     }
@@ -198,8 +227,7 @@ impl Engine for MemoryEngine {
     fn unsubscribe(&mut self, key: SessionKey, name: &str) -> bool {
         let removed = self.index.unsubscribe(name, key);
         if removed {
-            let subscriptions = &mut self.session_mut(key).subscriptions;
-            subscriptions.retain(|s| &**s != name);
+            self.session_mut(key).subscriptions.remove(name);
         }
         removed
     }

@@ -54,13 +54,19 @@ pub trait Engine {
     /// call holds the server for long: returns true once a whole pass over the sessions is
     /// done, false when the caller should call again (soon, after letting others run).
     fn sweep(&mut self, now: Instant, effects: &mut Effects) -> bool;
-    /// The session's queue length, dropped count and subscriptions.
+    /// The session's queue length, dropped count and subscriptions (sorted).
     fn session_info(&self, key: Self::Key) -> SessionInfo;
     fn stats(&self) -> Stats;
 
     // Subscriptions and messages.
 
-    /// Subscribes to a valid channel or pattern; true if new.
+    /// Which limit, if any, subscribing the session to every one of `names` (valid broadcast
+    /// channels and patterns, repeats allowed) would go past: its subscriptions
+    /// (`max_subscriptions_per_session`) or the channels and patterns of the whole index
+    /// (`max_channels`). A channel that already has subscribers adds none to the latter.
+    fn subscribe_limit(&self, key: Self::Key, names: &[&str]) -> Option<SubscribeLimit>;
+    /// Subscribes to a valid channel or pattern; true if new. Limits are checked before, with
+    /// `subscribe_limit`.
     fn subscribe(&mut self, key: Self::Key, name: &str) -> bool;
     /// Unsubscribes; true if the subscription existed.
     fn unsubscribe(&mut self, key: Self::Key, name: &str) -> bool;
@@ -188,6 +194,15 @@ impl Caller {
             Caller::Socket(socket) => Some(socket),
         }
     }
+}
+
+/// A limit a subscribe would go past.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeLimit {
+    /// The session's own subscriptions.
+    Subscriptions,
+    /// The channels and patterns the server holds, for every session.
+    Channels,
 }
 
 /// Why a session could not be used.

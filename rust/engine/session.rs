@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use rustc_hash::FxHashSet;
+
 use super::quotas::Address;
 use super::SocketId;
 use crate::ack::AckState;
@@ -17,8 +19,9 @@ pub struct Session {
     pub browser: Id,
     /// The client's address, as its sessions are counted against their limit.
     pub address: Option<Address>,
-    /// Channel names and patterns, as subscribed.
-    pub subscriptions: Vec<Box<str>>,
+    /// Channel names and patterns, as subscribed: a set, so that subscribing and unsubscribing
+    /// cost the same however many the session has.
+    pub subscriptions: FxHashSet<Box<str>>,
     queue: VecDeque<Shared>,
     /// Messages dropped because the queue was full.
     pub dropped: u64,
@@ -61,7 +64,7 @@ impl Session {
             client_id,
             browser,
             address: None,
-            subscriptions: Vec::new(),
+            subscriptions: FxHashSet::default(),
             queue: VecDeque::new(),
             dropped: 0,
             held: None,

@@ -116,7 +116,7 @@ pub fn complete_connect<E: Engine + ?Sized>(
         None if engine.take_disconnected_hold(hold.token) => {
             replies::connect_reply(&mut out, &hold.client_id, id, NO_RECONNECT_ADVICE, &ext);
         }
-        None => replies::unknown_session(&mut out, "/meta/connect", id),
+        None => replies::unknown_session(&mut out, "/meta/connect", id, None),
         Some((key, current)) => {
             ext.ack = if drain && current {
                 engine.drain_for_connect(key, &mut out)

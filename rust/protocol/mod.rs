@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use crate::client_id::Id;
+use crate::config::Config;
 use crate::engine::{Address, Caller, Effects, Engine, SocketId};
 use crate::errors::bayeux;
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
@@ -157,6 +158,43 @@ pub fn process<E: Engine + ?Sized>(
     outcome
 }
 
+/// The meta channels the protocol handles; a message to any other channel is a publish.
+const META_CHANNELS: [&str; 5] = [
+    "/meta/handshake",
+    "/meta/connect",
+    "/meta/subscribe",
+    "/meta/unsubscribe",
+    "/meta/disconnect",
+];
+
+/// Whether the core refuses a message whatever the application's hooks would say, for a reason
+/// the hooks must not see: not a message object, a field nested deeper than `max_data_depth`,
+/// or a channel name (its own, or one it subscribes to) past the limits on names. The hooked
+/// path hands such a message straight to the core, which answers it.
+pub fn refused_before_hooks(config: &Config, raw: &RawValue) -> bool {
+    let message = match json::read_message(raw, config.max_data_depth) {
+        Ok(message) => message,
+        // An unknown field goes through the hooks, which may remove it; what is not a
+        // message object at all is nothing for them to read.
+        Err(FieldError::Unknown(_)) => return false,
+        Err(FieldError::NotAnObject | FieldError::Malformed) => return true,
+    };
+    if message.too_deep.is_some() {
+        return true;
+    }
+    let limits = config.name_limits();
+    let too_big = |name: &str| limits.check(name).is_err();
+    // The meta channels the protocol handles are not names a client chose.
+    message
+        .channel
+        .and_then(json::as_str)
+        .is_some_and(|name| !META_CHANNELS.contains(&&*name) && too_big(&name))
+        || message
+            .subscription
+            .and_then(json::as_str_list)
+            .is_some_and(|names| names.iter().any(|name| too_big(name)))
+}
+
 /// The whole body is unusable: answer 400 with one unsuccessful message naming the problem.
 fn bad_request(mut outcome: Outcome, error: &str, detail: &str) -> Outcome {
     let mut out = Body::new();
@@ -192,7 +230,7 @@ type Failure = std::borrow::Cow<'static, str>;
 
 impl<E: Engine + ?Sized> Request<'_, E> {
     fn handle(&mut self, raw: &RawValue) {
-        let message = match json::read_message(raw) {
+        let message = match json::read_message(raw, self.engine.config().max_data_depth) {
             Ok(message) => message,
             Err(FieldError::NotAnObject) => {
                 return self.fail(None, None, bayeux::MESSAGE_NOT_OBJECT)
@@ -212,14 +250,28 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         let Some(channel) = json::as_str(channel) else {
             return self.fail(None, id, &bayeux::field("invalid_type", "channel"));
         };
+        // Nothing nested deeper than `max_data_depth` is read further, let alone delivered.
+        if let Some(field) = &message.too_deep {
+            let error = bayeux::field("too_deep", field);
+            return self.fail(Some(&channel), id, &error);
+        }
+        // A failed (un)subscribe names what it asked for, as CometD's replies do: the CometD
+        // JavaScript client finds the subscription to drop by it, and without it would keep
+        // one the server refused, and never ask again.
+        let asked = match &*channel {
+            "/meta/subscribe" | "/meta/unsubscribe" => message.subscription,
+            _ => None,
+        };
         // A transport the server does not offer: every message is refused, with the advice
         // not to retry, so that the client moves to another transport or stops.
         if !self.engine.config().offers(self.transport.name()) {
-            return self.fail(Some(&channel), id, bayeux::CONNECTION_TYPE_UNSUPPORTED);
+            let error = bayeux::CONNECTION_TYPE_UNSUPPORTED;
+            return self.refuse(&channel, id, asked, error);
         }
         let ext = read_ext(message.ext);
         let timesync_on = self.engine.config().timesync && channel.starts_with("/meta/");
         self.timesync = ext.timesync.filter(|_| timesync_on).map(Timesync::received);
+        // One arm per name in META_CHANNELS; any other channel is published to.
         let result = match &*channel {
             "/meta/handshake" => self.handshake(&message, &ext),
             "/meta/connect" => self.connect(&message, &ext),
@@ -229,20 +281,30 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             other => self.publish(other, &message),
         };
         if let Err(error) = result {
-            self.fail(Some(&channel), id, &error);
+            self.refuse(&channel, id, asked, &error);
         }
     }
 
-    /// Appends an unsuccessful reply; a 402 carries the advice to handshake again.
-    fn fail(&mut self, channel: Option<&str>, id: Option<&RawValue>, error: &str) {
+    /// Appends an unsuccessful reply to a message on `channel`, echoing the `subscription` it
+    /// asked for, if any; a 402 carries the advice to handshake again.
+    fn refuse(
+        &mut self,
+        channel: &str,
+        id: Option<&RawValue>,
+        subscription: Option<&RawValue>,
+        error: &str,
+    ) {
         if error == bayeux::SESSION_UNKNOWN {
-            return replies::unknown_session(&mut self.out, channel.unwrap_or_default(), id);
+            return replies::unknown_session(&mut self.out, channel, id, subscription);
         }
         let mut reply = self.out.object();
-        if let Some(channel) = channel {
-            reply.string("channel", channel);
+        reply
+            .string("channel", channel)
+            .bool("successful", false)
+            .string("error", error);
+        if let Some(subscription) = subscription {
+            reply.raw("subscription", subscription.get().as_bytes());
         }
-        reply.bool("successful", false).string("error", error);
         if error == bayeux::CONNECTION_TYPE_UNSUPPORTED {
             reply.raw("advice", NO_RECONNECT_ADVICE);
         }
@@ -250,6 +312,19 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             reply.raw("id", id.get().as_bytes());
         }
         reply.finish();
+    }
+
+    /// Appends an unsuccessful reply to a message whose channel may not be known.
+    fn fail(&mut self, channel: Option<&str>, id: Option<&RawValue>, error: &str) {
+        let Some(channel) = channel else {
+            let mut reply = self.out.object();
+            reply.bool("successful", false).string("error", error);
+            if let Some(id) = id {
+                reply.raw("id", id.get().as_bytes());
+            }
+            return reply.finish();
+        };
+        self.refuse(channel, id, None, error);
     }
 
     /// Appends a successful reply to a meta message: channel, clientId, then `extra` fields.

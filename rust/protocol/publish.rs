@@ -10,6 +10,9 @@ use crate::message::delivered_message;
 
 impl<E: Engine + ?Sized> Request<'_, E> {
     pub(super) fn publish(&mut self, name: &str, message: &Message<'_>) -> Result<(), Failure> {
+        if let Err(too_big) = self.engine.config().name_limits().check(name) {
+            return Err(bayeux::channel_refused(too_big.reason()).into());
+        }
         let kind = match channel::classify(name) {
             None | Some(ChannelKind::Wildcard) => return Err(bayeux::CHANNEL_INVALID.into()),
             Some(ChannelKind::Meta) => return Err(bayeux::CHANNEL_UNKNOWN.into()),

@@ -59,16 +59,25 @@ pub fn connect_reply(
     reply.finish();
 }
 
-/// `402::session_unknown` with the advice to handshake again.
-pub fn unknown_session(out: &mut Body, channel: &str, id: Option<&RawValue>) {
+/// `402::session_unknown` with the advice to handshake again (and the `subscription` a
+/// refused (un)subscribe asked for).
+pub fn unknown_session(
+    out: &mut Body,
+    channel: &str,
+    id: Option<&RawValue>,
+    subscription: Option<&RawValue>,
+) {
     let mut reply = out.object();
     if !channel.is_empty() {
         reply.string("channel", channel);
     }
     reply
         .bool("successful", false)
-        .string("error", bayeux::SESSION_UNKNOWN)
-        .raw("advice", HANDSHAKE_ADVICE);
+        .string("error", bayeux::SESSION_UNKNOWN);
+    if let Some(subscription) = subscription {
+        reply.raw("subscription", subscription.get().as_bytes());
+    }
+    reply.raw("advice", HANDSHAKE_ADVICE);
     if let Some(id) = id {
         reply.raw("id", id.get().as_bytes());
     }

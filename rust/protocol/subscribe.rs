@@ -1,8 +1,9 @@
-//! `/meta/subscribe` and `/meta/unsubscribe`: one channel or a list, all or nothing.
+//! `/meta/subscribe` and `/meta/unsubscribe`: one channel or a list, all or nothing. Each name
+//! costs the same however many the session or the batch holds.
 
 use super::{Failure, Request};
 use crate::channel::{self, ChannelKind};
-use crate::engine::{Engine, Event};
+use crate::engine::{Engine, Event, SubscribeLimit};
 use crate::errors::bayeux;
 use crate::json::{self, Message};
 
@@ -17,19 +18,34 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         let names = json::as_str_list(raw)
             .filter(|names| !names.is_empty())
             .ok_or(bayeux::SUBSCRIPTION_INVALID)?;
-        // All or nothing: every name is checked before any is applied.
+        // All or nothing: every name is checked before any is applied. Service channels are
+        // never broadcast, so subscribing to them (or to a pattern under `/service`) is a
+        // successful no-op, as in CometD; nobody subscribes under `/meta`, patterns included.
+        let limits = self.engine.config().name_limits();
+        let mut broadcast = Vec::with_capacity(names.len());
         for name in &names {
-            match channel::classify(name) {
-                None => return Err(bayeux::SUBSCRIPTION_INVALID.into()),
-                Some(ChannelKind::Meta) => return Err(bayeux::SUBSCRIBE_DENIED.into()),
-                Some(_) => {}
+            if let Err(too_big) = limits.check(name) {
+                return Err(bayeux::subscription_refused(too_big.reason()).into());
+            }
+            if channel::classify(name).is_none() {
+                return Err(bayeux::SUBSCRIPTION_INVALID.into());
+            }
+            match channel::root(name) {
+                ChannelKind::Meta => return Err(bayeux::SUBSCRIBE_DENIED.into()),
+                ChannelKind::Service => {}
+                ChannelKind::Broadcast | ChannelKind::Wildcard => broadcast.push(&**name),
             }
         }
-        for name in &names {
-            // Service channels are never broadcast: subscribing is a successful no-op.
-            if channel::classify(name) == Some(ChannelKind::Service) {
-                continue;
+        if subscribe {
+            match self.engine.subscribe_limit(key, &broadcast) {
+                Some(SubscribeLimit::Subscriptions) => {
+                    return Err(bayeux::TOO_MANY_SUBSCRIPTIONS.into())
+                }
+                Some(SubscribeLimit::Channels) => return Err(bayeux::TOO_MANY_CHANNELS.into()),
+                None => {}
             }
+        }
+        for name in broadcast {
             if subscribe {
                 self.engine.subscribe(key, name);
             } else {

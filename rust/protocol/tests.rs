@@ -313,3 +313,197 @@ fn the_protocol_also_runs_over_an_engine_chosen_at_run_time() {
     assert!(String::from_utf8_lossy(&outcome.body).contains(r#""successful":true"#));
     assert_eq!(engine.stats().sessions, 1);
 }
+
+fn limited_engine() -> MemoryEngine {
+    MemoryEngine::new(Config {
+        max_channel_length: 16,
+        max_channel_segments: 3,
+        max_data_depth: 2,
+        max_subscriptions_per_session: 2,
+        max_channels: 3,
+        ..Config::default()
+    })
+}
+
+fn subscribe_reply(engine: &mut MemoryEngine, browser: Id, id: &str, names: Value) -> Value {
+    let (replies, _) = run(
+        engine,
+        browser,
+        json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": names}]),
+    );
+    replies[0].clone()
+}
+
+#[test]
+fn meta_patterns_are_refused_and_service_patterns_are_a_no_op() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    for name in ["/meta/*", "/meta/**", "/meta/connect/*", "/meta"] {
+        let reply = subscribe_reply(&mut engine, browser, &id, json!([name]));
+        assert_eq!(reply["successful"], false, "{name}");
+        assert_eq!(reply["error"], bayeux::SUBSCRIBE_DENIED, "{name}");
+        assert_eq!(reply["subscription"], json!([name]));
+    }
+    for name in ["/service/*", "/service/**", "/service/echo"] {
+        let reply = subscribe_reply(&mut engine, browser, &id, json!([name]));
+        assert_eq!(reply["successful"], true, "{name}");
+    }
+    let reply = subscribe_reply(&mut engine, browser, &id, json!(["/**"]));
+    assert_eq!(reply["successful"], true);
+    let key = engine.key_of(&Id::parse(&id).unwrap()).unwrap();
+    assert_eq!(engine.session_info(key).subscriptions, ["/**"]);
+    assert_eq!(engine.stats().channels, 1);
+}
+
+#[test]
+fn channel_names_past_the_limits_are_refused_wherever_they_are_used() {
+    let mut engine = limited_engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    let at_limit = "/abcdefghijklmno"; // 16 bytes
+    let too_long = "/abcdefghijklmnop";
+    let reply = subscribe_reply(&mut engine, browser, &id, json!([at_limit]));
+    assert_eq!(reply["successful"], true);
+    for (name, reason) in [
+        (too_long, "channel_too_long"),
+        ("/a/b/c/d", "channel_too_many_segments"),
+        ("/service/a/b/c", "channel_too_many_segments"),
+    ] {
+        let reply = subscribe_reply(&mut engine, browser, &id, json!(["/ok", name]));
+        assert_eq!(
+            reply["error"],
+            format!("403:{reason}:subscription_invalid"),
+            "{name}"
+        );
+        let (replies, _) = run(
+            &mut engine,
+            browser,
+            json!([{"channel": "/meta/unsubscribe", "clientId": id, "subscription": name}]),
+        );
+        assert_eq!(
+            replies[0]["error"],
+            format!("403:{reason}:subscription_invalid")
+        );
+        let (replies, _) = run(
+            &mut engine,
+            browser,
+            json!([{"channel": name, "clientId": id, "data": 1, "id": "p"}]),
+        );
+        assert_eq!(
+            replies[0],
+            json!({"channel": name, "successful": false,
+                   "error": format!("405:{reason}:channel_invalid"), "id": "p"})
+        );
+    }
+    let (replies, _) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/a/b/c", "clientId": id, "data": 1}]),
+    );
+    assert_eq!(replies[0]["successful"], true);
+}
+
+#[test]
+fn data_and_ext_nested_too_deep_are_refused_with_their_channel_and_id() {
+    let mut engine = limited_engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    subscribe_reply(&mut engine, browser, &id, json!("/a"));
+    let (replies, outcome) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/a", "clientId": id, "data": [[1]], "id": 1},
+               {"channel": "/a", "clientId": id, "data": [[[1]]], "id": 2},
+               {"channel": "/a", "clientId": id, "data": 1, "ext": {"a": {"b": {}}}, "id": 3},
+               {"channel": "/meta/connect", "clientId": id, "ext": [[[]]], "id": 4}]),
+    );
+    assert_eq!(replies[0]["successful"], true);
+    assert_eq!(
+        replies[1],
+        json!({"channel": "/a", "successful": false, "error": "400:data:too_deep", "id": 2})
+    );
+    assert_eq!(replies[2]["error"], "400:ext:too_deep");
+    assert_eq!(replies[3]["error"], "400:ext:too_deep");
+    assert_eq!(replies[3]["channel"], "/meta/connect");
+    assert_eq!(outcome.effects.events.len(), 0);
+    let key = engine.key_of(&Id::parse(&id).unwrap()).unwrap();
+    assert_eq!(
+        engine.session_info(key).queued,
+        1,
+        "only the first publish is delivered"
+    );
+}
+
+#[test]
+fn subscriptions_per_session_and_channels_in_all_are_bounded() {
+    let mut engine = limited_engine();
+    let browser = Id::generate();
+    let first = session(&mut engine, browser);
+    let second = session(&mut engine, browser);
+    // At the limit, with a repeat and a service channel that count for nothing.
+    let reply = subscribe_reply(
+        &mut engine,
+        browser,
+        &first,
+        json!(["/a", "/b", "/a", "/service/x"]),
+    );
+    assert_eq!(reply["successful"], true);
+    let reply = subscribe_reply(&mut engine, browser, &first, json!(["/a", "/c"]));
+    assert_eq!(reply["error"], bayeux::TOO_MANY_SUBSCRIPTIONS);
+    assert_eq!(
+        reply["subscription"],
+        json!(["/a", "/c"]),
+        "named, for the client to drop"
+    );
+    // All or nothing: "/a" was not subscribed again, nor anything else.
+    let key = engine.key_of(&Id::parse(&first).unwrap()).unwrap();
+    assert_eq!(engine.session_info(key).subscriptions, ["/a", "/b"]);
+    // The index holds 2 channels of 3: one new one fits, existing ones always do.
+    let reply = subscribe_reply(&mut engine, browser, &second, json!(["/x", "/y"]));
+    assert_eq!(reply["error"], bayeux::TOO_MANY_CHANNELS);
+    let reply = subscribe_reply(&mut engine, browser, &second, json!(["/a", "/x"]));
+    assert_eq!(reply["successful"], true);
+    assert_eq!(engine.stats().channels, 3);
+    let reply = subscribe_reply(&mut engine, browser, &second, json!("/y"));
+    assert_eq!(reply["error"], bayeux::TOO_MANY_SUBSCRIPTIONS);
+    // Unsubscribing makes room again.
+    let (replies, _) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/unsubscribe", "clientId": first, "subscription": ["/b"]}]),
+    );
+    assert_eq!(replies[0]["successful"], true);
+    let reply = subscribe_reply(&mut engine, browser, &first, json!("/c"));
+    assert_eq!(reply["successful"], true);
+}
+
+#[test]
+fn messages_the_hooks_must_not_see_are_told_apart() {
+    let config = limited_engine().config().clone();
+    let refused = |body: Value| {
+        let body = serde_json::to_vec(&body).unwrap();
+        let raw = json::split_batch(&body).unwrap();
+        refused_before_hooks(&config, raw[0])
+    };
+    assert!(!refused(json!({"channel": "/a", "data": [[1]]})));
+    assert!(refused(json!({"channel": "/a", "data": [[[1]]]})));
+    assert!(refused(json!({"channel": "/a", "version": [[[1]]]})));
+    assert!(refused(json!({"channel": "/abcdefghijklmnop", "data": 1})));
+    assert!(refused(
+        json!({"channel": "/meta/subscribe", "subscription": ["/a", "/a/b/c/d"]})
+    ));
+    assert!(!refused(
+        json!({"channel": "/meta/subscribe", "subscription": ["/a/b/*"]})
+    ));
+    // "/meta/unsubscribe" is longer than this engine's names may be: it is not a name.
+    assert!(!refused(
+        json!({"channel": "/meta/unsubscribe", "subscription": "/a"})
+    ));
+    // What the core refuses for other reasons passes the hooks first, as before.
+    assert!(!refused(json!({"channel": "/a", "bogus": 1})));
+    assert!(!refused(json!({"channel": 5})));
+    // What is not a message object at all is the core's to answer.
+    assert!(refused(json!([1])));
+    assert!(refused(json!("text")));
+}

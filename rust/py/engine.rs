@@ -7,11 +7,12 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::channel::{self, ChannelKind};
+use crate::channel::{self, ChannelKind, TooBig};
 use crate::client_id::Id;
 use crate::config::Config;
 use crate::engine::{address_key, Effects, Engine, MemoryEngine, RemoveReason, SocketId};
 use crate::errors::CoreError;
+use crate::json;
 use crate::message::delivered_message;
 use crate::protocol::{self, RequestInfo, Transport};
 
@@ -23,9 +24,24 @@ use super::outcome::{effects_outcome, outcome, PyHold, PyOutcome};
 #[pyclass(frozen, module = "starlette_cometd._core", name = "Engine")]
 pub struct PyEngine {
     inner: Mutex<MemoryEngine>,
+    /// The engine's settings, fixed when it was built: read without the lock.
+    config: Config,
 }
 
 impl PyEngine {
+    /// A channel name within `max_channel_length` and `max_channel_segments`, as every
+    /// channel a client names must be.
+    fn check_name(&self, channel: &str) -> Result<(), CoreError> {
+        let limits = self.config.name_limits();
+        limits.check(channel).map_err(|too_big| {
+            let limit = match too_big {
+                TooBig::Long => limits.max_length,
+                TooBig::Deep => limits.max_segments,
+            };
+            CoreError::ChannelTooBig(too_big.reason(), limit)
+        })
+    }
+
     fn engine(&self) -> MutexGuard<'_, MemoryEngine> {
         // A panic while the lock was held leaves the table consistent enough to keep serving.
         self.inner
@@ -41,9 +57,24 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (**settings))]
     fn new(settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let config = Config::from_py(settings)?;
         Ok(Self {
-            inner: Mutex::new(MemoryEngine::new(Config::from_py(settings)?)),
+            inner: Mutex::new(MemoryEngine::new(config.clone())),
+            config,
         })
+    }
+
+    /// Splits a request body into its messages, for the path through the application's hooks:
+    /// each message's bytes, and whether the core refuses it whatever the hooks say (nested
+    /// too deep, or a channel name past the limits), so that it goes straight to the core.
+    /// `None` when the body is not a batch at all (the core names the problem).
+    fn split<'py>(&self, py: Python<'py>, body: &[u8]) -> Option<Vec<(Bound<'py, PyBytes>, bool)>> {
+        let messages = json::split_batch(body).ok()?;
+        let split = messages.into_iter().map(|raw| {
+            let refused = protocol::refused_before_hooks(&self.config, raw);
+            (PyBytes::new(py, raw.get().as_bytes()), refused)
+        });
+        Some(split.collect())
     }
 
     /// Handles one request body that arrived over `transport` ("long-polling",
@@ -160,10 +191,12 @@ impl PyEngine {
         channel: &str,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<PyOutcome> {
+        self.check_name(channel)?;
         if channel::classify(channel) != Some(ChannelKind::Broadcast) {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
-        let message = delivered_message(channel, &to_json(data)?, None);
+        let data = to_json(data, self.config.max_data_depth)?;
+        let message = delivered_message(channel, &data, None);
         let mut effects = Effects::default();
         self.engine().publish(channel, message, &mut effects);
         effects_outcome(py, effects)
@@ -177,6 +210,7 @@ impl PyEngine {
         channel: &str,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<PyOutcome> {
+        self.check_name(channel)?;
         if !matches!(
             channel::classify(channel),
             Some(ChannelKind::Broadcast | ChannelKind::Service)
@@ -184,7 +218,8 @@ impl PyEngine {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
         let id = parse_id(client_id)?;
-        let message = delivered_message(channel, &to_json(data)?, None);
+        let data = to_json(data, self.config.max_data_depth)?;
+        let message = delivered_message(channel, &data, None);
         let mut engine = self.engine();
         let key = engine
             .key_of(&id)

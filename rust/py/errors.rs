@@ -35,7 +35,9 @@ impl From<CoreError> for PyErr {
     fn from(error: CoreError) -> PyErr {
         let text = error.to_string();
         match error {
-            CoreError::InvalidChannel(_) => InvalidChannelError::new_err(text),
+            CoreError::InvalidChannel(_) | CoreError::ChannelTooBig(..) => {
+                InvalidChannelError::new_err(text)
+            }
             CoreError::ClientNotFound(_) => ClientNotFoundError::new_err(text),
             CoreError::InvalidClientId(_) => PyValueError::new_err(text),
             CoreError::NotJson(_) => PyTypeError::new_err(text),

@@ -7,21 +7,28 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use crate::errors::CoreError;
 use crate::json::write_string;
 
-const MAX_DEPTH: usize = 128;
-
-/// Serialises `value` (None, bool, int, float, str, list, tuple, dict with str keys) as JSON.
-pub fn to_json(value: &Bound<'_, PyAny>) -> Result<Vec<u8>, CoreError> {
+/// Serialises `value` (None, bool, int, float, str, list, tuple, dict with str keys) as JSON,
+/// with lists, tuples and dicts nested at most `max_depth` deep: `max_data_depth`, the limit on
+/// what clients publish, counted the same way (`1` is 0 deep, `[1]` 1, `{"a": []}` 2).
+pub fn to_json(value: &Bound<'_, PyAny>, max_depth: usize) -> Result<Vec<u8>, CoreError> {
     let mut out = Vec::with_capacity(64);
-    write_value(value, &mut out, 0)?;
+    let room = Room {
+        left: max_depth,
+        max: max_depth,
+    };
+    write_value(value, &mut out, room)?;
     Ok(out)
 }
 
-fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), CoreError> {
-    if depth > MAX_DEPTH {
-        return Err(CoreError::NotJson(format!(
-            "nested deeper than {MAX_DEPTH} levels"
-        )));
-    }
+/// How many more levels of containers a value may open, of `max`.
+#[derive(Clone, Copy)]
+struct Room {
+    left: usize,
+    max: usize,
+}
+
+/// Writes `value`.
+fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, room: Room) -> Result<(), CoreError> {
     if value.is_none() {
         out.extend_from_slice(b"null");
     } else if let Ok(b) = value.cast::<PyBool>() {
@@ -33,11 +40,11 @@ fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Res
     } else if let Ok(f) = value.cast::<PyFloat>() {
         write_float(f.value(), out)?;
     } else if let Ok(dict) = value.cast::<PyDict>() {
-        write_dict(dict, out, depth)?;
+        write_dict(dict, out, inner(room)?)?;
     } else if let Ok(list) = value.cast::<PyList>() {
-        write_items(list.iter(), out, depth)?;
+        write_items(list.iter(), out, inner(room)?)?;
     } else if let Ok(tuple) = value.cast::<PyTuple>() {
-        write_items(tuple.iter(), out, depth)?;
+        write_items(tuple.iter(), out, inner(room)?)?;
     } else {
         let type_name = value
             .get_type()
@@ -47,6 +54,17 @@ fn write_value(value: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Res
         return Err(CoreError::NotJson(format!("{type_name} is not JSON")));
     }
     Ok(())
+}
+
+/// The room left inside one more container, if there is any.
+fn inner(room: Room) -> Result<Room, CoreError> {
+    let Some(left) = room.left.checked_sub(1) else {
+        let max = room.max;
+        return Err(CoreError::NotJson(format!(
+            "nested deeper than {max} levels (max_data_depth)"
+        )));
+    };
+    Ok(Room { left, ..room })
 }
 
 fn text_of<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str, CoreError> {
@@ -74,7 +92,7 @@ fn write_float(number: f64, out: &mut Vec<u8>) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Result<(), CoreError> {
+fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, room: Room) -> Result<(), CoreError> {
     out.push(b'{');
     for (i, (key, item)) in dict.iter().enumerate() {
         if i > 0 {
@@ -85,7 +103,7 @@ fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Resu
             .map_err(|_| CoreError::NotJson("dict keys must be str".into()))?;
         write_string(out, text_of(key)?);
         out.push(b':');
-        write_value(&item, out, depth + 1)?;
+        write_value(&item, out, room)?;
     }
     out.push(b'}');
     Ok(())
@@ -94,14 +112,14 @@ fn write_dict(dict: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Resu
 fn write_items<'py>(
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     out: &mut Vec<u8>,
-    depth: usize,
+    room: Room,
 ) -> Result<(), CoreError> {
     out.push(b'[');
     for (i, item) in items.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_value(&item, out, depth + 1)?;
+        write_value(&item, out, room)?;
     }
     out.push(b']');
     Ok(())

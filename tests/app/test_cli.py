@@ -109,7 +109,7 @@ async def test_cli_session_limits() -> None:
         assert [reply.get("error") for reply in replies] == [
             None,
             None,
-            "403:browser:too_many_sessions",
+            "403:too_many_sessions_per_cookie:handshake_denied",
         ]
     finally:
         process.terminate()

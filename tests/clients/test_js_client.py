@@ -28,6 +28,7 @@ from support.client_steps import (
     next_event,
     publish,
     subscribe,
+    unsubscribe,
 )
 from support.drivers import JsClient, require_node
 from support.servers import ServeFactory, Server
@@ -116,3 +117,27 @@ async def test_falls_back_to_long_polling_when_websocket_is_off(
         await publish(b, "/fallback", {"seq": i})
     got = await a.messages(5, channel="/fallback")
     assert [m["data"]["seq"] for m in got] == list(range(5))
+
+
+@pytest.mark.parametrize("transports", [["long-polling"], WEBSOCKET], ids=["http", "websocket"])
+async def test_a_subscribe_refused_at_a_limit_may_be_asked_again(
+    serve: ServeFactory, clients: ClientFactory, transports: list[str]
+) -> None:
+    # The refusal names its subscription, so the client drops the one it had added locally;
+    # otherwise it would take the channel for subscribed and never ask the server again.
+    require_node()
+    builder = LongPollingServiceContextBuilder().timeout(2).max_subscriptions_per_session(1)
+    server = await serve(builder)
+    client = await clients(server.url, transports=transports)
+    await handshake(client)
+    await client.expect("meta", listener="/meta/connect", successful=True)
+    await subscribe(client, "/a")
+    await client.send({"cmd": "subscribe", "channel": "/b"})
+    refused = await client.expect("subscribed", channel="/b")
+    assert refused["successful"] is False
+    assert refused["error"] == "403:too_many_subscriptions:subscribe_denied"
+    await unsubscribe(client, "/a")
+    await subscribe(client, "/b")
+    await server.context.send("/b", "room at last")
+    [message] = await client.messages(1, channel="/b")
+    assert message["data"] == "room at last"

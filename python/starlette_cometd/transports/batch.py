@@ -162,11 +162,43 @@ async def _apply_with(
     context.apply(outcome, Headers(raw=request.headers), await data)
 
 
-def _reply(message: Message, **fields: Any) -> Message:
+def _reply(message: Any, **fields: Any) -> Message:
+    if not isinstance(message, dict):
+        return dict(fields)
     reply: Message = {"channel": message.get("channel"), **fields}
     if "id" in message:
         reply["id"] = message["id"]
     return reply
+
+
+class _Raw:
+    """A message the hooks do not see: one the core refuses anyway (``readable``), or one too
+    deep for Python's ``json`` to read, which is refused here."""
+
+    __slots__ = ("body", "readable")
+
+    def __init__(self, body: bytes, readable: bool = True) -> None:
+        self.body = body
+        self.readable = readable
+
+    def __repr__(self) -> str:
+        return f"<message of {len(self.body)} bytes>"
+
+
+# The reply to a message the hooks cannot read (nested near Python's recursion limit, past
+# what max_data_depth allows anyway): refused, since the core must not take it unseen.
+_UNREADABLE = b'{"successful":false,"error":"400::message_malformed"}'
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return _Raw(raw, readable=False)
+
+
+def _batch_of(message: Any) -> bytes:
+    return json.dumps([message], separators=(",", ":")).encode()
 
 
 class _Hooked:
@@ -185,21 +217,19 @@ class _Hooked:
         self.attributes: dict[str, Any] = {}
 
     async def run(self, body: bytes) -> Reply:
-        try:
-            batch = json.loads(body)
-        except (ValueError, RecursionError):
-            batch = None
-        if isinstance(batch, dict):
-            batch = [batch]
-        if not isinstance(batch, list) or not batch:
-            # Not a batch at all: the core names the problem.
+        engine = self.context.engine
+        # The core splits the batch, so that each message is read as the fast path reads it,
+        # and says which messages it refuses whatever the hooks say (nested too deep, a
+        # channel name past the limits): those go to it straight, unseen by the hooks.
+        messages = engine.split(body)
+        if not messages:
+            # Not a batch at all, or an empty one: the core answers it.
             request = self.request
-            outcome = self.context.engine.process(
-                body, self.browser, request.transport, socket=request.socket
-            )
+            outcome = engine.process(body, self.browser, request.transport, socket=request.socket)
             return HookedReply(outcome.status, outcome.body, None, None)
-        alone = len(batch) == 1
-        for message in batch:
+        alone = len(messages) == 1
+        for raw, refused in messages:
+            message = _Raw(raw) if refused else _parse(raw)
             try:
                 await self._one(message, alone)
             except Exception:
@@ -215,8 +245,14 @@ class _Hooked:
         return HookedReply(200, body, self.hold, self.new_browser)
 
     async def _one(self, message: Any, alone: bool) -> None:
+        if isinstance(message, _Raw):
+            if message.readable:
+                await self._core(b"[" + message.body + b"]", alone, None)
+            else:
+                self.parts.append(_UNREADABLE)
+            return
         if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
-            await self._core(message, alone, None)  # the core names what is wrong
+            await self._core(_batch_of(message), alone, None)  # the core names what is wrong
             return
         session = self._session(message)
         for extension in self.hooks.extensions:
@@ -238,7 +274,7 @@ class _Hooked:
             if served is not None:
                 await self._serve(session, message, *served)
                 return
-        await self._core(message, alone, session)
+        await self._core(_batch_of(message), alone, session)
 
     def _session(self, message: Message) -> ServerSession | None:
         """The message's session, if the request may use it (the core's rule: its socket, or
@@ -317,11 +353,10 @@ class _Hooked:
             reply["data"] = result
         await self._send(session, reply)
 
-    async def _core(self, message: Any, alone: bool, session: ServerSession | None) -> None:
-        """The core handles the message; ``session`` is the one it named before (a disconnect
-        ends it, yet its reply still passes the outgoing hooks with it)."""
+    async def _core(self, body: bytes, alone: bool, session: ServerSession | None) -> None:
+        """The core handles ``body``, a batch of one message; ``session`` is the one it named
+        before (a disconnect ends it, yet its reply still passes the outgoing hooks with it)."""
         attributes, self.attributes = self.attributes, {}
-        body = json.dumps([message], separators=(",", ":")).encode()
         request = self.request
         outcome = self.context.engine.process(
             body,

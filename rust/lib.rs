@@ -9,6 +9,7 @@ pub mod errors; // Bayeux error strings and the API's one error enum
 // Bytes on the wire.
 pub mod json; // reading a batch without copying payloads; writing replies
 pub mod message; // a delivered message, serialised once and shared by every queue
+pub mod shrink; // hash tables that give memory back after a flood
 
 // State.
 pub mod ack; // the ack extension's unacknowledged messages

@@ -5,6 +5,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::channel::{self, Pattern};
+use crate::shrink::ShrinkIfSparse;
 
 /// Sessions are named by their slot in the engine's session table.
 pub type SessionKey = u32;
@@ -79,8 +80,10 @@ impl SubscriptionIndex {
             return false;
         };
         let removed = set.remove(&session);
+        set.shrink_if_sparse();
         if set.is_empty() {
             table.remove(key);
+            table.shrink_if_sparse();
             if let Pattern::AnyDepth(key) = channel::pattern(name) {
                 self.forget_any_depth(segments(key));
             }
@@ -148,6 +151,26 @@ mod tests {
         assert_eq!(matches(&index, "/a/b/c"), vec![3, 4]);
         assert_eq!(matches(&index, "/a"), vec![4, 5]);
         assert_eq!(matches(&index, "/b/c"), vec![4]);
+    }
+
+    #[test]
+    fn the_index_gives_memory_back_once_a_flood_of_channels_is_gone() {
+        let mut index = SubscriptionIndex::new(0, 0);
+        let names: Vec<String> = (0..10_000).map(|i| format!("/flood/{i}")).collect();
+        for name in &names {
+            index.subscribe(name, 1);
+        }
+        for session in 2..10_000 {
+            index.subscribe("/crowded", session);
+        }
+        for name in &names {
+            index.unsubscribe(name, 1);
+        }
+        for session in 2..9_990 {
+            index.unsubscribe("/crowded", session);
+        }
+        assert!(index.exact.capacity() < 100, "{}", index.exact.capacity());
+        assert!(index.exact["/crowded"].capacity() < 100);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::client_id::Id;
 use crate::config::Config;
 use crate::json::Body;
 use crate::message::Shared;
+use crate::shrink::ShrinkIfSparse;
 use crate::subscriptions::{SessionKey, SubscriptionIndex};
 use rustc_hash::FxHashSet;
 
@@ -227,7 +228,9 @@ impl Engine for MemoryEngine {
     fn unsubscribe(&mut self, key: SessionKey, name: &str) -> bool {
         let removed = self.index.unsubscribe(name, key);
         if removed {
-            self.session_mut(key).subscriptions.remove(name);
+            let subscriptions = &mut self.session_mut(key).subscriptions;
+            subscriptions.remove(name);
+            subscriptions.shrink_if_sparse();
         }
         removed
     }

@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 use crate::client_id::Id;
 use crate::config::Config;
 use crate::errors::bayeux;
+use crate::shrink::ShrinkIfSparse;
 
 /// A client address as the limit counts it: an IPv4 address, or the /64 network of an IPv6
 /// address (one host is usually given a whole /64, so counting single IPv6 addresses would
@@ -51,7 +52,7 @@ impl<K: Hash + Eq> Counts<K> {
             *count -= 1;
             if *count == 0 {
                 self.counts.remove(key);
-                shrink_if_sparse(&mut self.counts);
+                self.counts.shrink_if_sparse();
             }
         }
     }
@@ -59,14 +60,6 @@ impl<K: Hash + Eq> Counts<K> {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
-    }
-}
-
-/// Gives a map's memory back once it holds less than a quarter of what it has room for, so
-/// that a flood of short-lived entries does not pin its peak size.
-pub fn shrink_if_sparse<K: Hash + Eq, V>(map: &mut FxHashMap<K, V>) {
-    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -6,9 +6,9 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
-use super::quotas::shrink_if_sparse;
 use super::session::Session;
 use crate::client_id::Id;
+use crate::shrink::ShrinkIfSparse;
 use crate::subscriptions::SessionKey;
 
 /// Sessions are boxed so that an empty slot costs a pointer, not a whole session: after a
@@ -73,7 +73,7 @@ impl SessionTable {
     /// sessions left behind: each slot is dropped once, and the free list is compacted only
     /// after it has doubled past the table, so this costs O(1) per removal.
     fn give_back_memory(&mut self) {
-        shrink_if_sparse(&mut self.ids);
+        self.ids.shrink_if_sparse();
         while let Some(None) = self.slots.last() {
             self.slots.pop();
         }

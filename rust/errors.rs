@@ -10,6 +10,7 @@ pub mod bayeux {
     pub const CHANNEL_UNKNOWN: &str = "400::channel_unknown";
     pub const MESSAGE_NOT_OBJECT: &str = "400::message_not_an_object";
     pub const MESSAGE_MALFORMED: &str = "400::message_malformed";
+    pub const MESSAGE_TOO_DEEP: &str = "400::message_too_deep";
     pub const DATA_MISSING: &str = "400::data_missing";
     pub const CLIENT_ID_MISSING: &str = "402::client_id_missing";
     pub const SESSION_UNKNOWN: &str = "402::session_unknown";

@@ -29,7 +29,14 @@ pub enum FieldError {
     NotAnObject,
     Unknown(String),
     Malformed,
+    TooDeep,
 }
+
+/// How many levels of arrays and objects a message may nest, the message itself being one.
+/// Payloads are kept raw here, so depth costs the core nothing; but the application's hooks
+/// read messages with Python's JSON reader, which recurses and gives up near 1,000 levels.
+/// Every path refuses what the hooks could not read, so that they answer alike.
+pub const MAX_MESSAGE_DEPTH: usize = 256;
 
 /// The Bayeux fields a message may carry (Bayeux 1.0, section 3). `version`,
 /// `minimumVersion`, `timestamp`, `successful` and `error` are accepted and not used.
@@ -102,6 +109,9 @@ pub fn read_message(raw: &RawValue) -> Result<Message<'_>, FieldError> {
     if !raw.get().starts_with('{') {
         return Err(FieldError::NotAnObject);
     }
+    if nests_deeper_than(raw.get(), MAX_MESSAGE_DEPTH) {
+        return Err(FieldError::TooDeep);
+    }
     let Fields(fields) = serde_json::from_str(raw.get()).map_err(|_| FieldError::Malformed)?;
     let mut message = Message::default();
     for (Key(name), value) in fields {
@@ -123,6 +133,38 @@ pub fn read_message(raw: &RawValue) -> Result<Message<'_>, FieldError> {
         *slot = value;
     }
     Ok(message)
+}
+
+/// Whether valid JSON `text` nests arrays and objects more than `limit` levels deep.
+fn nests_deeper_than(text: &str, limit: usize) -> bool {
+    let bytes = text.as_bytes();
+    // Each level costs an opening and a closing byte: short texts need no look.
+    if bytes.len() <= 2 * limit {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string: up to its closing quote, stepping over escapes.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// A raw value as a string, if it is one.
@@ -306,6 +348,25 @@ mod tests {
         );
         let raw = split_batch(b"[1]").unwrap();
         assert_eq!(read_message(raw[0]).unwrap_err(), FieldError::NotAnObject);
+    }
+
+    #[test]
+    fn messages_nest_at_most_max_message_depth_levels() {
+        let nested = |levels: usize| {
+            let inner = "[".repeat(levels - 1) + &"]".repeat(levels - 1);
+            format!(r#"{{"channel":"/a","data":{inner}}}"#)
+        };
+        let at_limit = nested(MAX_MESSAGE_DEPTH);
+        let raw = split_batch(at_limit.as_bytes()).unwrap();
+        assert!(read_message(raw[0]).is_ok());
+        let over = nested(MAX_MESSAGE_DEPTH + 1);
+        let raw = split_batch(over.as_bytes()).unwrap();
+        assert_eq!(read_message(raw[0]).unwrap_err(), FieldError::TooDeep);
+        // Brackets in strings, escaped quotes among them, are text, not nesting.
+        let text = "[\\\"{".repeat(2 * MAX_MESSAGE_DEPTH);
+        let in_string = format!(r#"{{"channel":"/a","data":"{text}","id":[[1]]}}"#);
+        let raw = split_batch(in_string.as_bytes()).unwrap();
+        assert!(read_message(raw[0]).is_ok());
     }
 
     #[test]

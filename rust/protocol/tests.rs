@@ -202,6 +202,29 @@ fn malformed_bodies_are_400() {
 }
 
 #[test]
+fn a_message_nested_too_deep_is_refused_alone() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let deep = |levels: usize| {
+        let mut ext = json!(1);
+        for _ in 0..levels {
+            ext = json!([ext]);
+        }
+        ext
+    };
+    // The message is one level, its ext the others.
+    let at_limit = json!({"channel": "/meta/handshake", "ext": deep(json::MAX_MESSAGE_DEPTH - 1)});
+    let over = json!({"channel": "/meta/handshake", "id": 1, "ext": deep(json::MAX_MESSAGE_DEPTH)});
+    let (replies, outcome) = run(&mut engine, browser, json!([at_limit, over]));
+    assert_eq!(outcome.status, 200);
+    assert_eq!(replies[0]["successful"], true);
+    assert_eq!(
+        replies[1],
+        json!({"successful": false, "error": "400::message_too_deep"})
+    );
+}
+
+#[test]
 fn disconnect_answers_the_held_connect_with_no_reconnect_advice() {
     let mut engine = engine();
     let browser = Id::generate();

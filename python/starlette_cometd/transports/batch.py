@@ -5,7 +5,6 @@ listeners and services around the core."""
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.datastructures import Headers
 
-from .._core import ClientId, HeldConnect, Outcome
+from .._core import ClientId, HeldConnect, Outcome, read_batch
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
+from .message_json import TrackedMessage, dumps
 
 if TYPE_CHECKING:
     from ..context import LongPollingServiceContext
@@ -148,7 +148,8 @@ async def _apply_with(
 
 def _reply(message: Message, **fields: Any) -> Message:
     reply: Message = {"channel": message.get("channel"), **fields}
-    if "id" in message:
+    # A null id is no id, as the core reads it.
+    if message.get("id") is not None:
         reply["id"] = message["id"]
     return reply
 
@@ -169,33 +170,33 @@ class _Hooked:
         self.attributes: dict[str, Any] = {}
 
     async def run(self, body: bytes) -> Reply:
-        try:
-            batch = json.loads(body)
-        except (ValueError, RecursionError):
-            batch = None
-        if isinstance(batch, dict):
-            batch = [batch]
-        if not isinstance(batch, list) or not batch:
-            # Not a batch at all: the core names the problem.
+        batch = read_batch(body)
+        if not batch:
+            # Not a batch at all, or an empty one: the core answers, and acts on nothing.
             outcome = self.context.engine.process(body, self.browser, self.request.transport)
             return HookedReply(outcome.status, outcome.body, None, None)
         alone = len(batch) == 1
-        for message in batch:
+        for raw, readable in batch:
+            if not readable:
+                # Not a message the protocol can act on: the core names what is wrong.
+                await self._core(raw, alone, None)
+                continue
+            message = TrackedMessage(raw)
+            # The channel and id a failure reply names, whatever the hooks do to the message.
+            named = _reply(message.value)
             try:
                 await self._one(message, alone)
             except Exception:
                 # A hook that fails answers its message unsuccessfully; the rest of the batch
                 # and every other session carry on.
-                log.exception("the application's hooks failed on %.200r", message)
-                failed = _reply(message, successful=False, error="500::server_error")
-                self.parts.append(json.dumps(failed, separators=(",", ":")).encode())
+                log.exception("the application's hooks failed on %.200r", raw)
+                failed = _reply(named, successful=False, error="500::server_error")
+                self.parts.append(dumps(failed).encode())
         body = b"[" + b",".join(part for part in self.parts if part) + b"]"
         return HookedReply(200, body, self.hold, self.new_browser)
 
-    async def _one(self, message: Any, alone: bool) -> None:
-        if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
-            await self._core(message, alone, None)  # the core names what is wrong
-            return
+    async def _one(self, incoming: TrackedMessage, alone: bool) -> None:
+        message: Message = incoming.value
         session = self._session(message)
         for extension in self.hooks.extensions:
             if not await extension_passes(extension.incoming, session, message):
@@ -216,7 +217,7 @@ class _Hooked:
             if served is not None:
                 await self._serve(session, message, *served)
                 return
-        await self._core(message, alone, session)
+        await self._core(incoming.text(), alone, session)
 
     def _session(self, message: Message) -> ServerSession | None:
         """The message's session, if the request may use it (its cookie, over HTTP)."""
@@ -293,11 +294,11 @@ class _Hooked:
             reply["data"] = result
         await self._send(session, reply)
 
-    async def _core(self, message: Any, alone: bool, session: ServerSession | None) -> None:
-        """The core handles the message; ``session`` is the one it named before (a disconnect
-        ends it, yet its reply still passes the outgoing hooks with it)."""
+    async def _core(self, text: bytes, alone: bool, session: ServerSession | None) -> None:
+        """The core handles the message (its JSON ``text``); ``session`` is the one it named
+        before (a disconnect ends it, yet its reply still passes the outgoing hooks with it)."""
         attributes, self.attributes = self.attributes, {}
-        body = json.dumps([message], separators=(",", ":")).encode()
+        body = b"[" + text + b"]"
         request = self.request
         outcome = self.context.engine.process(
             body, self.browser, request.transport, request.multiplexed, alone
@@ -323,7 +324,7 @@ class _Hooked:
         for extension in reversed(self.hooks.extensions):
             if not await extension_passes(extension.outgoing, session, reply):
                 return
-        self.parts.append(json.dumps(reply, separators=(",", ":")).encode())
+        self.parts.append(dumps(reply).encode())
 
 
 def _refusal(message: Message, refused: MessageRefused, service: bool) -> Message:

@@ -14,7 +14,6 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -23,13 +22,12 @@ import pytest
 import websockets
 
 from starlette_cometd import (
-    Extension,
-    LongPollingServiceContext,
     Message,
     SecurityPolicy,
-    ServerSession,
 )
 from starlette_cometd._core import read_batch
+from support.app_hooks import Marking, Passing, register_hooks, unmarked
+from support.fuzz import strict_loads
 from support.servers import ServeFactory, Server
 
 DEEP = 255  # levels an `ext` may nest inside its message (the message is one more)
@@ -122,14 +120,7 @@ class Answer:
 
     def values(self) -> list[Any]:
         """The messages as values, compared exactly (numbers as decimals); each must be JSON."""
-        return [strict_json(message) for message in self.messages]
-
-
-def strict_json(text: bytes) -> Any:
-    def refuse(name: str) -> Any:
-        raise AssertionError(f"{name} is not JSON: {text[:200]!r}")
-
-    return json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=refuse)
+        return [strict_loads(message) for message in self.messages]
 
 
 class Client:
@@ -225,47 +216,6 @@ async def client(server: Server, transport: str, http: httpx.AsyncClient) -> Asy
         yield started
     finally:
         await started.close()
-
-
-class Passing(Extension):
-    """Sees every message and changes none."""
-
-
-class Marking(Extension):
-    """Changes every message in and every reply out, so that each is written back by Python."""
-
-    async def incoming(self, session: ServerSession | None, message: Message) -> bool:
-        message.setdefault("ext", {"hooked": True})
-        return True
-
-    async def outgoing(self, session: ServerSession | None, message: Message) -> bool:
-        ext = message.setdefault("ext", {})
-        if isinstance(ext, dict):
-            ext["hooked"] = True
-        return True
-
-
-def register_hooks(context: LongPollingServiceContext, extension: Extension) -> None:
-    """One hook of every kind, none refusing anything."""
-    context.add_extension(extension)
-    context.security_policy = SecurityPolicy()
-
-    @context.listener("/**")
-    async def listen(session: ServerSession, message: Message) -> None:
-        return None
-
-    @context.service("/service/echo")
-    async def echo(session: ServerSession, message: Message) -> Any:
-        return message.get("data")
-
-
-def unmarked(values: list[Any]) -> list[Any]:
-    """The replies without what :class:`Marking` added to them."""
-    for value in values:
-        ext = value.get("ext") if isinstance(value, dict) else None
-        if isinstance(ext, dict) and ext.pop("hooked", None) and not ext:
-            del value["ext"]
-    return values
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

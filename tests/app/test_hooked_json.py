@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -26,6 +28,7 @@ from starlette_cometd import (
     SecurityPolicy,
 )
 from starlette_cometd._core import read_batch
+from starlette_cometd.transports.message_json import ExactNumber, TrackedMessage
 from support.app_hooks import Marking, Passing, register_hooks, unmarked
 from support.fuzz import strict_loads
 from support.servers import ServeFactory, Server
@@ -310,3 +313,24 @@ async def test_hooks_see_every_message_the_core_acts_on(
         await sender.close()
     assert policy.asked == 4
     assert server.context.stats()["sessions"] == 0
+
+
+def test_messages_the_hooks_change_are_written_back_exactly() -> None:
+    """What the hooks see of numbers Python cannot hold, and how they are written back."""
+    raw = b'{"id":1E5,"data":{"big":1e999,"long":' + BIG + b',"list":[-1e400,-0,"\\ud800"]}}'
+    message = TrackedMessage(raw)
+    assert message.text() == raw  # untouched: the client's own text
+    data = message.value["data"]
+    assert data["big"] == math.inf and data["list"][0] == -math.inf
+    assert isinstance(data["big"], ExactNumber) and data["long"] == math.inf
+    message.value["ext"] = {"seen": True}
+    written = strict_loads(message.text())
+    assert written["data"]["big"] == Decimal("1e999") and written["data"]["long"] == Decimal(
+        BIG.decode()
+    )
+    assert written["data"]["list"] == [Decimal("-1e400"), 0, "\ud800"]
+    assert written["id"] == 100000 and written["ext"] == {"seen": True}
+    # A non-finite number the hooks made themselves is theirs to fix: it is refused.
+    message.value["data"]["big"] = math.inf
+    with pytest.raises(ValueError):
+        message.text()

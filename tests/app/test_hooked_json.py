@@ -294,6 +294,7 @@ async def test_hooks_see_every_message_the_core_acts_on(
         (b'[{"channel":"/meta/handshake","ext":' + nested(DEEP).encode() + b"}]", None, DENIED),
         (b'[{"channel":"/meta/handshake","id":1e999,"ext":[-1e400]}]', b"1e999", DENIED),
         (b'{"channel":"/meta/handshake","id":-' + BIG + b"}", b"-" + BIG, DENIED),
+        (b'[{"channel":"/meta/handshake","id":null}]', None, DENIED),  # null is no id
         (b'[{"channel":"/meta/handshake","ext":' + nested(300).encode() + b"}]", None, TOO_DEEP),
     ]
     sender = Client(server, transport, http)
@@ -309,9 +310,11 @@ async def test_hooks_see_every_message_the_core_acts_on(
             assert reply["error"] == error, body[:80]
             if id is not None:
                 assert b'"id":' + id in answer.messages[0]
+            else:
+                assert "id" not in reply, reply
     finally:
         await sender.close()
-    assert policy.asked == 4
+    assert policy.asked == 5
     assert server.context.stats()["sessions"] == 0
 
 

@@ -147,10 +147,18 @@ fn nests_deeper_than(text: &str, limit: usize) -> bool {
     while i < bytes.len() {
         match bytes[i] {
             b'"' => {
-                // Skip the string: up to its closing quote, stepping over escapes.
+                // Skip the string, to its closing quote, stepping over escapes.
                 i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                loop {
+                    let rest = bytes.get(i..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(at) if rest[at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                        None => return false, // not JSON: the parser says so
+                    }
                 }
             }
             b'[' | b'{' => {
@@ -367,6 +375,11 @@ mod tests {
         let in_string = format!(r#"{{"channel":"/a","data":"{text}","id":[[1]]}}"#);
         let raw = split_batch(in_string.as_bytes()).unwrap();
         assert!(read_message(raw[0]).is_ok());
+        // A string ending in an escaped backslash ends there: what follows is counted.
+        let inner = "[".repeat(MAX_MESSAGE_DEPTH) + &"]".repeat(MAX_MESSAGE_DEPTH);
+        let after_escape = format!(r#"{{"channel":"/a\\","data":{inner}}}"#);
+        let raw = split_batch(after_escape.as_bytes()).unwrap();
+        assert_eq!(read_message(raw[0]).unwrap_err(), FieldError::TooDeep);
     }
 
     #[test]

@@ -30,8 +30,9 @@ from support.raw_http import RawConnection
 from support.servers import NativeServer, native_server
 
 CONCURRENT = 6
+MIN_STREAMS = 60  # however slow the machine
 IDLE = 0.2  # no byte for this long: the server has answered what it will
-PATIENCE = 2.0  # how long to wait for answers when the two servers disagree
+PATIENCE = 5.0  # how long to wait for answers when the two servers disagree (a loaded CI)
 HOLD = 0.4  # how long the native server holds a connect
 # Statuses that refuse a request's framing or size: the rest of the stream is not read alike
 # by the two servers (the native one has limits uvicorn lacks, such as on heads).
@@ -228,7 +229,7 @@ async def test_fuzzed_http_streams() -> None:
     with error_records() as errors:
         async with native_server(builder) as native, native_server(builder, native=False) as plain:
             await sessions.start(native, CONCURRENT)
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or number < MIN_STREAMS:
                 streams = [
                     maker.stream(sessions.connects[i] if rng.random() < 0.25 else b"")
                     for i in range(CONCURRENT)
@@ -239,7 +240,6 @@ async def test_fuzzed_http_streams() -> None:
                 number += CONCURRENT
             await healthy_client(native)
     assert not errors, (f"replay with FUZZ_SEED={seed()}", describe(errors))
-    assert number >= 3 * CONCURRENT, number
 
 
 def test_the_response_reader_is_strict() -> None:

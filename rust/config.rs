@@ -76,6 +76,11 @@ settings! {
     handshake_reconnect: bool = false,
     /// Deliver messages only in `/meta/connect` replies, never pushed on a WebSocket alone.
     meta_connect_deliver_only: bool = false,
+    /// How many sessions may share one `BAYEUX_BROWSER` cookie; `None`: no limit.
+    max_sessions_per_cookie: Option<usize> = Some(100),
+    /// How many sessions one client address (an IPv4 address, an IPv6 /64) may have at once;
+    /// `None`: no limit.
+    max_sessions_per_address: Option<usize> = Some(10_000),
     /// Pre-sizing hint: how many sessions the table holds before it grows.
     session_capacity: usize = 0,
     /// Pre-sizing hint: how many channels the subscription index holds before it grows.
@@ -118,7 +123,7 @@ macro_rules! extracted_setting {
     };
 }
 
-extracted_setting!(bool, usize, i64, Vec<String>);
+extracted_setting!(bool, usize, Option<usize>, i64, Vec<String>);
 
 /// A value that is not of its setting's type, named.
 fn wrong_type(name: &str, error: PyErr) -> PyErr {

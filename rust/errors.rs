@@ -19,6 +19,8 @@ pub mod bayeux {
     pub const SUBSCRIBE_DENIED: &str = "403:denied_by_security_policy:subscribe_denied";
     pub const PUBLISH_DENIED: &str = "403:denied_by_security_policy:publish_denied";
     pub const CONNECTION_TYPE_UNSUPPORTED: &str = "400::connection_type_unsupported";
+    pub const TOO_MANY_SESSIONS_PER_BROWSER: &str = "403:browser:too_many_sessions";
+    pub const TOO_MANY_SESSIONS_PER_ADDRESS: &str = "403:address:too_many_sessions";
 
     /// A field of the wrong type or an unknown field, naming it.
     pub fn field(problem: &str, name: &str) -> String {

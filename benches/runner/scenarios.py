@@ -112,6 +112,9 @@ SERVERS: dict[str, Server] = {
             str(t),
             "--max-interval",
             str(m),
+            # Every session of the load generator comes from one address.
+            "--max-sessions-per-address",
+            "0",
         ],
         (LP, WS),
     ),

@@ -30,6 +30,10 @@ def _count(value: int, name: str, minimum: int = 0) -> int:
     return value
 
 
+def _limit(value: int | None, name: str) -> int | None:
+    return None if value is None else _count(value, name, 1)
+
+
 class LongPollingServiceContextBuilder:
     """Builds a :class:`LongPollingServiceContext`. Every setter returns the builder."""
 
@@ -152,6 +156,22 @@ class LongPollingServiceContextBuilder:
         if isinstance(count, bool) or not isinstance(count, int):
             raise ValueError(f"max_sessions_per_browser must be an integer, not {count!r}")
         self._engine["max_sessions_per_browser"] = count
+        return self
+
+    def max_sessions_per_cookie(self, count: int | None) -> Self:
+        """How many sessions may share one ``BAYEUX_BROWSER`` cookie (default 100: a browser's
+        tabs share it); ``None`` for no limit. A handshake past it is refused with
+        ``403:browser:too_many_sessions``."""
+        self._engine["max_sessions_per_cookie"] = _limit(count, "max_sessions_per_cookie")
+        return self
+
+    def max_sessions_per_address(self, count: int | None) -> Self:
+        """How many sessions one client address may have at once (default 10,000), an IPv6
+        address counted by its /64 network; ``None`` for no limit. A handshake past it is
+        refused with ``403:address:too_many_sessions``. Behind a proxy, the address is the
+        proxy's unless the server takes it from forwarded headers (uvicorn's
+        ``--proxy-headers`` on the ASGI stack)."""
+        self._engine["max_sessions_per_address"] = _limit(count, "max_sessions_per_address")
         return self
 
     def multi_session_interval(self, value: Duration) -> Self:

@@ -24,6 +24,14 @@ from .transports.native_http import native_http_protocol
 log = logging.getLogger("uvicorn.error")
 
 
+def _limit(text: str) -> int | None:
+    """A limit on the command line: a count, or 0 for none."""
+    count = int(text)
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{count} is not a count")
+    return count or None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="starlette-cometd", description="Run a standalone CometD (Bayeux 1.0) server."
@@ -39,6 +47,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=60.0,
         help="seconds a session lives without a /meta/connect",
+    )
+    parser.add_argument(
+        "--max-sessions-per-address",
+        type=_limit,
+        default=10_000,
+        metavar="N",
+        help="sessions one client address (IPv6: one /64) may have at once; 0 for no limit",
+    )
+    parser.add_argument(
+        "--max-sessions-per-cookie",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="sessions that may share one BAYEUX_BROWSER cookie; 0 for no limit",
     )
     parser.add_argument(
         "--log-level",
@@ -128,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         LongPollingServiceContextBuilder()
         .timeout(args.timeout)
         .max_interval(args.max_interval)
+        .max_sessions_per_address(args.max_sessions_per_address)
+        .max_sessions_per_cookie(args.max_sessions_per_cookie)
         .build()
     )
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []

@@ -64,6 +64,8 @@ class Socket(Protocol):
 
     def release(self, client_id: str) -> None: ...
 
+    def detach(self, client_id: str) -> None: ...
+
     def shutdown(self) -> None: ...
 
 
@@ -128,7 +130,8 @@ class LongPollingServiceContext:
         self.apply(self._engine.remove_session(str(client_id)))
 
     def stats(self) -> dict[str, int]:
-        """Counters: sessions, channels, published, delivered, dropped (queue overflow), held."""
+        """Counters: sessions (alive now), sessions_created and sessions_removed (since the
+        start), channels, published, delivered, dropped (queue overflow), held."""
         stats = self._engine.stats()
         stats["held"] = len(self._parking) + sum(socket.held for socket in self._sockets)
         return stats
@@ -282,8 +285,12 @@ class LongPollingServiceContext:
             self._sockets.discard(socket)
 
     def bind_socket(self, client_id: str, socket: Socket) -> None:
-        """Messages for this session are now pushed through ``socket``."""
+        """Messages for this session are now pushed through ``socket``; the socket that had it
+        before (its owner came back on a new one) lets it go."""
+        previous = self._socket_of.get(client_id)
         self._socket_of[client_id] = socket
+        if previous is not None and previous is not socket:
+            previous.detach(client_id)
 
     def unbind_socket(self, client_id: str, socket: Socket) -> bool:
         """Forgets the binding if it is still ``socket``'s; true if it was."""
@@ -336,7 +343,14 @@ class LongPollingServiceContext:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_every)
-            self.apply(self._engine.sweep())
+            # One slice of the session table per loop turn, so that a mass expiry never holds
+            # the server for long.
+            done = False
+            while not done:
+                outcome, done = self._engine.sweep()
+                self.apply(outcome)
+                if not done:
+                    await asyncio.sleep(0)
 
 
 def _events(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,16 @@ def cookie_value(header: str, name: str) -> str | None:
         if key == name:
             return value.strip().strip('"')
     return None
+
+
+def is_browser_id(value: str) -> bool:
+    """Whether ``value`` has the form of the ids the server issues: 40 lowercase hex digits."""
+    return len(value) == 40 and all(c in "0123456789abcdef" for c in value)
+
+
+def new_browser_id() -> str:
+    """A fresh cookie value: 160 random bits, in the form of the core's ids."""
+    return secrets.token_hex(20)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,26 +64,118 @@ class CustomData:
 Event = SessionAdded | Subscribe | Unsubscribe | SessionRemoved | CustomData
 
 
+class _Entry:
+    """An event waiting in a receiver, with its place in the order; ``event`` is ``None`` once
+    it was dropped or cancelled."""
+
+    __slots__ = ("event", "seq")
+
+    def __init__(self, seq: int, event: Event) -> None:
+        self.seq = seq
+        self.event: Event | None = event
+
+
+class _Queue:
+    """Entries in order, some of them dead, counting the live ones."""
+
+    def __init__(self) -> None:
+        self.entries: deque[_Entry] = deque()
+        self.live = 0
+
+    def head(self) -> _Entry | None:
+        """The first live entry, dropping the dead ones before it."""
+        while self.entries and self.entries[0].event is None:
+            self.entries.popleft()
+        return self.entries[0] if self.entries else None
+
+    def kill(self, entry: _Entry) -> None:
+        entry.event = None
+        self.live -= 1
+        # Dead entries are dropped as they reach the head; past half the queue, at once.
+        if len(self.entries) > 2 * self.live + 64:
+            self.entries = deque(e for e in self.entries if e.event is not None)
+
+
 class CometdEventReceiver:
     """Every event of the context, in order. Iterate with ``async for`` or call ``recv()``.
 
     A receiver that falls more than ``capacity`` events behind loses its oldest events rather
-    than slowing the server; ``missed`` counts them.
+    than slowing the server; ``missed`` counts them. Session lifecycle events are never lost
+    that way, so an application that keeps state per session can trust them: a
+    ``SessionRemoved`` always follows the ``SessionAdded`` the receiver delivered. Instead,
+    while the receiver is full, a session that came and went with its ``SessionAdded`` still
+    unread is left out (neither event, nor its ``Subscribe``/``Unsubscribe``, is delivered),
+    so that beyond ``capacity`` what waits is at most two lifecycle events per session that
+    is alive or that the application has seen, whatever a flood of sessions does.
+    ``stats()["sessions_created"]`` and ``["sessions_removed"]`` count every session exactly.
     """
 
     def __init__(self, capacity: int) -> None:
-        self._events: deque[Event] = deque()
+        self._lifecycle = _Queue()
+        self._others = _Queue()
+        self._seq = 0
+        # Sessions whose SessionAdded is unread: its entry and those of their (un)subscribes.
+        self._unread_sessions: dict[str, list[_Entry]] = {}
         self._capacity = max(1, capacity)
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self.missed = 0
 
     def _push(self, event: Event) -> None:
-        if len(self._events) >= self._capacity:
-            self._events.popleft()
-            self.missed += 1
-        self._events.append(event)
+        self._seq += 1
+        entry = _Entry(self._seq, event)
+        if isinstance(event, SessionAdded):
+            self._unread_sessions[str(event.client_id)] = [entry]
+            self._append(self._lifecycle, entry)
+        elif isinstance(event, SessionRemoved):
+            unread = self._unread_sessions.pop(str(event.client_id), None)
+            if unread is not None and self._full():
+                self._forget(unread)
+            else:
+                self._append(self._lifecycle, entry)
+        else:
+            if self._others.live >= self._capacity:
+                oldest = self._others.head()
+                assert oldest is not None
+                self._others.kill(oldest)
+                self.missed += 1
+            if isinstance(event, Subscribe | Unsubscribe):
+                unread = self._unread_sessions.get(str(event.client_id))
+                if unread is not None:
+                    unread.append(entry)
+            self._append(self._others, entry)
         self._wake()
+
+    def _full(self) -> bool:
+        return self._lifecycle.live + self._others.live >= self._capacity
+
+    def _append(self, queue: _Queue, entry: _Entry) -> None:
+        queue.entries.append(entry)
+        queue.live += 1
+
+    def _forget(self, session: list[_Entry]) -> None:
+        """A session ended before the application read that it began: it never sees it."""
+        added, *rest = session
+        self._lifecycle.kill(added)
+        for entry in rest:
+            if entry.event is not None:
+                self._others.kill(entry)
+
+    def _pop(self) -> Event | None:
+        lifecycle, other = self._lifecycle.head(), self._others.head()
+        if lifecycle is None and other is None:
+            return None
+        if other is None or (lifecycle is not None and lifecycle.seq < other.seq):
+            queue, entry = self._lifecycle, lifecycle
+        else:
+            queue, entry = self._others, other
+        assert entry is not None and entry.event is not None
+        event = entry.event
+        queue.entries.popleft()
+        queue.live -= 1
+        if isinstance(event, SessionAdded):
+            self._unread_sessions.pop(str(event.client_id), None)
+        return event
 
     def _close(self) -> None:
         self._closed = True
@@ -95,11 +187,11 @@ class CometdEventReceiver:
 
     def try_recv(self) -> Event | None:
         """The next event if one is waiting, else ``None``, without waiting."""
-        return self._events.popleft() if self._events else None
+        return self._pop()
 
     async def recv(self) -> Event | None:
         """The next event; ``None`` once the context is closed and every event was read."""
-        while not self._events:
+        while (event := self._pop()) is None:
             if self._closed:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
@@ -107,7 +199,7 @@ class CometdEventReceiver:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._events.popleft()
+        return event
 
     def __aiter__(self) -> CometdEventReceiver:
         return self

@@ -1,14 +1,16 @@
 //! The in-memory engine's book of held connects: their tokens, how many each browser holds
 //! (for `max_sessions_per_browser`), and which ended because their client disconnected.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
+
+use super::quotas::Counts;
 
 use crate::client_id::Id;
 
 #[derive(Default)]
 pub struct Holds {
     seq: u64,
-    per_browser: FxHashMap<Id, u32>,
+    per_browser: Counts<Id>,
     /// Held connects whose session the client itself disconnected: answered with
     /// `reconnect: "none"` rather than a 402. Each entry lives until its connect completes.
     disconnected: FxHashSet<u64>,
@@ -23,22 +25,17 @@ impl Holds {
 
     /// A held long-poll of `browser` started.
     pub fn count(&mut self, browser: Id) {
-        *self.per_browser.entry(browser).or_default() += 1;
+        self.per_browser.add(browser);
     }
 
     /// A held long-poll of `browser` ended.
     pub fn uncount(&mut self, browser: &Id) {
-        if let Some(count) = self.per_browser.get_mut(browser) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_browser.remove(browser);
-            }
-        }
+        self.per_browser.remove(browser);
     }
 
     /// Whether `browser` holds as many long-polls as `limit` allows; negative: no limit.
     pub fn at_limit(&self, browser: &Id, limit: i64) -> bool {
-        let held = self.per_browser.get(browser).copied().unwrap_or(0);
+        let held = self.per_browser.get(browser);
         limit >= 0 && i64::from(held) >= limit
     }
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::holds::Holds;
+use super::quotas::{Address, Exceeded, Quotas};
 use super::session::{Enqueued, Session};
 use super::table::SessionTable;
-use super::{Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, Stats};
+use super::{Caller, Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, SocketId, Stats};
 use crate::ack::AckState;
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
@@ -15,12 +16,22 @@ use crate::json::Body;
 use crate::message::Shared;
 use crate::subscriptions::{SessionKey, SubscriptionIndex};
 
+/// A sweep looks at this many slots at most per call...
+const SWEEP_LOOKS: usize = 50_000;
+/// ...and removes this many sessions at most (each removal is an event for the application).
+const SWEEP_REMOVALS: usize = 1_000;
+
 pub struct MemoryEngine {
     config: Config,
     sessions: SessionTable,
     index: SubscriptionIndex,
     publish_seq: u64,
     holds: Holds,
+    quotas: Quotas,
+    /// Where the sweep in progress goes on from: a slot number.
+    sweep_cursor: usize,
+    sessions_created: u64,
+    sessions_removed: u64,
     published: u64,
     delivered: u64,
     dropped: u64,
@@ -33,6 +44,10 @@ impl MemoryEngine {
             index: SubscriptionIndex::new(config.channel_capacity, config.subscriber_capacity),
             publish_seq: 0,
             holds: Holds::default(),
+            quotas: Quotas::default(),
+            sweep_cursor: 0,
+            sessions_created: 0,
+            sessions_removed: 0,
             published: 0,
             delivered: 0,
             dropped: 0,
@@ -66,25 +81,39 @@ impl Engine for MemoryEngine {
         &self.config
     }
 
-    fn create_session(&mut self, browser: Id, now: Instant) -> (Id, SessionKey) {
+    fn create_session(
+        &mut self,
+        browser: Id,
+        address: Option<Address>,
+        now: Instant,
+    ) -> Result<(Id, SessionKey), Exceeded> {
+        self.quotas.admit(browser, address, &self.config)?;
         let id = self.sessions.fresh_id();
         let mut session = Session::new(id, browser, now + self.config.max_interval);
+        session.address = address;
         session.connect_only = self.config.meta_connect_deliver_only;
-        (id, self.sessions.insert(session))
+        self.sessions_created += 1;
+        Ok((id, self.sessions.insert(session)))
     }
 
-    fn lookup(
-        &self,
-        id: &Id,
-        browser: Option<&Id>,
-        check_browser: bool,
-    ) -> Result<SessionKey, Lookup> {
+    fn lookup(&self, id: &Id, browser: Option<&Id>, caller: Caller) -> Result<SessionKey, Lookup> {
         let key = self.sessions.key_of(id).ok_or(Lookup::Unknown)?;
-        let check = check_browser && !self.config.trust_client_session;
-        if check && browser != Some(&self.session(key).browser) {
-            return Err(Lookup::WrongBrowser);
+        let session = self.session(key);
+        if session.socket.is_some() && session.socket == caller.socket() {
+            return Ok(key);
         }
-        Ok(key)
+        if browser == Some(&session.browser) {
+            return Ok(key);
+        }
+        // Trust waives the cookie, never another socket's hold on a session.
+        if session.socket.is_some() {
+            return Err(Lookup::OtherSocket);
+        }
+        let fresh = !session.claimed && caller != Caller::Http;
+        if self.config.trust_client_session || fresh {
+            return Ok(key);
+        }
+        Err(Lookup::WrongBrowser)
     }
 
     fn key_of(&self, id: &Id) -> Option<SessionKey> {
@@ -99,6 +128,8 @@ impl Engine for MemoryEngine {
         let Some(session) = self.sessions.remove(key) else {
             return;
         };
+        self.quotas.release(&session.browser, session.address);
+        self.sessions_removed += 1;
         for name in &session.subscriptions {
             self.index.unsubscribe(name, key);
         }
@@ -107,16 +138,28 @@ impl Engine for MemoryEngine {
             .push(Event::SessionRemoved(session.client_id, reason));
     }
 
-    fn sweep(&mut self, now: Instant, effects: &mut Effects) {
-        let expired: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, session)| session.deadline.is_some_and(|deadline| deadline <= now))
-            .map(|(key, _)| key)
-            .collect();
-        for key in expired {
-            self.remove(key, RemoveReason::Expired, effects);
+    fn sweep(&mut self, now: Instant, effects: &mut Effects) -> bool {
+        let mut looked = 0;
+        let mut removed = 0;
+        while self.sweep_cursor < self.sessions.slot_count() {
+            if looked == SWEEP_LOOKS || removed == SWEEP_REMOVALS {
+                return false;
+            }
+            let key = self.sweep_cursor as SessionKey;
+            self.sweep_cursor += 1;
+            looked += 1;
+            let expired = self
+                .sessions
+                .slot(key)
+                .and_then(|session| session.deadline)
+                .is_some_and(|deadline| deadline <= now);
+            if expired {
+                self.remove(key, RemoveReason::Expired, effects);
+                removed += 1;
+            }
         }
+        self.sweep_cursor = 0;
+        true
     }
 
     fn session_info(&self, key: SessionKey) -> SessionInfo {
@@ -135,6 +178,8 @@ impl Engine for MemoryEngine {
     fn stats(&self) -> Stats {
         Stats {
             sessions: self.sessions.len(),
+            sessions_created: self.sessions_created,
+            sessions_removed: self.sessions_removed,
             channels: self.index.channel_count(),
             published: self.published,
             delivered: self.delivered,
@@ -200,7 +245,7 @@ impl Engine for MemoryEngine {
         if session.woken {
             return;
         }
-        if session.bound && !session.connect_only {
+        if session.socket.is_some() && !session.connect_only {
             session.woken = true;
             effects.push.push(session.client_id);
         } else if session.held.is_some() {
@@ -222,7 +267,9 @@ impl Engine for MemoryEngine {
     }
 
     fn first_connect(&mut self, key: SessionKey) -> bool {
-        !std::mem::replace(&mut self.session_mut(key).connected, true)
+        let session = self.session_mut(key);
+        session.claimed = true;
+        !std::mem::replace(&mut session.connected, true)
     }
 
     fn has_pending(&self, key: SessionKey) -> bool {
@@ -285,25 +332,34 @@ impl Engine for MemoryEngine {
         self.session(key).ack.as_ref().map(AckState::batch)
     }
 
-    fn set_bound(&mut self, key: SessionKey, bound: bool, effects: &mut Effects) {
+    fn set_bound(&mut self, key: SessionKey, socket: Option<SocketId>, effects: &mut Effects) {
         let session = self.session_mut(key);
-        session.bound = bound;
-        if bound {
+        session.socket = socket;
+        if socket.is_some() {
+            session.claimed = true;
             effects.bound.push(session.client_id);
         }
     }
 
-    fn drain_to_push(&mut self, key: SessionKey, out: &mut Body) -> bool {
-        self.session_mut(key).drain_to_push(out)
+    fn drain_to_push(&mut self, key: SessionKey, socket: Option<SocketId>, out: &mut Body) -> bool {
+        let session = self.session_mut(key);
+        if socket.is_some() && session.socket != socket {
+            return false;
+        }
+        session.drain_to_push(out)
     }
 
-    fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects) {
+    fn unbind(&mut self, id: &Id, socket: SocketId, now: Instant, effects: &mut Effects) {
         let Some(key) = self.key_of(id) else {
             return;
         };
+        // The session moved to another socket, or to HTTP, meanwhile: not this socket's now.
+        if self.session(key).socket != Some(socket) {
+            return;
+        }
         self.release_held(key, effects);
         let session = self.session_mut(key);
-        session.bound = false;
+        session.socket = None;
         session.woken = false;
         self.touch(key, now);
     }

@@ -5,10 +5,12 @@
 
 mod holds;
 mod memory;
+mod quotas;
 mod session;
 mod table;
 
 pub use memory::MemoryEngine;
+pub use quotas::{address_key, Address, Exceeded};
 
 use std::time::Instant;
 
@@ -29,22 +31,29 @@ pub trait Engine {
 
     // Sessions.
 
-    /// Creates a session for a browser; its expiry clock starts now.
-    fn create_session(&mut self, browser: Id, now: Instant) -> (Id, Self::Key);
-    /// Finds a session, checking the browser cookie when `check_browser` is set and sessions
-    /// are not trusted.
-    fn lookup(
-        &self,
-        id: &Id,
-        browser: Option<&Id>,
-        check_browser: bool,
-    ) -> Result<Self::Key, Lookup>;
+    /// Creates a session for a browser at an address (`None`: not an IP address); its expiry
+    /// clock starts now. Refused when the browser or the address has as many sessions as the
+    /// settings allow.
+    fn create_session(
+        &mut self,
+        browser: Id,
+        address: Option<Address>,
+        now: Instant,
+    ) -> Result<(Id, Self::Key), Exceeded>;
+    /// Finds a session that `caller`, whose request carried the cookie `browser`, may act for:
+    /// the socket it is bound to, or a request that proves it comes from the session's browser
+    /// (its cookie). Without that proof, only a session bound to no socket may be used, and
+    /// only when sessions are trusted or, by a socket, while it is fresh from a handshake over
+    /// HTTP (Faye opens its socket before that handshake, so the upgrade had no cookie).
+    fn lookup(&self, id: &Id, browser: Option<&Id>, caller: Caller) -> Result<Self::Key, Lookup>;
     /// Finds a session without checking its cookie.
     fn key_of(&self, id: &Id) -> Option<Self::Key>;
     /// Ends a session: its subscriptions go, its held connect is released.
     fn remove(&mut self, key: Self::Key, reason: RemoveReason, effects: &mut Effects);
-    /// Removes every session whose deadline has passed.
-    fn sweep(&mut self, now: Instant, effects: &mut Effects);
+    /// Removes sessions whose deadline has passed, a slice of the table at a time so that no
+    /// call holds the server for long: returns true once a whole pass over the sessions is
+    /// done, false when the caller should call again (soon, after letting others run).
+    fn sweep(&mut self, now: Instant, effects: &mut Effects) -> bool;
     /// The session's queue length, dropped count and subscriptions.
     fn session_info(&self, key: Self::Key) -> SessionInfo;
     fn stats(&self) -> Stats;
@@ -106,16 +115,17 @@ pub trait Engine {
 
     // WebSockets.
 
-    /// Binds a session to a WebSocket (or unbinds it): bound sessions are woken for every
-    /// message, so the socket can push it at once.
-    fn set_bound(&mut self, key: Self::Key, bound: bool, effects: &mut Effects);
+    /// Binds a session to a WebSocket, taking it from any other, or unbinds it (`None`):
+    /// bound sessions are woken for every message, so the socket can push it at once, and
+    /// only their socket may use them without the cookie.
+    fn set_bound(&mut self, key: Self::Key, socket: Option<SocketId>, effects: &mut Effects);
     /// Writes a session's queued messages for its socket to push; false, writing nothing, when
-    /// none wait or the session takes messages only in connect replies. Either way the
-    /// session may be woken again.
-    fn drain_to_push(&mut self, key: Self::Key, out: &mut Body) -> bool;
-    /// The socket of a bound session closed: its held connect is released and its expiry
-    /// clock starts.
-    fn unbind(&mut self, id: &Id, now: Instant, effects: &mut Effects);
+    /// none wait, the session takes messages only in connect replies, or `socket` (if named) is
+    /// not the one it is bound to (it moved). Either way the session may be woken again.
+    fn drain_to_push(&mut self, key: Self::Key, socket: Option<SocketId>, out: &mut Body) -> bool;
+    /// A socket closed: if the session is still bound to it, its held connect is released
+    /// and its expiry clock starts.
+    fn unbind(&mut self, id: &Id, socket: SocketId, now: Instant, effects: &mut Effects);
     /// Releases every held connect (shutdown).
     fn release_all(&mut self, effects: &mut Effects);
 }
@@ -160,17 +170,44 @@ pub struct Effects {
     pub release: Vec<Id>,
 }
 
+/// A WebSocket, as the transport layer numbers them.
+pub type SocketId = u64;
+
+/// Who asks to act for a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Http,
+    Socket(SocketId),
+}
+
+impl Caller {
+    /// The socket, for a WebSocket caller.
+    pub fn socket(self) -> Option<SocketId> {
+        match self {
+            Caller::Http => None,
+            Caller::Socket(socket) => Some(socket),
+        }
+    }
+}
+
 /// Why a session could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
     Unknown,
+    /// The request does not carry the session's cookie, and nothing else lets it in.
     WrongBrowser,
+    /// The session is bound to another socket, and the request does not carry its cookie.
+    OtherSocket,
 }
 
 /// Counters visible through the API.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub sessions: usize,
+    /// Sessions created and removed since the engine started: exact, whatever the event
+    /// receivers kept.
+    pub sessions_created: u64,
+    pub sessions_removed: u64,
     pub channels: usize,
     pub published: u64,
     pub delivered: u64,

@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::quotas::Address;
+use super::SocketId;
 use crate::ack::AckState;
 use crate::client_id::Id;
 use crate::json::Body;
@@ -13,6 +15,8 @@ pub struct Session {
     pub client_id: Id,
     /// The `BAYEUX_BROWSER` cookie value the session was created with.
     pub browser: Id,
+    /// The client's address, as its sessions are counted against their limit.
+    pub address: Option<Address>,
     /// Channel names and patterns, as subscribed.
     pub subscriptions: Vec<Box<str>>,
     queue: VecDeque<Shared>,
@@ -20,8 +24,12 @@ pub struct Session {
     pub dropped: u64,
     /// The token of the `/meta/connect` being held for this session, if any.
     pub held: Option<u64>,
-    /// Bound to a WebSocket: messages are pushed as they arrive, not only in connect replies.
-    pub bound: bool,
+    /// The WebSocket the session is bound to: messages are pushed as they arrive, not only in
+    /// connect replies, and only that socket may use the session without its cookie.
+    pub socket: Option<SocketId>,
+    /// Set once a socket or a connect has used the session: until then, a session made by a
+    /// handshake over HTTP goes to the first socket that asks for it.
+    pub claimed: bool,
     /// Set once the transport has been told that messages are waiting, so a burst of
     /// messages wakes it once; cleared when the queue is drained.
     pub woken: bool,
@@ -52,11 +60,13 @@ impl Session {
         Self {
             client_id,
             browser,
+            address: None,
             subscriptions: Vec::new(),
             queue: VecDeque::new(),
             dropped: 0,
             held: None,
-            bound: false,
+            socket: None,
+            claimed: false,
             woken: false,
             connected: false,
             deadline: Some(deadline),

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use super::ext::{AckField, AckReply, ExtRequest, ReplyExt};
 use super::replies::{self, NO_RECONNECT_ADVICE};
-use super::{Failure, Request, Transport};
+use super::{Failure, Request};
 use crate::client_id::Id;
 use crate::engine::Engine;
 use crate::errors::bayeux;
@@ -33,11 +33,12 @@ impl<E: Engine + ?Sized> Request<'_, E> {
     ) -> Result<(), Failure> {
         let (key, client_id) = self.session(message)?;
         let wait = self.connect_wait(message)?;
-        // A connect over WebSocket binds the session to that socket; one over HTTP unbinds it
-        // (the client fell back, or its socket is gone).
-        let websocket = self.transport == Transport::WebSocket;
+        // A connect over WebSocket binds the session to that socket (taking it from another
+        // one, when its owner came back on a new socket); one over HTTP unbinds it (the client
+        // fell back, or its socket is gone).
+        let socket = self.caller.socket();
         let effects = &mut self.outcome.effects;
-        self.engine.set_bound(key, websocket, effects);
+        self.engine.set_bound(key, socket, effects);
         // A connect held earlier for this session is released, whatever happens to this one.
         self.engine.release_held(key, effects);
         if let Some(AckField::Batch(batch)) = ext.ack {
@@ -47,7 +48,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         let first = self.engine.first_connect(key);
         let can_hold = !first && self.alone && !wait.is_zero() && !self.engine.has_pending(key);
         // Over HTTP/1.x each held long-poll ties up one of the browser's few connections.
-        let counted = !websocket && !self.multiplexed;
+        let counted = socket.is_none() && !self.multiplexed;
         let config = self.engine.config();
         let mut advice = replies::advice(config);
         if can_hold && counted && self.engine.browser_at_limit(key) {

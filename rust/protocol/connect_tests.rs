@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::config::Config;
 use crate::engine::{Effects, MemoryEngine};
-use crate::protocol::{process, RequestInfo};
+use crate::protocol::{process, RequestInfo, Transport};
 
 fn engine(config: Config) -> MemoryEngine {
     MemoryEngine::new(config)

@@ -22,9 +22,13 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             }
         }
         let browser = self.browser_or_new();
-        let (client_id, key) = self.engine.create_session(browser, self.now);
-        if self.transport == Transport::WebSocket {
-            self.engine.set_bound(key, true, &mut self.outcome.effects);
+        let (client_id, key) = self
+            .engine
+            .create_session(browser, self.address, self.now)
+            .map_err(|exceeded| exceeded.error())?;
+        if let Some(socket) = self.caller.socket() {
+            self.engine
+                .set_bound(key, Some(socket), &mut self.outcome.effects);
         }
         let mut reply_ext = self.timesync_ext();
         if self.engine.config().ack_extension && ext.ack == Some(AckField::Enabled(true)) {

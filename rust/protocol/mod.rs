@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use crate::client_id::Id;
-use crate::engine::{Effects, Engine};
+use crate::engine::{Address, Caller, Effects, Engine, SocketId};
 use crate::errors::bayeux;
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
 use crate::timesync::Timesync;
@@ -56,9 +56,15 @@ impl Transport {
 /// Where a request came from.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestInfo {
-    /// The `BAYEUX_BROWSER` cookie it carried.
+    /// The `BAYEUX_BROWSER` cookie it carried (a WebSocket's: its upgrade's, or the one its
+    /// upgrade reply set).
     pub browser: Option<Id>,
+    /// The client's address, for the limit on sessions per address.
+    pub address: Option<Address>,
     pub transport: Transport,
+    /// The WebSocket a request came over; a WebSocket request without one is treated as HTTP
+    /// is (it owns no session, and needs the cookie).
+    pub socket: Option<SocketId>,
     /// HTTP/2 or later: held long-polls do not tie up one of the browser's connections.
     pub multiplexed: bool,
     /// Whether the request's messages stand alone (a connect may then be held); by default,
@@ -70,9 +76,27 @@ impl RequestInfo {
     pub fn new(browser: Option<Id>, transport: Transport) -> Self {
         Self {
             browser,
+            address: None,
             transport,
+            socket: None,
             multiplexed: false,
             alone: None,
+        }
+    }
+
+    /// A request over the WebSocket `socket`, whose upgrade carried (or was given) `browser`.
+    pub fn socket(browser: Option<Id>, socket: SocketId) -> Self {
+        Self {
+            socket: Some(socket),
+            ..Self::new(browser, Transport::WebSocket)
+        }
+    }
+
+    /// Who asks: the socket, or an HTTP request.
+    pub fn caller(&self) -> Caller {
+        match (self.transport, self.socket) {
+            (Transport::WebSocket, Some(socket)) => Caller::Socket(socket),
+            _ => Caller::Http,
         }
     }
 }
@@ -113,7 +137,9 @@ pub fn process<E: Engine + ?Sized>(
     let mut request = Request {
         engine,
         browser: info.browser,
+        address: info.address,
         transport: info.transport,
+        caller: info.caller(),
         multiplexed: info.multiplexed,
         now,
         alone: info.alone.unwrap_or(messages.len() == 1),
@@ -184,7 +210,9 @@ pub fn read(raw: &RawValue) -> Result<(Message<'_>, std::borrow::Cow<'_, str>), 
 struct Request<'r, E: Engine + ?Sized> {
     engine: &'r mut E,
     browser: Option<Id>,
+    address: Option<Address>,
     transport: Transport,
+    caller: Caller,
     multiplexed: bool,
     now: Instant,
     /// A connect may be held only when it stands alone.
@@ -275,17 +303,16 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         }
     }
 
-    /// The session a message names, if it exists and the request carries its cookie.
+    /// The session a message names, if it exists and this request may act for it (see
+    /// `Engine::lookup`). A session it may not use is answered as an unknown one: a client
+    /// that lost its socket handshakes again, and nobody learns which ids are live.
     fn session(&self, message: &Message<'_>) -> Result<(E::Key, Id), Failure> {
         let raw = message.client_id.ok_or(bayeux::CLIENT_ID_MISSING)?;
         let text = json::as_str(raw).ok_or_else(|| bayeux::field("invalid_type", "clientId"))?;
         let id = Id::parse(&text).ok_or(bayeux::SESSION_UNKNOWN)?;
-        // The cookie guards HTTP requests only: a WebSocket session is bound to its socket,
-        // and not every WebSocket client sends cookies with its upgrade.
-        let check_browser = self.transport != Transport::WebSocket;
         let key = self
             .engine
-            .lookup(&id, self.browser.as_ref(), check_browser)
+            .lookup(&id, self.browser.as_ref(), self.caller)
             .map_err(|_| bayeux::SESSION_UNKNOWN)?;
         Ok((key, id))
     }

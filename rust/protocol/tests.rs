@@ -249,13 +249,13 @@ fn disconnect_answers_the_held_connect_with_no_reconnect_advice() {
 }
 
 #[test]
-fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
+fn websocket_sessions_are_pushed_every_message_and_belong_to_their_socket() {
     let mut engine = engine();
     let body = br#"[{"channel":"/meta/handshake"}]"#;
     let outcome = process(
         &mut engine,
         body,
-        RequestInfo::new(None, Transport::WebSocket),
+        RequestInfo::socket(None, 1),
         Instant::now(),
     );
     assert!(outcome.new_browser.is_none(), "a frame cannot set a cookie");
@@ -266,7 +266,7 @@ fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
     let outcome = process(
         &mut engine,
         subscribe.as_bytes(),
-        RequestInfo::new(None, Transport::WebSocket),
+        RequestInfo::socket(None, 1),
         Instant::now(),
     );
     assert!(outcome.body.windows(4).any(|w| w == b"true"));
@@ -279,19 +279,27 @@ fn websocket_sessions_are_pushed_every_message_and_skip_the_cookie() {
         "a bound session is told once per drain"
     );
     assert!(effects.wake.is_empty());
-    assert_eq!(drain_queue(&mut engine, &id).unwrap(), b"[1,2]");
-    assert!(drain_queue(&mut engine, &id).is_none());
+    assert_eq!(drain_queue(&mut engine, &id, Some(1)).unwrap(), b"[1,2]");
+    assert!(drain_queue(&mut engine, &id, Some(1)).is_none());
     engine.publish("/a", Arc::from(&b"3"[..]), &mut effects);
     assert_eq!(effects.push, vec![id, id]);
-    // The same session over HTTP without its cookie is refused.
+    // The same session over HTTP, or over another socket, without its cookie is refused,
+    // and the session stays as it was.
     let connect = format!(r#"[{{"channel":"/meta/connect","clientId":"{id}"}}]"#);
-    let outcome = process(
-        &mut engine,
-        connect.as_bytes(),
+    for info in [
         RequestInfo::new(None, Transport::LongPolling),
-        Instant::now(),
+        RequestInfo::socket(None, 2),
+    ] {
+        let outcome = process(&mut engine, connect.as_bytes(), info, Instant::now());
+        assert!(String::from_utf8_lossy(&outcome.body).contains("402::session_unknown"));
+        assert!(outcome.effects.bound.is_empty() && outcome.effects.release.is_empty());
+    }
+    engine.publish("/a", Arc::from(&b"4"[..]), &mut effects);
+    assert!(
+        drain_queue(&mut engine, &id, Some(2)).is_none(),
+        "only its socket drains it"
     );
-    assert!(String::from_utf8_lossy(&outcome.body).contains("402::session_unknown"));
+    assert_eq!(drain_queue(&mut engine, &id, Some(1)).unwrap(), b"[3,4]");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
 use crate::config::Config;
-use crate::engine::{Effects, Engine, MemoryEngine, RemoveReason};
+use crate::engine::{address_key, Effects, Engine, MemoryEngine, RemoveReason, SocketId};
 use crate::errors::CoreError;
 use crate::message::delivered_message;
 use crate::protocol::{self, RequestInfo, Transport};
@@ -51,9 +51,14 @@ impl PyEngine {
     /// `browser`.
     /// `multiplexed`: the request came over HTTP/2 or later. `alone`: whether its messages
     /// stand alone, so that a connect may be held (by default, whether it holds one message).
+    /// `socket`: the number of the WebSocket it came over (required for "websocket").
+    /// `address`: the client's IP address, for the limit on sessions per address.
     #[pyo3(signature = (
-        body, browser = None, transport = "long-polling", multiplexed = false, alone = None
+        body, browser = None, transport = "long-polling", multiplexed = false, alone = None,
+        socket = None, address = None
     ))]
+    // Each argument is one of the Python method's keyword arguments.
+    #[allow(clippy::too_many_arguments)]
     fn process(
         &self,
         py: Python<'_>,
@@ -62,13 +67,14 @@ impl PyEngine {
         transport: &str,
         multiplexed: bool,
         alone: Option<bool>,
+        socket: Option<SocketId>,
+        address: Option<&str>,
     ) -> PyResult<PyOutcome> {
-        let transport = Transport::parse(transport).ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!("unknown transport {transport:?}"))
-        })?;
         let info = RequestInfo {
             browser: browser.and_then(Id::parse),
-            transport,
+            address: address.and_then(address_key),
+            transport: parse_transport(transport, socket)?,
+            socket,
             multiplexed,
             alone,
         };
@@ -84,18 +90,30 @@ impl PyEngine {
     }
 
     /// Whether `client_id` names a live session that a request with this cookie, over this
-    /// transport, may use (the check every message of the session passes in the core).
-    #[pyo3(signature = (client_id, browser = None, transport = "long-polling"))]
-    fn owns_session(&self, client_id: &str, browser: Option<&str>, transport: &str) -> bool {
-        let (Some(id), Some(transport)) = (Id::parse(client_id), Transport::parse(transport))
-        else {
-            return false;
+    /// transport (and socket), may use: the check every message of the session passes in the
+    /// core.
+    #[pyo3(signature = (client_id, browser = None, transport = "long-polling", socket = None))]
+    fn owns_session(
+        &self,
+        client_id: &str,
+        browser: Option<&str>,
+        transport: &str,
+        socket: Option<SocketId>,
+    ) -> PyResult<bool> {
+        let info = RequestInfo {
+            socket,
+            ..RequestInfo::new(
+                browser.and_then(Id::parse),
+                parse_transport(transport, socket)?,
+            )
         };
-        let browser = browser.and_then(Id::parse);
-        let check_browser = transport != Transport::WebSocket;
-        self.engine()
-            .lookup(&id, browser.as_ref(), check_browser)
-            .is_ok()
+        let Some(id) = Id::parse(client_id) else {
+            return Ok(false);
+        };
+        let engine = self.engine();
+        Ok(engine
+            .lookup(&id, info.browser.as_ref(), info.caller())
+            .is_ok())
     }
 
     /// The reply to a held connect; `drain` is false when it was released without messages.
@@ -110,23 +128,28 @@ impl PyEngine {
         PyBytes::new(py, &body).unbind()
     }
 
-    /// Every message queued for a session as one JSON array, or `None` if there is none.
+    /// Every message queued for a session as one JSON array, for the WebSocket `socket` to
+    /// push; `None` if there is none, or the session is not bound to that socket (when one is
+    /// named).
+    #[pyo3(signature = (client_id, socket = None))]
     fn drain<'py>(
         &self,
         py: Python<'py>,
         client_id: &str,
+        socket: Option<SocketId>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let id = parse_id(client_id)?;
-        let body = protocol::drain_queue(&mut *self.engine(), &id);
+        let body = protocol::drain_queue(&mut *self.engine(), &id, socket);
         Ok(body.map(|b| PyBytes::new(py, b.as_slice())))
     }
 
-    /// The WebSocket of a session closed: its held connect is released and its expiry
-    /// clock starts.
-    fn unbind(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
+    /// The WebSocket `socket` closed: if the session is still bound to it, its held connect
+    /// is released and its expiry clock starts.
+    fn unbind(&self, py: Python<'_>, client_id: &str, socket: SocketId) -> PyResult<PyOutcome> {
         let id = parse_id(client_id)?;
         let mut effects = Effects::default();
-        self.engine().unbind(&id, Instant::now(), &mut effects);
+        self.engine()
+            .unbind(&id, socket, Instant::now(), &mut effects);
         effects_outcome(py, effects)
     }
 
@@ -185,11 +208,13 @@ impl PyEngine {
         effects_outcome(py, effects)
     }
 
-    /// Removes sessions whose `max_interval` has passed without a connect.
-    fn sweep(&self, py: Python<'_>) -> PyResult<PyOutcome> {
+    /// Removes sessions whose `max_interval` has passed without a connect, one slice of the
+    /// table per call. Returns the outcome and whether the pass over the table is done (if
+    /// not, call again soon).
+    fn sweep(&self, py: Python<'_>) -> PyResult<(PyOutcome, bool)> {
         let mut effects = Effects::default();
-        self.engine().sweep(Instant::now(), &mut effects);
-        effects_outcome(py, effects)
+        let done = self.engine().sweep(Instant::now(), &mut effects);
+        Ok((effects_outcome(py, effects)?, done))
     }
 
     /// Releases every held connect (shutdown).
@@ -204,6 +229,8 @@ impl PyEngine {
         let stats = self.engine().stats();
         let dict = PyDict::new(py);
         dict.set_item("sessions", stats.sessions)?;
+        dict.set_item("sessions_created", stats.sessions_created)?;
+        dict.set_item("sessions_removed", stats.sessions_removed)?;
         dict.set_item("channels", stats.channels)?;
         dict.set_item("published", stats.published)?;
         dict.set_item("delivered", stats.delivered)?;
@@ -230,4 +257,17 @@ impl PyEngine {
         dict.set_item("subscriptions", info.subscriptions)?;
         Ok(Some(dict))
     }
+}
+
+/// A transport by name; a WebSocket request must name its socket, which owns its sessions.
+fn parse_transport(name: &str, socket: Option<SocketId>) -> PyResult<Transport> {
+    let transport = Transport::parse(name).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("unknown transport {name:?}"))
+    })?;
+    if transport == Transport::WebSocket && socket.is_none() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "a websocket request needs the socket it came over",
+        ));
+    }
+    Ok(transport)
 }

@@ -84,3 +84,33 @@ async def test_console_script_help() -> None:
     assert process.returncode == 0
     for option in ("--host", "--port", "--path", "--timeout", "--max-interval", "--log-level"):
         assert option in out.decode()
+
+
+async def test_cli_session_limits() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cometd"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starlette_cometd",
+        "--port",
+        str(port),
+        "--max-sessions-per-cookie",
+        "2",
+        "--max-sessions-per-address",
+        "0",
+        "--log-level",
+        "warning",
+    )
+    try:
+        await wait_listening(url, process)
+        async with httpx.AsyncClient(timeout=20) as http:
+            replies = await post(http, url, *[{"channel": "/meta/handshake"}] * 3)
+        assert [reply.get("error") for reply in replies] == [
+            None,
+            None,
+            "403:browser:too_many_sessions",
+        ]
+    finally:
+        process.terminate()
+        await process.wait()

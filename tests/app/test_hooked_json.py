@@ -152,6 +152,7 @@ class Client:
             answer.add(response.status_code, script)
 
     async def start(self) -> None:
+        self.http.cookies.clear()  # a browser of its own (a browser's sessions are limited)
         if self.transport == "websocket":
             url = self.server.ip_url.replace("http://", "ws://")
             self.ws = await websockets.connect(url, open_timeout=5, max_size=None)

@@ -25,6 +25,7 @@ from starlette_cometd import (
 from support.bayeux import connect_message, handshake, post, subscribe
 from support.client_steps import connects_held, until
 from support.servers import ServeFactory, Server
+from support.ws_client import receive, socket, ws_connect, ws_session
 
 
 def publish(client_id: str, channel: str, data: Any, id: str = "p") -> Message:
@@ -287,6 +288,20 @@ async def test_meta_connect_deliver_only_over_websocket(serve: ServeFactory) -> 
         frame = json.loads(await asyncio.wait_for(ws.recv(), 3))
         assert frame[0] == {"channel": "/x", "data": "hello"}
         assert frame[1]["channel"] == "/meta/connect" and frame[1]["id"] == "2"
+
+
+async def test_a_held_connect_over_websocket_sends_nothing_before_its_reply(
+    serve: ServeFactory,
+) -> None:
+    server = await serve(LongPollingServiceContextBuilder().timeout(30))
+    server.context.add_extension(Extension())
+    async with socket(server) as ws:
+        client_id = await ws_session(ws, "/after")
+        await ws.send(json.dumps([ws_connect(client_id, "held")]))
+        await connects_held(server)
+        await server.context.send("/after", 1)
+        # The first frame since the connect is the pushed message, as on the fast path.
+        assert await receive(ws) == [{"channel": "/after", "data": 1}]
 
 
 class Broken(Extension):

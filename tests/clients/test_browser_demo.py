@@ -155,9 +155,14 @@ class User:
     offsite: list[str] = field(default_factory=list)
 
 
-async def open_chat(browser: Browser, server: DemoServer, query: str, name: str) -> User:
-    """A user in a browser context of their own, on the demo page, connected and subscribed."""
+async def open_chat(
+    browser: Browser, server: DemoServer, query: str, name: str, init_script: str | None = None
+) -> User:
+    """A user in a browser context of their own, on the demo page, connected and subscribed.
+    ``init_script`` runs in the page before its own scripts."""
     context = await browser.new_context(viewport={"width": 760, "height": 560})
+    if init_script is not None:
+        await context.add_init_script(init_script)
     page = await context.new_page()
     user = User(name, page)
     page.on("pageerror", lambda error: user.errors.append(str(error)))
@@ -245,6 +250,45 @@ async def test_default_transport_order(demo_server: DemoServer) -> None:
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await alice.page.locator("#text").blur()
             await alice.page.screenshot(path=str(SCREENSHOT), full_page=True, timeout=10_000)
+
+
+# Keeps the page's WebSockets and every batch it sends over them, for the test to look at.
+RECORD_SOCKETS = """
+window.recordedSockets = [];
+window.recordedChannels = [];
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    window.recordedSockets.push(this);
+  }
+  send(data) {
+    for (const message of JSON.parse(data)) window.recordedChannels.push(message.channel);
+    super.send(data);
+  }
+};
+"""
+
+
+async def test_a_page_whose_socket_drops_keeps_its_session(demo_server: DemoServer) -> None:
+    """The server sets the browser cookie on the upgrade's reply; the page's next socket
+    carries it, which shows the session is the browser's own: the library's reconnect
+    continues it rather than handshaking again."""
+    if "websocket" not in demo_server.connection_types:
+        require("the websocket transport", f"the server offers {demo_server.connection_types}")
+    async with chromium() as browser:
+        query = "?transport=websocket"
+        alice = await open_chat(browser, demo_server, query, "Alice", RECORD_SOCKETS)
+        bob = await open_chat(browser, demo_server, query, "Bob")
+        cookies = await alice.page.context.cookies()
+        assert [c["name"] for c in cookies] == ["BAYEUX_BROWSER"], cookies
+        await alice.page.evaluate("window.recordedSockets[0].close()")
+        await alice.page.wait_for_function(
+            "window.recordedSockets.length === 2", timeout=CONNECT_MS
+        )
+        await expect(alice.page.locator("#status")).to_have_text("Connected", timeout=CONNECT_MS)
+        await chat(alice, bob)
+        channels = await alice.page.evaluate("window.recordedChannels")
+        assert channels.count("/meta/handshake") == 1, channels
 
 
 async def test_unknown_transport_is_reported(demo_server: DemoServer) -> None:

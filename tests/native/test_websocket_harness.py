@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -43,10 +44,10 @@ def ws_connect(client_id: str, id: str = "c") -> Message:
     }
 
 
-def socket(harness: Harness, protocols: str | None = None) -> Connection:
-    """A connection upgraded to the native WebSocket."""
+def socket(harness: Harness, protocols: str | None = None, cookie: str | None = None) -> Connection:
+    """A connection upgraded to the native WebSocket (with a ``BAYEUX_BROWSER`` cookie)."""
     connection = harness.connect()
-    connection.feed(upgrade_request(protocols=protocols))
+    connection.feed(upgrade_request(protocols=protocols, cookie=cookie))
     assert isinstance(connection.protocol, NativeWebSocket)
     head = connection.transport.take()
     assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
@@ -73,6 +74,9 @@ def session(connection: Connection, *channels: str) -> str:
     return client_id
 
 
+# A browser's BAYEUX_BROWSER cookie.
+BROWSER = "b" * 40
+
 CLOSE_1002 = b"\x88\x02\x03\xea"
 CLOSE_1009 = b"\x88\x02\x03\xf1"
 
@@ -80,7 +84,7 @@ CLOSE_1009 = b"\x88\x02\x03\xf1"
 async def test_upgrade_reply_exactly_and_the_protocol_switches() -> None:
     async with native() as harness:
         connection = harness.connect()
-        connection.feed(upgrade_request(protocols="cometd, other"))
+        connection.feed(upgrade_request(protocols="cometd, other", cookie=BROWSER))
         assert connection.transport.take() == (
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
             b"sec-websocket-accept: " + WS_ACCEPT.encode() + b"\r\n"
@@ -90,6 +94,18 @@ async def test_upgrade_reply_exactly_and_the_protocol_switches() -> None:
         # The socket is a connection uvicorn waits for, no longer the HTTP protocol.
         connections: set[object] = set(harness.state.connections)
         assert connections == {connection.protocol}
+
+
+@pytest.mark.parametrize("cookie", [None, "not-an-id", "ABCDEF" + "0" * 34])
+async def test_an_upgrade_without_a_valid_cookie_is_given_one(cookie: str | None) -> None:
+    async with native() as harness:
+        connection = harness.connect()
+        connection.feed(upgrade_request(cookie=cookie))
+        head = connection.transport.take().decode()
+        [line] = [line for line in head.split("\r\n") if line.startswith("set-cookie: ")]
+        assert re.fullmatch(
+            r"set-cookie: BAYEUX_BROWSER=[0-9a-f]{40}; Path=/; HttpOnly; SameSite=Lax", line
+        )
 
 
 async def test_a_frame_in_the_same_read_as_the_upgrade_is_served() -> None:
@@ -326,14 +342,17 @@ async def test_a_push_leaves_a_held_connect_held() -> None:
 
 async def test_a_lost_socket_ends_its_held_connect_and_keeps_the_session() -> None:
     async with native() as harness:
-        connection = socket(harness)
+        connection = socket(harness, cookie=BROWSER)
         client_id = session(connection, "/news")
         connection.feed(text(ws_connect(client_id, "held")))
         connection.transport.reset()
         assert harness.context.stats()["held"] == 0
         await harness.context.send("/news", "kept")
-        # On a new socket, the session's connect gets what was queued meanwhile.
-        other = socket(harness)
+        # A new socket without the cookie may not use the session.
+        [refused] = exchange(socket(harness), ws_connect(client_id, "stranger"))
+        assert refused["error"] == "402::session_unknown"
+        # The browser's new socket gets, on its connect, what was queued meanwhile.
+        other = socket(harness, cookie=BROWSER)
         replies = exchange(other, ws_connect(client_id, "again"))
         assert replies[0] == {"channel": "/news", "data": "kept"}
         assert replies[1]["id"] == "again"

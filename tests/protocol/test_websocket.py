@@ -5,66 +5,28 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 from aiocometd_noloop import Client, ConnectionType  # type: ignore[import-untyped]
-from websockets.asyncio.client import ClientConnection
 
 from starlette_cometd import LongPollingServiceContextBuilder
-from support.bayeux import connect_message, handshake, post, subscribe
+from support.bayeux import post
 from support.client_steps import connects_held, until
 from support.faults import SlowSockets
 from support.servers import ServeFactory, Server
-
-Message = dict[str, Any]
-
-
-def ws_url(server: Server) -> str:
-    return server.ip_url.replace("http://", "ws://")
-
-
-@asynccontextmanager
-async def socket(server: Server, **options: Any) -> AsyncIterator[ClientConnection]:
-    async with websockets.connect(ws_url(server), open_timeout=5, **options) as ws:
-        yield ws
-
-
-async def exchange(ws: ClientConnection, *messages: Message) -> list[Message]:
-    await ws.send(json.dumps(list(messages)))
-    return await receive(ws)
-
-
-async def receive(ws: ClientConnection, timeout: float = 5) -> list[Message]:
-    frame = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(frame, str), "replies are text frames"
-    batch: list[Message] = json.loads(frame)
-    return batch
-
-
-async def ws_session(ws: ClientConnection, *channels: str) -> str:
-    """Handshakes and connects over the socket, subscribing to ``channels``."""
-    [hs] = await exchange(
-        ws, {"channel": "/meta/handshake", "supportedConnectionTypes": ["websocket"]}
-    )
-    client_id: str = hs["clientId"]
-    [first] = await exchange(ws, {**connect_message(client_id), "connectionType": "websocket"})
-    assert first["successful"] is True
-    if channels:
-        [reply] = await exchange(
-            ws,
-            {"channel": "/meta/subscribe", "clientId": client_id, "subscription": list(channels)},
-        )
-        assert reply["successful"] is True
-    return client_id
-
-
-def ws_connect(client_id: str, id: str = "c") -> Message:
-    return {**connect_message(client_id, id=id), "connectionType": "websocket"}
+from support.ws_client import (
+    Message,
+    cookie_set,
+    exchange,
+    receive,
+    socket,
+    ws_connect,
+    ws_session,
+    ws_url,
+)
 
 
 async def test_no_subprotocol_unless_offered_then_echoed(server: Server) -> None:
@@ -111,25 +73,14 @@ async def test_several_ready_messages_share_a_frame(server: Server) -> None:
         assert frames < 50
 
 
-async def test_http_session_continues_over_websocket(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    client_id = await handshake(http, server.url)
-    await subscribe(http, server.url, client_id, "/moved")
-    async with socket(server) as ws:
-        # No cookie on this socket: the socket, not the cookie, binds the session.
-        await ws.send(json.dumps([ws_connect(client_id)]))
-        await connects_held(server)
-        await server.context.send("/moved", "over the socket")
-        assert await receive(ws) == [{"channel": "/moved", "data": "over the socket"}]
-
-
 async def test_session_survives_a_dropped_socket(server: Server) -> None:
     async with socket(server) as ws:
+        cookie = cookie_set(ws)  # as a browser keeps it
         client_id = await ws_session(ws, "/keep")
     # While the socket is away, messages queue for the session.
     await server.context.send("/keep", "queued")
-    async with socket(server) as ws:
+    # A new socket continues the session: the cookie shows it is the same browser's.
+    async with socket(server, cookie=cookie) as ws:
         reply = await exchange(ws, ws_connect(client_id))
         assert reply[0] == {"channel": "/keep", "data": "queued"}
         assert reply[1]["successful"] is True

@@ -311,7 +311,10 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
 WS_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-def upgrade_request(path: str = "/cometd", protocols: str | None = None) -> bytes:
+def upgrade_request(
+    path: str = "/cometd", protocols: str | None = None, cookie: str | None = None
+) -> bytes:
+    """A WebSocket upgrade; ``cookie``: a ``BAYEUX_BROWSER`` value to send with it."""
     headers = {
         "upgrade": "websocket",
         "connection": "Upgrade",
@@ -320,6 +323,8 @@ def upgrade_request(path: str = "/cometd", protocols: str | None = None) -> byte
     }
     if protocols is not None:
         headers["sec-websocket-protocol"] = protocols
+    if cookie is not None:
+        headers["cookie"] = f"BAYEUX_BROWSER={cookie}"
     return request_bytes("GET", path, headers=headers)
 
 

@@ -17,6 +17,8 @@ _context = (
     LongPollingServiceContextBuilder()
     .timeout(float(os.environ.get("STARLETTE_COMETD_TIMEOUT", "20")))
     .max_interval(float(os.environ.get("STARLETTE_COMETD_MAX_INTERVAL", "60")))
+    # Every session of the load generator comes from one address.
+    .max_sessions_per_address(None)
     .build()
 )
 app, _ = build_app(_context, "/cometd")

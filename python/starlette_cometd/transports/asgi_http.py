@@ -26,6 +26,7 @@ from .http_wire import (
     SERVER_STOPPING,
     BadRequest,
     Header,
+    client_address,
     scan_headers,
     too_large,
 )
@@ -140,6 +141,7 @@ async def serve_http(
         data=data_value,
         data_provider=data if data_provider is not None else None,
         multiplexed=multiplexed,
+        address=client_address(scope),
     )
     result = submit(context, request, body)
     if inspect.isawaitable(result):

@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 from .._core import HeldConnect
 from ..cookies import browser_cookie
 from .batch import Request, submit
-from .sockets import BoundSessions
+from .http_wire import client_address
+from .sockets import BoundSessions, socket_browser
 from .ws_frames import GOING_AWAY, TOO_BIG
 
 if TYPE_CHECKING:
@@ -35,11 +36,11 @@ class WebSocketConnection(BoundSessions):
     which runs only while there is something to write (an idle socket holds no task of ours)."""
 
     def __init__(
-        self, context: LongPollingServiceContext, scope: Scope, send: Send, data: Any
+        self, context: LongPollingServiceContext, scope: Scope, send: Send, data: Any, browser: str
     ) -> None:
-        super().__init__(context)
+        super().__init__(context, browser)
         self._headers: list[tuple[bytes, bytes]] = scope["headers"]
-        self._browser = browser_cookie(Headers(scope=scope), context.cookie.name)
+        self._address = client_address(scope)
         self._send = send
         self._data = data
         # Replies in order: ready bytes, or a held connect's reply, built when it is written.
@@ -115,7 +116,13 @@ class WebSocketConnection(BoundSessions):
 
     async def _handle(self, body: bytes) -> None:
         request = Request(
-            self._browser, "websocket", self._headers, data=self._data, on_bound=self._bind
+            self._browser,
+            "websocket",
+            self._headers,
+            data=self._data,
+            on_bound=self._bind,
+            socket=self.number,
+            address=self._address,
         )
         reply = submit(self._context, request, body)
         if inspect.isawaitable(reply):
@@ -194,8 +201,8 @@ class WebSocketConnection(BoundSessions):
 async def serve_websocket(
     context: LongPollingServiceContext, scope: Scope, receive: Receive, send: Send, data: Any
 ) -> None:
-    """Accepts the upgrade (echoing the client's first subprotocol, if it offered any) and
-    serves the socket until it closes."""
+    """Accepts the upgrade (echoing the client's first subprotocol, if it offered any, and
+    setting the browser cookie if it had none) and serves the socket until it closes."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -207,8 +214,11 @@ async def serve_websocket(
     offered = scope.get("subprotocols") or []
     if offered:
         accept["subprotocol"] = offered[0]
+    browser, new = socket_browser(browser_cookie(Headers(scope=scope), context.cookie.name))
+    if new:
+        accept["headers"] = [(b"set-cookie", context.cookie.header(browser).encode())]
     await send(accept)
-    connection = WebSocketConnection(context, scope, send, data)
+    connection = WebSocketConnection(context, scope, send, data, browser)
     context.track_socket(connection, True)
     try:
         await connection.serve(receive)

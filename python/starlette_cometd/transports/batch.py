@@ -33,12 +33,14 @@ class Request:
 
     __slots__ = (
         "_data_ready",
+        "address",
         "browser",
         "data",
         "data_provider",
         "headers",
         "multiplexed",
         "on_bound",
+        "socket",
         "transport",
     )
 
@@ -51,8 +53,12 @@ class Request:
         data_provider: Callable[[], Awaitable[Any]] | None = None,
         multiplexed: bool = False,
         on_bound: Callable[[list[str]], None] | None = None,
+        socket: int | None = None,
+        address: str | None = None,
     ) -> None:
         self.browser = browser
+        #: The client's IP address, which the limit on sessions per address counts by.
+        self.address = address
         self.transport = transport
         self.headers = headers
         self.data = data
@@ -62,6 +68,8 @@ class Request:
         #: Called with the sessions a batch bound to its WebSocket, before its effects apply,
         #: so that a message the batch published to its own session is pushed there.
         self.on_bound = on_bound
+        #: The number of the WebSocket the batch came over (the owner of its sessions).
+        self.socket = socket
 
     def event_data(self) -> Any:
         """The additional data, or an awaitable of it when it must still be computed."""
@@ -110,7 +118,15 @@ def submit(
     events computed from the request."""
     if context.hooks.active:
         return _Hooked(context, request).run(body)
-    outcome = context.engine.process(body, request.browser, request.transport, request.multiplexed)
+    outcome = context.engine.process(
+        body,
+        request.browser,
+        request.transport,
+        request.multiplexed,
+        None,
+        request.socket,
+        request.address,
+    )
     pending = apply(context, request, outcome)
     if pending is None:
         return outcome
@@ -173,7 +189,10 @@ class _Hooked:
         batch = read_batch(body)
         if not batch:
             # Not a batch at all, or an empty one: the core answers, and acts on nothing.
-            outcome = self.context.engine.process(body, self.browser, self.request.transport)
+            request = self.request
+            outcome = self.context.engine.process(
+                body, self.browser, request.transport, socket=request.socket
+            )
             return HookedReply(outcome.status, outcome.body, None, None)
         alone = len(batch) == 1
         for raw, readable in batch:
@@ -192,7 +211,10 @@ class _Hooked:
                 log.exception("the application's hooks failed on %.200r", raw)
                 failed = _reply(named, successful=False, error="500::server_error")
                 self.parts.append(dumps(failed).encode())
-        body = b"[" + b",".join(part for part in self.parts if part) + b"]"
+        parts = [part for part in self.parts if part]
+        # A held connect stands alone, and its reply comes later: nothing goes out now (as on
+        # the fast path; a WebSocket would otherwise send an empty batch).
+        body = b"" if self.hold is not None and not parts else b"[" + b",".join(parts) + b"]"
         return HookedReply(200, body, self.hold, self.new_browser)
 
     async def _one(self, incoming: TrackedMessage, alone: bool) -> None:
@@ -220,13 +242,15 @@ class _Hooked:
         await self._core(incoming.text(), alone, session)
 
     def _session(self, message: Message) -> ServerSession | None:
-        """The message's session, if the request may use it (its cookie, over HTTP)."""
+        """The message's session, if the request may use it (the core's rule: its socket, or
+        its cookie)."""
         client_id = message.get("clientId")
         # A client id is 40 hex digits; anything else (a lone surrogate, say) names no session.
         if not isinstance(client_id, str) or len(client_id) != 40 or not client_id.isascii():
             return None
         engine = self.context.engine
-        if not engine.owns_session(client_id, self.browser, self.request.transport):
+        request = self.request
+        if not engine.owns_session(client_id, self.browser, request.transport, request.socket):
             return None
         return self.context.server_session(client_id)
 
@@ -301,7 +325,13 @@ class _Hooked:
         body = b"[" + text + b"]"
         request = self.request
         outcome = self.context.engine.process(
-            body, self.browser, request.transport, request.multiplexed, alone
+            body,
+            self.browser,
+            request.transport,
+            request.multiplexed,
+            alone,
+            request.socket,
+            request.address,
         )
         if outcome.new_browser is not None:
             self.browser = self.new_browser = outcome.new_browser

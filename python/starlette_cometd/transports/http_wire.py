@@ -4,6 +4,7 @@ the one pass over a request's raw headers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..cookies import cookie_value
 
@@ -48,3 +49,17 @@ def scan_headers(headers: Sequence[Header], cookie_name: str) -> tuple[int | Non
         elif name == b"cookie" and cookie is None:
             cookie = cookie_value(value.decode("latin-1"), cookie_name)
     return length, cookie
+
+
+def peer_address(transport: Any) -> str | None:
+    """The client's IP address on a connection (``None`` for a Unix socket), for the limit
+    on sessions per address."""
+    peer = transport.get_extra_info("peername")
+    return peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else None
+
+
+def client_address(scope: Any) -> str | None:
+    """The client's IP address of an ASGI connection, as the server (or its proxy-headers
+    middleware) reports it."""
+    client = scope.get("client")
+    return client[0] if client else None

@@ -31,8 +31,9 @@ from .._core import HeldConnect
 from .batch import Reply, Request, submit
 from .handover import Forwarder
 from .held_connects import Wakeup
-from .http_wire import JSON_TYPE, NO_CACHE, Header, scan_headers, too_large
+from .http_wire import JSON_TYPE, NO_CACHE, Header, peer_address, scan_headers, too_large
 from .native_websocket import NativeWebSocket
+from .sockets import socket_browser
 from .ws_frames import upgrade_reply
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         with contextlib.suppress(AttributeError):  # httptools before 0.6.3 has none
             self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._transport: asyncio.Transport | None = None
+        self._address: str | None = None
         # Timers are armed only when needed, not per request: the idle timer when the
         # connection goes idle (and, still armed, it looks at when it last did); the read timer
         # when a read ends inside a request.
@@ -124,8 +126,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._native = False
         self._keep_alive = True
         self._browser: str | None = None
-        # The 101 reply of a WebSocket upgrade this protocol takes, until the switch.
+        # The 101 reply of a WebSocket upgrade this protocol takes, until the switch, and the
+        # browser the socket will speak for.
         self._upgrade: bytes | None = None
+        self._socket_browser = ""
         # Once set, every request from here on belongs to uvicorn's protocol.
         self._forward: Forwarder | None = None
         # The reply being waited for (a held connect, or a batch in the application's hooks),
@@ -142,6 +146,7 @@ class CometdHttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self._address = peer_address(transport)
         self._server_state.connections.add(self)
         self._start_idle_timer()
 
@@ -259,7 +264,11 @@ class CometdHttpProtocol(asyncio.Protocol):
         if self._forward is None:
             path, _, _ = self._url.partition(b"?")
             if self._takes_websocket(path):
-                self._upgrade = upgrade_reply(self._headers)
+                cookie = self.context.cookie
+                _, sent = scan_headers(self._headers, cookie.name)
+                self._socket_browser, new = socket_browser(sent)
+                set_cookie = cookie.header(self._socket_browser) if new else None
+                self._upgrade = upgrade_reply(self._headers, set_cookie)
                 if self._upgrade is not None:
                     return
             if self._serves_natively(path):
@@ -346,6 +355,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             self._headers,
             self.endpoint.data_value,
             self._server_state.connections,
+            self._socket_browser,
         )
         transport.set_protocol(socket)
         if rest:
@@ -358,7 +368,13 @@ class CometdHttpProtocol(asyncio.Protocol):
             self.write(413, too_large(context.max_body_size).body, cors, keep_alive=False)
             return
         context.start()
-        batch = Request(request.browser, "long-polling", request.headers, self.endpoint.data_value)
+        batch = Request(
+            request.browser,
+            "long-polling",
+            request.headers,
+            self.endpoint.data_value,
+            address=self._address,
+        )
         result = submit(context, batch, request.body)
         if inspect.isawaitable(result):
             # Hooks were registered while this request was read: they may wait.

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core import HeldConnect
 from .batch import Reply, Request, submit
-from .http_wire import Header, scan_headers
+from .http_wire import Header, peer_address
 from .sockets import BoundSessions
 from .ws_frames import (
     CLOSE,
@@ -64,11 +64,12 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         headers: list[Header],
         data: Any,
         connections: set[Any],
+        browser: str,
     ) -> None:
-        super().__init__(context)
+        super().__init__(context, browser)
         self._transport: asyncio.Transport | None = transport
         self._headers = headers
-        _, self._browser = scan_headers(headers, context.cookie.name)
+        self._address = peer_address(transport)
         self._data = data
         self._connections = connections
         self._reader = FrameReader(context.max_body_size)
@@ -190,7 +191,15 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         self._handler = asyncio.get_running_loop().create_task(self._handle_in_order())
 
     def _request(self) -> Request:
-        return Request(self._browser, "websocket", self._headers, self._data, on_bound=self._bind)
+        return Request(
+            self._browser,
+            "websocket",
+            self._headers,
+            self._data,
+            on_bound=self._bind,
+            socket=self.number,
+            address=self._address,
+        )
 
     def _send_reply(self, reply: Reply) -> None:
         if reply.body:

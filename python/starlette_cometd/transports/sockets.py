@@ -1,22 +1,43 @@
 """What both kinds of WebSocket share (the ASGI path's and the native one): the sessions bound
-to the socket and their held connects."""
+to the socket and their held connects, and the browser the socket speaks for.
+
+A session belongs to the socket it is bound to (by a handshake or a connect over it): another
+socket, or an HTTP request, may use it only with the session's ``BAYEUX_BROWSER`` cookie (see
+``Engine::lookup`` in the core). A socket's browser is its upgrade's cookie; an upgrade without
+one is given one in its reply, so that a client that keeps it (a browser, the CometD Java
+client, Faye) can prove on its next socket that the sessions made on this one are its own."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import TYPE_CHECKING
 
 from .._core import HeldConnect
+from ..cookies import is_browser_id, new_browser_id
 
 if TYPE_CHECKING:
     from ..context import LongPollingServiceContext
+
+# Every socket's number, which the core records as the owner of the sessions bound to it.
+_numbers = itertools.count(1)
+
+
+def socket_browser(cookie: str | None) -> tuple[str, bool]:
+    """The browser a socket speaks for, from its upgrade's cookie, and whether it is new (then
+    the upgrade's reply sets it)."""
+    if cookie is not None and is_browser_id(cookie):
+        return cookie, False
+    return new_browser_id(), True
 
 
 class BoundSessions:
     """The sessions a socket carries. A subclass says how a held connect's reply goes out."""
 
-    def __init__(self, context: LongPollingServiceContext) -> None:
+    def __init__(self, context: LongPollingServiceContext, browser: str) -> None:
         self._context = context
+        self.number = next(_numbers)
+        self._browser = browser
         self._holds: dict[str, tuple[HeldConnect, asyncio.TimerHandle]] = {}
         self.sessions: set[str] = set()
         # Sessions with messages to push, in order (a dict as an ordered set).
@@ -36,6 +57,13 @@ class BoundSessions:
         """The session's held connect must be answered now, without its messages."""
         self._finish(client_id, False)
 
+    def detach(self, client_id: str) -> None:
+        """The session moved to another socket (its owner came back on a new one): it is no
+        longer this socket's, and its connect held here ends now."""
+        self.sessions.discard(client_id)
+        self._flushes.pop(client_id, None)
+        self._finish(client_id, False)
+
     def push(self, client_id: str) -> None:
         """Messages are waiting for a session on this socket: send them soon."""
         self._flushes[client_id] = None
@@ -48,7 +76,7 @@ class BoundSessions:
         while self._flushes:
             client_id = next(iter(self._flushes))
             del self._flushes[client_id]
-            body = engine.drain(client_id)
+            body = engine.drain(client_id, self.number)
             if body is not None:
                 return body
         return None
@@ -107,5 +135,5 @@ class BoundSessions:
         self._holds.clear()
         for client_id in self.sessions:
             if self._context.unbind_socket(client_id, self):
-                self._context.apply(engine.unbind(client_id))
+                self._context.apply(engine.unbind(client_id, self.number))
         self.sessions.clear()

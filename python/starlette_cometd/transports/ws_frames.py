@@ -26,9 +26,10 @@ _SENDABLE_CODES = frozenset(
 )
 
 
-def upgrade_reply(headers: list[Header]) -> bytes | None:
-    """The ``101 Switching Protocols`` head for a WebSocket upgrade request, or ``None`` if the
-    request is not one this protocol takes (version 13 with a key)."""
+def upgrade_reply(headers: list[Header], set_cookie: str | None = None) -> bytes | None:
+    """The ``101 Switching Protocols`` head for a WebSocket upgrade request (with a
+    ``set-cookie`` header, if given), or ``None`` if the request is not one this protocol
+    takes (version 13 with a key)."""
     key = version = None
     offered: bytes | None = None
     for name, value in headers:
@@ -48,6 +49,8 @@ def upgrade_reply(headers: list[Header]) -> bytes | None:
     if offered:
         # As on the ASGI path: the client's first subprotocol is echoed.
         head.append(b"sec-websocket-protocol: " + offered + b"\r\n")
+    if set_cookie is not None:
+        head.append(b"set-cookie: " + set_cookie.encode("latin-1") + b"\r\n")
     head.append(b"\r\n")
     return b"".join(head)
 

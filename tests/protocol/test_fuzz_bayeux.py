@@ -342,9 +342,8 @@ async def test_fuzzed_batches(
     fuzzer = Fuzzer(server, transport, replay, pair)
     healthy = await pair.start()
     worker = ws_worker if transport == "websocket" else http_worker
-    # Over HTTP the healthy pair's ids must be refused (no cookie). Over WebSocket a client id
-    # alone is still enough to act for a session (issue 10, item 7): they are left out there.
-    others = healthy if transport != "websocket" else []
+    # The fuzzing clients know the healthy pair's ids, but not its cookies: refused.
+    others = healthy
     makers = [
         BatchMaker(random.Random(rng.getrandbits(32)), transport, others) for _ in range(WORKERS)
     ]

@@ -101,6 +101,10 @@ settings! {
     max_channels: usize = 100_000,
 }
 
+/// The most `max_data_depth` may be: Python's `json`, which the hooks and Python clients use,
+/// stops near 1,000 levels. (The builder's setter says so too.)
+pub const MAX_DATA_DEPTH: usize = 512;
+
 impl Config {
     /// Whether the server offers the transport `connection_type` ("long-polling", ...).
     pub fn offers(&self, connection_type: &str) -> bool {

@@ -136,8 +136,9 @@ pub fn read_message(raw: &RawValue, max_depth: usize) -> Result<Message<'_>, Fie
 }
 
 /// Whether a JSON value nests arrays and objects more than `max` deep (`1` is 0 deep, `[1]`
-/// 1, `{"a":[]}` 2). One pass over its bytes, without recursion; a value too short to be
-/// that deep is not read at all. The value must be valid JSON, as a `RawValue` is.
+/// 1, `{"a":[]}` 2). One pass over its bytes, without recursion, skipping strings with memchr;
+/// a value too short to be that deep is not read at all. The value must be valid JSON, as a
+/// `RawValue` is.
 pub fn deeper_than(value: &str, max: usize) -> bool {
     let bytes = value.as_bytes();
     // Each level takes two bytes at least.
@@ -145,21 +146,24 @@ pub fn deeper_than(value: &str, max: usize) -> bool {
         return false;
     }
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string, to its closing quote, stepping over escapes.
+                i += 1;
+                loop {
+                    let rest = bytes.get(i..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(at) if rest[at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                        None => return false, // not JSON: the parser says so
+                    }
+                }
             }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -169,6 +173,7 @@ pub fn deeper_than(value: &str, max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -356,6 +361,22 @@ mod tests {
         assert_eq!(
             read_message(raw[0], 128).unwrap_err(),
             FieldError::NotAnObject
+        );
+    }
+
+    #[test]
+    fn depth_is_not_fooled_by_brackets_in_strings() {
+        // Brackets in strings, escaped quotes among them, are text, not nesting.
+        let text = "[\\\"{".repeat(300);
+        let in_string = format!(r#"{{"channel":"/a","data":["{text}"],"id":"x"}}"#);
+        let raw = split_batch(in_string.as_bytes()).unwrap();
+        assert_eq!(read_message(raw[0], 1).unwrap().too_deep, None);
+        // A string ending in an escaped backslash ends there: what follows is counted.
+        let after_escape = r#"{"channel":"/a","data":["a\\",[[]]]}"#;
+        let raw = split_batch(after_escape.as_bytes()).unwrap();
+        assert_eq!(
+            read_message(raw[0], 2).unwrap().too_deep.as_deref(),
+            Some("data")
         );
     }
 

@@ -25,7 +25,7 @@ mod py; // every #[pyclass] and the conversions to and from Python values
 
 use pyo3::prelude::*;
 
-/// `starlette_cometd._core`: the engine, client ids and the exceptions.
+/// `starlette_cometd._core`: the engine, client ids, the batch reader and the exceptions.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -33,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::outcome::PyOutcome>()?;
     m.add_class::<py::outcome::PyHold>()?;
     m.add_class::<py::client_id::PyClientId>()?;
+    m.add_function(wrap_pyfunction!(py::batch::read_batch, m)?)?;
     m.add("SendError", py.get_type::<py::errors::SendError>())?;
     m.add(
         "InvalidChannelError",

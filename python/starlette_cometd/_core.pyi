@@ -11,6 +11,7 @@ __all__ = [
     "InvalidChannelError",
     "Outcome",
     "SendError",
+    "read_batch",
 ]
 
 class SendError(Exception): ...
@@ -92,3 +93,7 @@ class Engine:
     def release_all(self) -> Outcome: ...
     def stats(self) -> dict[str, int]: ...
     def session_info(self, client_id: str) -> dict[str, Any] | None: ...
+
+def read_batch(body: bytes) -> list[tuple[bytes, bool]] | None:
+    """The messages of a body, each as its JSON text and whether the protocol can read it as a
+    message; ``None`` when the body is not a batch."""

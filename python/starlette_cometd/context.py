@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from ._core import (
     Engine,
     HeldConnect,
     Outcome,
+    read_batch,
 )
 from .cookies import CookieOptions
 from .cors import Cors
@@ -44,6 +44,7 @@ from .hooks import (
     extension_passes,
 )
 from .transports.held_connects import Parking, Wakeup
+from .transports.message_json import TrackedMessage
 
 log = logging.getLogger("starlette_cometd")
 
@@ -209,16 +210,22 @@ class LongPollingServiceContext:
 
     async def _outgoing(self, body: bytes, session: ServerSession | None) -> bytes:
         kept = []
-        for message in json.loads(body):
-            if "successful" in message:
-                for extension in reversed(self.hooks.extensions):
-                    if not await extension_passes(extension.outgoing, session, message):
-                        break
-                else:
-                    kept.append(message)
+        for raw, _ in read_batch(body) or ():
+            reply = TrackedMessage(raw)
+            if "successful" not in reply.value:
+                kept.append(raw)  # a delivered message: not for the extensions
+                continue
+            for extension in reversed(self.hooks.extensions):
+                if not await extension_passes(extension.outgoing, session, reply.value):
+                    break
             else:
-                kept.append(message)
-        return json.dumps(kept, separators=(",", ":")).encode()
+                try:
+                    kept.append(reply.text())
+                except (TypeError, ValueError):
+                    # As for an extension that raises: passed over, the reply goes out as is.
+                    log.exception("an extension left a reply that is not JSON: %.200r", raw)
+                    kept.append(raw)
+        return b"[" + b",".join(kept) + b"]"
 
     # Life cycle.
 

@@ -208,6 +208,45 @@ fn bad_request(mut outcome: Outcome, error: &str, detail: &str) -> Outcome {
     outcome
 }
 
+/// A message the protocol cannot act on, whatever the session or the server's state: the
+/// reply's `id` (when it is usable) and error.
+pub struct Unreadable<'a> {
+    pub id: Option<&'a RawValue>,
+    pub error: Failure,
+}
+
+/// Reads a message's fields and its channel's name, or says why they cannot be read; a field
+/// nested deeper than `max_depth` is named in the message's `too_deep`. The application's hooks
+/// see only messages read here (`Engine.split`).
+pub fn read(
+    raw: &RawValue,
+    max_depth: usize,
+) -> Result<(Message<'_>, std::borrow::Cow<'_, str>), Unreadable<'_>> {
+    let unreadable = |id, error: Failure| Unreadable { id, error };
+    let message = json::read_message(raw, max_depth).map_err(|error| {
+        let error = match error {
+            FieldError::NotAnObject => bayeux::MESSAGE_NOT_OBJECT.into(),
+            FieldError::Malformed => bayeux::MESSAGE_MALFORMED.into(),
+            FieldError::Unknown(name) => bayeux::field("unknown_field", &name).into(),
+        };
+        unreadable(None, error)
+    })?;
+    let id = message.id;
+    if id.is_some_and(|id| !json::valid_id(id)) {
+        return Err(unreadable(None, bayeux::field("invalid_type", "id").into()));
+    }
+    let Some(channel) = message.channel else {
+        return Err(unreadable(id, bayeux::CHANNEL_MISSING.into()));
+    };
+    let Some(channel) = json::as_str(channel) else {
+        return Err(unreadable(
+            id,
+            bayeux::field("invalid_type", "channel").into(),
+        ));
+    };
+    Ok((message, channel))
+}
+
 /// One request being handled: its handlers live in this module's children.
 struct Request<'r, E: Engine + ?Sized> {
     engine: &'r mut E,
@@ -230,26 +269,12 @@ type Failure = std::borrow::Cow<'static, str>;
 
 impl<E: Engine + ?Sized> Request<'_, E> {
     fn handle(&mut self, raw: &RawValue) {
-        let message = match json::read_message(raw, self.engine.config().max_data_depth) {
-            Ok(message) => message,
-            Err(FieldError::NotAnObject) => {
-                return self.fail(None, None, bayeux::MESSAGE_NOT_OBJECT)
-            }
-            Err(FieldError::Malformed) => return self.fail(None, None, bayeux::MESSAGE_MALFORMED),
-            Err(FieldError::Unknown(name)) => {
-                return self.fail(None, None, &bayeux::field("unknown_field", &name))
-            }
+        let max_depth = self.engine.config().max_data_depth;
+        let (message, channel) = match read(raw, max_depth) {
+            Ok(read) => read,
+            Err(Unreadable { id, error }) => return self.fail(None, id, &error),
         };
         let id = message.id;
-        if id.is_some_and(|id| !json::valid_id(id)) {
-            return self.fail(None, None, &bayeux::field("invalid_type", "id"));
-        }
-        let Some(channel) = message.channel else {
-            return self.fail(None, id, bayeux::CHANNEL_MISSING);
-        };
-        let Some(channel) = json::as_str(channel) else {
-            return self.fail(None, id, &bayeux::field("invalid_type", "channel"));
-        };
         // Nothing nested deeper than `max_data_depth` is read further, let alone delivered.
         if let Some(field) = &message.too_deep {
             let error = bayeux::field("too_deep", field);

@@ -202,6 +202,29 @@ fn malformed_bodies_are_400() {
 }
 
 #[test]
+fn a_message_nested_too_deep_is_refused_alone() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let deep = |levels: usize| {
+        let mut ext = json!(1);
+        for _ in 0..levels {
+            ext = json!([ext]);
+        }
+        ext
+    };
+    let limit = engine.config().max_data_depth;
+    let at_limit = json!({"channel": "/meta/handshake", "ext": deep(limit)});
+    let over = json!({"channel": "/meta/handshake", "id": 1, "ext": deep(limit + 1)});
+    let (replies, outcome) = run(&mut engine, browser, json!([at_limit, over]));
+    assert_eq!(outcome.status, 200);
+    assert_eq!(replies[0]["successful"], true);
+    assert_eq!(
+        replies[1],
+        json!({"channel": "/meta/handshake", "successful": false, "error": "400:ext:too_deep", "id": 1})
+    );
+}
+
+#[test]
 fn disconnect_answers_the_held_connect_with_no_reconnect_advice() {
     let mut engine = engine();
     let browser = Id::generate();

@@ -64,15 +64,17 @@ impl PyEngine {
         })
     }
 
-    /// Splits a request body into its messages, for the path through the application's hooks:
-    /// each message's bytes, and whether the core refuses it whatever the hooks say (nested
-    /// too deep, or a channel name past the limits), so that it goes straight to the core.
-    /// `None` when the body is not a batch at all (the core names the problem).
+    /// Splits a request body into its messages, for the path through the application's hooks,
+    /// by the protocol's own reader: each message's bytes, and whether the hooks may see it.
+    /// They see exactly the messages the core would act on; one it refuses whatever the hooks
+    /// say (not a message, nested too deep, a channel name past the limits) goes straight to
+    /// the core. `None` when the body is not a batch at all (the core names the problem).
     fn split<'py>(&self, py: Python<'py>, body: &[u8]) -> Option<Vec<(Bound<'py, PyBytes>, bool)>> {
         let messages = json::split_batch(body).ok()?;
         let split = messages.into_iter().map(|raw| {
-            let refused = protocol::refused_before_hooks(&self.config, raw);
-            (PyBytes::new(py, raw.get().as_bytes()), refused)
+            let readable = protocol::read(raw, self.config.max_data_depth).is_ok()
+                && !protocol::refused_before_hooks(&self.config, raw);
+            (PyBytes::new(py, raw.get().as_bytes()), readable)
         });
         Some(split.collect())
     }

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.transports.native_http import MAX_FORWARD_BUFFER
+from support.bayeux import connect_message
 from support.client_steps import until
 from support.raw_http import HANDSHAKE, RawConnection, browser_cookie, raw
 from support.servers import NativeServer, native_server
@@ -209,3 +210,41 @@ async def test_a_huge_request_head_is_refused() -> None:
         status, _, _ = await conn.response()
         assert status == 431
         assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+
+
+async def test_bytes_after_a_connection_close_request_are_ignored_as_uvicorn_does() -> None:
+    """Found by the framing fuzz test: bytes pipelined after a request that asks to close the
+    connection made the native parser fail ("Data after Connection: close"), and the request
+    waiting for its reply (handed to uvicorn mid-body, or a held connect) lost it. uvicorn's
+    parser ignores such bytes; so does the native one now, and the request is answered."""
+    garbage = b"]POST /hello HTTP/1.1\r\nhost: x\r\n\r\n"
+    async with native() as server:
+        # Handed to uvicorn (for its Expect) in the middle of the body.
+        async with raw(server.port) as conn:
+            head = (
+                b"POST /cometd HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(HANDSHAKE)
+            )
+            await send_in_reads(conn, head + HANDSHAKE[:10], HANDSHAKE[10:] + garbage)
+            continued = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+            assert continued.startswith(b"HTTP/1.1 100 "), continued
+            status, _, reply = await conn.response()
+            assert status == 200 and json.loads(reply)[0]["successful"] is True
+            assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+        # A held connect that asks to close, with the bytes in the same read.
+        async with raw(server.port) as conn:
+            await conn.send(conn.post_bytes("/cometd", HANDSHAKE))
+            _, headers, body = await conn.response()
+            client_id = json.loads(body)[0]["clientId"]
+            connect = json.dumps([connect_message(client_id)]).encode()
+            cookie = browser_cookie(headers)
+            await conn.send(conn.post_bytes("/cometd", connect, cookie))
+            await conn.response()  # the first connect is answered at once
+            closing = conn.post_bytes("/cometd", connect, cookie).replace(
+                b"host: x\r\n", b"host: x\r\nconnection: close\r\n"
+            )
+            await conn.send(closing + garbage)
+            await until(lambda: server.context.stats()["held"] == 1, "the connect is held")
+            await server.context.send_to_client("/x", client_id, "after")
+            status, _, reply = await conn.response()
+            assert status == 200 and json.loads(reply)[0] == {"channel": "/x", "data": "after"}

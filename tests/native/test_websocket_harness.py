@@ -6,6 +6,7 @@ and the pending queue under flow control with a peer that stops reading. No sock
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -231,6 +232,33 @@ async def test_protocol_errors_close_with_1002(frame: bytes) -> None:
         connection.feed(frame)
         assert connection.transport.take() == CLOSE_1002
         assert connection.transport.finished
+
+
+async def test_nothing_is_written_after_a_protocol_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A protocol error shuts the write side after its close frame: a push scheduled before it
+    and a held connect ended after it write nothing (a write after the shutdown raised in a
+    loop callback), and the session's message stays queued for its next connection."""
+    async with native() as harness:
+        connection = socket(harness)
+        client_id = session(connection, "/news")
+        connection.feed(text(ws_connect(client_id, "held")))
+        publish = {"channel": "/news", "clientId": client_id, "data": "kept", "id": "p"}
+        # In one read: a publish to itself (its push is flushed at the end of the loop turn),
+        # then a text frame that is not UTF-8.
+        connection.feed(text(publish) + client_frame(TEXT, b'["\xff"]'))
+        written = server_frames(connection.transport.take())
+        assert written[-1] == (CLOSE, (1007).to_bytes(2, "big"))
+        assert connection.transport.eof
+        await turns()
+        info = harness.context.session_info(client_id)
+        assert info is not None and info["queued"] == 1
+        await harness.context.remove_session(client_id)  # ends the held connect
+        await turns()
+        assert connection.transport.take() == b""
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, errors
 
 
 async def test_oversize_closes_with_1009_before_the_payload() -> None:

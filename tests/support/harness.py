@@ -75,6 +75,8 @@ class MockTransport(asyncio.Transport):
         self.late_writes: list[bytes] = []  # written after the protocol learnt of the loss
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.eof and not self.lost:
+            raise RuntimeError("Cannot call write() after write_eof()")  # as asyncio's
         if self.lost:
             self.late_writes.append(bytes(data))
         else:

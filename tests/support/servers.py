@@ -117,10 +117,11 @@ class NativeServer:
 
 @asynccontextmanager
 async def native_server(
-    builder: LongPollingServiceContextBuilder | None = None,
+    builder: LongPollingServiceContextBuilder | None = None, native: bool = True
 ) -> AsyncIterator[NativeServer]:
     """The endpoint at ``/cometd`` and ``/hello``, which reads its whole body and says how
-    long it was, on the native protocol (a 2 s connect timeout unless ``builder`` says)."""
+    long it was, on the native protocol (a 2 s connect timeout unless ``builder`` says); with
+    ``native=False``, the same app on uvicorn's own protocol, to compare with."""
     context = (builder or LongPollingServiceContextBuilder().timeout(2)).build()
     cometd = RouterBuilder().build(context)
 
@@ -132,7 +133,8 @@ async def native_server(
         lifespan=context.lifespan,
     )
     port = free_port()
-    server, task = await start_uvicorn(app, port, native_http_protocol(cometd, "/cometd"))
+    http = native_http_protocol(cometd, "/cometd") if native else "httptools"
+    server, task = await start_uvicorn(app, port, http)
     try:
         yield NativeServer(context, port, server)
     finally:

@@ -11,4 +11,6 @@ to :func:`batch.submit`, the one path into the core.
 - ``sockets``: what both WebSockets share (bound sessions, their held connects, pushes).
 - ``handover``: the bytes the native HTTP protocol hands on to uvicorn's own protocol.
 - ``batch``: the fast path and the hooked path for one request batch.
+- ``message_json``: messages as the application's hooks see them, and their JSON written back
+  exactly.
 """

@@ -5,7 +5,6 @@ listeners and services around the core."""
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from starlette.datastructures import Headers
 from .._core import ClientId, HeldConnect, Outcome
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
+from .message_json import TrackedMessage, dumps
 
 if TYPE_CHECKING:
     from ..context import LongPollingServiceContext
@@ -166,39 +166,10 @@ def _reply(message: Any, **fields: Any) -> Message:
     if not isinstance(message, dict):
         return dict(fields)
     reply: Message = {"channel": message.get("channel"), **fields}
-    if "id" in message:
+    # A null id is no id, as the core reads it.
+    if message.get("id") is not None:
         reply["id"] = message["id"]
     return reply
-
-
-class _Raw:
-    """A message the hooks do not see: one the core refuses anyway (``readable``), or one too
-    deep for Python's ``json`` to read, which is refused here."""
-
-    __slots__ = ("body", "readable")
-
-    def __init__(self, body: bytes, readable: bool = True) -> None:
-        self.body = body
-        self.readable = readable
-
-    def __repr__(self) -> str:
-        return f"<message of {len(self.body)} bytes>"
-
-
-# The reply to a message the hooks cannot read (nested near Python's recursion limit, past
-# what max_data_depth allows anyway): refused, since the core must not take it unseen.
-_UNREADABLE = b'{"successful":false,"error":"400::message_malformed"}'
-
-
-def _parse(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return _Raw(raw, readable=False)
-
-
-def _batch_of(message: Any) -> bytes:
-    return json.dumps([message], separators=(",", ":")).encode()
 
 
 class _Hooked:
@@ -218,42 +189,40 @@ class _Hooked:
 
     async def run(self, body: bytes) -> Reply:
         engine = self.context.engine
-        # The core splits the batch, so that each message is read as the fast path reads it,
-        # and says which messages it refuses whatever the hooks say (nested too deep, a
-        # channel name past the limits): those go to it straight, unseen by the hooks.
-        messages = engine.split(body)
-        if not messages:
-            # Not a batch at all, or an empty one: the core answers it.
+        # The core splits the batch by its own reader, and says which messages the hooks may
+        # see: exactly those it would act on. The others (not a message, nested too deep, a
+        # channel name past the limits) go to it straight, unseen by the hooks.
+        batch = engine.split(body)
+        if not batch:
+            # Not a batch at all, or an empty one: the core answers, and acts on nothing.
             request = self.request
             outcome = engine.process(body, self.browser, request.transport, socket=request.socket)
             return HookedReply(outcome.status, outcome.body, None, None)
-        alone = len(messages) == 1
-        for raw, refused in messages:
-            message = _Raw(raw) if refused else _parse(raw)
+        alone = len(batch) == 1
+        for raw, readable in batch:
+            if not readable:
+                # Not a message the protocol can act on: the core names what is wrong.
+                await self._core(raw, alone, None)
+                continue
+            message = TrackedMessage(raw)
+            # The channel and id a failure reply names, whatever the hooks do to the message.
+            named = _reply(message.value)
             try:
                 await self._one(message, alone)
             except Exception:
                 # A hook that fails answers its message unsuccessfully; the rest of the batch
                 # and every other session carry on.
-                log.exception("the application's hooks failed on %.200r", message)
-                failed = _reply(message, successful=False, error="500::server_error")
-                self.parts.append(json.dumps(failed, separators=(",", ":")).encode())
+                log.exception("the application's hooks failed on %.200r", raw)
+                failed = _reply(named, successful=False, error="500::server_error")
+                self.parts.append(dumps(failed).encode())
         parts = [part for part in self.parts if part]
         # A held connect stands alone, and its reply comes later: nothing goes out now (as on
         # the fast path; a WebSocket would otherwise send an empty batch).
         body = b"" if self.hold is not None and not parts else b"[" + b",".join(parts) + b"]"
         return HookedReply(200, body, self.hold, self.new_browser)
 
-    async def _one(self, message: Any, alone: bool) -> None:
-        if isinstance(message, _Raw):
-            if message.readable:
-                await self._core(b"[" + message.body + b"]", alone, None)
-            else:
-                self.parts.append(_UNREADABLE)
-            return
-        if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
-            await self._core(_batch_of(message), alone, None)  # the core names what is wrong
-            return
+    async def _one(self, incoming: TrackedMessage, alone: bool) -> None:
+        message: Message = incoming.value
         session = self._session(message)
         for extension in self.hooks.extensions:
             if not await extension_passes(extension.incoming, session, message):
@@ -274,7 +243,7 @@ class _Hooked:
             if served is not None:
                 await self._serve(session, message, *served)
                 return
-        await self._core(_batch_of(message), alone, session)
+        await self._core(incoming.text(), alone, session)
 
     def _session(self, message: Message) -> ServerSession | None:
         """The message's session, if the request may use it (the core's rule: its socket, or
@@ -353,10 +322,11 @@ class _Hooked:
             reply["data"] = result
         await self._send(session, reply)
 
-    async def _core(self, body: bytes, alone: bool, session: ServerSession | None) -> None:
-        """The core handles ``body``, a batch of one message; ``session`` is the one it named
+    async def _core(self, text: bytes, alone: bool, session: ServerSession | None) -> None:
+        """The core handles the message (its JSON ``text``); ``session`` is the one it named
         before (a disconnect ends it, yet its reply still passes the outgoing hooks with it)."""
         attributes, self.attributes = self.attributes, {}
+        body = b"[" + text + b"]"
         request = self.request
         outcome = self.context.engine.process(
             body,
@@ -388,7 +358,7 @@ class _Hooked:
         for extension in reversed(self.hooks.extensions):
             if not await extension_passes(extension.outgoing, session, reply):
                 return
-        self.parts.append(json.dumps(reply, separators=(",", ":")).encode())
+        self.parts.append(dumps(reply).encode())
 
 
 def _refusal(message: Message, refused: MessageRefused, service: bool) -> Message:

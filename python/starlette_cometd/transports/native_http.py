@@ -15,6 +15,7 @@ Use it with ``uvicorn.run(app, http=native_http_protocol(cometd_app, "/cometd"))
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import inspect
 import logging
@@ -97,6 +98,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         self.loop = _loop or asyncio.get_event_loop()
         self.context = self.endpoint.context
         self._parser = httptools.HttpRequestParser(self)
+        # As uvicorn's own parser: bytes after a request that asks to close the connection are
+        # ignored, rather than failing the parser while that request waits for its reply.
+        with contextlib.suppress(AttributeError):  # httptools before 0.6.3 has none
+            self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._transport: asyncio.Transport | None = None
         self._address: str | None = None
         # Timers are armed only when needed, not per request: the idle timer when the

@@ -212,7 +212,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         they are gone)."""
         inbox = self._inbox
         try:
-            while inbox and self._transport is not None:
+            while inbox and self.writable:
                 item = inbox.popleft()
                 if isinstance(item, bytes):
                     self._inbox_bytes -= len(item)
@@ -246,6 +246,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
+        if self._failed:
+            # The close is out: nothing more is written, and the session's messages stay
+            # queued for its next connection.
+            self._context.engine.complete_connect(held, False)
+            return
         self._output(self._held_reply(held, drain))
 
     # Frames out
@@ -259,7 +264,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        while self._flushes and not self._paused and self._transport is not None:
+        while self._flushes and not self._paused and self.writable:
             body = self._next_push()
             if body is not None:
                 self._output(body)
@@ -316,8 +321,15 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
                 self._pending_bytes += len(ready)
         self._write_pending()
 
+    @property
+    def writable(self) -> bool:
+        """Open, and not closing after a protocol error (whose close frame was the last write:
+        the write side is shut)."""
+        return self._transport is not None and not self._failed
+
     def _write(self, data: bytes) -> None:
-        if self._transport is not None:
+        if self.writable:
+            assert self._transport is not None
             self._transport.write(data)
 
     # Closing

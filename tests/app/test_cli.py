@@ -7,6 +7,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import Any
 
 import httpx
 
@@ -26,15 +27,18 @@ async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:
     raise AssertionError("the server did not start listening")
 
 
+async def start_cli(port: int, *args: str, **options: Any) -> asyncio.subprocess.Process:
+    """``python -m starlette_cometd --port PORT ARGS...``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starlette_cometd", "--port", str(port), *args, **options
+    )
+
+
 async def test_cli_serves_and_stops_promptly_releasing_held_connects() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/bayeux"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "starlette_cometd",
-        "--port",
-        str(port),
+    process = await start_cli(
+        port,
         "--path",
         "/bayeux",
         "--timeout",
@@ -89,12 +93,8 @@ async def test_console_script_help() -> None:
 async def test_cli_session_limits() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/cometd"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "starlette_cometd",
-        "--port",
-        str(port),
+    process = await start_cli(
+        port,
         "--max-sessions-per-cookie",
         "2",
         "--max-sessions-per-address",

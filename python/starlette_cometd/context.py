@@ -313,8 +313,10 @@ class LongPollingServiceContext:
             self._parking.wake(wake, Wakeup.MESSAGES)
             for socket, client_id in self._on_sockets(wake):
                 socket.wake(client_id)
-        for socket, client_id in self._on_sockets(outcome.push):
-            socket.push(client_id)
+        push = outcome.push
+        if push:
+            for socket, client_id in self._on_sockets(push):
+                socket.push(client_id)
         events = outcome.events
         if not events:
             return

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable
@@ -27,7 +26,7 @@ import httptools
 from starlette.datastructures import Headers
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .._core import HeldConnect
+from .._core import HeldConnect, Outcome
 from .batch import Reply, Request, submit
 from .handover import Forwarder
 from .held_connects import Wakeup
@@ -124,6 +123,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._native = False
+        self._expects = False  # an Expect header: uvicorn answers it
         self._keep_alive = True
         self._browser: str | None = None
         # The 101 reply of a WebSocket upgrade this protocol takes, until the switch, and the
@@ -245,25 +245,29 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._native = False
+        self._expects = False  # an Expect header: uvicorn answers it
         self._message_began = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-        self._count_head(len(name) + len(value))
-
-    def _count_head(self, size: int) -> None:
-        self._head_size += size
+        self._head_size += len(url)
         if self._head_size > MAX_HEAD_SIZE:
             raise _Refused(431, b"request header fields too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Called for every header of every request: kept to the least work.
+        name = name.lower()
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_SIZE:
+            raise _Refused(431, b"request header fields too large")
+        if name == b"expect":
+            self._expects = True
 
     def on_headers_complete(self) -> None:
         if self._forward is None:
             path, _, _ = self._url.partition(b"?")
-            if self._takes_websocket(path):
+            if self._parser.should_upgrade() and self._takes_websocket(path):
                 cookie = self.context.cookie
                 _, sent = scan_headers(self._headers, cookie.name)
                 self._socket_browser, new = socket_browser(sent)
@@ -324,13 +328,12 @@ class CometdHttpProtocol(asyncio.Protocol):
             and not self._parser.should_upgrade()
             and not self.endpoint.needs_asgi
             and not self.context.closed
-            and not any(name == b"expect" for name, _ in self._headers)
+            and not self._expects
         )
 
     def _takes_websocket(self, path: bytes) -> bool:
         return (
-            self._parser.should_upgrade()
-            and path in self.paths
+            path in self.paths
             and self._parser.get_method() == b"GET"
             and self._waiting is None
             and not self._pending
@@ -376,9 +379,12 @@ class CometdHttpProtocol(asyncio.Protocol):
             address=self._address,
         )
         result = submit(context, batch, request.body)
-        if inspect.isawaitable(result):
+        # The fast path's reply is the core's Outcome (a cheaper test than isawaitable).
+        if type(result) is not Outcome:
             # Hooks were registered while this request was read: they may wait.
-            self._waiting = _HookedReply(self, result, cors, request.keep_alive)
+            self._waiting = _HookedReply(
+                self, cast(Awaitable[Reply], result), cors, request.keep_alive
+            )
             return
         self.answer(result, cors, request.keep_alive)
 
@@ -426,7 +432,7 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._after_input()
 
     def _after_input(self) -> None:
-        if not self.connected:
+        if self._transport is None or self._discarding:
             return
         self._update_reading()
         if self._waiting is not None or self._pending or self._write_paused:

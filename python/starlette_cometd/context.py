@@ -151,7 +151,7 @@ class LongPollingServiceContext:
         ``remoteCall`` expects. Raise :class:`MessageRefused` to answer with an error."""
 
         def register(handler: Service) -> Service:
-            self.hooks.services.append((ChannelPattern(channel), handler))
+            self.hooks.add_service(ChannelPattern(channel), handler)
             return handler
 
         return register
@@ -163,7 +163,7 @@ class LongPollingServiceContext:
         the message (``404::message_deleted``) or raise :class:`MessageRefused`."""
 
         def register(listener: Listener) -> Listener:
-            self.hooks.listeners.append((ChannelPattern(channel), listener))
+            self.hooks.add_listener(ChannelPattern(channel), listener)
             return listener
 
         return register
@@ -171,7 +171,7 @@ class LongPollingServiceContext:
     def add_extension(self, extension: Extension) -> None:
         """Adds an extension; ``incoming`` hooks run in registration order, ``outgoing`` in
         reverse."""
-        self.hooks.extensions.append(extension)
+        self.hooks.add_extension(extension)
 
     @property
     def security_policy(self) -> SecurityPolicy | None:

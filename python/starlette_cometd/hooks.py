@@ -110,11 +110,30 @@ class Hooks:
         self.services: list[tuple[ChannelPattern, Service]] = []
         self.listeners: list[tuple[ChannelPattern, Listener]] = []
         self.extensions: list[Extension] = []
-        self.policy: SecurityPolicy | None = None
+        self._policy: SecurityPolicy | None = None
+        #: Whether anything is registered: a plain attribute, since every request reads it.
+        self.active = False
+
+    def add_service(self, pattern: ChannelPattern, service: Service) -> None:
+        self.services.append((pattern, service))
+        self.active = True
+
+    def add_listener(self, pattern: ChannelPattern, listener: Listener) -> None:
+        self.listeners.append((pattern, listener))
+        self.active = True
+
+    def add_extension(self, extension: Extension) -> None:
+        self.extensions.append(extension)
+        self.active = True
 
     @property
-    def active(self) -> bool:
-        return bool(self.services or self.listeners or self.extensions or self.policy)
+    def policy(self) -> SecurityPolicy | None:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: SecurityPolicy | None) -> None:
+        self._policy = policy
+        self.active = bool(self.services or self.listeners or self.extensions or policy)
 
     def service_for(self, channel: str) -> tuple[Service, dict[str, str]] | None:
         for pattern, service in self.services:

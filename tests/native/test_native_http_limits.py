@@ -212,6 +212,34 @@ async def test_a_huge_request_head_is_refused() -> None:
         assert await asyncio.wait_for(conn.reader.read(), 5) == b""
 
 
+async def test_a_header_that_never_ends_is_refused_once_past_the_head_limit() -> None:
+    """The parser buffers a header until its line ends, so counting complete headers alone
+    would let one endless header grow without bound: the head is counted per read, and is
+    refused at most one read (256 KiB with uvloop) past the limit."""
+    async with native() as server, raw(server.port) as conn:
+        await conn.send(b"POST /cometd HTTP/1.1\r\nhost: x\r\nx-endless: ")
+        for _ in range(256):
+            await conn.send(b"y" * 4096)
+        status, _, _ = await conn.response()
+        assert status == 431
+        assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+
+
+async def test_pipelined_requests_do_not_count_against_the_next_head() -> None:
+    """A read may hold whole requests before the start of a head it cuts: only the head's own
+    bytes count towards its limit."""
+    async with native() as server, raw(server.port) as conn:
+        padded = b'[{"channel":"/meta/handshake","version":"1.0","ext":{"pad":"%s"}}]'
+        first = conn.post_bytes("/cometd", padded % (b"y" * 100_000))
+        second = conn.post_bytes("/cometd", HANDSHAKE)
+        await conn.send(first + second[:20])
+        await asyncio.sleep(0.05)
+        await conn.send(second[20:])
+        for _ in range(2):
+            status, _, _ = await conn.response()
+            assert status == 200
+
+
 async def test_bytes_after_a_connection_close_request_are_ignored_as_uvicorn_does() -> None:
     """Found by the framing fuzz test: bytes pipelined after a request that asks to close the
     connection made the native parser fail ("Data after Connection: close"), and the request

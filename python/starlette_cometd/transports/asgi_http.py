@@ -118,7 +118,7 @@ async def serve_http(
         await send_json(send, 503, SERVER_STOPPING, cors)
         return
     context.start()
-    declared, browser = scan_headers(scope["headers"], context.cookie.name)
+    declared, browser, _ = scan_headers(scope["headers"], context.cookie.name)
     try:
         if jsonp:
             callback, body = jsonp_request(scope, context.max_body_size)

@@ -38,17 +38,23 @@ def too_large(limit: int) -> BadRequest:
 SERVER_STOPPING = error_body("503::server_stopping", "the server is stopping")
 
 
-def scan_headers(headers: Sequence[Header], cookie_name: str) -> tuple[int | None, str | None]:
-    """The declared body length and the browser cookie, in one pass over the raw headers
-    (the hot path; Starlette's ``Headers`` decodes every header on each lookup)."""
+def scan_headers(
+    headers: Sequence[Header], cookie_name: str
+) -> tuple[int | None, str | None, bool]:
+    """The declared body length, the browser cookie and whether an ``Expect`` header is
+    present, in one pass over the raw headers (the hot path; Starlette's ``Headers`` decodes
+    every header on each lookup)."""
     length: int | None = None
     cookie: str | None = None
+    expects = False
     for name, value in headers:
         if name == b"content-length" and value.isdigit():
             length = int(value)
         elif name == b"cookie" and cookie is None:
             cookie = cookie_value(value.decode("latin-1"), cookie_name)
-    return length, cookie
+        elif name == b"expect":
+            expects = True
+    return length, cookie, expects
 
 
 def peer_address(transport: Any) -> str | None:

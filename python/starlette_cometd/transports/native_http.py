@@ -60,22 +60,9 @@ def native_http_protocol(app: CometdApp, path: str) -> type[CometdHttpProtocol]:
     return type("CometdHttpProtocol", (CometdHttpProtocol,), {"endpoint": app, "paths": paths})
 
 
-class _Request:
-    __slots__ = ("body", "browser", "headers", "keep_alive", "too_large")
-
-    def __init__(
-        self,
-        headers: list[Header],
-        browser: str | None,
-        body: bytes,
-        keep_alive: bool,
-        too_large: bool,
-    ):
-        self.headers = headers
-        self.browser = browser
-        self.body = body
-        self.keep_alive = keep_alive
-        self.too_large = too_large
+# A request read behind a reply that is waited for: its headers, browser cookie, body,
+# keep-alive, and whether its body was past the limit (the arguments of ``_serve``).
+_Request = tuple[list[Header], str | None, bytes, bool, bool]
 
 
 class CometdHttpProtocol(asyncio.Protocol):
@@ -119,11 +106,13 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._in_message = False
         self._url = b""
         self._headers: list[Header] = []
+        # Whether the head is still being read, and its size so far once it spans reads.
+        self._in_head = False
         self._head_size = 0
+        self._read_size = 0
         self._body: list[bytes] = []
         self._size = 0
         self._native = False
-        self._expects = False  # an Expect header: uvicorn answers it
         self._keep_alive = True
         self._browser: str | None = None
         # The 101 reply of a WebSocket upgrade this protocol takes, until the switch, and the
@@ -178,6 +167,7 @@ class CometdHttpProtocol(asyncio.Protocol):
             forward.raw(data)
             self._after_input()
             return
+        self._read_size = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -201,9 +191,13 @@ class CometdHttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(400, b"invalid HTTP request")
             return
-        if self._in_message and self._read_timer is None and self._forward is None:
-            remaining = self._message_began + self.context.request_timeout - self.loop.time()
-            self._read_timer = self.loop.call_later(remaining, self._read_timeout)
+        if self._in_message:
+            if self._in_head and self._head_too_large(len(data)):
+                self._fail(431, b"request header fields too large")
+                return
+            if self._read_timer is None and self._forward is None:
+                remaining = self._message_began + self.context.request_timeout - self.loop.time()
+                self._read_timer = self.loop.call_later(remaining, self._read_timeout)
         self._after_input()
 
     def eof_received(self) -> bool | None:
@@ -239,56 +233,54 @@ class CometdHttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._in_head = True
         self._url = b""
         self._headers = []
         self._head_size = 0
         self._body = []
         self._size = 0
         self._native = False
-        self._expects = False  # an Expect header: uvicorn answers it
         self._message_began = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_size += len(url)
-        if self._head_size > MAX_HEAD_SIZE:
-            raise _Refused(431, b"request header fields too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Called for every header of every request: kept to the least work.
-        name = name.lower()
-        self._headers.append((name, value))
-        self._head_size += len(name) + len(value)
-        if self._head_size > MAX_HEAD_SIZE:
-            raise _Refused(431, b"request header fields too large")
-        if name == b"expect":
-            self._expects = True
+        # Called for every header of every request: kept to the least work (the head's size
+        # is checked per read, in data_received).
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_size + self._read_size > MAX_HEAD_SIZE and self._head_bytes() > MAX_HEAD_SIZE:
+            raise _Refused(431, b"request header fields too large")
+        parser = self._parser
         if self._forward is None:
             path, _, _ = self._url.partition(b"?")
-            if self._parser.should_upgrade() and self._takes_websocket(path):
-                cookie = self.context.cookie
-                _, sent = scan_headers(self._headers, cookie.name)
-                self._socket_browser, new = socket_browser(sent)
-                set_cookie = cookie.header(self._socket_browser) if new else None
-                self._upgrade = upgrade_reply(self._headers, set_cookie)
-                if self._upgrade is not None:
+            endpoint = self.endpoint
+            if path in self.paths and not endpoint.needs_asgi and not self.context.closed:
+                if parser.should_upgrade():
+                    if self._takes_websocket():
+                        return
+                elif parser.get_method() == b"POST" and self._takes_post():
                     return
-            if self._serves_natively(path):
-                self._native = True
-                self._keep_alive = self._parser.should_keep_alive()
-                declared, self._browser = scan_headers(self._headers, self.context.cookie.name)
-                if declared is not None and declared > self.context.max_body_size:
-                    # Refused before the body is read; the connection closes with the reply.
-                    raise _Refused(413, too_large(self.context.max_body_size).body)
-                return
             # uvicorn reads this request, and every one after it; it has no read timeout.
             self._cancel_read_timer()
             self._forward = Forwarder()
-        method = self._parser.get_method()
-        version = self._parser.get_http_version()
+        method = parser.get_method()
+        version = parser.get_http_version()
         self._forward.head(method, self._url, version, self._headers)
+
+    def _head_too_large(self, read: int) -> bool:
+        """Whether the head still being read is past the limit, after a read of ``read`` bytes.
+        Counted by reads rather than per header, which is cheaper, and also bounds a single
+        header that never ends (the parser buffers it until it does). Its first read may also
+        hold earlier requests, so the size starts from what was parsed of this head."""
+        self._head_size = self._head_size + read if self._head_size else self._head_bytes()
+        return self._head_size > MAX_HEAD_SIZE
+
+    def _head_bytes(self) -> int:
+        return len(self._url) + sum(len(name) + len(value) for name, value in self._headers)
 
     def on_body(self, body: bytes) -> None:
         if self._native:
@@ -300,48 +292,60 @@ class CometdHttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        self._cancel_read_timer()
+        if self._read_timer is not None:
+            self._cancel_read_timer()
         if not self._native:
             if self._forward is not None:
                 self._forward.end()
             return
-        request = _Request(
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        request = (
             self._headers,
             self._browser,
-            b"".join(self._body),
+            body,
             self._keep_alive,
             self._size > self.context.max_body_size,
         )
-        self._body = []
         if self._waiting is None and not self._pending and not self._write_paused:
-            self._serve(request)
+            self._serve(*request)
         else:
             self._pending.append(request)
             self._update_reading()
 
     # Serving
 
-    def _serves_natively(self, path: bytes) -> bool:
-        return (
-            path in self.paths
-            and self._parser.get_method() == b"POST"
-            and not self._parser.should_upgrade()
-            and not self.endpoint.needs_asgi
-            and not self.context.closed
-            and not self._expects
-        )
+    def _takes_post(self) -> bool:
+        """A POST to the endpoint: served here unless it carries an Expect header (uvicorn
+        answers those); one that declares a body past the limit is refused before it is read,
+        and the connection closes with the reply."""
+        declared, browser, expects = scan_headers(self._headers, self.context.cookie.name)
+        if expects:
+            return False
+        if declared is not None and declared > self.context.max_body_size:
+            raise _Refused(413, too_large(self.context.max_body_size).body)
+        self._native = True
+        self._keep_alive = self._parser.should_keep_alive()
+        self._browser = browser
+        return True
 
-    def _takes_websocket(self, path: bytes) -> bool:
-        return (
-            path in self.paths
-            and self._parser.get_method() == b"GET"
-            and self._waiting is None
-            and not self._pending
-            and not self.endpoint.needs_asgi
-            and not self.context.closed
-            and "websocket" in self.context.connection_types
-            and any(n == b"upgrade" and v.lower() == b"websocket" for n, v in self._headers)
-        )
+    def _takes_websocket(self) -> bool:
+        """An upgrade to a WebSocket on the endpoint, taken here when nothing is waited for on
+        the connection; its 101 reply is written when the parser stops at the upgrade."""
+        if (
+            self._parser.get_method() != b"GET"
+            or self._waiting is not None
+            or self._pending
+            or "websocket" not in self.context.connection_types
+            or not any(n == b"upgrade" and v.lower() == b"websocket" for n, v in self._headers)
+        ):
+            return False
+        cookie = self.context.cookie
+        _, sent, _ = scan_headers(self._headers, cookie.name)
+        self._socket_browser, new = socket_browser(sent)
+        set_cookie = cookie.header(self._socket_browser) if new else None
+        self._upgrade = upgrade_reply(self._headers, set_cookie)
+        return self._upgrade is not None
 
     def _switch_to_websocket(self, rest: bytes) -> None:
         """Answers the upgrade and hands the connection to a :class:`NativeWebSocket`."""
@@ -364,29 +368,38 @@ class CometdHttpProtocol(asyncio.Protocol):
         if rest:
             socket.data_received(rest)
 
-    def _serve(self, request: _Request) -> None:
+    def _serve(
+        self,
+        headers: list[Header],
+        browser: str | None,
+        body: bytes,
+        keep_alive: bool,
+        too_big: bool,
+    ) -> None:
         context = self.context
-        cors = context.cors.headers(Headers(raw=request.headers)) if context.cors.enabled else []
-        if request.too_large:
+        cors = context.cors.headers(Headers(raw=headers)) if context.cors.enabled else []
+        if too_big:
             self.write(413, too_large(context.max_body_size).body, cors, keep_alive=False)
             return
         context.start()
         batch = Request(
-            request.browser,
+            browser,
             "long-polling",
-            request.headers,
+            headers,
             self.endpoint.data_value,
-            address=self._address,
+            None,
+            False,
+            None,
+            None,
+            self._address,
         )
-        result = submit(context, batch, request.body)
+        result = submit(context, batch, body)
         # The fast path's reply is the core's Outcome (a cheaper test than isawaitable).
         if type(result) is not Outcome:
             # Hooks were registered while this request was read: they may wait.
-            self._waiting = _HookedReply(
-                self, cast(Awaitable[Reply], result), cors, request.keep_alive
-            )
+            self._waiting = _HookedReply(self, cast(Awaitable[Reply], result), cors, keep_alive)
             return
-        self.answer(result, cors, request.keep_alive)
+        self.answer(result, cors, keep_alive)
 
     def answer(self, result: Reply, cors: list[Header], keep_alive: bool) -> None:
         extra = cors
@@ -428,13 +441,14 @@ class CometdHttpProtocol(asyncio.Protocol):
         """Serves the requests read ahead, in order, while nothing is waited for and the peer
         reads its replies; then hands the connection over to uvicorn, or idles."""
         while self._pending and self._waiting is None and not self._write_paused and self.connected:
-            self._serve(self._pending.popleft())
+            self._serve(*self._pending.popleft())
         self._after_input()
 
     def _after_input(self) -> None:
         if self._transport is None or self._discarding:
             return
-        self._update_reading()
+        if self._pending or self._write_paused or self._read_paused or self._forward is not None:
+            self._update_reading()
         if self._waiting is not None or self._pending or self._write_paused:
             return
         if self._forward is not None:

@@ -25,9 +25,9 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .._core import HeldConnect
+from .._core import HeldConnect, Outcome
 from .batch import Reply, Request, submit
 from .http_wire import Header, peer_address
 from .sockets import BoundSessions
@@ -68,10 +68,20 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
     ) -> None:
         super().__init__(context, browser)
         self._transport: asyncio.Transport | None = transport
-        self._headers = headers
         self._address = peer_address(transport)
-        self._data = data
         self._connections = connections
+        self._loop = asyncio.get_running_loop()
+        # Every batch on this socket comes from the same place (the native path has no
+        # per-request data provider), so one Request serves them all.
+        self._request = Request(
+            browser,
+            "websocket",
+            headers,
+            data,
+            on_bound=self._bind,
+            socket=self.number,
+            address=self._address,
+        )
         self._reader = FrameReader(context.max_body_size)
         # Output in order when it cannot go out at once: ready frames, or a reply still being
         # built by the application's extensions. None while empty (most of a socket's life).
@@ -157,7 +167,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             self._read_paused = False
             transport.resume_reading()
             # Frames already read wait in the reader: handle them, outside this call.
-            asyncio.get_running_loop().call_soon(self._read_frames)
+            self._loop.call_soon(self._read_frames)
 
     # Frames in
 
@@ -182,24 +192,14 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             self._inbox_bytes += len(body)
             self._check_backlog()
             return
-        reply = submit(self._context, self._request(), body)
-        if not inspect.isawaitable(reply):
+        reply = submit(self._context, self._request, body)
+        # The fast path's reply is the core's Outcome (a cheaper test than isawaitable).
+        if type(reply) is Outcome:
             self._send_reply(reply)
             return
         # The application's hooks may wait: this batch, and those after it, go in a task.
-        self._inbox = deque([reply])
-        self._handler = asyncio.get_running_loop().create_task(self._handle_in_order())
-
-    def _request(self) -> Request:
-        return Request(
-            self._browser,
-            "websocket",
-            self._headers,
-            self._data,
-            on_bound=self._bind,
-            socket=self.number,
-            address=self._address,
-        )
+        self._inbox = deque([cast(Awaitable[Reply], reply)])
+        self._handler = self._loop.create_task(self._handle_in_order())
 
     def _send_reply(self, reply: Reply) -> None:
         if reply.body:
@@ -218,9 +218,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
                     self._inbox_bytes -= len(item)
                     self._check_backlog()
                 reply = (
-                    submit(self._context, self._request(), item)
-                    if isinstance(item, bytes)
-                    else item
+                    submit(self._context, self._request, item) if isinstance(item, bytes) else item
                 )
                 if inspect.isawaitable(reply):
                     reply = await reply
@@ -243,7 +241,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             return
         self._closing = True
         self._send_frame(close_frame(GOING_AWAY))
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+        self._loop.call_later(CLOSE_TIMEOUT, self._abort)
 
     def _reply_to_held(self, held: HeldConnect, drain: bool) -> None:
         if self._failed:
@@ -260,11 +258,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         goes in one frame."""
         if self._flushes and not self._flush_scheduled and not self._paused:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        while self._flushes and not self._paused and self.writable:
+        while self._flushes and not self._paused and self._transport and not self._failed:
             body = self._next_push()
             if body is not None:
                 self._output(body)
@@ -276,8 +274,12 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
     def _send_frame(self, item: bytes | Awaitable[bytes]) -> None:
         """Writes a frame now if nothing is ahead of it, else queues it in order."""
         if isinstance(item, bytes) and self._pending is None and not self._paused:
-            self._write(item)
-            self._check_backlog()
+            transport = self._transport
+            if transport is not None and not self._failed:
+                transport.write(item)
+                # A frame the kernel took at once adds nothing to the backlog.
+                if transport.get_write_buffer_size() or self._read_paused:
+                    self._check_backlog()
             return
         if self._pending is None:
             self._pending = deque()
@@ -292,7 +294,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             item = pending[0]
             if not isinstance(item, bytes):
                 if self._drainer is None:
-                    self._drainer = asyncio.get_running_loop().create_task(self._await_first())
+                    self._drainer = self._loop.create_task(self._await_first())
                 return
             pending.popleft()
             self._pending_bytes -= len(item)
@@ -360,7 +362,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+        self._loop.call_later(CLOSE_TIMEOUT, self._abort)
 
     def eof_received(self) -> bool:
         return False  # the client is done sending: the transport closes

@@ -99,6 +99,10 @@ settings! {
     max_subscriptions_per_session: usize = 1000,
     /// How many channels and patterns the subscription index may hold, for every session.
     max_channels: usize = 100_000,
+    /// Hand every broadcast publish (a client's or the server's) back in `Outcome.relayed`
+    /// instead of fanning it out: in a cluster, publishes go through the shared engine and
+    /// come back to every process, which fans them out with `Engine.fan_out`.
+    relay_publishes: bool = false,
 }
 
 /// The most `max_data_depth` may be: Python's `json`, which the hooks and Python clients use,

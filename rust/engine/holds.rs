@@ -1,7 +1,8 @@
 //! The in-memory engine's book of held connects: their tokens, how many each browser holds
-//! (for `max_sessions_per_browser`), and which ended because their client disconnected.
+//! (for `max_sessions_per_browser`), and which ended with their session (disconnected by the
+//! client, or moved to another process).
 
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 use super::quotas::Counts;
 
@@ -11,9 +12,19 @@ use crate::client_id::Id;
 pub struct Holds {
     seq: u64,
     per_browser: Counts<Id>,
-    /// Held connects whose session the client itself disconnected: answered with
-    /// `reconnect: "none"` rather than a 402. Each entry lives until its connect completes.
-    disconnected: FxHashSet<u64>,
+    /// Held connects whose session ended without being lost (see `HoldEnd`): answered as
+    /// such rather than with a 402. Each entry lives until its connect completes.
+    ended: FxHashMap<u64, HoldEnd>,
+}
+
+/// Why a held connect's session is gone, when that is no error for its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// The client disconnected the session: answered with `reconnect: "none"`.
+    Disconnected,
+    /// The session moved to another process of a cluster: answered as a plain connect reply,
+    /// and the client's next connect finds the session there.
+    Moved,
 }
 
 impl Holds {
@@ -39,14 +50,14 @@ impl Holds {
         limit >= 0 && i64::from(held) >= limit
     }
 
-    /// The session of the held connect `token` was disconnected by its client.
-    pub fn disconnected(&mut self, token: u64) {
-        self.disconnected.insert(token);
+    /// The session of the held connect `token` ended, for `how`.
+    pub fn ended(&mut self, token: u64, how: HoldEnd) {
+        self.ended.insert(token, how);
     }
 
-    /// Whether the held connect `token` ended because its client disconnected (once per token).
-    pub fn take_disconnected(&mut self, token: u64) -> bool {
-        self.disconnected.remove(&token)
+    /// How the session of the held connect `token` ended, if it did (once per token).
+    pub fn take_ended(&mut self, token: u64) -> Option<HoldEnd> {
+        self.ended.remove(&token)
     }
 }
 
@@ -71,12 +82,12 @@ mod tests {
     }
 
     #[test]
-    fn a_disconnected_token_is_taken_once() {
+    fn an_ended_token_is_taken_once() {
         let mut holds = Holds::default();
         let token = holds.next_token();
         assert_ne!(token, holds.next_token());
-        holds.disconnected(token);
-        assert!(holds.take_disconnected(token));
-        assert!(!holds.take_disconnected(token));
+        holds.ended(token, HoldEnd::Moved);
+        assert_eq!(holds.take_ended(token), Some(HoldEnd::Moved));
+        assert_eq!(holds.take_ended(token), None);
     }
 }

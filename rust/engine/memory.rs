@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::holds::Holds;
+use super::holds::{HoldEnd, Holds};
 use super::quotas::{Address, Exceeded, Quotas};
 use super::session::{Enqueued, Session};
 use super::table::SessionTable;
 use super::{
-    Caller, Effects, Engine, Event, Lookup, RemoveReason, SessionInfo, SocketId, Stats,
+    Caller, Effects, Engine, Event, Lookup, Relayed, RemoveReason, SessionInfo, SocketId, Stats,
     SubscribeLimit,
 };
 use crate::ack::AckState;
@@ -101,6 +101,26 @@ impl Engine for MemoryEngine {
         Ok((id, self.sessions.insert(session)))
     }
 
+    fn adopt(
+        &mut self,
+        id: Id,
+        browser: Id,
+        address: Option<Address>,
+        now: Instant,
+    ) -> Option<SessionKey> {
+        if self.sessions.key_of(&id).is_some() {
+            return None;
+        }
+        self.quotas.count(browser, address);
+        let mut session = Session::new(id, browser, now + self.config.max_interval);
+        session.address = address;
+        session.connect_only = self.config.meta_connect_deliver_only;
+        // Its first connect was answered by the process it comes from.
+        session.connected = true;
+        session.claimed = true;
+        Some(self.sessions.insert(session))
+    }
+
     fn lookup(&self, id: &Id, browser: Option<&Id>, caller: Caller) -> Result<SessionKey, Lookup> {
         let key = self.sessions.key_of(id).ok_or(Lookup::Unknown)?;
         let session = self.session(key);
@@ -126,21 +146,28 @@ impl Engine for MemoryEngine {
     }
 
     fn remove(&mut self, key: SessionKey, reason: RemoveReason, effects: &mut Effects) {
-        if let (RemoveReason::Disconnected, Some(token)) = (reason, self.session(key).held) {
-            self.holds.disconnected(token);
+        let ended = match reason {
+            RemoveReason::Disconnected => Some(HoldEnd::Disconnected),
+            RemoveReason::Moved => Some(HoldEnd::Moved),
+            RemoveReason::Expired | RemoveReason::Removed => None,
+        };
+        if let (Some(how), Some(token)) = (ended, self.session(key).held) {
+            self.holds.ended(token, how);
         }
         self.release_held(key, effects);
         let Some(session) = self.sessions.remove(key) else {
             return;
         };
         self.quotas.release(&session.browser, session.address);
-        self.sessions_removed += 1;
         for name in &session.subscriptions {
             self.index.unsubscribe(name, key);
         }
-        effects
-            .events
-            .push(Event::SessionRemoved(session.client_id, reason));
+        if reason != RemoveReason::Moved {
+            self.sessions_removed += 1;
+            effects
+                .events
+                .push(Event::SessionRemoved(session.client_id, reason));
+        }
     }
 
     fn sweep(&mut self, now: Instant, effects: &mut Effects) -> bool {
@@ -179,6 +206,8 @@ impl Engine for MemoryEngine {
             queued: session.queued(),
             dropped: session.dropped,
             subscriptions,
+            browser: session.browser,
+            ack: session.ack.is_some(),
         }
     }
 
@@ -242,11 +271,30 @@ impl Engine for MemoryEngine {
         publisher: Option<SessionKey>,
         effects: &mut Effects,
     ) -> usize {
+        let excluded = publisher.filter(|_| !self.config.broadcast_to_publisher);
+        if self.config.relay_publishes {
+            let excluded = excluded.map(|key| self.session(key).client_id);
+            effects.relayed.push(Relayed {
+                channel: channel.into(),
+                message,
+                excluded,
+            });
+            return 0;
+        }
+        self.fan_out(channel, message, excluded, effects)
+    }
+
+    fn fan_out(
+        &mut self,
+        channel: &str,
+        message: Shared,
+        excluded: Option<SessionKey>,
+        effects: &mut Effects,
+    ) -> usize {
         debug_assert_eq!(channel::classify(channel), Some(ChannelKind::Broadcast));
         self.publish_seq += 1;
         self.published += 1;
         let seq = self.publish_seq;
-        let excluded = publisher.filter(|_| !self.config.broadcast_to_publisher);
         let mut targets = Vec::new();
         let sessions = &mut self.sessions;
         self.index.for_each_match(channel, |key| {
@@ -343,8 +391,8 @@ impl Engine for MemoryEngine {
         Some((key, current))
     }
 
-    fn take_disconnected_hold(&mut self, token: u64) -> bool {
-        self.holds.take_disconnected(token)
+    fn take_ended_hold(&mut self, token: u64) -> Option<HoldEnd> {
+        self.holds.take_ended(token)
     }
 
     fn touch(&mut self, key: SessionKey, now: Instant) {

@@ -9,6 +9,7 @@ mod quotas;
 mod session;
 mod table;
 
+pub use holds::HoldEnd;
 pub use memory::MemoryEngine;
 pub use quotas::{address_key, Address, Exceeded};
 
@@ -40,6 +41,18 @@ pub trait Engine {
         address: Option<Address>,
         now: Instant,
     ) -> Result<(Id, Self::Key), Exceeded>;
+    /// Takes in a session that another process of a cluster served until now, under its own
+    /// id: its subscriptions are added with `subscribe`, and its expiry clock starts now. It
+    /// counts against the limits on sessions per cookie and per address without being refused
+    /// by them (the session exists already), and no event is emitted. `None` if a session
+    /// with that id is already here.
+    fn adopt(
+        &mut self,
+        id: Id,
+        browser: Id,
+        address: Option<Address>,
+        now: Instant,
+    ) -> Option<Self::Key>;
     /// Finds a session that `caller`, whose request carried the cookie `browser`, may act for:
     /// the socket it is bound to, or a request that proves it comes from the session's browser
     /// (its cookie). Without that proof, only a session bound to no socket may be used, and
@@ -48,7 +61,8 @@ pub trait Engine {
     fn lookup(&self, id: &Id, browser: Option<&Id>, caller: Caller) -> Result<Self::Key, Lookup>;
     /// Finds a session without checking its cookie.
     fn key_of(&self, id: &Id) -> Option<Self::Key>;
-    /// Ends a session: its subscriptions go, its held connect is released.
+    /// Ends a session: its subscriptions go, its held connect is released. A session that
+    /// `Moved` leaves without an event and without counting as removed.
     fn remove(&mut self, key: Self::Key, reason: RemoveReason, effects: &mut Effects);
     /// Removes sessions whose deadline has passed, a slice of the table at a time so that no
     /// call holds the server for long: returns true once a whole pass over the sessions is
@@ -70,14 +84,23 @@ pub trait Engine {
     fn subscribe(&mut self, key: Self::Key, name: &str) -> bool;
     /// Unsubscribes; true if the subscription existed.
     fn unsubscribe(&mut self, key: Self::Key, name: &str) -> bool;
-    /// Queues `message` for every subscriber of a broadcast `channel`, once per session however
-    /// many of its patterns match, leaving out `publisher` when it must not receive its own
-    /// messages. Returns the number of sessions reached.
+    /// Publishes `message` on a broadcast `channel`: fans it out here (`fan_out`, leaving out
+    /// `publisher` when it must not receive its own messages), or, with `relay_publishes`,
+    /// hands it back in `effects.relayed`. Returns the number of sessions reached here.
     fn publish_from(
         &mut self,
         channel: &str,
         message: Shared,
         publisher: Option<Self::Key>,
+        effects: &mut Effects,
+    ) -> usize;
+    /// Queues `message` for every subscriber of a broadcast `channel` here, once per session
+    /// however many of its patterns match, except `excluded`. Returns the number reached.
+    fn fan_out(
+        &mut self,
+        channel: &str,
+        message: Shared,
+        excluded: Option<Self::Key>,
         effects: &mut Effects,
     ) -> usize;
     /// `publish_from` for a message the server itself sends.
@@ -109,8 +132,9 @@ pub trait Engine {
     /// Ends the held connect `token`, if it is still the session's current one, and starts
     /// the session's expiry clock. Returns the session (if alive) and whether it was current.
     fn end_hold(&mut self, id: &Id, token: u64, now: Instant) -> Option<(Self::Key, bool)>;
-    /// Whether the held connect `token` ended because its client disconnected (once per token).
-    fn take_disconnected_hold(&mut self, token: u64) -> bool;
+    /// How the session of the held connect `token` ended, when that is no error for its client
+    /// (once per token).
+    fn take_ended_hold(&mut self, token: u64) -> Option<HoldEnd>;
     /// Starts the expiry clock after a connect reply.
     fn touch(&mut self, key: Self::Key, now: Instant);
     /// Writes what a connect reply carries, in order; with the ack extension that is every
@@ -141,6 +165,8 @@ pub enum RemoveReason {
     Disconnected,
     Expired,
     Removed,
+    /// Another process of a cluster serves the session from now on.
+    Moved,
 }
 
 impl RemoveReason {
@@ -149,6 +175,7 @@ impl RemoveReason {
             RemoveReason::Disconnected => "disconnected",
             RemoveReason::Expired => "expired",
             RemoveReason::Removed => "removed",
+            RemoveReason::Moved => "moved",
         }
     }
 }
@@ -174,6 +201,17 @@ pub struct Effects {
     /// Sessions whose held connect must return at once without messages: it was replaced by a
     /// newer connect, or the session ended.
     pub release: Vec<Id>,
+    /// Publishes handed back instead of fanned out (`relay_publishes`).
+    pub relayed: Vec<Relayed>,
+}
+
+/// A publish for the cluster to carry to every process.
+#[derive(Debug)]
+pub struct Relayed {
+    pub channel: Box<str>,
+    pub message: Shared,
+    /// The publishing session, when it must not receive its own message.
+    pub excluded: Option<Id>,
 }
 
 /// A WebSocket, as the transport layer numbers them.
@@ -229,10 +267,13 @@ pub struct Stats {
     pub dropped: u64,
 }
 
-/// One session as the API shows it.
-#[derive(Clone, Debug, Default)]
+/// One session as the API shows it (and as a cluster records it).
+#[derive(Clone, Debug)]
 pub struct SessionInfo {
     pub queued: usize,
     pub dropped: u64,
     pub subscriptions: Vec<String>,
+    pub browser: Id,
+    /// Whether it negotiated the ack extension.
+    pub ack: bool,
 }

@@ -114,7 +114,16 @@ impl Quotas {
         Ok(())
     }
 
-    /// A session counted by `admit` ended.
+    /// Counts a session that exists already (taken over from another process), whatever the
+    /// limits say.
+    pub fn count(&mut self, browser: Id, address: Option<Address>) {
+        if let Some(address) = address {
+            self.per_address.add(address);
+        }
+        self.per_browser.add(browser);
+    }
+
+    /// A session counted by `admit` or `count` ended.
     pub fn release(&mut self, browser: &Id, address: Option<Address>) {
         self.per_browser.remove(browser);
         if let Some(address) = address {

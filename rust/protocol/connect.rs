@@ -9,7 +9,7 @@ use super::ext::{AckField, AckReply, ExtRequest, ReplyExt};
 use super::replies::{self, NO_RECONNECT_ADVICE};
 use super::{Failure, Request};
 use crate::client_id::Id;
-use crate::engine::Engine;
+use crate::engine::{Engine, HoldEnd};
 use crate::errors::bayeux;
 use crate::json::{self, Body, Message};
 use crate::timesync::Timesync;
@@ -112,11 +112,18 @@ pub fn complete_connect<E: Engine + ?Sized>(
         timesync: hold.timesync,
     };
     match engine.end_hold(&hold.client_id, hold.token, now) {
-        // The client disconnected: a clean end, not an error it should react to.
-        None if engine.take_disconnected_hold(hold.token) => {
-            replies::connect_reply(&mut out, &hold.client_id, id, NO_RECONNECT_ADVICE, &ext);
-        }
-        None => replies::unknown_session(&mut out, "/meta/connect", id, None),
+        None => match engine.take_ended_hold(hold.token) {
+            // The client disconnected: a clean end, not an error it should react to.
+            Some(HoldEnd::Disconnected) => {
+                replies::connect_reply(&mut out, &hold.client_id, id, NO_RECONNECT_ADVICE, &ext);
+            }
+            // Another process serves the session now: the next connect finds it there.
+            Some(HoldEnd::Moved) => {
+                let advice = replies::advice(engine.config());
+                replies::connect_reply(&mut out, &hold.client_id, id, &advice, &ext);
+            }
+            None => replies::unknown_session(&mut out, "/meta/connect", id, None),
+        },
         Some((key, current)) => {
             ext.ack = if drain && current {
                 engine.drain_for_connect(key, &mut out)

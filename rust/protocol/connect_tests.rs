@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Config;
-use crate::engine::{Effects, MemoryEngine};
+use crate::engine::{Effects, MemoryEngine, RemoveReason};
 use crate::protocol::{process, RequestInfo, Transport};
 
 fn engine(config: Config) -> MemoryEngine {
@@ -170,4 +170,123 @@ fn handshake_reconnect_advertises_max_interval() {
     });
     let (_, reply) = handshake(&mut engine, Id::generate(), json!({}));
     assert_eq!(reply["advice"]["maxInterval"], 60000);
+}
+
+#[test]
+fn relayed_publishes_come_back_instead_of_fanning_out_and_fan_out_delivers_them() {
+    let mut engine = engine(Config {
+        relay_publishes: true,
+        broadcast_to_publisher: false,
+        ..Config::default()
+    });
+    let browser = Id::generate();
+    let (publisher, _) = handshake(&mut engine, browser, json!({}));
+    let (subscriber, _) = handshake(&mut engine, browser, json!({}));
+    for id in [&publisher, &subscriber] {
+        send(
+            &mut engine,
+            browser,
+            json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/a/*"}]),
+        );
+    }
+    let body = serde_json::to_vec(&json!([
+        {"channel": "/a/b", "clientId": publisher, "data": {"n": 1}, "id": "7"}
+    ]))
+    .unwrap();
+    let info = RequestInfo::new(Some(browser), Transport::LongPolling);
+    let outcome = process(&mut engine, &body, info, Instant::now());
+    let replies: Value = serde_json::from_slice(&outcome.body).unwrap();
+    assert_eq!(
+        replies[0]["successful"], true,
+        "the publish itself is answered"
+    );
+    let publisher_id = Id::parse(&publisher).unwrap();
+    let subscriber_key = engine.key_of(&Id::parse(&subscriber).unwrap()).unwrap();
+    assert_eq!(
+        engine.session_info(subscriber_key).queued,
+        0,
+        "not fanned out"
+    );
+    let [relayed] = &outcome.effects.relayed[..] else {
+        panic!("one relayed publish, got {:?}", outcome.effects.relayed);
+    };
+    assert_eq!(&*relayed.channel, "/a/b");
+    assert_eq!(relayed.excluded, Some(publisher_id));
+    let message: Value = serde_json::from_slice(&relayed.message).unwrap();
+    assert_eq!(
+        message,
+        json!({"channel": "/a/b", "data": {"n": 1}, "id": "7"})
+    );
+
+    // Carried back by the cluster: every local subscriber but the excluded publisher gets it.
+    let mut effects = Effects::default();
+    let excluded = engine.key_of(&publisher_id);
+    let reached = engine.fan_out("/a/b", Arc::clone(&relayed.message), excluded, &mut effects);
+    assert_eq!(reached, 1);
+    assert_eq!(engine.session_info(subscriber_key).queued, 1);
+}
+
+#[test]
+fn a_moved_session_leaves_without_an_event_and_its_held_connect_is_answered_plainly() {
+    let mut engine = engine(Config::default());
+    let browser = Id::generate();
+    let (id, _) = handshake(&mut engine, browser, json!({}));
+    let connect =
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]);
+    send(&mut engine, browser, connect.clone());
+    let (_, hold) = send(&mut engine, browser, connect);
+    let hold = hold.expect("the second connect is held");
+    let key = engine.key_of(&Id::parse(&id).unwrap()).unwrap();
+    let mut effects = Effects::default();
+    engine.remove(key, RemoveReason::Moved, &mut effects);
+    assert!(
+        effects.events.is_empty(),
+        "no SessionRemoved: it lives on elsewhere"
+    );
+    assert_eq!(effects.release, vec![Id::parse(&id).unwrap()]);
+    assert_eq!(engine.stats().sessions_removed, 0);
+    let body = complete_connect(&mut engine, &hold, false, Instant::now());
+    let replies: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(replies[0]["successful"], true);
+    assert_eq!(replies[0]["advice"]["reconnect"], "retry");
+}
+
+#[test]
+fn an_adopted_session_keeps_its_id_and_cookie_and_is_not_new() {
+    let mut engine = engine(Config {
+        max_sessions_per_cookie: Some(1),
+        ..Config::default()
+    });
+    let browser = Id::generate();
+    let (first, _) = handshake(&mut engine, browser, json!({}));
+    let adopted = Id::generate();
+    let now = Instant::now();
+    let key = engine
+        .adopt(adopted, browser, None, now)
+        .expect("adopted although the cookie is at its limit: the session exists already");
+    assert!(engine.adopt(adopted, browser, None, now).is_none(), "once");
+    assert!(engine.subscribe(key, "/a"));
+    assert_eq!(
+        engine.stats().sessions_created,
+        1,
+        "adopting creates no session"
+    );
+    // Its first connect here is not its first: held, not answered at once.
+    let (_, hold) = send(
+        &mut engine,
+        browser,
+        json!([{"channel": "/meta/connect", "clientId": adopted.to_string(), "connectionType": "long-polling"}]),
+    );
+    assert!(hold.is_some());
+    // The cookie still proves ownership; another cookie does not.
+    let (replies, _) = send(
+        &mut engine,
+        Id::generate(),
+        json!([{"channel": "/a", "clientId": adopted.to_string(), "data": 1}]),
+    );
+    assert_eq!(replies[0]["error"], "402::session_unknown");
+    let info = engine.session_info(key);
+    assert_eq!(info.browser, browser);
+    assert_eq!(info.subscriptions, ["/a"]);
+    assert_ne!(first, adopted.to_string());
 }

@@ -1,7 +1,7 @@
 //! `Engine`: the in-memory engine as Python sees it. A thin wrapper: all protocol work happens
 //! in `protocol` and `engine`.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pyo3::prelude::*;
@@ -232,6 +232,116 @@ impl PyEngine {
         effects_outcome(py, effects)
     }
 
+    /// The client ids that messages of a batch name and that have no session here: in a
+    /// cluster, the sessions to take over from the shared engine before the batch is
+    /// processed. Each once, in order; empty for a body that is not a batch.
+    fn unknown_sessions(&self, body: &[u8]) -> Vec<String> {
+        let Ok(messages) = json::split_batch(body) else {
+            return Vec::new();
+        };
+        let engine = self.engine();
+        let mut unknown: Vec<String> = Vec::new();
+        for raw in messages {
+            let Ok((message, _)) = protocol::read(raw, self.config.max_data_depth) else {
+                continue;
+            };
+            let Some(id) = message
+                .client_id
+                .and_then(json::as_str)
+                .and_then(|text| Id::parse(&text))
+            else {
+                continue;
+            };
+            let text = id.to_string();
+            if engine.key_of(&id).is_none() && !unknown.contains(&text) {
+                unknown.push(text);
+            }
+        }
+        unknown
+    }
+
+    /// Takes in a session another process of a cluster served until now (see
+    /// `Engine::adopt`), with its subscriptions and whether it uses the ack extension. False if
+    /// a session with that id is here already.
+    #[pyo3(signature = (client_id, browser, subscriptions, ack = false, address = None))]
+    fn adopt(
+        &self,
+        client_id: &str,
+        browser: &str,
+        subscriptions: Vec<String>,
+        ack: bool,
+        address: Option<&str>,
+    ) -> PyResult<bool> {
+        let id = parse_id(client_id)?;
+        let browser = parse_id(browser)?;
+        for name in &subscriptions {
+            self.check_name(name)?;
+            if !matches!(
+                channel::classify(name),
+                Some(ChannelKind::Broadcast | ChannelKind::Wildcard)
+            ) {
+                return Err(CoreError::InvalidChannel(name.clone()).into());
+            }
+        }
+        let mut engine = self.engine();
+        let address = address.and_then(address_key);
+        let Some(key) = engine.adopt(id, browser, address, Instant::now()) else {
+            return Ok(false);
+        };
+        for name in &subscriptions {
+            engine.subscribe(key, name);
+        }
+        if ack {
+            engine.enable_ack(key);
+        }
+        Ok(true)
+    }
+
+    /// Lets go of a session that another process of a cluster serves from now on: no event,
+    /// and its held connect, if any, is answered as a plain connect reply.
+    fn forget(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
+        let id = parse_id(client_id)?;
+        let mut engine = self.engine();
+        let mut effects = Effects::default();
+        if let Some(key) = engine.key_of(&id) {
+            engine.remove(key, RemoveReason::Moved, &mut effects);
+        }
+        drop(engine);
+        effects_outcome(py, effects)
+    }
+
+    /// Queues a message that the cluster carried here (`message`: as subscribers receive it,
+    /// from a relayed publish) for every local subscriber of `channel`, except `excluded`.
+    #[pyo3(signature = (channel, message, excluded = None))]
+    fn fan_out(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        message: &[u8],
+        excluded: Option<&str>,
+    ) -> PyResult<PyOutcome> {
+        self.check_name(channel)?;
+        if channel::classify(channel) != Some(ChannelKind::Broadcast) {
+            return Err(CoreError::InvalidChannel(channel.to_owned()).into());
+        }
+        // It comes from outside this process: one that is not a JSON object would corrupt the
+        // reply of every session it reached.
+        let is_object = serde_json::from_slice::<&serde_json::value::RawValue>(message)
+            .is_ok_and(|raw| raw.get().starts_with('{'));
+        if !is_object {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "a relayed message must be one JSON object",
+            ));
+        }
+        let excluded = excluded.map(parse_id).transpose()?;
+        let mut engine = self.engine();
+        let excluded = excluded.and_then(|id| engine.key_of(&id));
+        let mut effects = Effects::default();
+        engine.fan_out(channel, Arc::from(message), excluded, &mut effects);
+        drop(engine);
+        effects_outcome(py, effects)
+    }
+
     /// Ends a session as if the server decided so.
     fn remove_session(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
         let id = parse_id(client_id)?;
@@ -292,6 +402,8 @@ impl PyEngine {
         dict.set_item("queued", info.queued)?;
         dict.set_item("dropped", info.dropped)?;
         dict.set_item("subscriptions", info.subscriptions)?;
+        dict.set_item("browser", info.browser.to_string())?;
+        dict.set_item("ack", info.ack)?;
         Ok(Some(dict))
     }
 }

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::client_id::Id;
-use crate::engine::{Effects, Event};
+use crate::engine::{Effects, Event, Relayed};
 use crate::protocol::Hold;
 
 /// A `/meta/connect` being held; opaque to Python except for what the waiter needs.
@@ -50,6 +50,10 @@ pub struct PyOutcome {
     bound: Py<PyList>,
     #[pyo3(get)]
     new_browser: Option<Py<PyString>>,
+    /// `(channel, message, excluded)` for each publish handed back (`relay_publishes`);
+    /// `None` when there is none, which is always without that setting.
+    #[pyo3(get)]
+    relayed: Option<Py<PyList>>,
 }
 
 /// Client ids as a list of str.
@@ -104,7 +108,26 @@ pub fn outcome(
         push: ids(py, &effects.push)?,
         bound: ids(py, &effects.bound)?,
         new_browser: new_browser.map(|b| PyString::new(py, &b.to_string()).unbind()),
+        relayed: relayed(py, effects.relayed)?,
     })
+}
+
+/// The relayed publishes as `(channel, message bytes, excluded client id or None)` tuples.
+fn relayed(py: Python<'_>, relayed: Vec<Relayed>) -> PyResult<Option<Py<PyList>>> {
+    if relayed.is_empty() {
+        return Ok(None);
+    }
+    let list = PyList::empty(py);
+    for publish in relayed {
+        let excluded = match publish.excluded {
+            Some(id) => PyString::new(py, &id.to_string()).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let channel = PyString::new(py, &publish.channel).into_any();
+        let message = PyBytes::new(py, &publish.message).into_any();
+        list.append(PyTuple::new(py, [channel, message, excluded])?)?;
+    }
+    Ok(Some(list.unbind()))
 }
 
 pub fn effects_outcome(py: Python<'_>, effects: Effects) -> PyResult<PyOutcome> {

@@ -124,6 +124,20 @@ pub fn ancestors(channel: &str) -> impl Iterator<Item = &str> {
         .map(move |(i, _)| &channel[..i])
 }
 
+/// Whether a subscription (a channel or pattern) matches a broadcast `channel`: what the index
+/// answers for many subscriptions at once, for one.
+pub fn matches(subscription: &str, channel: &str) -> bool {
+    match pattern(subscription) {
+        Pattern::Exact(name) => name == channel,
+        Pattern::OneSegment(prefix) => parent(channel) == prefix,
+        Pattern::AnyDepth(prefix) => {
+            channel.len() > prefix.len()
+                && channel.starts_with(prefix)
+                && channel.as_bytes()[prefix.len()] == b'/'
+        }
+    }
+}
+
 /// The parent of a channel (`/a/b` for `/a/b/c`; empty for `/a`).
 pub fn parent(channel: &str) -> &str {
     channel.rfind('/').map_or("", |i| &channel[..i])
@@ -132,6 +146,29 @@ pub fn parent(channel: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matches_as_the_index_does() {
+        for (subscription, channel, expected) in [
+            ("/a/b", "/a/b", true),
+            ("/a/b", "/a/bc", false),
+            ("/a/*", "/a/b", true),
+            ("/a/*", "/a/b/c", false),
+            ("/a/*", "/ab", false),
+            ("/a/**", "/a/b/c", true),
+            ("/a/**", "/ab/c", false),
+            ("/a/**", "/a", false),
+            ("/**", "/x/y", true),
+            ("/*", "/x", true),
+            ("/*", "/x/y", false),
+        ] {
+            assert_eq!(
+                matches(subscription, channel),
+                expected,
+                "{subscription} {channel}"
+            );
+        }
+    }
 
     #[test]
     fn classifies_channels() {

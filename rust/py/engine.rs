@@ -297,6 +297,34 @@ impl PyEngine {
         Ok(true)
     }
 
+    /// Queues for a session just adopted what it missed while no process served it:
+    /// `(channel, message, excluded)` entries carried by the cluster, in order; those on
+    /// channels its subscriptions do not match, or that it published itself and must not
+    /// receive, are passed over. Returns how many were queued.
+    fn catch_up(
+        &self,
+        client_id: &str,
+        entries: Vec<(String, Vec<u8>, Option<String>)>,
+    ) -> PyResult<usize> {
+        let id = parse_id(client_id)?;
+        let mut engine = self.engine();
+        let key = engine
+            .key_of(&id)
+            .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
+        let subscriptions = engine.session_info(key).subscriptions;
+        let mut effects = Effects::default();
+        let mut queued = 0;
+        for (channel, message, excluded) in entries {
+            let wanted = subscriptions.iter().any(|s| channel::matches(s, &channel));
+            let own = excluded.is_some_and(|excluded| excluded == client_id);
+            if wanted && !own && is_json_object(&message) {
+                engine.deliver(key, Arc::from(message), &mut effects);
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+
     /// Lets go of a session that another process of a cluster serves from now on: no event,
     /// and its held connect, if any, is answered as a plain connect reply.
     fn forget(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
@@ -324,11 +352,7 @@ impl PyEngine {
         if channel::classify(channel) != Some(ChannelKind::Broadcast) {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
-        // It comes from outside this process: one that is not a JSON object would corrupt the
-        // reply of every session it reached.
-        let is_object = serde_json::from_slice::<&serde_json::value::RawValue>(message)
-            .is_ok_and(|raw| raw.get().starts_with('{'));
-        if !is_object {
+        if !is_json_object(message) {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "a relayed message must be one JSON object",
             ));
@@ -406,6 +430,13 @@ impl PyEngine {
         dict.set_item("ack", info.ack)?;
         Ok(Some(dict))
     }
+}
+
+/// Whether `message`, which comes from outside this process, is one JSON object: anything else
+/// would corrupt the reply of every session it reached.
+fn is_json_object(message: &[u8]) -> bool {
+    serde_json::from_slice::<&serde_json::value::RawValue>(message)
+        .is_ok_and(|raw| raw.get().starts_with('{'))
 }
 
 /// A transport by name; a WebSocket request must name its socket, which owns its sessions.

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from starlette_cometd import InvalidChannelError
+from starlette_cometd import ClientNotFoundError, InvalidChannelError
 from starlette_cometd._core import Engine
 
 
@@ -99,3 +99,22 @@ def test_relayed_publishes_come_back_and_fan_out_checks_what_it_carries() -> Non
             engine.fan_out("/a", garbage)
     assert engine.session_info(subscriber)["queued"] == 1  # type: ignore[index]
     assert Engine().process(b"[]").relayed is None
+
+
+def test_catch_up_queues_what_an_adopted_session_missed_on_its_channels_only() -> None:
+    engine = Engine()
+    client_id = "ce" * 20
+    other = "cd" * 20
+    engine.adopt(client_id, BROWSER, ["/chat/*"])
+    entries: list[tuple[str, bytes, str | None]] = [
+        ("/chat/a", b'{"channel":"/chat/a","data":1}', None),
+        ("/news", b'{"channel":"/news","data":2}', None),
+        ("/chat/b", b'{"channel":"/chat/b","data":3}', client_id),  # its own, excluded
+        ("/chat/c", b"garbage", None),
+        ("/chat/d", b'{"channel":"/chat/d","data":4}', other),
+    ]
+    assert engine.catch_up(client_id, entries) == 2
+    replies = send(engine, BROWSER, {"channel": "/meta/connect", "clientId": client_id})
+    assert [r["data"] for r in replies if r["channel"] != "/meta/connect"] == [1, 4]
+    with pytest.raises(ClientNotFoundError):
+        engine.catch_up(other, entries)

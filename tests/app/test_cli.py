@@ -5,33 +5,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import sys
 import time
-from typing import Any
 
 import httpx
 
 from support.bayeux import connect_message, handshake, post
+from support.cli import start_cli, wait_listening
 from support.servers import free_port
-
-
-async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(200):
-            assert process.returncode is None, "the server exited"
-            try:
-                await http.post(url, json=[{"channel": "/meta/handshake"}])
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-    raise AssertionError("the server did not start listening")
-
-
-async def start_cli(port: int, *args: str, **options: Any) -> asyncio.subprocess.Process:
-    """``python -m starlette_cometd --port PORT ARGS...``."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starlette_cometd", "--port", str(port), *args, **options
-    )
 
 
 async def test_cli_serves_and_stops_promptly_releasing_held_connects() -> None:

@@ -9,8 +9,10 @@ event loop must keep serving meanwhile."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import redis
@@ -127,13 +129,23 @@ class RedisServer:
         self.start()
 
 
-def _cluster_node_options() -> list[str]:
-    """A cluster node's options: its state file in its own directory, and its cluster bus on a
-    free port (the default, its port + 10000, may be taken or past 65535)."""
+def free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports: each stays bound until all are picked, so that
+    none is picked twice."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def _cluster_node_options(bus_port: int) -> list[str]:
+    """A cluster node's options: its state file in its own directory, and its cluster bus on
+    ``bus_port`` (the default, its port + 10000, may be taken or past 65535)."""
     return [
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",
-        "--cluster-port", str(free_port()),
+        "--cluster-port", str(bus_port),
         "--cluster-node-timeout", "5000",
     ]  # fmt: skip
 
@@ -143,9 +155,10 @@ class RedisCluster:
     directory of its own under ``directory``, with its cluster bus on another free port."""
 
     def __init__(self, directory: Path, size: int = 3) -> None:
+        ports = free_ports(2 * size)
         self.nodes = [
-            RedisServer(directory / f"node{index}", None, *_cluster_node_options())
-            for index in range(size)
+            RedisServer(directory / f"node{i}", ports[i], *_cluster_node_options(ports[size + i]))
+            for i in range(size)
         ]
 
     @property

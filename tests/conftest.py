@@ -1,10 +1,12 @@
 """Fixtures: a real uvicorn server on a free loopback port, serving a CometD context, on both
-stacks. Helpers live in tests/support."""
+stacks; Redis servers and a Redis Cluster for the Redis engine. Helpers live in
+tests/support."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +22,9 @@ from starlette_cometd import (
     RouterBuilder,
     native_http_protocol,
 )
+from support.drivers import require
 from support.faults import Faults, with_faults
+from support.redis_servers import RedisCluster, RedisServer, redis_missing
 from support.servers import ServeFactory, Server, free_port, start_uvicorn, stop_uvicorn
 
 
@@ -80,3 +84,39 @@ async def server(serve: ServeFactory) -> Server:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own (it starts in some tens of milliseconds), which the
+    test may stop and restart empty on the same port; stopped at the end of the test. Skips
+    without redis-server (fails under STARLETTE_COMETD_REQUIRE_CLIENTS=1, as in CI)."""
+    require("redis-server", redis_missing())
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of an empty Redis server of the test's own."""
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A three-node Redis Cluster shared by the session, since joining one takes seconds. A
+    test that stops its nodes should start a RedisCluster of its own instead."""
+    require("redis-server", redis_missing())
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_urls(redis_cluster: RedisCluster) -> list[str]:
+    """The URLs of the shared Redis Cluster's three nodes, emptied (FLUSHALL) for the test."""
+    redis_cluster.flush()
+    return redis_cluster.urls

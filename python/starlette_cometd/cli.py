@@ -32,6 +32,26 @@ def _limit(text: str) -> int | None:
     return count or None
 
 
+def _workers(text: str) -> int:
+    """A number of worker processes: 1 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count}: the server needs at least one worker process")
+    return count
+
+
+# Sessions live in the memory of the process that created them: with several workers, a
+# client's next request usually reaches another one, which does not know its session.
+_SEVERAL_WORKERS_NEED_REDIS = (
+    "several worker processes need the Redis engine (--redis URL, not available yet: issue "
+    "11) to share sessions; without it each session lives only in the process that created "
+    "it, and most requests would reach another worker and get 402::session_unknown"
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="starlette-cometd", description="Run a standalone CometD (Bayeux 1.0) server."
@@ -63,6 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sessions that may share one BAYEUX_BROWSER cookie; 0 for no limit",
     )
     parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes; only 1 until the Redis engine can share sessions between them",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
@@ -82,6 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"at {demo.LOCAL_PREFIX}/ instead of loading it from a CDN",
     )
     args = parser.parse_args(argv)
+    if args.workers > 1:
+        parser.error(f"--workers {args.workers}: {_SEVERAL_WORKERS_NEED_REDIS}")
     if args.cometd_js is not None:
         if not args.demo:
             parser.error("--cometd-js needs --demo")

@@ -5,33 +5,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import sys
 import time
-from typing import Any
 
 import httpx
 
 from support.bayeux import connect_message, handshake, post
+from support.cli import start_cli, stop_cli, wait_listening
 from support.servers import free_port
-
-
-async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(200):
-            assert process.returncode is None, "the server exited"
-            try:
-                await http.post(url, json=[{"channel": "/meta/handshake"}])
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-    raise AssertionError("the server did not start listening")
-
-
-async def start_cli(port: int, *args: str, **options: Any) -> asyncio.subprocess.Process:
-    """``python -m starlette_cometd --port PORT ARGS...``."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starlette_cometd", "--port", str(port), *args, **options
-    )
 
 
 async def test_cli_serves_and_stops_promptly_releasing_held_connects() -> None:
@@ -86,7 +66,15 @@ async def test_console_script_help() -> None:
     process = await asyncio.create_subprocess_exec(script, "--help", stdout=asyncio.subprocess.PIPE)
     out, _ = await process.communicate()
     assert process.returncode == 0
-    for option in ("--host", "--port", "--path", "--timeout", "--max-interval", "--log-level"):
+    for option in (
+        "--host",
+        "--port",
+        "--path",
+        "--timeout",
+        "--max-interval",
+        "--log-level",
+        "--workers",
+    ):
         assert option in out.decode()
 
 
@@ -114,3 +102,75 @@ async def test_cli_session_limits() -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+async def refused(port: int, *args: str) -> str:
+    """Runs the CLI, expecting it to refuse its arguments: exit status 2 at once, before any
+    port is bound. Returns what it wrote on stderr."""
+    process = await start_cli(
+        port, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = err.decode()
+    assert process.returncode == 2, stderr
+    assert out == b""
+    # uvicorn never started: it logs both lines at the default log level once it serves.
+    assert "CometD endpoint at" not in stderr
+    assert "Started server process" not in stderr
+    assert "Uvicorn running" not in stderr
+    assert "Traceback" not in stderr
+    return stderr
+
+
+async def test_cli_refuses_several_workers_without_a_shared_engine() -> None:
+    port = free_port()
+    for count in ("2", "8"):
+        stderr = await refused(port, "--workers", count)
+        assert f"error: --workers {count}: several worker processes need the Redis engine" in (
+            stderr
+        )
+        assert "--redis URL" in stderr
+        assert "402::session_unknown" in stderr
+    # Nothing listens on the port: the server never started.
+    async with httpx.AsyncClient() as http:
+        try:
+            await http.post(f"http://127.0.0.1:{port}/cometd", json=[])
+        except httpx.ConnectError:
+            pass
+        else:
+            raise AssertionError("something answered on the refused server's port")
+
+
+async def test_cli_refuses_a_worker_count_below_one_or_not_a_number() -> None:
+    port = free_port()
+    for count, message in (
+        ("0", "0: the server needs at least one worker process"),
+        ("-3", "-3: the server needs at least one worker process"),
+        ("two", "'two' is not a whole number"),
+    ):
+        stderr = await refused(port, "--workers", count)
+        assert f"argument --workers: {message}" in stderr, stderr
+        assert "Redis" not in stderr
+
+
+async def test_cli_serves_with_one_worker() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cometd"
+    process = await start_cli(port, "--workers", "1", "--log-level", "warning")
+    try:
+        await wait_listening(url, process)
+        async with httpx.AsyncClient(timeout=20) as http:
+            client_id = await handshake(http, url)
+            [reply] = await post(
+                http,
+                url,
+                {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/a"},
+            )
+        assert reply["successful"] is True
+    finally:
+        await stop_cli(process)

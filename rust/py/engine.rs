@@ -232,15 +232,15 @@ impl PyEngine {
         effects_outcome(py, effects)
     }
 
-    /// The client ids that messages of a batch name and that have no session here: in a
-    /// cluster, the sessions to take over from the shared engine before the batch is
-    /// processed. Each once, in order; empty for a body that is not a batch.
-    fn unknown_sessions(&self, body: &[u8]) -> Vec<String> {
+    /// The client ids that messages of a batch name, each once, in order, with whether the
+    /// session is here: in a cluster, those that are not are taken over from the shared engine
+    /// before the batch is processed. Empty for a body that is not a batch.
+    fn named_sessions(&self, body: &[u8]) -> Vec<(String, bool)> {
         let Ok(messages) = json::split_batch(body) else {
             return Vec::new();
         };
         let engine = self.engine();
-        let mut unknown: Vec<String> = Vec::new();
+        let mut named: Vec<(String, bool)> = Vec::new();
         for raw in messages {
             let Ok((message, _)) = protocol::read(raw, self.config.max_data_depth) else {
                 continue;
@@ -253,11 +253,11 @@ impl PyEngine {
                 continue;
             };
             let text = id.to_string();
-            if engine.key_of(&id).is_none() && !unknown.contains(&text) {
-                unknown.push(text);
+            if !named.iter().any(|(seen, _)| *seen == text) {
+                named.push((text, engine.key_of(&id).is_some()));
             }
         }
-        unknown
+        named
     }
 
     /// Takes in a session another process of a cluster served until now (see

@@ -28,7 +28,7 @@ def handshake(engine: Engine, browser: str) -> str:
 BROWSER = "ab" * 20
 
 
-def test_unknown_sessions_names_each_missing_session_once() -> None:
+def test_named_sessions_names_each_session_once_and_whether_it_is_here() -> None:
     engine = Engine()
     here = handshake(engine, BROWSER)
     elsewhere = "0123456789abcdef" * 2 + "01234567"
@@ -39,9 +39,10 @@ def test_unknown_sessions_names_each_missing_session_once() -> None:
         {"channel": "/c", "clientId": "not-an-id", "data": 3},
         {"channel": "/meta/handshake"},
     ]
-    assert engine.unknown_sessions(json.dumps(batch).encode()) == [elsewhere]
-    assert engine.unknown_sessions(b"[{]") == []
-    assert engine.unknown_sessions(b'{"channel":"/a"}') == []
+    named = engine.named_sessions(json.dumps(batch).encode())
+    assert named == [(elsewhere, False), (here, True)]
+    assert engine.named_sessions(b"[{]") == []
+    assert engine.named_sessions(b'{"channel":"/a"}') == []
 
 
 def test_an_adopted_session_serves_its_cookie_with_its_subscriptions() -> None:

@@ -8,6 +8,7 @@ from ._core import (
     SendError,
 )
 from .builder import LongPollingServiceContextBuilder
+from .cluster.node import EngineUnavailableError
 from .context import LongPollingServiceContext
 from .cookies import CookieOptions
 from .events import (
@@ -35,6 +36,7 @@ __all__ = [
     "ContextClosedError",
     "CookieOptions",
     "CustomData",
+    "EngineUnavailableError",
     "Event",
     "Extension",
     "InvalidChannelError",

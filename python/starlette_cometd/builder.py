@@ -4,13 +4,16 @@ defaults of axum_cometd and CometD Java."""
 from __future__ import annotations
 
 import datetime
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from ._core import Engine
 from .context import LongPollingServiceContext
 from .cookies import CookieOptions
 from .cors import Cors
 from .hooks import SecurityPolicy
+
+if TYPE_CHECKING:
+    from .cluster.node import RedisNode
 
 CONNECTION_TYPES = ("websocket", "long-polling", "callback-polling")
 
@@ -53,6 +56,7 @@ class LongPollingServiceContextBuilder:
         self._connection_types: tuple[str, ...] = CONNECTION_TYPES
         self._cors = Cors(())
         self._policy: SecurityPolicy | None = None
+        self._cluster: RedisNode | None = None
 
     def timeout(self, value: Duration) -> Self:
         """How long a ``/meta/connect`` is held (also sent as ``advice.timeout``)."""
@@ -249,8 +253,38 @@ class LongPollingServiceContextBuilder:
         self._cookie = CookieOptions(name, path, same_site, secure, http_only)
         return self
 
+    def redis(
+        self,
+        url: str,
+        *,
+        prefix: str = "cometd",
+        partitions: int = 1,
+        history: int = 10_000,
+    ) -> Self:
+        """Serve as one node of a cluster that shares the Redis at ``url`` (``redis://host:
+        6379/0``; needs the ``redis`` extra): every process built this way with the same
+        ``url`` and ``prefix`` behaves as one server (see ``docs/cluster.md``). ``partitions``:
+        how many logs the channels are spread over (the same on every node); ``history``: how
+        many messages each log keeps, which bounds how long a session can be away from every
+        node and still get what it missed."""
+        from .cluster.node import RedisNode
+
+        self._cluster = RedisNode(
+            url,
+            prefix=prefix,
+            partitions=_count(partitions, "partitions", 1),
+            history=_count(history, "history", 1),
+        )
+        return self
+
     def build(self) -> LongPollingServiceContext:
-        engine = Engine(**self._engine, connection_types=list(self._connection_types))
+        settings = dict(self._engine)
+        if self._cluster is not None:
+            settings["relay_publishes"] = True
+            # A session's record outlives its longest silence on every node, by a margin.
+            held = settings.get("timeout", 20.0) + settings.get("interval", 0.0)
+            self._cluster.session_ttl = held + settings["max_interval"] + 10.0
+        engine = Engine(**settings, connection_types=list(self._connection_types))
         context = LongPollingServiceContext(
             engine,
             events_capacity=self._events_capacity,
@@ -259,6 +293,7 @@ class LongPollingServiceContextBuilder:
             connection_types=self._connection_types,
             cors=self._cors,
             sweep_every=min(1.0, max(0.05, self._engine["max_interval"] / 4)),
+            cluster=self._cluster,
             **self._context_options,
         )
         context.hooks.policy = self._policy

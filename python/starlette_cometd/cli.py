@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -14,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import demo
+from . import demo, workers
 from .builder import LongPollingServiceContextBuilder
 from .context import LongPollingServiceContext
 from .router import CometdApp, CometdRoute, RouterBuilder
@@ -46,9 +47,9 @@ def _workers(text: str) -> int:
 # Sessions live in the memory of the process that created them: with several workers, a
 # client's next request usually reaches another one, which does not know its session.
 _SEVERAL_WORKERS_NEED_REDIS = (
-    "several worker processes need the Redis engine (--redis URL, not available yet: issue "
-    "11) to share sessions; without it each session lives only in the process that created "
-    "it, and most requests would reach another worker and get 402::session_unknown"
+    "several worker processes need the Redis engine (--redis URL) to share sessions; "
+    "without it each session lives only in the process that created it, and most requests "
+    "would reach another worker and get 402::session_unknown"
 )
 
 
@@ -83,11 +84,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sessions that may share one BAYEUX_BROWSER cookie; 0 for no limit",
     )
     parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join the cluster sharing the Redis at URL (redis://host:6379/0): every process "
+        "started with the same URL and prefix serves as one server (needs the redis extra)",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default="cometd",
+        metavar="PREFIX",
+        help="the prefix of the cluster's keys in Redis, so that several servers can share one",
+    )
+    parser.add_argument(
         "--workers",
         type=_workers,
         default=1,
         metavar="N",
-        help="worker processes; only 1 until the Redis engine can share sessions between them",
+        help="worker processes sharing the port; more than 1 needs --redis",
     )
     parser.add_argument(
         "--log-level",
@@ -109,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"at {demo.LOCAL_PREFIX}/ instead of loading it from a CDN",
     )
     args = parser.parse_args(argv)
-    if args.workers > 1:
+    if args.workers > 1 and args.redis is None:
         parser.error(f"--workers {args.workers}: {_SEVERAL_WORKERS_NEED_REDIS}")
     if args.cometd_js is not None:
         if not args.demo:
@@ -175,14 +188,24 @@ class _Server(uvicorn.Server):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    context = (
+    if args.workers > 1:
+        return workers.supervise(args, serve)
+    serve(args)
+    return 0
+
+
+def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) -> None:
+    """Runs one server process (on ``sockets`` its supervisor bound, if it has one)."""
+    builder = (
         LongPollingServiceContextBuilder()
         .timeout(args.timeout)
         .max_interval(args.max_interval)
         .max_sessions_per_address(args.max_sessions_per_address)
         .max_sessions_per_cookie(args.max_sessions_per_cookie)
-        .build()
     )
+    if args.redis is not None:
+        builder.redis(args.redis, prefix=args.redis_prefix)
+    context = builder.build()
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
     app, cometd = build_app(context, args.path, routes)
     # Long-polling POSTs to the endpoint are answered by the native protocol; everything else
@@ -200,5 +223,4 @@ def main(argv: list[str] | None = None) -> int:
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
     if args.demo:
         log.info("Demo chat at http://%s:%d/", args.host, args.port)
-    _Server(config, context).run()
-    return 0
+    _Server(config, context).run(sockets=sockets)

@@ -20,6 +20,7 @@ from ._core import (
     Outcome,
     read_batch,
 )
+from .cluster.node import EngineUnavailable, EngineUnavailableError, RedisNode
 from .cookies import CookieOptions
 from .cors import Cors
 from .events import (
@@ -84,8 +85,12 @@ class LongPollingServiceContext:
         sweep_every: float,
         request_timeout: float = 30.0,
         max_websocket_backlog: int = 4 * 1024 * 1024,
+        cluster: RedisNode | None = None,
     ) -> None:
         self._engine = engine
+        #: This process's link to the other processes of a cluster, if it is part of one.
+        self.cluster = cluster
+        self._cluster_started = False
         self._hub = EventHub(events_capacity)
         self._parking = Parking()
         self._sockets: set[Socket] = set()
@@ -115,9 +120,17 @@ class LongPollingServiceContext:
         return CometdCustomDataSender(self._hub)
 
     async def send(self, channel: str, data: Any) -> None:
-        """Publishes ``data`` to every subscriber of ``channel``, wildcard subscribers included."""
+        """Publishes ``data`` to every subscriber of ``channel``, wildcard subscribers included
+        (in a cluster: on every process, once the cluster's engine took it; if it cannot,
+        :class:`EngineUnavailableError`)."""
         self._check_open()
-        self.apply(self._engine.publish(channel, data))
+        outcome = self._engine.publish(channel, data)
+        if outcome.relayed and self.cluster is not None:
+            try:
+                await self.cluster.publish(outcome.relayed)
+            except EngineUnavailable as error:
+                raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
+        self.apply(outcome)
 
     async def send_to_client(self, channel: str, client_id: ClientId | str, data: Any) -> None:
         """Sends ``data`` on ``channel`` to one session, whether it subscribed or not."""
@@ -204,9 +217,18 @@ class LongPollingServiceContext:
         return self._outgoing(body, session)
 
     def finish_connect(self, held: HeldConnect, drain: bool) -> bytes | Awaitable[bytes]:
-        """The reply to a held connect that ends now (see :meth:`finish_reply`)."""
+        """The reply to a held connect that ends now (see :meth:`finish_reply`). In a cluster
+        it waits for the session's delivery to be recorded."""
         body = self._engine.complete_connect(held, drain)
+        if self.cluster is not None:
+            return self._finish_in_cluster(held.client_id, body)
         return self.finish_reply(body, self._server_sessions.get(held.client_id))
+
+    async def _finish_in_cluster(self, client_id: str, body: bytes) -> bytes:
+        assert self.cluster is not None
+        body = await self.cluster.delivered(client_id, body)
+        reply = self.finish_reply(body, self._server_sessions.get(client_id))
+        return reply if isinstance(reply, bytes) else await reply
 
     async def _outgoing(self, body: bytes, session: ServerSession | None) -> bytes:
         kept = []
@@ -234,6 +256,20 @@ class LongPollingServiceContext:
         if self._sweeper is None and not self.closed:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
+    async def open(self) -> None:
+        """Starts the sweeper and, in a cluster, joins it (raises if its Redis cannot be
+        reached): what a lifespan does before serving."""
+        self.start()
+        if self.cluster is not None and not self._cluster_started:
+            await self.cluster.start(self)
+            self._cluster_started = True
+
+    def end_all_sessions(self) -> None:
+        """Ends every session here (the cluster's Redis lost them): their clients handshake
+        again."""
+        for client_id in self._engine.session_ids():
+            self.apply(self._engine.remove_session(client_id))
+
     def begin_shutdown(self) -> None:
         """Stops taking requests and releases every held connect at once, with advice to
         reconnect. Safe to call from a signal handler scheduled on the loop."""
@@ -254,12 +290,15 @@ class LongPollingServiceContext:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self.cluster is not None and self._cluster_started:
+            await self.cluster.stop()
+            self._cluster_started = False
         self._hub.close()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
         """A Starlette/FastAPI ``lifespan``: ``Starlette(..., lifespan=context.lifespan)``."""
-        self.start()
+        await self.open()
         try:
             yield
         finally:
@@ -323,6 +362,8 @@ class LongPollingServiceContext:
         if self._hub.listening:
             for event in _events(events, headers or Headers(), data, self._server_sessions):
                 self._hub.publish(event)
+        if self.cluster is not None:
+            self.cluster.removed([c for kind, c, _ in events if kind == "session_removed"])
         for kind, client_id, _ in events:
             if kind != "session_removed":
                 continue

@@ -100,7 +100,11 @@ class CometdApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.context.start()
+                try:
+                    await self.context.open()
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.context.close()

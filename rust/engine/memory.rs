@@ -43,6 +43,11 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
+    /// The client ids of every session here.
+    pub fn session_ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.sessions.iter().map(|(_, session)| session.client_id)
+    }
+
     pub fn new(config: Config) -> Self {
         Self {
             sessions: SessionTable::with_capacity(config.session_capacity),

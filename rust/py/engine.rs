@@ -366,6 +366,14 @@ impl PyEngine {
         effects_outcome(py, effects)
     }
 
+    /// The client ids of every session here.
+    fn session_ids(&self) -> Vec<String> {
+        self.engine()
+            .session_ids()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
     /// Ends a session as if the server decided so.
     fn remove_session(&self, py: Python<'_>, client_id: &str) -> PyResult<PyOutcome> {
         let id = parse_id(client_id)?;

@@ -5,6 +5,7 @@ listeners and services around the core."""
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
+from ..cluster.node import EngineUnavailable, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
 from .message_json import TrackedMessage, dumps
@@ -118,6 +120,8 @@ def submit(
     events computed from the request."""
     if context.hooks.active:
         return _Hooked(context, request).run(body)
+    if context.cluster is not None:
+        return _clustered(context, request, body)
     outcome = context.engine.process(
         body,
         request.browser,
@@ -136,6 +140,75 @@ def submit(
 async def _after(pending: Awaitable[None], reply: Reply) -> Reply:
     await pending
     return reply
+
+
+async def _clustered(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
+    """The fast path in a cluster: the core acts between taking over the sessions the batch
+    needs and recording what it changed."""
+    processed = await process_in_cluster(context, request, body, None)
+    if isinstance(processed, HookedReply):
+        return processed
+    outcome, reply_body = processed
+    pending = apply(context, request, outcome)
+    if pending is not None:
+        await pending
+    return HookedReply(outcome.status, reply_body, outcome.hold, outcome.new_browser)
+
+
+async def process_in_cluster(
+    context: LongPollingServiceContext, request: Request, body: bytes, alone: bool | None
+) -> tuple[Outcome, bytes] | HookedReply:
+    """``engine.process`` as one node of a cluster: the sessions the batch names that another
+    node served are taken over first, and what the core changed is recorded in the cluster
+    before the reply goes out. Returns the outcome with the reply's body, or, when the
+    cluster's Redis cannot be reached, an unsuccessful reply with advice to retry."""
+    node = context.cluster
+    assert node is not None
+    engine = context.engine
+    named = engine.named_sessions(body)
+    try:
+        await node.take_over([c for c, here in named if not here], request.address)
+        outcome = engine.process(
+            body,
+            request.browser,
+            request.transport,
+            request.multiplexed,
+            alone,
+            request.socket,
+            request.address,
+        )
+        try:
+            kept = await node.commit(outcome, [client_id for client_id, _ in named])
+        except EngineUnavailable:
+            # Not recorded, so not made: the sessions it created go again, unannounced.
+            for kind, client_id, _ in outcome.events:
+                if kind == "session_added":
+                    engine.forget(client_id)
+            raise
+    except EngineUnavailable as error:
+        log.warning("the cluster's Redis is unavailable: %s", error)
+        return HookedReply(200, unavailable_reply(context, body), None, None)
+    return outcome, outcome.body if kept else replies_only(outcome.body)
+
+
+def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
+    """An unsuccessful reply to every message of a batch that could not be served because the
+    cluster's engine is away, with advice that makes clients try again."""
+    replies = []
+    for raw, _ in context.engine.split(body) or ():
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            message = None
+        replies.append(
+            _reply(
+                message,
+                successful=False,
+                error="503::engine_unavailable",
+                advice={"reconnect": "retry", "interval": 1000},
+            )
+        )
+    return json.dumps(replies, separators=(",", ":")).encode()
 
 
 def apply(
@@ -328,15 +401,22 @@ class _Hooked:
         attributes, self.attributes = self.attributes, {}
         body = b"[" + text + b"]"
         request = self.request
-        outcome = self.context.engine.process(
-            body,
-            self.browser,
-            request.transport,
-            request.multiplexed,
-            alone,
-            request.socket,
-            request.address,
-        )
+        if self.context.cluster is not None:
+            processed = await process_in_cluster(self.context, request, body, alone)
+            if isinstance(processed, HookedReply):
+                self.parts.append(processed.body[1:-1])
+                return
+            outcome = processed[0]
+        else:
+            outcome = self.context.engine.process(
+                body,
+                self.browser,
+                request.transport,
+                request.multiplexed,
+                alone,
+                request.socket,
+                request.address,
+            )
         if outcome.new_browser is not None:
             self.browser = self.new_browser = outcome.new_browser
         for kind, client_id, _ in outcome.events:

@@ -1,0 +1,1 @@
+"""Several processes as one server, sharing a Redis (see ``docs/cluster.md``)."""

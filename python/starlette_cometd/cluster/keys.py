@@ -1,0 +1,102 @@
+"""Where a cluster keeps its state in Redis: key names (with the hash tags that keep every key
+one script touches in one Redis Cluster slot), the scripts, and the cursor's encoding."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+
+# Publishes one message to a partition's log. KEYS: the head hash, the log stream. ARGV: an
+# epoch for a log that has none yet (new, or lost with the Redis that held it), the history
+# kept, the channel, the message, the publisher to leave out ("" for none). Returns the
+# partition's epoch and the message's offset.
+PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset,
+           'c', ARGV[3], 'm', ARGV[4], 'x', ARGV[5])
+return {epoch, offset}
+"""
+
+# Takes a session over for this node. KEYS: the session hash. ARGV: this node, the session's
+# time to live in ms. Returns the node that served it before and the whole record, or nothing
+# when there is no such session.
+CLAIM = """
+local before = redis.call('HGET', KEYS[1], 'n')
+if not before then return false end
+redis.call('HSET', KEYS[1], 'n', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {before, redis.call('HGETALL', KEYS[1])}
+"""
+
+# Records where a session's delivery stands, if this node still serves it. KEYS: the session
+# hash. ARGV: this node, the cursor, the time to live in ms. Returns 1, or 0 when the session
+# moved (or ended) meanwhile.
+RECORD = """
+if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'c', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+    partitions: int
+
+    def session(self, client_id: str) -> str:
+        return f"{self.prefix}:{{s:{client_id}}}"
+
+    def head(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:head"
+
+    def log(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:log"
+
+    def node(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    def partition(self, channel: str) -> int:
+        """A channel's partition: stable across processes and restarts."""
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(channel.encode()) % self.partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a session's delivery stands: per partition, the log's epoch and the offset of the
+    last message accounted for (delivered, or not for this session)."""
+
+    epochs: tuple[str | None, ...]
+    offsets: tuple[int, ...]
+
+    def encode(self) -> str:
+        return json.dumps([list(self.epochs), list(self.offsets)], separators=(",", ":"))
+
+    @staticmethod
+    def decode(text: str | bytes, partitions: int) -> Cursor:
+        """Raises ``ValueError`` for anything that is not a cursor of ``partitions``."""
+        epochs, offsets = json.loads(text)
+        if (
+            not isinstance(epochs, list)
+            or not isinstance(offsets, list)
+            or len(epochs) != partitions
+            or len(offsets) != partitions
+            or not all(e is None or isinstance(e, str) for e in epochs)
+            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+        ):
+            raise ValueError(f"not a cursor of {partitions} partitions")
+        return Cursor(tuple(epochs), tuple(offsets))
+
+
+def offset_of(entry_id: bytes | str) -> int:
+    """The offset in a log entry's id (``0-<offset>``)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[2])

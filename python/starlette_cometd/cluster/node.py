@@ -1,0 +1,414 @@
+"""This process as one node of a cluster sharing a Redis (see ``docs/cluster.md``).
+
+The in-memory core stays the hot path: the sessions this node serves live in it, and it fans
+every message out to them. Redis holds what the nodes share: each session's record (cookie,
+subscriptions, the node serving it, its cursor), and the log of every message published, per
+partition of the channel space, written once per publish. Each node reads every partition's
+log in order and fans each entry out locally; a session that a request names and that another
+node served is claimed, taken over with what it missed since its cursor, and the node that had
+it lets it go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from .._core import SendError
+from .keys import CLAIM, PUBLISH, RECORD, Cursor, Keys, offset_of
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .._core import Engine, Outcome
+    from ..context import LongPollingServiceContext
+
+log = logging.getLogger("starlette_cometd.cluster")
+
+# Entries read from a log at once.
+READ_BATCH = 1000
+# How long a blocking read waits before it looks again (and notices a stop).
+READ_BLOCK_MS = 2000
+# How long to wait before trying Redis again after it failed.
+RETRY_DELAY = 0.5
+
+
+class EngineUnavailable(Exception):
+    """Redis did not answer: the request cannot be served now; the client should retry."""
+
+
+class EngineUnavailableError(SendError):
+    """``send`` could not reach the cluster's engine (its Redis): nothing was sent."""
+
+
+class RedisNode:
+    """One process's link to the cluster. Built by the context builder's ``redis()``; started
+    and stopped with the context."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "cometd",
+        partitions: int = 1,
+        history: int = 10_000,
+    ) -> None:
+        self.url = url
+        self.keys = Keys(prefix, partitions)
+        self.history = history
+        self.id = secrets.token_hex(8)
+        self._context: LongPollingServiceContext | None = None
+        self._redis: Redis | None = None
+        self._reader: Redis | None = None
+        self._epochs: list[str | None] = [None] * partitions
+        self._positions: list[int] = [0] * partitions
+        self._tasks: list[asyncio.Task[None]] = []
+        # Bad data is logged once per partition or session, not once per read.
+        self._reported: set[str] = set()
+        #: Seconds a session's record lives unless refreshed (set by the builder).
+        self.session_ttl = 90.0
+
+    # Life cycle
+
+    async def start(self, context: LongPollingServiceContext) -> None:
+        """Connects, reads where each log stands, and starts reading them and this node's
+        control channel. Raises if Redis cannot be reached."""
+        from redis.asyncio import Redis
+
+        self._context = context
+        self._session_ttl_ms = int(self.session_ttl * 1000)
+        self._redis = Redis.from_url(self.url)
+        self._reader = Redis.from_url(self.url)
+        self._publish = self._redis.register_script(PUBLISH)
+        self._claim = self._redis.register_script(CLAIM)
+        self._record = self._redis.register_script(RECORD)
+        await self._read_heads()
+        for partition in range(self.keys.partitions):
+            self._tasks.append(asyncio.create_task(self._follow(partition)))
+        self._tasks.append(asyncio.create_task(self._listen_for_control()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for client in (self._redis, self._reader):
+            if client is not None:
+                await client.aclose()
+
+    @property
+    def engine(self) -> Engine:
+        assert self._context is not None
+        return self._context.engine
+
+    @property
+    def redis(self) -> Redis:
+        assert self._redis is not None
+        return self._redis
+
+    # What a request needs before and after the core acts on it
+
+    async def take_over(self, client_ids: Iterable[str], address: str | None) -> None:
+        """Takes over the named sessions that another node served (or none did since it
+        stopped): those that exist and can be recovered are then here, with what they missed.
+        Raises ``EngineUnavailable``."""
+        try:
+            for client_id in client_ids:
+                await self._adopt(client_id, address)
+        except _REDIS_ERRORS as error:
+            raise EngineUnavailable(str(error)) from error
+
+    async def commit(self, outcome: Outcome, served: Iterable[str]) -> bool:
+        """Writes what a batch changed before its reply goes out: its publishes to the logs,
+        new sessions, subscriptions and removals to their records, and the cursor of every
+        session it served here. False when one of those sessions moved to another node
+        meanwhile: its messages must not go out with this reply. Raises ``EngineUnavailable``."""
+        engine = self.engine
+        cursor = self._cursor().encode()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, message, excluded in outcome.relayed or ():
+                    await self._queue_publish(pipe, channel, message, excluded)
+                written = set()
+                for kind, client_id, _ in outcome.events:
+                    if kind == "session_removed":
+                        pipe.delete(self.keys.session(client_id))
+                        written.add(client_id)
+                    elif client_id not in written:
+                        info = engine.session_info(client_id)
+                        if info is not None:
+                            self._queue_record(pipe, client_id, info, cursor)
+                            written.add(client_id)
+                recorded = [c for c in served if c not in written]
+                for client_id in recorded:
+                    await self._record(
+                        keys=[self.keys.session(client_id)],
+                        args=[self.id, cursor, self._session_ttl_ms],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except _REDIS_ERRORS as error:
+            raise EngineUnavailable(str(error)) from error
+        moved = results[len(results) - len(recorded) :] if recorded else []
+        return all(moved)
+
+    async def delivered(self, client_id: str, body: bytes) -> bytes:
+        """A held connect's reply, once its session's cursor is recorded: the cursor goes first,
+        so that a node taking the session over after this one dies sends nothing twice. If the
+        session moved meanwhile, its messages stay for the node that has it now."""
+        cursor = self._cursor().encode()
+        try:
+            kept = await self._record(
+                keys=[self.keys.session(client_id)], args=[self.id, cursor, self._session_ttl_ms]
+            )
+        except _REDIS_ERRORS as error:
+            # Nothing to move to while Redis is away: the reply goes out as it is.
+            log.warning("could not record the delivery of %s: %s", client_id, error)
+            return body
+        return body if kept else replies_only(body)
+
+    async def publish(self, relayed: list[tuple[str, bytes, str | None]]) -> None:
+        """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, message, excluded in relayed:
+                    await self._queue_publish(pipe, channel, message, excluded)
+                await pipe.execute()
+        except _REDIS_ERRORS as error:
+            raise EngineUnavailable(str(error)) from error
+
+    def removed(self, client_ids: list[str]) -> None:
+        """Sessions this node ended outside a request (expiry, the application): their records
+        go, in the background."""
+        if client_ids:
+            self._tasks.append(asyncio.create_task(self._delete(client_ids)))
+
+    async def _delete(self, client_ids: list[str]) -> None:
+        try:
+            await self.redis.delete(*(self.keys.session(c) for c in client_ids))
+        except _REDIS_ERRORS as error:
+            log.warning("could not delete %d session records: %s", len(client_ids), error)
+
+    # Writing
+
+    async def _queue_publish(
+        self, pipe: Any, channel: str, message: bytes, excluded: str | None
+    ) -> None:
+        partition = self.keys.partition(channel)
+        await self._publish(
+            keys=[self.keys.head(partition), self.keys.log(partition)],
+            args=[secrets.token_hex(8), self.history, channel, message, excluded or ""],
+            client=pipe,
+        )
+
+    def _queue_record(self, pipe: Any, client_id: str, info: dict[str, Any], cursor: str) -> None:
+        key = self.keys.session(client_id)
+        record = {
+            "b": info["browser"],
+            "s": json.dumps(info["subscriptions"]),
+            "a": "1" if info["ack"] else "0",
+            "n": self.id,
+            "c": cursor,
+        }
+        pipe.hset(key, mapping=record)
+        pipe.pexpire(key, self._session_ttl_ms)
+
+    def _cursor(self) -> Cursor:
+        return Cursor(tuple(self._epochs), tuple(self._positions))
+
+    # Taking a session over
+
+    async def _adopt(self, client_id: str, address: str | None) -> None:
+        key = self.keys.session(client_id)
+        claimed = await self._claim(keys=[key], args=[self.id, self._session_ttl_ms])
+        if not claimed:
+            return  # no such session anywhere: the core answers 402
+        before, flat = claimed
+        fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        try:
+            browser = fields[b"b"].decode()
+            subscriptions = json.loads(fields[b"s"])
+            ack = fields.get(b"a") == b"1"
+            cursor = Cursor.decode(fields[b"c"], self.keys.partitions)
+            if not isinstance(subscriptions, list):
+                raise ValueError("subscriptions are not a list")
+        except (KeyError, ValueError, UnicodeDecodeError) as error:
+            self._report(f"session {client_id}", f"a malformed session record ({error})")
+            await self.redis.delete(key)
+            return
+        missed = await self._missed_since(cursor)
+        if missed is None:
+            # What it missed is no longer kept (or the logs were lost): it cannot be
+            # recovered, and its client is told so by a 402 and handshakes again.
+            await self.redis.delete(key)
+            return
+        # From here on nothing waits: the session joins the fan-out at the position the
+        # entries read reach, so that it misses nothing and gets nothing twice.
+        engine = self.engine
+        try:
+            adopted = engine.adopt(client_id, browser, subscriptions, ack, address)
+        except Exception as error:  # bad channel names in the record
+            self._report(f"session {client_id}", f"a session record the core refused ({error})")
+            await self.redis.delete(key)
+            return
+        if adopted:
+            engine.catch_up(client_id, missed)
+        if before != self.id.encode():
+            await self.redis.publish(self.keys.node(before.decode()), client_id)
+
+    async def _missed_since(self, cursor: Cursor) -> list[tuple[str, bytes, str | None]] | None:
+        """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
+        until this node's position is reached after the last read (it moves meanwhile).
+        ``None`` when they cannot all be had."""
+        read_to = list(cursor.offsets)
+        for partition, epoch in enumerate(cursor.epochs):
+            if epoch is not None and epoch != self._epochs[partition]:
+                return None
+        missed: list[tuple[str, bytes, str | None]] = []
+        while True:
+            behind = [p for p in range(self.keys.partitions) if read_to[p] < self._positions[p]]
+            if not behind:
+                return missed
+            for partition in behind:
+                start, end = read_to[partition] + 1, self._positions[partition]
+                entries: Any = await self.redis.xrange(
+                    self.keys.log(partition), f"0-{start}", f"0-{end}", count=READ_BATCH
+                )
+                if not entries or offset_of(entries[0][0]) != start:
+                    return None  # trimmed away, or lost
+                for entry_id, fields in entries:
+                    entry = _entry(fields)
+                    if entry is not None:
+                        missed.append(entry)
+                    read_to[partition] = offset_of(entry_id)
+
+    # Reading the logs
+
+    async def _read_heads(self) -> None:
+        for partition in range(self.keys.partitions):
+            head = self.keys.head(partition)
+            await self.redis.hsetnx(head, "epoch", secrets.token_hex(8))
+            epoch, offset = cast(list[Any], await self.redis.hmget(head, ["epoch", "offset"]))
+            self._epochs[partition] = epoch.decode() if epoch is not None else None
+            self._positions[partition] = int(offset or 0)
+
+    async def _follow(self, partition: int) -> None:
+        """Fans out every entry of one partition's log, in order, as it is written."""
+        assert self._reader is not None
+        log_key = self.keys.log(partition)
+        while True:
+            try:
+                read: Any = await self._reader.xread(
+                    {log_key: f"0-{self._positions[partition]}"},
+                    count=READ_BATCH,
+                    block=READ_BLOCK_MS,
+                )
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_ERRORS as error:
+                log.warning("reading the cluster's log failed: %s", error)
+                await asyncio.sleep(RETRY_DELAY)
+                await self._resume()
+                continue
+            for _, entries in read or ():
+                for entry_id, fields in entries:
+                    offset = offset_of(entry_id)
+                    if offset <= self._positions[partition]:
+                        continue
+                    self._positions[partition] = offset
+                    self._fan_out(partition, fields)
+
+    def _fan_out(self, partition: int, fields: dict[bytes, bytes]) -> None:
+        entry = _entry(fields)
+        if entry is None:
+            self._report(f"partition {partition}", "a log entry without its fields")
+            return
+        channel, message, excluded = entry
+        try:
+            outcome = self.engine.fan_out(channel, message, excluded)
+        except Exception as error:  # garbage in the log: that entry alone is passed over
+            self._report(f"partition {partition}", f"a log entry the core refused ({error})")
+            return
+        assert self._context is not None
+        self._context.apply(outcome)
+
+    async def _resume(self) -> None:
+        """After Redis failed: if it lost its data meanwhile (restarted empty), every session
+        here is gone with it, and their clients must handshake again."""
+        try:
+            epochs = list(self._epochs)
+            await self._read_heads()
+        except _REDIS_ERRORS:
+            return  # still away; the next read tries again
+        if epochs != self._epochs:
+            log.warning("the cluster's Redis lost its data: every session here ends")
+            assert self._context is not None
+            self._context.end_all_sessions()
+
+    async def _listen_for_control(self) -> None:
+        """Other nodes tell this one to let go of sessions they took over."""
+        assert self._reader is not None
+        while True:
+            try:
+                async with self._reader.pubsub() as pubsub:
+                    await pubsub.subscribe(self.keys.node(self.id))
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._let_go(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_ERRORS as error:
+                log.warning("the cluster's control channel failed: %s", error)
+                await asyncio.sleep(RETRY_DELAY)
+
+    def _let_go(self, client_id: str) -> None:
+        try:
+            outcome = self.engine.forget(client_id)
+        except Exception:  # not a client id: nothing here to let go
+            return
+        assert self._context is not None
+        self._context.apply(outcome)
+
+    def _report(self, what: str, problem: str) -> None:
+        if what not in self._reported:
+            self._reported.add(what)
+            log.error("cluster: %s in %s (reported once)", problem, what)
+
+
+def _entry(fields: dict[bytes, bytes]) -> tuple[str, bytes, str | None] | None:
+    try:
+        channel = fields[b"c"].decode()
+        message = fields[b"m"]
+        excluded = fields.get(b"x", b"").decode() or None
+    except (KeyError, UnicodeDecodeError):
+        return None
+    return channel, message, excluded
+
+
+def replies_only(body: bytes) -> bytes:
+    """A reply batch without the messages delivered in it (they stay for the node that serves
+    their session now)."""
+    try:
+        batch = json.loads(body)
+    except ValueError:
+        return body
+    kept = [m for m in batch if isinstance(m, dict) and "successful" in m]
+    return json.dumps(kept, separators=(",", ":")).encode()
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # pragma: no cover - the redis extra is missing
+        return (OSError,)
+    return (RedisError, OSError)
+
+
+_REDIS_ERRORS = _redis_errors()

@@ -1,0 +1,172 @@
+"""Clusters for the tests: several server processes sharing one Redis, behind a round-robin
+proxy that gives each new connection to the next one, as a load balancer without sticky
+sessions does. ``cli_cluster`` runs the standalone server (the native stack) as processes;
+``asgi_cluster`` runs nodes in this process on uvicorn's own protocol (the ASGI stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from starlette_cometd import (
+    CometdRoute,
+    LongPollingServiceContext,
+    LongPollingServiceContextBuilder,
+    RouterBuilder,
+)
+
+from .cli import start_cli, stop_cli, wait_listening
+from .round_robin import RoundRobinProxy
+from .servers import free_port, start_uvicorn, stop_uvicorn
+
+Message = dict[str, Any]
+
+
+@dataclass
+class Cluster:
+    """The proxy in front and the nodes behind it (their ports, in order)."""
+
+    proxy: RoundRobinProxy
+    ports: list[int]
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    contexts: list[LongPollingServiceContext] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}/cometd"
+
+    def node_url(self, node: int) -> str:
+        return f"http://127.0.0.1:{self.ports[node]}/cometd"
+
+    async def kill(self, node: int) -> None:
+        """``kill -9`` of a node process; new connections skip it from now on."""
+        process = self.processes[node]
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.proxy.take_out(self.ports[node])
+
+
+@asynccontextmanager
+async def cli_cluster(redis_url: str, size: int = 3, *args: str) -> AsyncIterator[Cluster]:
+    """``size`` standalone server processes with ``--redis redis_url`` behind the proxy."""
+    ports = [free_port() for _ in range(size)]
+    processes: list[asyncio.subprocess.Process] = []
+    proxy = RoundRobinProxy(ports)
+    try:
+        for port in ports:
+            options = ("--redis", redis_url, "--max-sessions-per-address", "0", "--log-level")
+            processes.append(await start_cli(port, *options, "warning", *args))
+        for port, process in zip(ports, processes, strict=True):
+            await wait_listening(f"http://127.0.0.1:{port}/cometd", process)
+        await proxy.start()
+        yield Cluster(proxy, ports, processes)
+    finally:
+        await proxy.close()
+        await asyncio.gather(*(stop_cli(process) for process in processes))
+
+
+@asynccontextmanager
+async def asgi_cluster(
+    redis_url: str,
+    size: int = 3,
+    builder: Callable[[], LongPollingServiceContextBuilder] = LongPollingServiceContextBuilder,
+) -> AsyncIterator[Cluster]:
+    """``size`` nodes in this process, each its own context and uvicorn server on uvicorn's
+    own HTTP protocol, sharing the Redis at ``redis_url``, behind the proxy."""
+    ports = [free_port() for _ in range(size)]
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    contexts = []
+    proxy = RoundRobinProxy(ports)
+    try:
+        for port in ports:
+            context = builder().redis(redis_url).max_sessions_per_address(None).build()
+            app = Starlette(
+                routes=[CometdRoute("/cometd", RouterBuilder().build(context))],
+                lifespan=context.lifespan,
+            )
+            running.append(await start_uvicorn(app, port, "httptools"))
+            contexts.append(context)
+        await proxy.start()
+        yield Cluster(proxy, ports, contexts=contexts)
+    finally:
+        await proxy.close()
+        for context in contexts:
+            context.begin_shutdown()
+        for server, task in running:
+            await stop_uvicorn(server, task)
+
+
+class Client:
+    """A Bayeux client over long-polling that opens a new connection for every request, so
+    that behind the proxy each request reaches another node. It keeps its cookie."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.cookies: dict[str, str] = {}
+        self.client_id = ""
+
+    async def send(self, *messages: Message, timeout: float = 30) -> list[Message]:
+        headers = {"connection": "close"}
+        async with httpx.AsyncClient(cookies=self.cookies, timeout=timeout) as http:
+            response = await http.post(self.url, json=list(messages), headers=headers)
+        assert response.status_code == 200, response.text
+        self.cookies.update(dict(response.cookies))
+        reply: list[Message] = response.json()
+        return reply
+
+    async def handshake(self, **fields: Any) -> Message:
+        [reply] = await self.send(
+            {
+                "channel": "/meta/handshake",
+                "version": "1.0",
+                "supportedConnectionTypes": ["long-polling"],
+                **fields,
+            }
+        )
+        if reply["successful"]:
+            self.client_id = reply["clientId"]
+        return reply
+
+    async def subscribe(self, *channels: str) -> list[Message]:
+        return await self.send(
+            *(
+                {"channel": "/meta/subscribe", "clientId": self.client_id, "subscription": c}
+                for c in channels
+            )
+        )
+
+    async def publish(self, channel: str, data: Any) -> Message:
+        [reply] = await self.send({"channel": channel, "clientId": self.client_id, "data": data})
+        return reply
+
+    async def connect(self, **fields: Any) -> tuple[Message, list[Message]]:
+        """One connect: its reply, and the messages delivered with it."""
+        replies = await self.send(
+            {
+                "channel": "/meta/connect",
+                "clientId": self.client_id,
+                "connectionType": "long-polling",
+                **fields,
+            }
+        )
+        [reply] = [r for r in replies if r["channel"] == "/meta/connect"]
+        return reply, [r for r in replies if r["channel"] != "/meta/connect"]
+
+
+async def gather_until(client: Client, count: int, seconds: float = 20) -> list[Message]:
+    """Connects again and again until ``count`` messages came, or ``seconds`` passed."""
+    received: list[Message] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while len(received) < count and asyncio.get_running_loop().time() < deadline:
+        reply, messages = await client.connect()
+        assert reply["successful"] is True, reply
+        received += messages
+    return received

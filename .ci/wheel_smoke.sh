@@ -18,8 +18,8 @@ trap 'rm -rf "$work"' EXIT
 dist=$work/dist
 
 step "building the wheel and the sdist into $dist"
-python -m maturin build --release --out "$dist" || fail "maturin build --release"
-python -m maturin sdist --out "$dist" || fail "maturin sdist"
+maturin build --release --out "$dist" || fail "maturin build --release"
+maturin sdist --out "$dist" || fail "maturin sdist"
 wheels=("$dist"/*.whl)
 sdists=("$dist"/*.tar.gz)
 ((${#wheels[@]} == 1 && ${#sdists[@]} == 1)) || fail "expected one wheel and one sdist in $dist"

@@ -111,6 +111,7 @@ impl Engine for MemoryEngine {
         id: Id,
         browser: Id,
         address: Option<Address>,
+        connected: bool,
         now: Instant,
     ) -> Option<SessionKey> {
         if self.sessions.key_of(&id).is_some() {
@@ -120,8 +121,7 @@ impl Engine for MemoryEngine {
         let mut session = Session::new(id, browser, now + self.config.max_interval);
         session.address = address;
         session.connect_only = self.config.meta_connect_deliver_only;
-        // Its first connect was answered by the process it comes from.
-        session.connected = true;
+        session.connected = connected;
         session.claimed = true;
         Some(self.sessions.insert(session))
     }
@@ -213,6 +213,7 @@ impl Engine for MemoryEngine {
             subscriptions,
             browser: session.browser,
             ack: session.ack.is_some(),
+            connected: session.connected,
         }
     }
 

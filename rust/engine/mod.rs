@@ -42,7 +42,8 @@ pub trait Engine {
         now: Instant,
     ) -> Result<(Id, Self::Key), Exceeded>;
     /// Takes in a session that another process of a cluster served until now, under its own
-    /// id: its subscriptions are added with `subscribe`, and its expiry clock starts now. It
+    /// id: its subscriptions are added with `subscribe`, and its expiry clock starts now; its
+    /// next connect is held unless its first connect is still to come (`connected`). It
     /// counts against the limits on sessions per cookie and per address without being refused
     /// by them (the session exists already), and no event is emitted. `None` if a session
     /// with that id is already here.
@@ -51,6 +52,7 @@ pub trait Engine {
         id: Id,
         browser: Id,
         address: Option<Address>,
+        connected: bool,
         now: Instant,
     ) -> Option<Self::Key>;
     /// Finds a session that `caller`, whose request carried the cookie `browser`, may act for:
@@ -276,4 +278,6 @@ pub struct SessionInfo {
     pub browser: Id,
     /// Whether it negotiated the ack extension.
     pub ack: bool,
+    /// Whether its first connect was answered.
+    pub connected: bool,
 }

@@ -262,22 +262,25 @@ fn an_adopted_session_keeps_its_id_and_cookie_and_is_not_new() {
     let adopted = Id::generate();
     let now = Instant::now();
     let key = engine
-        .adopt(adopted, browser, None, now)
+        .adopt(adopted, browser, None, false, now)
         .expect("adopted although the cookie is at its limit: the session exists already");
-    assert!(engine.adopt(adopted, browser, None, now).is_none(), "once");
+    assert!(
+        engine.adopt(adopted, browser, None, true, now).is_none(),
+        "once"
+    );
     assert!(engine.subscribe(key, "/a"));
     assert_eq!(
         engine.stats().sessions_created,
         1,
         "adopting creates no session"
     );
-    // Its first connect here is not its first: held, not answered at once.
+    // Its first connect is still to come (it handshook elsewhere): answered at once.
     let (_, hold) = send(
         &mut engine,
         browser,
         json!([{"channel": "/meta/connect", "clientId": adopted.to_string(), "connectionType": "long-polling"}]),
     );
-    assert!(hold.is_some());
+    assert!(hold.is_none());
     // The cookie still proves ownership; another cookie does not.
     let (replies, _) = send(
         &mut engine,

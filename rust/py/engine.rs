@@ -261,9 +261,11 @@ impl PyEngine {
     }
 
     /// Takes in a session another process of a cluster served until now (see
-    /// `Engine::adopt`), with its subscriptions and whether it uses the ack extension. False if
-    /// a session with that id is here already.
-    #[pyo3(signature = (client_id, browser, subscriptions, ack = false, address = None))]
+    /// `Engine::adopt`), with its subscriptions, whether it uses the ack extension and whether
+    /// its first connect was answered. False if a session with that id is here already.
+    #[pyo3(signature = (
+        client_id, browser, subscriptions, ack = false, address = None, connected = true
+    ))]
     fn adopt(
         &self,
         client_id: &str,
@@ -271,6 +273,7 @@ impl PyEngine {
         subscriptions: Vec<String>,
         ack: bool,
         address: Option<&str>,
+        connected: bool,
     ) -> PyResult<bool> {
         let id = parse_id(client_id)?;
         let browser = parse_id(browser)?;
@@ -285,7 +288,7 @@ impl PyEngine {
         }
         let mut engine = self.engine();
         let address = address.and_then(address_key);
-        let Some(key) = engine.adopt(id, browser, address, Instant::now()) else {
+        let Some(key) = engine.adopt(id, browser, address, connected, Instant::now()) else {
             return Ok(false);
         };
         for name in &subscriptions {
@@ -436,6 +439,7 @@ impl PyEngine {
         dict.set_item("subscriptions", info.subscriptions)?;
         dict.set_item("browser", info.browser.to_string())?;
         dict.set_item("ack", info.ack)?;
+        dict.set_item("connected", info.connected)?;
         Ok(Some(dict))
     }
 }

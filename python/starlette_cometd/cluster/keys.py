@@ -35,11 +35,11 @@ return {before, redis.call('HGETALL', KEYS[1])}
 """
 
 # Records where a session's delivery stands, if this node still serves it. KEYS: the session
-# hash. ARGV: this node, the cursor, the time to live in ms. Returns 1, or 0 when the session
-# moved (or ended) meanwhile.
+# hash. ARGV: this node, the cursor, the time to live in ms, whether its first connect was
+# answered ("1" or "0"). Returns 1, or 0 when the session moved (or ended) meanwhile.
 RECORD = """
 if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'c', ARGV[2])
+redis.call('HSET', KEYS[1], 'c', ARGV[2], 'k', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """

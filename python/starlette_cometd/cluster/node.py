@@ -146,11 +146,16 @@ class RedisNode:
                         if info is not None:
                             self._queue_record(pipe, client_id, info, cursor)
                             written.add(client_id)
-                recorded = [c for c in served if c not in written]
-                for client_id in recorded:
+                recorded = []
+                for client_id in served:
+                    info = engine.session_info(client_id)
+                    if client_id in written or info is None:
+                        continue
+                    recorded.append(client_id)
+                    connected = "1" if info["connected"] else "0"
                     await self._record(
                         keys=[self.keys.session(client_id)],
-                        args=[self.id, cursor, self._session_ttl_ms],
+                        args=[self.id, cursor, self._session_ttl_ms, connected],
                         client=pipe,
                     )
                 results = await pipe.execute()
@@ -166,7 +171,8 @@ class RedisNode:
         cursor = self._cursor().encode()
         try:
             kept = await self._record(
-                keys=[self.keys.session(client_id)], args=[self.id, cursor, self._session_ttl_ms]
+                keys=[self.keys.session(client_id)],
+                args=[self.id, cursor, self._session_ttl_ms, "1"],
             )
         except _REDIS_ERRORS as error:
             # Nothing to move to while Redis is away: the reply goes out as it is.
@@ -214,6 +220,7 @@ class RedisNode:
             "b": info["browser"],
             "s": json.dumps(info["subscriptions"]),
             "a": "1" if info["ack"] else "0",
+            "k": "1" if info["connected"] else "0",
             "n": self.id,
             "c": cursor,
         }
@@ -236,6 +243,7 @@ class RedisNode:
             browser = fields[b"b"].decode()
             subscriptions = json.loads(fields[b"s"])
             ack = fields.get(b"a") == b"1"
+            connected = fields.get(b"k") == b"1"
             cursor = Cursor.decode(fields[b"c"], self.keys.partitions)
             if not isinstance(subscriptions, list):
                 raise ValueError("subscriptions are not a list")
@@ -253,7 +261,7 @@ class RedisNode:
         # entries read reach, so that it misses nothing and gets nothing twice.
         engine = self.engine
         try:
-            adopted = engine.adopt(client_id, browser, subscriptions, ack, address)
+            adopted = engine.adopt(client_id, browser, subscriptions, ack, address, connected)
         except Exception as error:  # bad channel names in the record
             self._report(f"session {client_id}", f"a session record the core refused ({error})")
             await self.redis.delete(key)

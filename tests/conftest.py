@@ -92,7 +92,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     test may stop and restart empty on the same port; stopped at the end of the test. Skips
     without redis-server (fails under STARLETTE_COMETD_REQUIRE_CLIENTS=1, as in CI)."""
     require("redis-server", redis_missing())
-    server = RedisServer(tmp_path / "redis")
+    # DEBUG SLEEP makes a slow Redis for the fault tests; only from loopback clients.
+    server = RedisServer(tmp_path / "redis", None, "--enable-debug-command", "local")
     server.start()
     yield server
     server.stop()

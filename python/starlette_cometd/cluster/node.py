@@ -36,6 +36,8 @@ READ_BATCH = 1000
 READ_BLOCK_MS = 2000
 # How long to wait before trying Redis again after it failed.
 RETRY_DELAY = 0.5
+# How often a command is tried again on a new connection when its connection failed.
+RETRIES = 2
 
 
 class EngineUnavailable(Exception):
@@ -70,6 +72,10 @@ class RedisNode:
         self._tasks: list[asyncio.Task[None]] = []
         # Bad data is logged once per partition or session, not once per read.
         self._reported: set[str] = set()
+        # Set when Redis failed: before this node acts again, it checks whether Redis lost its
+        # data meanwhile (once, under the lock, whichever request or reader comes first).
+        self._suspect = False
+        self._resuming = asyncio.Lock()
         #: Seconds a session's record lives unless refreshed (set by the builder).
         self.session_ttl = 90.0
 
@@ -79,15 +85,24 @@ class RedisNode:
         """Connects, reads where each log stands, and starts reading them and this node's
         control channel. Raises if Redis cannot be reached."""
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError, TimeoutError
 
         self._context = context
         self._session_ttl_ms = int(self.session_ttl * 1000)
-        self._redis = Redis.from_url(self.url)
-        self._reader = Redis.from_url(self.url)
+        # A connection kept from before Redis restarted fails once: try again on a new one,
+        # briefly, so that a Redis that is really away still fails the request soon.
+        options: dict[str, Any] = {
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
+            "retry_on_error": [ConnectionError, TimeoutError],
+        }
+        self._redis = Redis.from_url(self.url, **options)
+        self._reader = Redis.from_url(self.url, **options)
         self._publish = self._redis.register_script(PUBLISH)
         self._claim = self._redis.register_script(CLAIM)
         self._record = self._redis.register_script(RECORD)
-        await self._read_heads()
+        self._start_at(await self._read_heads())
         for partition in range(self.keys.partitions):
             self._tasks.append(asyncio.create_task(self._follow(partition)))
         self._tasks.append(asyncio.create_task(self._listen_for_control()))
@@ -115,14 +130,26 @@ class RedisNode:
 
     # What a request needs before and after the core acts on it
 
+    async def ready(self) -> None:
+        """Returns once this node may act: at once, unless Redis failed since it last looked,
+        when it first checks whether Redis lost its data meanwhile. Raises
+        ``EngineUnavailable``."""
+        try:
+            await self._resume()
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+
     async def take_over(self, client_ids: Iterable[str], address: str | None) -> None:
         """Takes over the named sessions that another node served (or none did since it
         stopped): those that exist and can be recovered are then here, with what they missed.
         Raises ``EngineUnavailable``."""
         try:
+            await self._resume()
             for client_id in client_ids:
                 await self._adopt(client_id, address)
         except _REDIS_ERRORS as error:
+            self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
     async def commit(self, outcome: Outcome, served: Iterable[str]) -> bool:
@@ -158,11 +185,22 @@ class RedisNode:
                         args=[self.id, cursor, self._session_ttl_ms, connected],
                         client=pipe,
                     )
-                results = await pipe.execute()
+                # A command refused (bad data under its key) is that key's problem alone.
+                results = await pipe.execute(raise_on_error=False)
+            kept = True
+            tail = results[len(results) - len(recorded) :]
+            for client_id, result in zip(recorded, tail, strict=True):
+                if isinstance(result, Exception):
+                    await self._rewrite(client_id, result)
+                elif not result:
+                    kept = False  # it moved to another node meanwhile
+            for result in results[: len(results) - len(recorded)]:
+                if isinstance(result, Exception):
+                    self._report("a write", f"Redis refused a write ({result})")
         except _REDIS_ERRORS as error:
+            self._suspect = True
             raise EngineUnavailable(str(error)) from error
-        moved = results[len(results) - len(recorded) :] if recorded else []
-        return all(moved)
+        return kept
 
     async def delivered(self, client_id: str, body: bytes) -> bytes:
         """A held connect's reply, once its session's cursor is recorded: the cursor goes first,
@@ -174,7 +212,11 @@ class RedisNode:
                 keys=[self.keys.session(client_id)],
                 args=[self.id, cursor, self._session_ttl_ms, "1"],
             )
+        except _RESPONSE_ERRORS as error:
+            await self._rewrite(client_id, error)
+            return body
         except _REDIS_ERRORS as error:
+            self._suspect = True
             # Nothing to move to while Redis is away: the reply goes out as it is.
             log.warning("could not record the delivery of %s: %s", client_id, error)
             return body
@@ -183,11 +225,13 @@ class RedisNode:
     async def publish(self, relayed: list[tuple[str, bytes, str | None]]) -> None:
         """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""
         try:
+            await self._resume()
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in relayed:
                     await self._queue_publish(pipe, channel, message, excluded)
                 await pipe.execute()
         except _REDIS_ERRORS as error:
+            self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
     def removed(self, client_ids: list[str]) -> None:
@@ -227,6 +271,17 @@ class RedisNode:
         pipe.hset(key, mapping=record)
         pipe.pexpire(key, self._session_ttl_ms)
 
+    async def _rewrite(self, client_id: str, error: BaseException) -> None:
+        """A session's record was not one (another type under its key): reported once, and
+        written again from the session here."""
+        self._report(f"session {client_id}", f"a session record Redis refused ({error})")
+        info = self.engine.session_info(client_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.session(client_id))
+            if info is not None:
+                self._queue_record(pipe, client_id, info, self._cursor().encode())
+            await pipe.execute()
+
     def _cursor(self) -> Cursor:
         return Cursor(tuple(self._epochs), tuple(self._positions))
 
@@ -234,8 +289,14 @@ class RedisNode:
 
     async def _adopt(self, client_id: str, address: str | None) -> None:
         key = self.keys.session(client_id)
-        claimed = await self._claim(keys=[key], args=[self.id, self._session_ttl_ms])
+        try:
+            claimed = await self._claim(keys=[key], args=[self.id, self._session_ttl_ms])
+        except _RESPONSE_ERRORS as error:
+            self._report(f"session {client_id}", f"a session record Redis refused ({error})")
+            await self.redis.delete(key)
+            return
         if not claimed:
+            log.debug("node %s: no session %s in the cluster", self.id, client_id)
             return  # no such session anywhere: the core answers 402
         before, flat = claimed
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
@@ -255,6 +316,7 @@ class RedisNode:
         if missed is None:
             # What it missed is no longer kept (or the logs were lost): it cannot be
             # recovered, and its client is told so by a 402 and handshakes again.
+            log.info("session %s cannot be recovered from %s", client_id, cursor)
             await self.redis.delete(key)
             return
         # From here on nothing waits: the session joins the fan-out at the position the
@@ -299,13 +361,20 @@ class RedisNode:
 
     # Reading the logs
 
-    async def _read_heads(self) -> None:
+    async def _read_heads(self) -> list[tuple[str | None, int]]:
+        """Each log's epoch (made now if it has none) and last offset."""
+        heads = []
         for partition in range(self.keys.partitions):
             head = self.keys.head(partition)
             await self.redis.hsetnx(head, "epoch", secrets.token_hex(8))
             epoch, offset = cast(list[Any], await self.redis.hmget(head, ["epoch", "offset"]))
-            self._epochs[partition] = epoch.decode() if epoch is not None else None
-            self._positions[partition] = int(offset or 0)
+            heads.append((epoch.decode() if epoch is not None else None, int(offset or 0)))
+        return heads
+
+    def _start_at(self, heads: list[tuple[str | None, int]]) -> None:
+        for partition, (epoch, offset) in enumerate(heads):
+            self._epochs[partition] = epoch
+            self._positions[partition] = offset
 
     async def _follow(self, partition: int) -> None:
         """Fans out every entry of one partition's log, in order, as it is written."""
@@ -320,10 +389,17 @@ class RedisNode:
                 )
             except asyncio.CancelledError:
                 raise
+            except _RESPONSE_ERRORS as error:
+                # Not a log under its key: nothing can be read from it until that is fixed.
+                self._report(f"partition {partition}", f"a log Redis refused to read ({error})")
+                await asyncio.sleep(RETRY_DELAY * 10)
+                continue
             except _REDIS_ERRORS as error:
                 log.warning("reading the cluster's log failed: %s", error)
+                self._suspect = True
                 await asyncio.sleep(RETRY_DELAY)
-                await self._resume()
+                with contextlib.suppress(*_REDIS_ERRORS):
+                    await self._resume()
                 continue
             for _, entries in read or ():
                 for entry_id, fields in entries:
@@ -348,17 +424,22 @@ class RedisNode:
         self._context.apply(outcome)
 
     async def _resume(self) -> None:
-        """After Redis failed: if it lost its data meanwhile (restarted empty), every session
-        here is gone with it, and their clients must handshake again."""
-        try:
-            epochs = list(self._epochs)
-            await self._read_heads()
-        except _REDIS_ERRORS:
-            return  # still away; the next read tries again
-        if epochs != self._epochs:
-            log.warning("the cluster's Redis lost its data: every session here ends")
-            assert self._context is not None
-            self._context.end_all_sessions()
+        """After Redis failed, before this node acts again: if Redis lost its data meanwhile
+        (restarted empty), every session here is gone with it, and their clients must
+        handshake again. Raises what Redis raises while it is still away."""
+        if not self._suspect:
+            return
+        async with self._resuming:
+            if not self._suspect:
+                return  # another request or reader checked meanwhile
+            heads = await self._read_heads()
+            self._suspect = False
+            if [epoch for epoch, _ in heads] != self._epochs:
+                # The logs start again: read them from their new start.
+                self._start_at([(epoch, 0) for epoch, _ in heads])
+                log.warning("the cluster's Redis lost its data: every session on %s ends", self.id)
+                assert self._context is not None
+                self._context.end_all_sessions()
 
     async def _listen_for_control(self) -> None:
         """Other nodes tell this one to let go of sessions they took over."""
@@ -377,6 +458,7 @@ class RedisNode:
                 await asyncio.sleep(RETRY_DELAY)
 
     def _let_go(self, client_id: str) -> None:
+        log.debug("node %s lets session %s go", self.id, client_id)
         try:
             outcome = self.engine.forget(client_id)
         except Exception:  # not a client id: nothing here to let go
@@ -411,12 +493,14 @@ def replies_only(body: bytes) -> bytes:
     return json.dumps(kept, separators=(",", ":")).encode()
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
+def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Every error of the Redis client, and those where Redis refused one command (bad data
+    under a key) rather than failed altogether."""
     try:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError, ResponseError
     except ImportError:  # pragma: no cover - the redis extra is missing
-        return (OSError,)
-    return (RedisError, OSError)
+        return (OSError,), ()
+    return (RedisError, OSError), (ResponseError,)
 
 
-_REDIS_ERRORS = _redis_errors()
+_REDIS_ERRORS, _RESPONSE_ERRORS = _redis_errors()

@@ -26,6 +26,9 @@ log = logging.getLogger("starlette_cometd")
 
 META = "/meta/"
 SERVICE = "/service/"
+# How often a batch in a cluster takes over the sessions it names before the core answers
+# for those still elsewhere (a 402 when they exist nowhere).
+TAKE_OVER_ATTEMPTS = 3
 
 
 class Request:
@@ -167,7 +170,15 @@ async def process_in_cluster(
     engine = context.engine
     named = engine.named_sessions(body)
     try:
-        await node.take_over([c for c, here in named if not here], request.address)
+        await node.ready()
+        # Another node may take a session back while this one waits on Redis (the client's
+        # requests run at once on several nodes): until every session is here when nothing
+        # waits any more, take over again.
+        for _ in range(TAKE_OVER_ATTEMPTS):
+            missing = [c for c, _ in named if engine.session_info(c) is None]
+            if not missing:
+                break
+            await node.take_over(missing, request.address)
         outcome = engine.process(
             body,
             request.browser,

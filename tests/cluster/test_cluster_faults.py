@@ -1,0 +1,123 @@
+"""A cluster when things go wrong (issue 11): Redis stopped and restarted empty, garbage found in
+Redis, a slow Redis. No 5xx and no crash anywhere; clients are told, and recover."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from starlette_cometd import EngineUnavailableError
+from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
+from support.redis_servers import RedisServer
+
+
+@pytest.fixture(params=["native", "asgi"])
+async def cluster(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Cluster]:
+    start = cli_cluster if request.param == "native" else asgi_cluster
+    async with start(redis_url) as running:
+        yield running
+
+
+async def until(check: object, seconds: float = 15) -> None:
+    """Waits until ``check()`` (an async callable) returns true."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_redis_stopped_then_restarted_empty(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
+    client = Client(cluster.url)
+    await client.handshake()
+    await client.subscribe("/a")
+    await client.connect()
+    await asyncio.to_thread(redis_server.stop)
+
+    # Meanwhile every request gets a Bayeux error with advice to retry, on every process.
+    for _ in range(3):
+        [reply] = await client.send(
+            {"channel": "/a", "clientId": client.client_id, "data": 1, "id": "p"}
+        )
+        assert reply["successful"] is False
+        assert reply["error"] == "503::engine_unavailable"
+        assert reply["id"] == "p" and reply["advice"]["reconnect"] == "retry"
+    newcomer = Client(cluster.url)
+    reply = await newcomer.handshake()
+    assert reply["successful"] is False and reply["advice"]["reconnect"] == "retry"
+    for context in cluster.contexts:
+        with pytest.raises(EngineUnavailableError):
+            await context.send("/a", "lost")
+
+    await asyncio.to_thread(redis_server.start)
+
+    # The sessions went with Redis's data: the client is told (402) and handshakes again.
+    async def told() -> bool:
+        reply, _ = await client.connect()
+        return reply.get("error") == "402::session_unknown"
+
+    await until(told)
+    assert (await client.handshake())["successful"] is True
+    await client.subscribe("/a")
+    await client.connect()
+    publisher = Client(cluster.url)
+    assert (await publisher.handshake())["successful"] is True
+    assert (await publisher.publish("/a", "back"))["successful"] is True
+    assert [m["data"] for m in await gather_until(client, 1)] == ["back"]
+
+
+async def test_garbage_in_redis_costs_only_that_session_or_entry(
+    cluster: Cluster, redis_url: str
+) -> None:
+    victim, bystander, publisher = Client(cluster.url), Client(cluster.url), Client(cluster.url)
+    for client in (victim, bystander, publisher):
+        await client.handshake()
+    for client in (victim, bystander):
+        await client.subscribe("/news")
+        await client.connect()
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        # A session record of the wrong type, and garbage in the log.
+        await raw.delete(f"cometd:{{s:{victim.client_id}}}")
+        await raw.set(f"cometd:{{s:{victim.client_id}}}", "not a hash")
+        offset = await raw.hincrby("cometd:{p0}:head", "offset", 1)
+        await raw.xadd("cometd:{p0}:log", {"c": "/news", "m": "{not json"}, id=f"0-{offset}")
+    finally:
+        await raw.aclose()
+    # Whatever each process makes of it, nobody gets a 5xx, and the others carry on.
+    published = []
+    for n in range(3):
+        [reply] = await victim.send({"channel": "/news", "clientId": victim.client_id, "data": n})
+        if reply["successful"]:
+            published.append(n)  # its session was written again from the process serving it
+        else:
+            assert reply["error"] == "402::session_unknown", reply
+    reply = await publisher.publish("/news", "still here")
+    assert reply["successful"] is True, reply
+    received = await gather_until(bystander, len(published) + 1)
+    assert [m["data"] for m in received] == [*published, "still here"]
+
+
+async def test_a_slow_redis_delays_and_never_corrupts(cluster: Cluster, redis_url: str) -> None:
+    subscriber, publisher = Client(cluster.url), Client(cluster.url)
+    for client in (subscriber, publisher):
+        await client.handshake()
+    await subscriber.subscribe("/slow")
+    await subscriber.connect()
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        command: Any = raw.execute_command  # untyped in redis-py
+        sleeping = asyncio.create_task(command("DEBUG", "SLEEP", "0.5"))
+        published = [publisher.publish("/slow", n) for n in range(10)]
+        replies = await asyncio.gather(*published)
+        await sleeping
+    finally:
+        await raw.aclose()
+    assert all(reply["successful"] for reply in replies), replies
+    received = await gather_until(subscriber, 10)
+    assert sorted(m["data"] for m in received) == list(range(10)), "each once"

@@ -4,9 +4,11 @@ Redis, a slow Redis. No 5xx and no crash anywhere; clients are told, and recover
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio
 
@@ -121,3 +123,42 @@ async def test_a_slow_redis_delays_and_never_corrupts(cluster: Cluster, redis_ur
     assert all(reply["successful"] for reply in replies), replies
     received = await gather_until(subscriber, 10)
     assert sorted(m["data"] for m in received) == list(range(10)), "each once"
+
+
+async def test_a_process_killed_mid_stream_loses_and_doubles_nothing(redis_url: str) -> None:
+    """``kill -9`` of the process holding the subscriber's connect while messages stream: the
+    subscriber carries on, on another process, with the same client id, and gets every message
+    published after its last delivered one, once, in order."""
+    async with cli_cluster(redis_url, 3) as cluster:
+        subscriber, publisher = Client(cluster.url), Client(cluster.url)
+        await subscriber.handshake()
+        await subscriber.subscribe("/stream")
+        await subscriber.connect()
+        await publisher.handshake()
+        received: list[int] = []
+        next_number = 0
+
+        async def publish(count: int) -> None:
+            nonlocal next_number
+            for _ in range(count):
+                reply = await publisher.publish("/stream", next_number)
+                assert reply["successful"] is True, reply
+                next_number += 1
+
+        await publish(10)
+        received += [m["data"] for m in await gather_until(subscriber, 10)]
+        # Hold a connect, and kill the process it went to (while it holds it or has just
+        # answered it: either way nothing may be lost or doubled).
+        routed = len(cluster.proxy.routed)
+        held = asyncio.create_task(subscriber.connect())
+        while len(cluster.proxy.routed) == routed:
+            await asyncio.sleep(0.01)
+        holder = cluster.ports.index(cluster.proxy.routed[routed])
+        await publish(5)
+        await cluster.kill(holder)
+        with contextlib.suppress(httpx.TransportError, AssertionError):
+            _, messages = await held
+            received += [m["data"] for m in messages]
+        await publish(10)
+        received += [m["data"] for m in await gather_until(subscriber, 25 - len(received))]
+        assert received == list(range(25)), "every message once, in order"

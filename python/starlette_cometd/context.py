@@ -133,14 +133,29 @@ class LongPollingServiceContext:
         self.apply(outcome)
 
     async def send_to_client(self, channel: str, client_id: ClientId | str, data: Any) -> None:
-        """Sends ``data`` on ``channel`` to one session, whether it subscribed or not."""
+        """Sends ``data`` on ``channel`` to one session, whether it subscribed or not (in a
+        cluster, wherever it is served)."""
         self._check_open()
-        self.apply(self._engine.deliver(str(client_id), channel, data))
+        if self.cluster is None:
+            self.apply(self._engine.deliver(str(client_id), channel, data))
+            return
+        message = self._engine.message(channel, data)
+        try:
+            await self.cluster.send_to(str(client_id), channel, message)
+        except EngineUnavailable as error:
+            raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
 
     async def remove_session(self, client_id: ClientId | str) -> None:
-        """Ends a session; its client must handshake again."""
+        """Ends a session; its client must handshake again (in a cluster, wherever it is
+        served: this process takes it over to end it)."""
         self._check_open()
-        self.apply(self._engine.remove_session(str(client_id)))
+        key = str(client_id)
+        if self.cluster is not None and self._engine.session_info(key) is None:
+            try:
+                await self.cluster.take_over([key], None)
+            except EngineUnavailable as error:
+                raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
+        self.apply(self._engine.remove_session(key))
 
     def stats(self) -> dict[str, int]:
         """Counters: sessions (alive now), sessions_created and sessions_removed (since the

@@ -301,13 +301,14 @@ impl PyEngine {
     }
 
     /// Queues for a session just adopted what it missed while no process served it:
-    /// `(channel, message, excluded)` entries carried by the cluster, in order; those on
-    /// channels its subscriptions do not match, or that it published itself and must not
-    /// receive, are passed over. Returns how many were queued.
+    /// `(channel, message, excluded, direct)` entries carried by the cluster, in order. A
+    /// `direct` one was sent to this session alone and is queued whatever it subscribed to;
+    /// the others are passed over on channels its subscriptions do not match, or when it
+    /// published them itself and must not receive them. Returns how many were queued.
     fn catch_up(
         &self,
         client_id: &str,
-        entries: Vec<(String, Vec<u8>, Option<String>)>,
+        entries: Vec<(String, Vec<u8>, Option<String>, bool)>,
     ) -> PyResult<usize> {
         let id = parse_id(client_id)?;
         let mut engine = self.engine();
@@ -317,8 +318,8 @@ impl PyEngine {
         let subscriptions = engine.session_info(key).subscriptions;
         let mut effects = Effects::default();
         let mut queued = 0;
-        for (channel, message, excluded) in entries {
-            let wanted = subscriptions.iter().any(|s| channel::matches(s, &channel));
+        for (channel, message, excluded, direct) in entries {
+            let wanted = direct || subscriptions.iter().any(|s| channel::matches(s, &channel));
             let own = excluded.is_some_and(|excluded| excluded == client_id);
             if wanted && !own && is_json_object(&message) {
                 engine.deliver(key, Arc::from(message), &mut effects);
@@ -326,6 +327,48 @@ impl PyEngine {
             }
         }
         Ok(queued)
+    }
+
+    /// `data` on `channel` as subscribers receive it, for the cluster to carry to a session
+    /// served elsewhere (`send_to_client`); the channel must be a broadcast or service one.
+    fn message<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.check_name(channel)?;
+        if !matches!(
+            channel::classify(channel),
+            Some(ChannelKind::Broadcast | ChannelKind::Service)
+        ) {
+            return Err(CoreError::InvalidChannel(channel.to_owned()).into());
+        }
+        let data = to_json(data, self.config.max_data_depth)?;
+        Ok(PyBytes::new(py, &delivered_message(channel, &data, None)))
+    }
+
+    /// Queues a message the cluster carried here for one session (see `message`).
+    fn deliver_message(
+        &self,
+        py: Python<'_>,
+        client_id: &str,
+        message: &[u8],
+    ) -> PyResult<PyOutcome> {
+        if !is_json_object(message) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "a relayed message must be one JSON object",
+            ));
+        }
+        let id = parse_id(client_id)?;
+        let mut engine = self.engine();
+        let key = engine
+            .key_of(&id)
+            .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
+        let mut effects = Effects::default();
+        engine.deliver(key, Arc::from(message), &mut effects);
+        drop(engine);
+        effects_outcome(py, effects)
     }
 
     /// Lets go of a session that another process of a cluster serves from now on: no event,

@@ -107,15 +107,16 @@ def test_catch_up_queues_what_an_adopted_session_missed_on_its_channels_only() -
     client_id = "ce" * 20
     other = "cd" * 20
     engine.adopt(client_id, BROWSER, ["/chat/*"])
-    entries: list[tuple[str, bytes, str | None]] = [
-        ("/chat/a", b'{"channel":"/chat/a","data":1}', None),
-        ("/news", b'{"channel":"/news","data":2}', None),
-        ("/chat/b", b'{"channel":"/chat/b","data":3}', client_id),  # its own, excluded
-        ("/chat/c", b"garbage", None),
-        ("/chat/d", b'{"channel":"/chat/d","data":4}', other),
+    entries: list[tuple[str, bytes, str | None, bool]] = [
+        ("/chat/a", b'{"channel":"/chat/a","data":1}', None, False),
+        ("/news", b'{"channel":"/news","data":2}', None, False),
+        ("/chat/b", b'{"channel":"/chat/b","data":3}', client_id, False),  # its own, excluded
+        ("/chat/c", b"garbage", None, False),
+        ("/chat/d", b'{"channel":"/chat/d","data":4}', other, False),
+        ("/private", b'{"channel":"/private","data":5}', None, True),  # sent to it alone
     ]
-    assert engine.catch_up(client_id, entries) == 2
+    assert engine.catch_up(client_id, entries) == 3
     replies = send(engine, BROWSER, {"channel": "/meta/connect", "clientId": client_id})
-    assert [r["data"] for r in replies if r["channel"] != "/meta/connect"] == [1, 4]
+    assert [r["data"] for r in replies if r["channel"] != "/meta/connect"] == [1, 4, 5]
     with pytest.raises(ClientNotFoundError):
         engine.catch_up(other, entries)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 # Publishes one message to a partition's log. KEYS: the head hash, the log stream. ARGV: an
 # epoch for a log that has none yet (new, or lost with the Redis that held it), the history
 # kept, the channel, the message, the publisher to leave out ("" for none). Returns the
-# partition's epoch and the message's offset.
+# partition's epoch and the message's offset. ARGV[6]: the session it is sent to alone ("" for
+# a broadcast).
 PUBLISH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -19,7 +20,7 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset,
-           'c', ARGV[3], 'm', ARGV[4], 'x', ARGV[5])
+           'c', ARGV[3], 'm', ARGV[4], 'x', ARGV[5], 't', ARGV[6])
 return {epoch, offset}
 """
 

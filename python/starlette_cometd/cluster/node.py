@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from .._core import SendError
+from .._core import ClientNotFoundError, SendError
 from .keys import CLAIM, PUBLISH, RECORD, Cursor, Keys, offset_of
 
 if TYPE_CHECKING:
@@ -234,6 +234,22 @@ class RedisNode:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
+    async def send_to(self, client_id: str, channel: str, message: bytes) -> None:
+        """Carries a message to one session, wherever it is served: through the log, so that it
+        takes its place among the session's other messages and survives the session moving.
+        Raises ``ClientNotFoundError`` when no node has the session, ``EngineUnavailable``."""
+        try:
+            await self._resume()
+            here = self.engine.session_info(client_id) is not None
+            if not here and not await self.redis.exists(self.keys.session(client_id)):
+                raise ClientNotFoundError(f"no session with client id {client_id}")
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._queue_publish(pipe, channel, message, None, client_id)
+                await pipe.execute()
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+
     def removed(self, client_ids: list[str]) -> None:
         """Sessions this node ended outside a request (expiry, the application): their records
         go, in the background."""
@@ -249,12 +265,17 @@ class RedisNode:
     # Writing
 
     async def _queue_publish(
-        self, pipe: Any, channel: str, message: bytes, excluded: str | None
+        self,
+        pipe: Any,
+        channel: str,
+        message: bytes,
+        excluded: str | None,
+        to: str | None = None,
     ) -> None:
         partition = self.keys.partition(channel)
         await self._publish(
             keys=[self.keys.head(partition), self.keys.log(partition)],
-            args=[secrets.token_hex(8), self.history, channel, message, excluded or ""],
+            args=[secrets.token_hex(8), self.history, channel, message, excluded or "", to or ""],
             client=pipe,
         )
 
@@ -329,11 +350,15 @@ class RedisNode:
             await self.redis.delete(key)
             return
         if adopted:
-            engine.catch_up(client_id, missed)
+            # Messages sent to one session alone are this one's only if it is the one.
+            entries = [
+                (c, m, x, to == client_id) for c, m, x, to in missed if to in (None, client_id)
+            ]
+            engine.catch_up(client_id, entries)
         if before != self.id.encode():
             await self.redis.publish(self.keys.node(before.decode()), client_id)
 
-    async def _missed_since(self, cursor: Cursor) -> list[tuple[str, bytes, str | None]] | None:
+    async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
         """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
         until this node's position is reached after the last read (it moves meanwhile).
         ``None`` when they cannot all be had."""
@@ -341,7 +366,7 @@ class RedisNode:
         for partition, epoch in enumerate(cursor.epochs):
             if epoch is not None and epoch != self._epochs[partition]:
                 return None
-        missed: list[tuple[str, bytes, str | None]] = []
+        missed: list[Entry] = []
         while True:
             behind = [p for p in range(self.keys.partitions) if read_to[p] < self._positions[p]]
             if not behind:
@@ -414,9 +439,14 @@ class RedisNode:
         if entry is None:
             self._report(f"partition {partition}", "a log entry without its fields")
             return
-        channel, message, excluded = entry
+        channel, message, excluded, to = entry
         try:
-            outcome = self.engine.fan_out(channel, message, excluded)
+            if to is None:
+                outcome = self.engine.fan_out(channel, message, excluded)
+            elif self.engine.session_info(to) is not None:
+                outcome = self.engine.deliver_message(to, message)
+            else:
+                return  # for a session served elsewhere
         except Exception as error:  # garbage in the log: that entry alone is passed over
             self._report(f"partition {partition}", f"a log entry the core refused ({error})")
             return
@@ -472,14 +502,19 @@ class RedisNode:
             log.error("cluster: %s in %s (reported once)", problem, what)
 
 
-def _entry(fields: dict[bytes, bytes]) -> tuple[str, bytes, str | None] | None:
+# A log entry: the channel, the message, the publisher left out, the one session it is for.
+Entry = tuple[str, bytes, str | None, str | None]
+
+
+def _entry(fields: dict[bytes, bytes]) -> Entry | None:
     try:
         channel = fields[b"c"].decode()
         message = fields[b"m"]
         excluded = fields.get(b"x", b"").decode() or None
+        to = fields.get(b"t", b"").decode() or None
     except (KeyError, UnicodeDecodeError):
         return None
-    return channel, message, excluded
+    return channel, message, excluded, to
 
 
 def replies_only(body: bytes) -> bytes:

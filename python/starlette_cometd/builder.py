@@ -281,9 +281,10 @@ class LongPollingServiceContextBuilder:
         settings = dict(self._engine)
         if self._cluster is not None:
             settings["relay_publishes"] = True
-            # A session's record outlives its longest silence on every node, by a margin.
+            # A session's record outlives its longest silence on every node (a held connect,
+            # then max_interval), by a margin: the node serving it ends it first.
             held = settings.get("timeout", 20.0) + settings.get("interval", 0.0)
-            self._cluster.session_ttl = held + settings["max_interval"] + 10.0
+            self._cluster.session_ttl = held + settings["max_interval"] + 2.0
         engine = Engine(**settings, connection_types=list(self._connection_types))
         context = LongPollingServiceContext(
             engine,

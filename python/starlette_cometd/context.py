@@ -279,6 +279,19 @@ class LongPollingServiceContext:
             await self.cluster.start(self)
             self._cluster_started = True
 
+    def end_orphan(self, client_id: str) -> None:
+        """A session whose process died expired: this process announces its end (once in the
+        cluster), and ends it if it had taken it in meanwhile."""
+        if self._engine.session_info(client_id) is not None:
+            self.apply(self._engine.remove_session(client_id))
+            return
+        if self._hub.listening:
+            session = self._server_sessions.pop(client_id, None)
+            attributes = session.attributes if session is not None else {}
+            self._hub.publish(
+                SessionRemoved(ClientId(client_id), RemovalReason.EXPIRED, attributes)
+            )
+
     def end_all_sessions(self) -> None:
         """Ends every session here (the cluster's Redis lost them): their clients handshake
         again."""

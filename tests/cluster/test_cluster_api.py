@@ -4,9 +4,16 @@ session's end is one ``SessionRemoved`` in the whole cluster."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from starlette_cometd import ClientNotFoundError, SessionRemoved
+from starlette_cometd import (
+    ClientNotFoundError,
+    LongPollingServiceContextBuilder,
+    RemovalReason,
+    SessionRemoved,
+)
 from support.cluster import Client, asgi_cluster, gather_until
 
 
@@ -54,3 +61,39 @@ async def test_remove_session_from_another_process_ends_it_once(redis_url: str) 
         assert removed == [client.client_id]
         with pytest.raises(ClientNotFoundError):
             await cluster.contexts[0].remove_session(client.client_id)
+
+
+async def test_a_session_whose_process_died_expires_once_in_the_cluster(redis_url: str) -> None:
+    def short() -> LongPollingServiceContextBuilder:
+        return LongPollingServiceContextBuilder().timeout(0.5).max_interval(0.5)
+
+    async with asgi_cluster(redis_url, 3, short) as cluster:
+        receivers = [context.rx() for context in cluster.contexts]
+        client = Client(cluster.url)
+        await client.handshake()
+        await client.connect()
+        [serving] = [c for c in cluster.contexts if c.session_info(client.client_id)]
+        # Its process stops without ending it (as a process killed would): its record stays,
+        # and one of the others announces its end once its deadline in Redis passed.
+        assert serving.cluster is not None
+        await serving.cluster.stop()
+        serving.cluster = None
+        others = [r for r, c in zip(receivers, cluster.contexts, strict=True) if c is not serving]
+        removed: list[SessionRemoved] = []
+        deadline = asyncio.get_running_loop().time() + 15
+        while not removed and asyncio.get_running_loop().time() < deadline:
+            for receiver in others:
+                while (event := receiver.try_recv()) is not None:
+                    if isinstance(event, SessionRemoved):
+                        removed.append(event)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # time for a second announcement, which must not come
+        for receiver in others:
+            while (event := receiver.try_recv()) is not None:
+                if isinstance(event, SessionRemoved):
+                    removed.append(event)
+        assert [(str(e.client_id), e.reason) for e in removed] == [
+            (client.client_id, RemovalReason.EXPIRED)
+        ]
+        reply, _ = await client.connect()
+        assert reply.get("error") == "402::session_unknown"

@@ -46,6 +46,26 @@ return 1
 """
 
 
+# Moves sessions' deadlines to Redis's clock now plus a time to live. KEYS: the deadlines.
+# ARGV: the time to live in ms, then the client ids.
+TOUCH = """
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], deadline, ARGV[i]) end
+return #ARGV - 1
+"""
+
+# Takes sessions whose deadline passed, at most ARGV[1]: each is taken by one caller only, which
+# announces its end. KEYS: the deadlines.
+POP_EXPIRED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str
@@ -59,6 +79,10 @@ class Keys:
 
     def log(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:log"
+
+    def deadlines(self) -> str:
+        """Every session's deadline, so that one node ends a session whose node died."""
+        return f"{self.prefix}:{{deadlines}}"
 
     def node(self, node: str) -> str:
         return f"{self.prefix}:node:{node}"

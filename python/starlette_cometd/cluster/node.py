@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
-from .keys import CLAIM, PUBLISH, RECORD, Cursor, Keys, offset_of
+from .keys import CLAIM, POP_EXPIRED, PUBLISH, RECORD, TOUCH, Cursor, Keys, offset_of
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
 
     from .._core import Engine, Outcome
     from ..context import LongPollingServiceContext
@@ -38,6 +38,12 @@ READ_BLOCK_MS = 2000
 RETRY_DELAY = 0.5
 # How often a command is tried again on a new connection when its connection failed.
 RETRIES = 2
+# Connections to Redis for requests, at most, and how long a request waits for one.
+MAX_CONNECTIONS = 32
+CONNECTION_WAIT = 5.0
+# How often each node looks for sessions whose node died, and how many it ends at once.
+ORPHANS_EVERY = 1.0
+ORPHANS_AT_ONCE = 100
 
 
 class EngineUnavailable(Exception):
@@ -66,6 +72,7 @@ class RedisNode:
         self.id = secrets.token_hex(8)
         self._context: LongPollingServiceContext | None = None
         self._redis: Redis | None = None
+        self._pool: BlockingConnectionPool | None = None
         self._reader: Redis | None = None
         self._epochs: list[str | None] = [None] * partitions
         self._positions: list[int] = [0] * partitions
@@ -84,7 +91,7 @@ class RedisNode:
     async def start(self, context: LongPollingServiceContext) -> None:
         """Connects, reads where each log stands, and starts reading them and this node's
         control channel. Raises if Redis cannot be reached."""
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialBackoff
         from redis.exceptions import ConnectionError, TimeoutError
@@ -97,15 +104,22 @@ class RedisNode:
             "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
             "retry_on_error": [ConnectionError, TimeoutError],
         }
-        self._redis = Redis.from_url(self.url, **options)
+        # Requests wait for a connection rather than fail when all are busy.
+        self._pool = BlockingConnectionPool.from_url(
+            self.url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
+        )
+        self._redis = Redis(connection_pool=self._pool, **options)
         self._reader = Redis.from_url(self.url, **options)
         self._publish = self._redis.register_script(PUBLISH)
         self._claim = self._redis.register_script(CLAIM)
         self._record = self._redis.register_script(RECORD)
+        self._touch = self._redis.register_script(TOUCH)
+        self._pop_expired = self._redis.register_script(POP_EXPIRED)
         self._start_at(await self._read_heads())
         for partition in range(self.keys.partitions):
             self._tasks.append(asyncio.create_task(self._follow(partition)))
         self._tasks.append(asyncio.create_task(self._listen_for_control()))
+        self._tasks.append(asyncio.create_task(self._end_orphans()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -117,6 +131,8 @@ class RedisNode:
         for client in (self._redis, self._reader):
             if client is not None:
                 await client.aclose()
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     @property
     def engine(self) -> Engine:
@@ -164,21 +180,32 @@ class RedisNode:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
                 written = set()
+                alive = []
                 for kind, client_id, _ in outcome.events:
                     if kind == "session_removed":
                         pipe.delete(self.keys.session(client_id))
+                        pipe.zrem(self.keys.deadlines(), client_id)
                         written.add(client_id)
                     elif client_id not in written:
                         info = engine.session_info(client_id)
                         if info is not None:
                             self._queue_record(pipe, client_id, info, cursor)
                             written.add(client_id)
+                            alive.append(client_id)
                 recorded = []
                 for client_id in served:
                     info = engine.session_info(client_id)
-                    if client_id in written or info is None:
-                        continue
-                    recorded.append(client_id)
+                    if client_id not in written and info is not None:
+                        recorded.append(client_id)
+                if alive or recorded:
+                    await self._touch(
+                        keys=[self.keys.deadlines()],
+                        args=[self._session_ttl_ms, *alive, *recorded],
+                        client=pipe,
+                    )
+                for client_id in recorded:
+                    info = engine.session_info(client_id)
+                    assert info is not None
                     connected = "1" if info["connected"] else "0"
                     await self._record(
                         keys=[self.keys.session(client_id)],
@@ -208,10 +235,18 @@ class RedisNode:
         session moved meanwhile, its messages stay for the node that has it now."""
         cursor = self._cursor().encode()
         try:
-            kept = await self._record(
-                keys=[self.keys.session(client_id)],
-                args=[self.id, cursor, self._session_ttl_ms, "1"],
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._touch(
+                    keys=[self.keys.deadlines()],
+                    args=[self._session_ttl_ms, client_id],
+                    client=pipe,
+                )
+                await self._record(
+                    keys=[self.keys.session(client_id)],
+                    args=[self.id, cursor, self._session_ttl_ms, "1"],
+                    client=pipe,
+                )
+                kept = (await pipe.execute())[-1]
         except _RESPONSE_ERRORS as error:
             await self._rewrite(client_id, error)
             return body
@@ -258,7 +293,10 @@ class RedisNode:
 
     async def _delete(self, client_ids: list[str]) -> None:
         try:
-            await self.redis.delete(*(self.keys.session(c) for c in client_ids))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*(self.keys.session(c) for c in client_ids))
+                pipe.zrem(self.keys.deadlines(), *client_ids)
+                await pipe.execute()
         except _REDIS_ERRORS as error:
             log.warning("could not delete %d session records: %s", len(client_ids), error)
 
@@ -486,6 +524,27 @@ class RedisNode:
             except _REDIS_ERRORS as error:
                 log.warning("the cluster's control channel failed: %s", error)
                 await asyncio.sleep(RETRY_DELAY)
+
+    async def _end_orphans(self) -> None:
+        """Ends the sessions whose deadline passed in Redis: those whose node died (a live node
+        ends its sessions itself, sooner). Each is taken by one node, which announces it."""
+        while True:
+            await asyncio.sleep(ORPHANS_EVERY)
+            try:
+                taken: Any = await self._pop_expired(
+                    keys=[self.keys.deadlines()], args=[ORPHANS_AT_ONCE]
+                )
+                if taken:
+                    ids = [client_id.decode() for client_id in taken]
+                    await self.redis.delete(*(self.keys.session(c) for c in ids))
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_ERRORS as error:
+                log.warning("looking for sessions whose node died failed: %s", error)
+                continue
+            assert self._context is not None
+            for client_id in ids if taken else ():
+                self._context.end_orphan(client_id)
 
     def _let_go(self, client_id: str) -> None:
         log.debug("node %s lets session %s go", self.id, client_id)

@@ -179,9 +179,15 @@ def main() -> int:
     }
     if args.merge and args.out.exists():
         # Each scenario keeps the date and command it was measured with.
-        out["scenarios"] = json.loads(args.out.read_text()).get("scenarios", {})
+        previous = json.loads(args.out.read_text())
+        out["scenarios"] = previous.get("scenarios", {})
         for name in scenarios:
             out["scenarios"].pop(name, None)
+        # Notes written beside the figures, and when S4 was measured, stay with them.
+        if previous.get("notes"):
+            out["notes"] = previous["notes"]
+        if "S4" not in scenarios and "s4_measured" in previous:
+            out["s4_measured"] = previous["s4_measured"]
 
     def save() -> None:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -1,5 +1,6 @@
-"""Turns benches/results.json into benches/RESULTS.md and benches/latency.png (p99 latency
-against delivered messages/s for every server in S1 and S2). run.py calls it at the end;
+"""Turns benches/results.json into benches/RESULTS.md, benches/latency.png (p99 latency
+against delivered messages/s for every server in S1 and S2) and benches/latency-s6.png (the
+same for S6, the Redis cluster). run.py calls it at the end;
 it also runs alone: python benches/report.py [results.json]. Without matplotlib the table is
 still written and the plot is skipped."""
 
@@ -119,6 +120,82 @@ def _idle_table(sc: dict[str, Any], when: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+S6_WHAT = {
+    PROJECT: "in-memory engine, one process (the baseline)",
+    "starlette-cometd-redis": "Redis engine, one process",
+    "starlette-cometd-redis-2w": "Redis engine, two processes on one port (`--workers 2`)",
+    "faye-redis": "Faye 1.4.3 + faye-redis 0.2.0, two Node.js processes on one port",
+}
+
+
+def _s6_tables(sc: dict[str, Any]) -> list[str]:
+    """S6: the S1 and S2 loads on the Redis engine, beside faye-redis and the in-memory engine."""
+    lines = [
+        f"### S6: the Redis cluster, {sc['clients']:,} clients in {sc['rooms']} rooms",
+        "",
+        *_when(sc),
+        "Every server-side process (workers, Node.js's primary, Redis) runs on core 0; "
+        "Redis figures are over the whole sweep (set-up and overloaded steps included).",
+        "",
+    ]
+    for transport in ("long-polling", "websocket"):
+        servers = sc.get(transport)
+        if not servers:
+            continue
+        base = (servers.get(PROJECT) or {}).get("median", {}).get("delivered_per_s")
+        faye = (servers.get("faye-redis") or {}).get("median", {}).get("delivered_per_s")
+        lines += [
+            f"{transport}:",
+            "",
+            "| server | what | delivered msgs/s (p99 <= 200 ms, none lost) | vs in-memory "
+            "| vs faye-redis | p99 ms there | publishes/s | Redis commands per publish "
+            "| Redis CPU s per million deliveries | load generator CPU (max) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for server, case in servers.items():
+            med = case["median"]
+            v = med["delivered_per_s"]
+            lines.append(
+                f"| {server} | {S6_WHAT.get(server, '')} | {_num(v)} | {_ratio(v, base)} "
+                f"| {_ratio(v, faye)} | {_num(med['p99_ms'], 1)} "
+                f"| {_num(med['publishes_per_s'])} "
+                f"| {_num(med.get('redis_commands_per_publish'), 1)} "
+                f"| {_num(med.get('redis_cpu_s_per_million_deliveries'), 2)} "
+                f"| {_num(med['loadgen_cpu_max'], 2)} |"
+            )
+        lines.append("")
+        for server, case in servers.items():
+            by_command = case["median"].get("redis_commands_per_publish_by_command")
+            if by_command:
+                top = sorted(by_command.items(), key=lambda kv: -(kv[1] or 0))
+                shown = ", ".join(f"`{name}` {n:.2f}" for name, n in top if n and n >= 0.01)
+                lines.append(f"- {server}, Redis commands per publish: {shown}")
+        lines.append("")
+        for server, case in servers.items():
+            failures = _failures(case)
+            if failures:
+                lines.append(f"- {server}: {failures}")
+        lines.append("")
+    return lines
+
+
+def _failures(case: dict[str, Any]) -> str:
+    """What went wrong in the steps of a sweep that did not hold, summed over its runs."""
+    totals = dict.fromkeys(("lost", "refused", "errors", "rehandshakes", "not_sent"), 0)
+    failed_steps = 0
+    for run in case["runs"]:
+        if "error" in run:
+            return f"the run failed: {run['error'][:200]}"
+        for step in run.get("steps", []):
+            failed_steps += not step["held"]
+            for key in totals:
+                totals[key] += step.get(key, 0)
+    if not any(totals.values()):
+        return ""
+    shown = ", ".join(f"{key.replace('_', ' ')} {n:,}" for key, n in totals.items() if n)
+    return f"over all steps of the sweep ({failed_steps} did not hold): {shown}"
+
+
 def _delivered(sc: dict[str, Any], server: str) -> float | None:
     case = sc["servers"].get(server)
     return None if case is None else case["median"].get("delivered_per_s")
@@ -155,10 +232,33 @@ def _targets(r: dict[str, Any]) -> list[str]:
     fan_out = rust.get("fan_out_to_10000_subscribers", {}).get("ns_per_delivery")
     if fan_out is not None:
         rows.append(("S5: under 50 ns per delivery", f"{fan_out:.1f} ns", fan_out < 50))
-    lines = ["### Targets (issue 5)", "", "| target | project | met |", "|---|---|---|"]
+    rows += _s6_targets(scenarios.get("S6", {}))
+    lines = ["### Targets (issues 5 and 11)", "", "| target | project | met |", "|---|---|---|"]
     for label, value, ok in rows:
         lines.append(f"| {label} | {value} | {'yes' if ok else 'no'} |")
     return [*lines, ""]
+
+
+def _s6_targets(sc: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 11: at least 10x Faye with faye-redis, and the Redis engine on one process at
+    least half the in-memory figure."""
+    rows: list[tuple[str, str, bool]] = []
+    for transport in ("long-polling", "websocket"):
+        table = {"servers": sc.get(transport, {})}
+        faye, memory = _delivered(table, "faye-redis"), _delivered(table, PROJECT)
+        for server, what in (
+            ("starlette-cometd-redis-2w", "two processes"),
+            ("starlette-cometd-redis", "one process"),
+        ):
+            ours = _delivered(table, server)
+            if ours is not None and faye:
+                label = f"S6 {transport}: Redis engine, {what}, at least 10x faye-redis"
+                rows.append((label, f"{ours / faye:.1f}x", ours >= 10 * faye))
+        ours = _delivered(table, "starlette-cometd-redis")
+        if ours is not None and memory:
+            label = f"S6 {transport}: Redis engine, one process, at least 0.5x in-memory"
+            rows.append((label, f"{ours / memory:.2f}x", ours >= 0.5 * memory))
+    return rows
 
 
 def _micro_table(sc: dict[str, Any]) -> list[str]:
@@ -211,7 +311,23 @@ def _micro_table(sc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _plot(r: dict[str, Any], path: Path) -> bool:
+def _panels(r: dict[str, Any], names: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """(title, servers) for each sweep plotted: S1 and S2, or S6 per transport."""
+    panels = []
+    for name in names:
+        sc = r["scenarios"].get(name)
+        if sc is None:
+            continue
+        size = f"{sc['clients']:,} clients, {sc['rooms']} rooms"
+        if "servers" in sc:
+            panels.append((f"{name}: {sc['transport']}, {size}", sc["servers"]))
+        for transport in ("long-polling", "websocket"):
+            if sc.get(transport):
+                panels.append((f"{name}: {transport} (Redis cluster), {size}", sc[transport]))
+    return panels
+
+
+def _plot(r: dict[str, Any], names: tuple[str, ...], path: Path) -> bool:
     try:
         import matplotlib
 
@@ -219,13 +335,12 @@ def _plot(r: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    names = [n for n in ("S1", "S2") if n in r["scenarios"]]
-    if not names:
+    panels = _panels(r, names)
+    if not panels:
         return False
-    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        sc = r["scenarios"][name]
-        for server, case in sc["servers"].items():
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for ax, (title, servers) in zip(axes[0], panels, strict=True):
+        for server, case in servers.items():
             steps = [s for run in case["runs"] for s in run.get("steps", [])]
             points = sorted(
                 (s["delivered_per_s"], s["latency"]["p99_ms"]) for s in steps if s["delivered"]
@@ -238,7 +353,7 @@ def _plot(r: dict[str, Any], path: Path) -> bool:
         ax.set_yscale("log")
         ax.set_xlabel("delivered messages/s")
         ax.set_ylabel("p99 latency (ms)")
-        ax.set_title(f"{name}: {sc['transport']}, {sc['clients']:,} clients, {sc['rooms']} rooms")
+        ax.set_title(title)
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"{r['machine']['cpu']}, one core per side ({r['date'][:10]})", fontsize=9)
@@ -250,7 +365,7 @@ def _plot(r: dict[str, Any], path: Path) -> bool:
 
 def write_report(results: Path, out_dir: Path = HERE) -> None:
     r = json.loads(results.read_text())
-    plotted = _plot(r, out_dir / "latency.png")
+    plotted = _plot(r, ("S1", "S2"), out_dir / "latency.png")
     lines = [
         "# Benchmark results",
         "",
@@ -275,6 +390,10 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
         lines += _idle_table(r["scenarios"]["S4"], r.get("s4_measured"))
     if "S5" in r["scenarios"]:
         lines += _micro_table(r["scenarios"]["S5"])
+    if "S6" in r["scenarios"]:
+        lines += _s6_tables(r["scenarios"]["S6"])
+        if _plot(r, ("S6",), out_dir / "latency-s6.png"):
+            lines += ["![S6: p99 latency against delivered messages/s](latency-s6.png)", ""]
     lines += _notes(r)
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
 

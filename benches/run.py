@@ -1,6 +1,7 @@
 """Runs the benchmarks (issue 5): S1-S4 end to end against starlette-cometd (on uvicorn and on
 Granian), the fixed-bytes ceilings and the peers (axum_cometd, Faye, CometD Java), then the S5
-micro benchmarks, and writes benches/results.json.
+micro benchmarks, then S6 (issue 11: the S1 and S2 loads on the Redis engine, one process and
+two, beside Faye with faye-redis), and writes benches/results.json.
 
     python benches/run.py --quick      # every scenario, small and once: a few minutes
     python benches/run.py              # the full scenarios, each figure a median of 3 runs
@@ -26,10 +27,10 @@ from report import write_report
 from runner.machine import describe_machine
 from runner.micro import run_micro
 from runner.procs import BuildFailed, build_tools, run_server
-from runner.scenarios import SERVERS, full_settings, quick_settings
+from runner.scenarios import S6_SERVERS, SERVERS, full_settings, quick_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 
 
 def median(values: list[float]) -> float | None:
@@ -66,7 +67,35 @@ def sweep_case(server: str, transport: str, s: dict[str, Any], runs: int) -> dic
                 (st["loadgen_cpu"] for r in ok for st in r.get("steps", [])), default=None
             ),
         }
+        if spec.redis:
+            summary.update(_redis_costs(ok, s))
     return {"median": summary, "runs": results}
+
+
+def _redis_costs(ok: list[dict[str, Any]], s: dict[str, Any]) -> dict[str, Any]:
+    """S6: Redis commands per publish and Redis CPU per million deliveries, over each whole
+    sweep (set-up and overloaded steps included; warm-ups estimated at each step's measured
+    rate, since the load generator scores only the measured stretch)."""
+    per_publish, cpu_per_million, per_command = [], [], []
+    stretch = (s["duration"] + s["warmup"]) / s["duration"]
+    for r in ok:
+        published = sum(st["published"] for st in r.get("steps", [])) * stretch
+        delivered = sum(st["delivered"] for st in r.get("steps", [])) * stretch
+        usage = r.get("redis")
+        if not usage or not published or not delivered:
+            continue
+        calls = usage["calls"]
+        per_publish.append(sum(calls.values()) / published)
+        cpu_per_million.append(usage["cpu_seconds"] / delivered * 1e6)
+        per_command.append({name: n / published for name, n in calls.items()})
+    commands = sorted({name for run in per_command for name in run})
+    return {
+        "redis_commands_per_publish": median(per_publish),
+        "redis_cpu_s_per_million_deliveries": median(cpu_per_million),
+        "redis_commands_per_publish_by_command": {
+            name: median([run.get(name, 0.0) for run in per_command]) for name in commands
+        },
+    }
 
 
 def burst_case(server: str, transport: str, s: dict[str, Any], runs: int) -> dict[str, Any]:
@@ -134,6 +163,8 @@ def main() -> int:
     servers = {n: SERVERS[n] for n in wanted}
     skipped = {n: spec.missing() for n, spec in servers.items() if spec.missing()}
     servers = {n: spec for n, spec in servers.items() if n not in skipped}
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", file=sys.stderr)
 
     out: dict[str, Any] = {
         "machine": describe_machine(),
@@ -148,9 +179,15 @@ def main() -> int:
     }
     if args.merge and args.out.exists():
         # Each scenario keeps the date and command it was measured with.
-        out["scenarios"] = json.loads(args.out.read_text()).get("scenarios", {})
+        previous = json.loads(args.out.read_text())
+        out["scenarios"] = previous.get("scenarios", {})
         for name in scenarios:
             out["scenarios"].pop(name, None)
+        # Notes written beside the figures, and when S4 was measured, stay with them.
+        if previous.get("notes"):
+            out["notes"] = previous["notes"]
+        if "S4" not in scenarios and "s4_measured" in previous:
+            out["s4_measured"] = previous["s4_measured"]
 
     def save() -> None:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
@@ -162,7 +199,7 @@ def main() -> int:
         table.update(date=out["date"], command=out["command"], runs=runs)
         table.update(clients=s["clients"], rooms=s["rooms"])
         for server, spec in servers.items():
-            if transport in spec.transports:
+            if transport in spec.transports and not spec.redis:
                 print(f"{name} {server} ...", file=sys.stderr, flush=True)
                 table["servers"][server] = sweep_case(server, transport, s, runs)
                 save()
@@ -172,7 +209,7 @@ def main() -> int:
         table["messages"] = s["burst_messages"]
         for transport in ("long-polling", "websocket"):
             for server, spec in servers.items():
-                if transport in spec.transports and not spec.ceiling:
+                if transport in spec.transports and not spec.ceiling and not spec.redis:
                     print(f"S3 {transport} {server} ...", file=sys.stderr, flush=True)
                     table.setdefault(transport, {})[server] = burst_case(server, transport, s, runs)
                     save()
@@ -182,7 +219,7 @@ def main() -> int:
         for sessions, transport, hold in s["idle_cases"]:
             key = f"{sessions} {transport}" + ("" if hold else " (no held connect)")
             for server, spec in servers.items():
-                if transport in spec.transports and not spec.ceiling:
+                if transport in spec.transports and not spec.ceiling and not spec.redis:
                     print(f"S4 {key} {server} ...", file=sys.stderr, flush=True)
                     table.setdefault(key, {})[server] = idle_case(
                         server, transport, sessions, hold, runs
@@ -192,6 +229,17 @@ def main() -> int:
         print("S5 micro benchmarks ...", file=sys.stderr, flush=True)
         out["scenarios"]["S5"] = {"date": out["date"], **run_micro()}
         save()
+    if "S6" in scenarios:
+        table = out["scenarios"].setdefault("S6", {})
+        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(clients=s["clients"], rooms=s["rooms"])
+        for transport in ("long-polling", "websocket"):
+            for server, spec in servers.items():
+                if server in S6_SERVERS and transport in spec.transports:
+                    print(f"S6 {transport} {server} ...", file=sys.stderr, flush=True)
+                    cases = table.setdefault(transport, {})
+                    cases[server] = sweep_case(server, transport, s, runs)
+                    save()
     out["load_average_at_end"] = os.getloadavg()
     save()
     print(f"wrote {args.out}", file=sys.stderr)

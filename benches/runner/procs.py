@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,14 @@ def build_tools(servers: list[str]) -> None:
     crates = ["-p", "loadgen"] + (["-p", "axum-cometd-peer"] if "axum_cometd" in servers else [])
     what = "the load generator" + (" and axum_cometd" if "axum_cometd" in servers else "")
     _build(what, ["cargo", "build", "--release", "-q", *crates], cwd=ROOT)
-    faye = PEERS / "faye"
-    if "faye" in servers and shutil.which("npm") and not (faye / "node_modules").exists():
-        try:
-            _build("the Faye peer", ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(faye)])
-        except BuildFailed:
-            shutil.rmtree(faye / "node_modules", ignore_errors=True)  # so the next run retries
-            raise
+    for peer, what in (("faye", "the Faye peer"), ("faye-redis", "the faye-redis peer")):
+        faye = PEERS / peer
+        if peer in servers and shutil.which("npm") and not (faye / "node_modules").exists():
+            try:
+                _build(what, ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(faye)])
+            except BuildFailed:
+                shutil.rmtree(faye / "node_modules", ignore_errors=True)  # the next run retries
+                raise
     if "cometd-java" in servers and shutil.which("mvn") and not COMETD_JAR.exists():
         pom = PEERS / "cometd-java" / "pom.xml"
         _build("the CometD Java peer", ["mvn", "-q", "-f", str(pom), "package"])
@@ -122,6 +124,77 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(10)
 
 
+class RedisServer:
+    """A Redis server of a run's own (S6): a free loopback port, a temporary directory, no
+    persistence, pinned to the server's core, since it is part of the server under test."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-redis-")
+        command = ["taskset", "-c", SERVER_CORE, "redis-server", "--bind", "127.0.0.1"]
+        command += ["--port", str(self.port), "--dir", self._dir.name, "--save", ""]
+        command += ["--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while self._cli("PING") != "PONG":
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _cli(self, *command: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    def counters(self) -> dict[str, float]:
+        """Calls per command (``INFO commandstats``) and ``cpu`` (user + system seconds)."""
+        found: dict[str, float] = {}
+        for line in self._cli("INFO", "all").splitlines():
+            if line.startswith("cmdstat_"):
+                name, fields = line.removeprefix("cmdstat_").split(":", 1)
+                calls = dict(f.split("=", 1) for f in fields.split(","))["calls"]
+                found[name] = float(calls)
+            elif line.startswith(("used_cpu_user:", "used_cpu_sys:")):
+                found["cpu"] = found.get("cpu", 0.0) + float(line.split(":", 1)[1])
+        return found
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self._dir.cleanup()
+
+
+def _redis_usage(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+    """What Redis did while the load generator ran: calls per command, CPU."""
+    calls = {
+        name: int(after[name] - before.get(name, 0.0))
+        for name in after
+        if name != "cpu" and after[name] > before.get(name, 0.0)
+    }
+    # The runner's own INFO call is counted in `after`.
+    calls["info"] = calls.get("info", 1) - 1
+    cpu = after.get("cpu", 0.0) - before.get("cpu", 0.0)
+    return {
+        "calls": {k: v for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v},
+        "cpu_seconds": round(cpu, 3),
+        "cpu_avg": round(cpu / wall, 3),
+    }
+
+
 def run_server(
     spec: Server,
     transport: str,
@@ -153,12 +226,17 @@ def _run_once(
     measure_rss: bool,
 ) -> dict[str, Any]:
     port = _free_port()
+    try:
+        redis = RedisServer() if spec.redis else None
+    except Exception as exc:
+        print(f"  {spec.name} {transport}: {exc}", file=sys.stderr)
+        return {"error": str(exc)}
+    command = spec.command(port, timeout, max_interval)
+    if redis is not None:
+        command += ["--redis", redis.url]
     log = open(ROOT / "target" / f"bench-{spec.name}.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, *spec.command(port, timeout, max_interval)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        ["taskset", "-c", SERVER_CORE, *command], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
     )
     cmd = ["taskset", "-c", LOADGEN_CORE, str(LOADGEN), "--url", f"http://127.0.0.1:{port}/cometd"]
     cmd += ["--transport", transport, "--dialect", spec.dialect, "--quiet"]
@@ -166,6 +244,7 @@ def _run_once(
     try:
         _wait_listening(port, server)
         time.sleep(1)  # let a JIT or event loop finish starting before the first request
+        counters = redis.counters() if redis is not None else {}
         cpu0, t0 = _cpu_seconds(server.pid), time.monotonic()
         if measure_rss:
             result = _idle_run(cmd, server.pid)
@@ -176,6 +255,8 @@ def _run_once(
             result = json.loads(done.stdout)
         wall = time.monotonic() - t0
         result["server_cpu_avg"] = round((_cpu_seconds(server.pid) - cpu0) / wall, 3)
+        if redis is not None:
+            result["redis"] = _redis_usage(counters, redis.counters(), wall)
         return result
     except Exception as exc:
         print(f"  {spec.name} {transport}: {exc}", file=sys.stderr)
@@ -183,6 +264,8 @@ def _run_once(
     finally:
         _stop(server)
         log.close()
+        if redis is not None:
+            redis.stop()
 
 
 def _idle_run(cmd: list[str], server_pid: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import resource
 import shutil
 import sys
@@ -27,11 +28,20 @@ class Server:
     dialect: str = "standard"
     # The fixed-bytes ceiling: measured by closed-loop request rate, not by deliveries.
     ceiling: bool = False
+    # A program, a path, or "python:MODULE" (importable by this interpreter, which runs the
+    # project's servers).
     needs: tuple[str, ...] = ()
+    # S6 only: the runner starts a Redis server of its own for every run and appends
+    # `--redis URL` to the command.
+    redis: bool = False
 
     def missing(self) -> str | None:
         for need in self.needs:
-            if "/" in need:
+            if need.startswith("python:"):
+                module = need.removeprefix("python:")
+                if importlib.util.find_spec(module) is None:
+                    return f"the Python package {module} is not installed (pip install '.[redis]')"
+            elif "/" in need:
                 if not Path(need).exists():
                     return f"{need} is missing"
             elif shutil.which(need) is None:
@@ -50,6 +60,32 @@ def _faye(port: int, timeout: int, max_interval: int) -> list[str]:
         str(port),
         "--timeout",
         str(timeout),
+    ]
+
+
+def _faye_redis(port: int, timeout: int, max_interval: int) -> list[str]:
+    """Faye with faye-redis on two Node.js processes sharing one port (the cluster module);
+    the runner appends --redis URL. S6 sessions never idle long, so no timeout stretch."""
+    server = str(PEERS / "faye-redis" / "server.js")
+    return ["node", server, "--port", str(port), "--timeout", str(timeout), "--workers", "2"]
+
+
+def _starlette_cometd(port: int, timeout: int, max_interval: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "starlette_cometd",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--timeout",
+        str(timeout),
+        "--max-interval",
+        str(max_interval),
+        # Every session of the load generator comes from one address.
+        "--max-sessions-per-address",
+        "0",
     ]
 
 
@@ -98,26 +134,7 @@ def _granian(app_dir: str) -> Callable[[int, int, int], list[str]]:
 
 
 SERVERS: dict[str, Server] = {
-    "starlette-cometd": Server(
-        "starlette-cometd",
-        lambda p, t, m: [
-            sys.executable,
-            "-m",
-            "starlette_cometd",
-            "--port",
-            str(p),
-            "--log-level",
-            "warning",
-            "--timeout",
-            str(t),
-            "--max-interval",
-            str(m),
-            # Every session of the load generator comes from one address.
-            "--max-sessions-per-address",
-            "0",
-        ],
-        (LP, WS),
-    ),
+    "starlette-cometd": Server("starlette-cometd", _starlette_cometd, (LP, WS)),
     "starlette-cometd-granian": Server(
         "starlette-cometd-granian", _granian("granian"), (LP, WS), needs=("granian",)
     ),
@@ -154,7 +171,43 @@ SERVERS: dict[str, Server] = {
         (LP, WS),
         needs=("java", str(COMETD_JAR)),
     ),
+    # S6, the Redis cluster (issue 11): each run gets a fresh Redis server of its own.
+    "starlette-cometd-redis": Server(
+        "starlette-cometd-redis",
+        _starlette_cometd,
+        (LP, WS),
+        needs=("redis-server", "redis-cli", "python:redis"),
+        redis=True,
+    ),
+    "starlette-cometd-redis-2w": Server(
+        "starlette-cometd-redis-2w",
+        lambda p, t, m: [*_starlette_cometd(p, t, m), "--workers", "2"],
+        (LP, WS),
+        needs=("redis-server", "redis-cli", "python:redis"),
+        redis=True,
+    ),
+    "faye-redis": Server(
+        "faye-redis",
+        _faye_redis,
+        (LP, WS),
+        needs=(
+            "redis-server",
+            "redis-cli",
+            "node",
+            str(PEERS / "faye-redis" / "node_modules" / "faye-redis"),
+        ),
+        redis=True,
+    ),
 }
+
+# S6 measures these under the S1 and S2 loads: the in-memory engine (the same run's baseline),
+# one process on Redis, two processes sharing Redis, and Faye with faye-redis on two processes.
+S6_SERVERS = (
+    "starlette-cometd",
+    "starlette-cometd-redis",
+    "starlette-cometd-redis-2w",
+    "faye-redis",
+)
 
 
 def _idle_cases(sizes: tuple[int, int]) -> list[tuple[int, str, bool]]:

@@ -285,6 +285,7 @@ class LongPollingServiceContextBuilder:
             # then max_interval), by a margin: the node serving it ends it first.
             held = settings.get("timeout", 20.0) + settings.get("interval", 0.0)
             self._cluster.session_ttl = held + settings["max_interval"] + 2.0
+            self._cluster.trust_client_session = bool(settings.get("trust_client_session"))
         engine = Engine(**settings, connection_types=list(self._connection_types))
         context = LongPollingServiceContext(
             engine,

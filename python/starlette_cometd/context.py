@@ -152,7 +152,7 @@ class LongPollingServiceContext:
         key = str(client_id)
         if self.cluster is not None and self._engine.session_info(key) is None:
             try:
-                await self.cluster.take_over([key], None)
+                await self.cluster.take_over([key], None, None, trusted=True)
             except EngineUnavailable as error:
                 raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
         self.apply(self._engine.remove_session(key))

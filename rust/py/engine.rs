@@ -233,18 +233,20 @@ impl PyEngine {
     }
 
     /// The client ids that messages of a batch name, each once, in order, with whether the
-    /// session is here: in a cluster, those that are not are taken over from the shared engine
-    /// before the batch is processed. Empty for a body that is not a batch.
-    fn named_sessions(&self, body: &[u8]) -> Vec<(String, bool)> {
+    /// session is here and whether the batch connects it: in a cluster, a session that is not
+    /// here is taken over before a batch that connects it (its messages are delivered where
+    /// it connects), and only borrowed for any other. Empty for a body that is not a batch.
+    fn named_sessions(&self, body: &[u8]) -> Vec<(String, bool, bool)> {
         let Ok(messages) = json::split_batch(body) else {
             return Vec::new();
         };
         let engine = self.engine();
-        let mut named: Vec<(String, bool)> = Vec::new();
+        let mut named: Vec<(String, bool, bool)> = Vec::new();
         for raw in messages {
-            let Ok((message, _)) = protocol::read(raw, self.config.max_data_depth) else {
+            let Ok((message, channel)) = protocol::read(raw, self.config.max_data_depth) else {
                 continue;
             };
+            let connects = channel == "/meta/connect";
             let Some(id) = message
                 .client_id
                 .and_then(json::as_str)
@@ -253,8 +255,9 @@ impl PyEngine {
                 continue;
             };
             let text = id.to_string();
-            if !named.iter().any(|(seen, _)| *seen == text) {
-                named.push((text, engine.key_of(&id).is_some()));
+            match named.iter_mut().find(|(seen, _, _)| *seen == text) {
+                Some((_, _, any_connect)) => *any_connect |= connects,
+                None => named.push((text, engine.key_of(&id).is_some(), connects)),
             }
         }
         named
@@ -369,6 +372,34 @@ impl PyEngine {
         engine.deliver(key, Arc::from(message), &mut effects);
         drop(engine);
         effects_outcome(py, effects)
+    }
+
+    /// Makes a session's subscriptions exactly `subscriptions` (another process of a cluster
+    /// changed them): no event, and no limit applies (they were checked where they were made).
+    fn resubscribe(&self, client_id: &str, subscriptions: Vec<String>) -> PyResult<()> {
+        let id = parse_id(client_id)?;
+        for name in &subscriptions {
+            self.check_name(name)?;
+            if !matches!(
+                channel::classify(name),
+                Some(ChannelKind::Broadcast | ChannelKind::Wildcard)
+            ) {
+                return Err(CoreError::InvalidChannel(name.clone()).into());
+            }
+        }
+        let mut engine = self.engine();
+        let key = engine
+            .key_of(&id)
+            .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
+        for name in engine.session_info(key).subscriptions {
+            if !subscriptions.contains(&name) {
+                engine.unsubscribe(key, &name);
+            }
+        }
+        for name in &subscriptions {
+            engine.subscribe(key, name);
+        }
+        Ok(())
     }
 
     /// Lets go of a session that another process of a cluster serves from now on: no event,

@@ -40,7 +40,7 @@ def test_named_sessions_names_each_session_once_and_whether_it_is_here() -> None
         {"channel": "/meta/handshake"},
     ]
     named = engine.named_sessions(json.dumps(batch).encode())
-    assert named == [(elsewhere, False), (here, True)]
+    assert named == [(elsewhere, False, True), (here, True, False)], "connects, or not"
     assert engine.named_sessions(b"[{]") == []
     assert engine.named_sessions(b'{"channel":"/a"}') == []
 
@@ -61,6 +61,21 @@ def test_an_adopted_session_serves_its_cookie_with_its_subscriptions() -> None:
     with pytest.raises(InvalidChannelError):
         engine.adopt("fd" * 20, BROWSER, ["/meta/connect"])
     assert engine.session_info("fd" * 20) is None
+
+
+def test_resubscribe_sets_the_subscriptions_another_process_changed() -> None:
+    engine = Engine()
+    client_id = handshake(engine, BROWSER)
+    send(
+        engine,
+        BROWSER,
+        {"channel": "/meta/subscribe", "clientId": client_id, "subscription": ["/a", "/b"]},
+    )
+    engine.resubscribe(client_id, ["/b", "/c/**"])
+    info = engine.session_info(client_id)
+    assert info is not None and info["subscriptions"] == ["/b", "/c/**"]
+    with pytest.raises(InvalidChannelError):
+        engine.resubscribe(client_id, ["/meta/x"])
 
 
 def test_forget_lets_a_session_go_without_an_event() -> None:

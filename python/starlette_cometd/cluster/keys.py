@@ -25,11 +25,16 @@ return {epoch, offset}
 """
 
 # Takes a session over for this node. KEYS: the session hash. ARGV: this node, the session's
-# time to live in ms. Returns the node that served it before and the whole record, or nothing
-# when there is no such session.
+# time to live in ms, the request's browser cookie, "1" when sessions are trusted without it.
+# Returns the node that served it before and the whole record; nothing when there is no such
+# session, or when the request does not carry its cookie (unless the session never connected
+# yet: a socket opened before the handshake, as Faye's, has none) and sessions are not trusted.
 CLAIM = """
 local before = redis.call('HGET', KEYS[1], 'n')
 if not before then return false end
+local browser = redis.call('HGET', KEYS[1], 'b')
+local connected = redis.call('HGET', KEYS[1], 'k')
+if ARGV[4] ~= '1' and browser ~= ARGV[3] and connected == '1' then return false end
 redis.call('HSET', KEYS[1], 'n', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {before, redis.call('HGETALL', KEYS[1])}
@@ -45,6 +50,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+
+# Changes a session's subscriptions. KEYS: the session hash. ARGV: those added and those
+# removed, as JSON lists. Returns the node serving it (to tell it), or nothing when there is no
+# such session.
+SUBSCRIPTIONS = """
+local current = redis.call('HGET', KEYS[1], 's')
+if not current then return false end
+local set = {}
+for _, name in ipairs(cjson.decode(current)) do set[name] = true end
+for _, name in ipairs(cjson.decode(ARGV[2])) do set[name] = nil end
+for _, name in ipairs(cjson.decode(ARGV[1])) do set[name] = true end
+local names = {}
+for name in pairs(set) do table.insert(names, name) end
+table.sort(names)
+-- cjson writes an empty table as an object.
+redis.call('HSET', KEYS[1], 's', #names == 0 and '[]' or cjson.encode(names))
+return redis.call('HGET', KEYS[1], 'n')
+"""
 
 # Moves sessions' deadlines to Redis's clock now plus a time to live. KEYS: the deadlines.
 # ARGV: the time to live in ms, then the client ids.

@@ -20,7 +20,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
-from .keys import CLAIM, POP_EXPIRED, PUBLISH, RECORD, TOUCH, Cursor, Keys, offset_of
+from .keys import (
+    CLAIM,
+    POP_EXPIRED,
+    PUBLISH,
+    RECORD,
+    SUBSCRIPTIONS,
+    TOUCH,
+    Cursor,
+    Keys,
+    offset_of,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import BlockingConnectionPool, Redis
@@ -83,6 +93,8 @@ class RedisNode:
         # data meanwhile (once, under the lock, whichever request or reader comes first).
         self._suspect = False
         self._resuming = asyncio.Lock()
+        #: Whether a session may be used without its cookie (set by the builder).
+        self.trust_client_session = False
         #: Seconds a session's record lives unless refreshed (set by the builder).
         self.session_ttl = 90.0
 
@@ -113,6 +125,7 @@ class RedisNode:
         self._publish = self._redis.register_script(PUBLISH)
         self._claim = self._redis.register_script(CLAIM)
         self._record = self._redis.register_script(RECORD)
+        self._subscriptions = self._redis.register_script(SUBSCRIPTIONS)
         self._touch = self._redis.register_script(TOUCH)
         self._pop_expired = self._redis.register_script(POP_EXPIRED)
         self._start_at(await self._read_heads())
@@ -156,47 +169,75 @@ class RedisNode:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
-    async def take_over(self, client_ids: Iterable[str], address: str | None) -> None:
+    async def take_over(
+        self,
+        client_ids: Iterable[str],
+        address: str | None,
+        browser: str | None,
+        *,
+        trusted: bool = False,
+    ) -> None:
         """Takes over the named sessions that another node served (or none did since it
-        stopped): those that exist and can be recovered are then here, with what they missed.
-        Raises ``EngineUnavailable``."""
+        stopped), for a request that carries ``browser``'s cookie (or for the application,
+        ``trusted``): those that exist, are that browser's, and can be recovered are then here,
+        with what they missed. Raises ``EngineUnavailable``."""
         try:
             await self._resume()
             for client_id in client_ids:
-                await self._adopt(client_id, address)
+                await self._adopt(client_id, address, browser, trusted)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
-    async def commit(self, outcome: Outcome, served: Iterable[str]) -> bool:
+    async def borrow(
+        self, client_ids: Iterable[str], address: str | None, browser: str | None
+    ) -> dict[str, str]:
+        """Brings the named sessions here for a batch that does not connect them (publishes,
+        subscriptions, a disconnect), without taking them from the node serving them, which
+        keeps delivering their messages: returns each borrowed session's node. The caller
+        lets them go (``engine.forget``) once the batch is committed; the core checks that the
+        request carries their cookie (``browser``) as it does for any session. Raises
+        ``EngineUnavailable``."""
+        borrowed: dict[str, str] = {}
+        try:
+            for client_id in client_ids:
+                fields: Any = await self.redis.hgetall(self.keys.session(client_id))
+                record = self._parse_record(client_id, fields) if fields else None
+                if record is None:
+                    continue  # no such session: the core answers 402
+                owner, subscriptions, ack, connected, _ = record
+                node = fields.get(b"n", b"").decode()
+                if self.engine.adopt(client_id, owner, subscriptions, ack, address, connected):
+                    borrowed[client_id] = node
+        except _RESPONSE_ERRORS as error:
+            self._report("a borrowed session", f"a session record Redis refused ({error})")
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+        return borrowed
+
+    async def commit(
+        self, outcome: Outcome, served: Iterable[str], borrowed: dict[str, str]
+    ) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
-        new sessions, subscriptions and removals to their records, and the cursor of every
-        session it served here. False when one of those sessions moved to another node
-        meanwhile: its messages must not go out with this reply. Raises ``EngineUnavailable``."""
+        new sessions, subscription changes and removals to their records (telling the node
+        serving a borrowed session), and the cursor of every session this node serves that
+        the batch named. Returns the sessions that moved to another node meanwhile: their
+        messages must not go out with this reply. Raises ``EngineUnavailable``."""
         engine = self.engine
         cursor = self._cursor().encode()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
-                written = set()
-                alive = []
-                for kind, client_id, _ in outcome.events:
-                    if kind == "session_removed":
-                        pipe.delete(self.keys.session(client_id))
-                        pipe.zrem(self.keys.deadlines(), client_id)
-                        written.add(client_id)
-                    elif client_id not in written:
-                        info = engine.session_info(client_id)
-                        if info is not None:
-                            self._queue_record(pipe, client_id, info, cursor)
-                            written.add(client_id)
-                            alive.append(client_id)
-                recorded = []
-                for client_id in served:
-                    info = engine.session_info(client_id)
-                    if client_id not in written and info is not None:
-                        recorded.append(client_id)
+                changed, alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed)
+                recorded = [
+                    client_id
+                    for client_id in served
+                    if client_id not in borrowed
+                    and client_id not in alive
+                    and engine.session_info(client_id) is not None
+                ]
                 if alive or recorded:
                     await self._touch(
                         keys=[self.keys.deadlines()],
@@ -214,20 +255,59 @@ class RedisNode:
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
                 results = await pipe.execute(raise_on_error=False)
-            kept = True
+            moved: set[str] = set()
             tail = results[len(results) - len(recorded) :]
             for client_id, result in zip(recorded, tail, strict=True):
                 if isinstance(result, Exception):
                     await self._rewrite(client_id, result)
                 elif not result:
-                    kept = False  # it moved to another node meanwhile
+                    moved.add(client_id)  # another node took it meanwhile
             for result in results[: len(results) - len(recorded)]:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
+            # The node serving a session whose subscriptions changed here learns of it.
+            for client_id, index in changed.items():
+                owner = results[index]
+                if isinstance(owner, bytes) and owner.decode() != self.id:
+                    told.append((owner.decode(), f"subscriptions:{client_id}"))
+            for node, note in told:
+                await self.redis.publish(self.keys.node(node), note)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
-        return kept
+        return moved
+
+    async def _queue_changes(
+        self, pipe: Any, outcome: Outcome, cursor: str, borrowed: dict[str, str]
+    ) -> tuple[dict[str, int], list[str], list[tuple[str, str]]]:
+        """Queues the writes of a batch's events: a new session's record, a changed
+        subscription list (by a script that applies the change, so that changes made at once
+        on several nodes all hold), a removal. Returns where the subscription scripts' results
+        will be, the sessions whose deadline moves, and what to tell which other node."""
+        engine = self.engine
+        changed: dict[str, int] = {}
+        alive: list[str] = []
+        told: list[tuple[str, str]] = []
+        for kind, client_id, detail in outcome.events:
+            key = self.keys.session(client_id)
+            if kind == "session_added":
+                info = engine.session_info(client_id)
+                if info is not None:
+                    self._queue_record(pipe, client_id, info, cursor)
+                    alive.append(client_id)
+            elif kind in ("subscribe", "unsubscribe"):
+                added, removed = (detail, []) if kind == "subscribe" else ([], detail)
+                changed[client_id] = len(pipe.command_stack)
+                await self._subscriptions(
+                    keys=[key], args=[json.dumps(added), json.dumps(removed)], client=pipe
+                )
+            elif kind == "session_removed":
+                pipe.delete(key)
+                pipe.zrem(self.keys.deadlines(), client_id)
+                owner = borrowed.get(client_id)
+                if owner and owner != self.id:
+                    told.append((owner, f"forget:{client_id}"))
+        return changed, alive, told
 
     async def delivered(self, client_id: str, body: bytes) -> bytes:
         """A held connect's reply, once its session's cursor is recorded: the cursor goes first,
@@ -346,10 +426,33 @@ class RedisNode:
 
     # Taking a session over
 
-    async def _adopt(self, client_id: str, address: str | None) -> None:
-        key = self.keys.session(client_id)
+    def _parse_record(
+        self, client_id: str, fields: dict[bytes, bytes]
+    ) -> tuple[str, list[str], bool, bool, Cursor] | None:
+        """A session record's cookie, subscriptions, ack extension, first connect and cursor;
+        ``None`` (reported once) when it is not a record."""
         try:
-            claimed = await self._claim(keys=[key], args=[self.id, self._session_ttl_ms])
+            browser = fields[b"b"].decode()
+            subscriptions = json.loads(fields[b"s"])
+            if not isinstance(subscriptions, list) or not all(
+                isinstance(name, str) for name in subscriptions
+            ):
+                raise ValueError("subscriptions are not a list of names")
+            cursor = Cursor.decode(fields[b"c"], self.keys.partitions)
+        except (KeyError, ValueError, UnicodeDecodeError) as error:
+            self._report(f"session {client_id}", f"a malformed session record ({error})")
+            return None
+        return browser, subscriptions, fields.get(b"a") == b"1", fields.get(b"k") == b"1", cursor
+
+    async def _adopt(
+        self, client_id: str, address: str | None, browser: str | None, trusted: bool
+    ) -> None:
+        key = self.keys.session(client_id)
+        trust = "1" if trusted or self.trust_client_session else "0"
+        try:
+            claimed = await self._claim(
+                keys=[key], args=[self.id, self._session_ttl_ms, browser or "", trust]
+            )
         except _RESPONSE_ERRORS as error:
             self._report(f"session {client_id}", f"a session record Redis refused ({error})")
             await self.redis.delete(key)
@@ -359,18 +462,11 @@ class RedisNode:
             return  # no such session anywhere: the core answers 402
         before, flat = claimed
         fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-        try:
-            browser = fields[b"b"].decode()
-            subscriptions = json.loads(fields[b"s"])
-            ack = fields.get(b"a") == b"1"
-            connected = fields.get(b"k") == b"1"
-            cursor = Cursor.decode(fields[b"c"], self.keys.partitions)
-            if not isinstance(subscriptions, list):
-                raise ValueError("subscriptions are not a list")
-        except (KeyError, ValueError, UnicodeDecodeError) as error:
-            self._report(f"session {client_id}", f"a malformed session record ({error})")
+        record = self._parse_record(client_id, fields)
+        if record is None:
             await self.redis.delete(key)
             return
+        owner, subscriptions, ack, connected, cursor = record
         missed = await self._missed_since(cursor)
         if missed is None:
             # What it missed is no longer kept (or the logs were lost): it cannot be
@@ -382,7 +478,7 @@ class RedisNode:
         # entries read reach, so that it misses nothing and gets nothing twice.
         engine = self.engine
         try:
-            adopted = engine.adopt(client_id, browser, subscriptions, ack, address, connected)
+            adopted = engine.adopt(client_id, owner, subscriptions, ack, address, connected)
         except Exception as error:  # bad channel names in the record
             self._report(f"session {client_id}", f"a session record the core refused ({error})")
             await self.redis.delete(key)
@@ -394,7 +490,7 @@ class RedisNode:
             ]
             engine.catch_up(client_id, entries)
         if before != self.id.encode():
-            await self.redis.publish(self.keys.node(before.decode()), client_id)
+            await self.redis.publish(self.keys.node(before.decode()), f"forget:{client_id}")
 
     async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
         """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
@@ -518,7 +614,7 @@ class RedisNode:
                     await pubsub.subscribe(self.keys.node(self.id))
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._let_go(message["data"].decode())
+                            await self._obey(message["data"].decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
             except _REDIS_ERRORS as error:
@@ -546,14 +642,24 @@ class RedisNode:
             for client_id in ids if taken else ():
                 self._context.end_orphan(client_id)
 
-    def _let_go(self, client_id: str) -> None:
-        log.debug("node %s lets session %s go", self.id, client_id)
-        try:
-            outcome = self.engine.forget(client_id)
-        except Exception:  # not a client id: nothing here to let go
-            return
+    async def _obey(self, note: str) -> None:
+        """What another node tells this one about a session this one serves: to let it go
+        (it took it over, or ended it), or that its subscriptions changed there."""
+        what, _, client_id = note.partition(":")
+        engine = self.engine
+        if engine.session_info(client_id) is None:
+            return  # not here (any more)
         assert self._context is not None
-        self._context.apply(outcome)
+        if what == "forget":
+            log.debug("node %s lets session %s go", self.id, client_id)
+            self._context.apply(engine.forget(client_id))
+        elif what == "subscriptions":
+            try:
+                fields: Any = await self.redis.hget(self.keys.session(client_id), "s")
+                if fields is not None:
+                    engine.resubscribe(client_id, json.loads(fields))
+            except (ValueError, TypeError) as error:
+                self._report(f"session {client_id}", f"subscriptions the core refused ({error})")
 
     def _report(self, what: str, problem: str) -> None:
         if what not in self._reported:

@@ -146,39 +146,45 @@ async def _after(pending: Awaitable[None], reply: Reply) -> Reply:
 
 
 async def _clustered(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
-    """The fast path in a cluster: the core acts between taking over the sessions the batch
+    """The fast path in a cluster: the core acts between bringing here the sessions the batch
     needs and recording what it changed."""
     processed = await process_in_cluster(context, request, body, None)
     if isinstance(processed, HookedReply):
         return processed
-    outcome, reply_body = processed
+    outcome, reply_body, hold = processed
     pending = apply(context, request, outcome)
     if pending is not None:
         await pending
-    return HookedReply(outcome.status, reply_body, outcome.hold, outcome.new_browser)
+    return HookedReply(outcome.status, reply_body, hold, outcome.new_browser)
 
 
 async def process_in_cluster(
     context: LongPollingServiceContext, request: Request, body: bytes, alone: bool | None
-) -> tuple[Outcome, bytes] | HookedReply:
-    """``engine.process`` as one node of a cluster: the sessions the batch names that another
-    node served are taken over first, and what the core changed is recorded in the cluster
-    before the reply goes out. Returns the outcome with the reply's body, or, when the
-    cluster's Redis cannot be reached, an unsuccessful reply with advice to retry."""
+) -> tuple[Outcome, bytes, HeldConnect | None] | HookedReply:
+    """``engine.process`` as one node of a cluster. A session the batch connects is taken over
+    from the node that served it (its messages go where it connects); any other it names is
+    only borrowed for the batch. What the core changed is recorded in the cluster before the
+    reply goes out. Returns the outcome, the reply's body and the connect to hold, or, when
+    the cluster's Redis cannot be reached, an unsuccessful reply with advice to retry."""
     node = context.cluster
     assert node is not None
     engine = context.engine
     named = engine.named_sessions(body)
+    borrowed: dict[str, str] = {}
     try:
         await node.ready()
         # Another node may take a session back while this one waits on Redis (the client's
         # requests run at once on several nodes): until every session is here when nothing
-        # waits any more, take over again.
+        # waits any more, bring it again.
         for _ in range(TAKE_OVER_ATTEMPTS):
-            missing = [c for c, _ in named if engine.session_info(c) is None]
+            missing = [(c, connects) for c, _, connects in named if not engine.session_info(c)]
             if not missing:
                 break
-            await node.take_over(missing, request.address)
+            await node.take_over([c for c, connects in missing if connects], *where(request))
+            lent = await node.borrow(
+                [c for c, connects in missing if not connects], *where(request)
+            )
+            borrowed.update(lent)
         outcome = engine.process(
             body,
             request.browser,
@@ -189,17 +195,35 @@ async def process_in_cluster(
             request.address,
         )
         try:
-            kept = await node.commit(outcome, [client_id for client_id, _ in named])
+            moved = await node.commit(outcome, [c for c, _, _ in named], borrowed)
         except EngineUnavailable:
             # Not recorded, so not made: the sessions it created go again, unannounced.
             for kind, client_id, _ in outcome.events:
                 if kind == "session_added":
                     engine.forget(client_id)
             raise
+        finally:
+            for client_id in borrowed:
+                engine.forget(client_id)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
-    return outcome, outcome.body if kept else replies_only(outcome.body)
+    hold = outcome.hold
+    if not moved:
+        return outcome, outcome.body, hold
+    # Another node took a session meanwhile: it sends its messages, and a connect held here
+    # for it ends now, so that the client's next connect finds it there.
+    for client_id in moved:
+        context.apply(engine.forget(client_id))
+    if hold is not None and hold.client_id in moved:
+        return outcome, engine.complete_connect(hold, False), None
+    return outcome, replies_only(outcome.body), hold
+
+
+def where(request: Request) -> tuple[str | None, str | None]:
+    """The address and the browser cookie a request came with, as the cluster takes sessions
+    for it."""
+    return request.address, request.browser
 
 
 def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
@@ -417,7 +441,7 @@ class _Hooked:
             if isinstance(processed, HookedReply):
                 self.parts.append(processed.body[1:-1])
                 return
-            outcome = processed[0]
+            outcome, reply_body, hold = processed
         else:
             outcome = self.context.engine.process(
                 body,
@@ -428,6 +452,7 @@ class _Hooked:
                 request.socket,
                 request.address,
             )
+            reply_body, hold = outcome.body, outcome.hold
         if outcome.new_browser is not None:
             self.browser = self.new_browser = outcome.new_browser
         for kind, client_id, _ in outcome.events:
@@ -437,10 +462,10 @@ class _Hooked:
         pending = apply(self.context, request, outcome)
         if pending is not None:
             await pending
-        if outcome.hold is not None:
-            self.hold = outcome.hold
+        if hold is not None:
+            self.hold = hold
         else:
-            reply = self.context.finish_reply(outcome.body, session)
+            reply = self.context.finish_reply(reply_body, session)
             if not isinstance(reply, bytes):
                 reply = await reply
             self.parts.append(reply[1:-1])

@@ -36,7 +36,7 @@ async def clients(serve: ServeFactory, transport: str) -> AsyncIterator[ClientFa
         async def start(server: Server) -> FayeClient:
             client = FayeClient()
             if transport != "long-polling":
-                await pool.require_offered(server, client.name, transport)
+                await pool.require_offered(server.url, client.name, transport)
             # Faye always handshakes over HTTP, so websocket needs long-polling too. Faye
             # retries a failed request after 1 s, not its default 5 s.
             transports = [transport, "long-polling"] if transport != "long-polling" else None

@@ -46,7 +46,7 @@ async def clients(serve: ServeFactory) -> AsyncIterator[ClientFactory]:
             client = JavaClient()
             require(client.name, client.missing())
             if transport != "long-polling":
-                await pool.require_offered(server, client.name, transport)
+                await pool.require_offered(server.url, client.name, transport)
             return await pool.start(client, server.url, transports=[transport])
 
         yield start

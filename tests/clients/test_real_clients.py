@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -32,64 +31,22 @@ from starlette_cometd import (
 )
 from support.client_steps import (
     CLIENT_ID,
-    check_transport,
+    MODES,
+    Mode,
+    check_mode_transport,
     client_pool,
-    handshake,
+    handshake_in_mode,
     next_event,
     publish,
     received,
-    settled_status,
     status,
     subscribe,
-    transport_key,
     unsubscribe,
     until,
     varied_ascii,
 )
-from support.drivers import DriverClient, FayeClient, JavaClient, JsClient, require
+from support.drivers import DriverClient
 from support.servers import ServeFactory, Server
-
-
-@dataclass(frozen=True)
-class Mode:
-    """One client over one transport."""
-
-    kind: str  # "js", "java" or "faye"
-    transport: str  # "long-polling" or "websocket"
-    # appendMessageTypeToURL (meta requests to /cometd/handshake, ...): the JS client's choice.
-    # The Java client always appends over HTTP; Faye never does (both ignore the option).
-    append: bool = True
-
-    @property
-    def id(self) -> str:
-        suffix = "-append" if self.kind == "js" and self.append and not self.websocket else ""
-        return f"{self.kind}-{self.transport}{suffix}"
-
-    @property
-    def websocket(self) -> bool:
-        return self.transport == "websocket"
-
-    def transports(self) -> list[str]:
-        """The client's transports, in order of preference."""
-        if self.websocket and self.kind in ("js", "faye"):
-            # JS: WebSocket with its long-polling fallback, the client's default preference.
-            # Faye: always handshakes over HTTP, then upgrades.
-            return ["websocket", "long-polling"]
-        return [self.transport]
-
-    def client(self) -> DriverClient:
-        return {"js": JsClient, "java": JavaClient, "faye": FayeClient}[self.kind]()
-
-
-MODES = [
-    Mode("js", "long-polling", append=True),
-    Mode("js", "long-polling", append=False),
-    Mode("js", "websocket"),
-    Mode("java", "long-polling"),
-    Mode("java", "websocket"),
-    Mode("faye", "long-polling"),
-    Mode("faye", "websocket"),
-]
 
 
 @pytest.fixture(params=MODES, ids=[mode.id for mode in MODES])
@@ -109,41 +66,16 @@ async def clients(serve: ServeFactory, mode: Mode) -> AsyncIterator[ClientFactor
     async with client_pool() as pool:
 
         async def start(server: Server, options: dict[str, Any] | None = None) -> DriverClient:
-            client = mode.client()
-            require(client.name, client.missing())
-            if mode.websocket:
-                await pool.require_offered(server, client.name, mode.transport)
-            if mode.kind == "faye":
-                # Faye retries a failed request after 1 s, not its default 5 s.
-                options = {"retry": 1, **(options or {})}
-            return await pool.start(
-                client, server.url, mode.append, transports=mode.transports(), options=options
-            )
+            return await pool.start_in_mode(mode, server.url, options)
 
         yield start
-
-
-async def check_mode_transport(client: DriverClient, mode: Mode) -> None:
-    """The client uses the mode's transport."""
-    if mode.kind == "faye":
-        # Faye opens its websocket after each handshake and switches to it once it is up.
-        await settled_status(client, transport_key(client), mode.transport)
-    else:
-        await check_transport(client, mode.transport)
-
-
-async def connect(client: DriverClient, mode: Mode) -> str:
-    """Handshakes, checks that the client uses the mode's transport, and returns its id."""
-    client_id = await handshake(client)
-    await check_mode_transport(client, mode)
-    return client_id
 
 
 async def test_publish_subscribe(server: Server, clients: ClientFactory, mode: Mode) -> None:
     a = await clients(server)
     b = await clients(server)
-    await connect(a, mode)
-    await connect(b, mode)
+    await handshake_in_mode(a, mode)
+    await handshake_in_mode(b, mode)
     await subscribe(a, "/chat/room")
 
     # 20 messages without waiting for acknowledgements, in an order the server must keep.
@@ -176,8 +108,8 @@ async def test_publish_subscribe(server: Server, clients: ClientFactory, mode: M
 async def test_wildcard_subscriptions(server: Server, clients: ClientFactory, mode: Mode) -> None:
     a = await clients(server)
     b = await clients(server)
-    a_id = await connect(a, mode)
-    await connect(b, mode)
+    a_id = await handshake_in_mode(a, mode)
+    await handshake_in_mode(b, mode)
     for channel in ("/w/*", "/w/**", "/w/a", "/marker"):
         await subscribe(a, channel)
     before = server.context.stats()["delivered"]
@@ -212,8 +144,8 @@ async def test_unsubscribe(server: Server, clients: ClientFactory, mode: Mode) -
     rx = server.context.rx()
     a = await clients(server)
     b = await clients(server)
-    a_id = await connect(a, mode)
-    await connect(b, mode)
+    a_id = await handshake_in_mode(a, mode)
+    await handshake_in_mode(b, mode)
     await subscribe(a, "/u/gone")
     await subscribe(a, "/u/kept")
 
@@ -240,7 +172,7 @@ async def test_unsubscribe(server: Server, clients: ClientFactory, mode: Mode) -
 async def test_disconnect(server: Server, clients: ClientFactory, mode: Mode) -> None:
     rx = server.context.rx()
     client = await clients(server)
-    client_id = await connect(client, mode)
+    client_id = await handshake_in_mode(client, mode)
     first = await client.expect("meta", listener="/meta/connect")
     assert first["successful"], first
     await subscribe(client, "/d")
@@ -296,8 +228,8 @@ async def test_server_send_and_send_to_client(
 ) -> None:
     a = await clients(server)
     b = await clients(server)
-    a_id = await connect(a, mode)
-    await connect(b, mode)
+    a_id = await handshake_in_mode(a, mode)
+    await handshake_in_mode(b, mode)
     for client in (a, b):
         await subscribe(client, "/news")
         await subscribe(client, "/private")
@@ -323,7 +255,7 @@ async def test_removed_session_rehandshakes(
 ) -> None:
     rx = server.context.rx()
     client = await clients(server)
-    old_id = await connect(client, mode)
+    old_id = await handshake_in_mode(client, mode)
     await subscribe(client, "/after")
     await subscribe(client, "/after/*")
     await next_event(rx, SessionAdded, old_id)
@@ -371,7 +303,7 @@ async def test_server_burst(serve: ServeFactory, clients: ClientFactory, mode: M
     # The queue holds the whole burst even if the client is between two connects.
     server = await serve(LongPollingServiceContextBuilder().timeout(2).client_channel_capacity(500))
     client = await clients(server)
-    await connect(client, mode)
+    await handshake_in_mode(client, mode)
     await subscribe(client, "/burst")
 
     for seq in range(count):
@@ -410,8 +342,8 @@ async def test_large_payload(server: Server, clients: ClientFactory, mode: Mode)
     publisher_options, subscriber_options = large_message_options(mode)
     publisher = await clients(server, options=publisher_options)
     subscriber = await clients(server, options=subscriber_options)
-    await connect(publisher, mode)
-    await connect(subscriber, mode)
+    await handshake_in_mode(publisher, mode)
+    await handshake_in_mode(subscriber, mode)
     await subscribe(subscriber, "/big")
 
     await publish(publisher, "/big", {"text": text}, timeout=20)

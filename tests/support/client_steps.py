@@ -15,6 +15,7 @@ import re
 import string
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -28,7 +29,7 @@ from starlette_cometd import (
     Subscribe,
     Unsubscribe,
 )
-from support.drivers import DriverClient, FayeClient, JavaClient, require
+from support.drivers import DriverClient, FayeClient, JavaClient, JsClient, require
 from support.drivers import Event as DriverEvent
 from support.servers import Server
 
@@ -51,7 +52,7 @@ class ClientPool:
 
     def __init__(self) -> None:
         self._started: list[DriverClient] = []
-        self._offered: dict[int, list[str]] = {}
+        self._offered: dict[str, list[str]] = {}
 
     async def start(
         self,
@@ -77,12 +78,28 @@ class ClientPool:
         )
         return client
 
-    async def require_offered(self, server: Server, who: str, transport: str) -> None:
-        """Skips (or fails, under STARLETTE_COMETD_REQUIRE_CLIENTS=1) unless the server's
-        handshake offers ``transport``; asks each server once."""
-        if server.port not in self._offered:
-            self._offered[server.port] = await offered_connection_types(server)
-        types = self._offered[server.port]
+    async def start_in_mode(
+        self, mode: Mode, url: str, options: dict[str, Any] | None = None
+    ) -> DriverClient:
+        """Starts a client of ``mode``'s kind on its transports, for the server at ``url``;
+        over WebSocket, only if the server offers it (see :meth:`require_offered`)."""
+        client = mode.client()
+        require(client.name, client.missing())
+        if mode.websocket:
+            await self.require_offered(url, client.name, mode.transport)
+        if mode.kind == "faye":
+            # Faye retries a failed request after 1 s, not its default 5 s.
+            options = {"retry": 1, **(options or {})}
+        return await self.start(
+            client, url, mode.append, transports=mode.transports(), options=options
+        )
+
+    async def require_offered(self, url: str, who: str, transport: str) -> None:
+        """Skips (or fails, under STARLETTE_COMETD_REQUIRE_CLIENTS=1) unless the handshake of
+        the server at ``url`` offers ``transport``; asks each server once."""
+        if url not in self._offered:
+            self._offered[url] = await offered_connection_types(url)
+        types = self._offered[url]
         if transport not in types:
             require(
                 f"{who} over {transport}",
@@ -105,12 +122,12 @@ async def client_pool() -> AsyncIterator[ClientPool]:
         await pool.close()
 
 
-async def offered_connection_types(server: Server) -> list[str]:
-    """The connection types the server's handshake reply offers. The probe's session is
-    disconnected at once, so it does not linger in the server's counters."""
+async def offered_connection_types(url: str) -> list[str]:
+    """The connection types the handshake reply of the server at ``url`` offers. The probe's
+    session is disconnected at once, so it does not linger in the server's counters."""
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.post(
-            server.url,
+            url,
             json=[
                 {
                     "channel": "/meta/handshake",
@@ -123,7 +140,7 @@ async def offered_connection_types(server: Server) -> list[str]:
         assert reply["successful"], reply
         types: list[str] = reply["supportedConnectionTypes"]
         response = await http.post(
-            server.url, json=[{"channel": "/meta/disconnect", "clientId": reply["clientId"]}]
+            url, json=[{"channel": "/meta/disconnect", "clientId": reply["clientId"]}]
         )
         [bye] = response.json()
         assert bye["successful"], bye
@@ -231,6 +248,67 @@ def received(client: DriverClient, channel: str) -> list[DriverEvent]:
 def received_data(client: DriverClient, channel: str) -> list[Any]:
     """The data of every message the client has read so far on ``channel``."""
     return [e["data"] for e in received(client, channel)]
+
+
+# --- Clients by kind and transport ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One client over one transport."""
+
+    kind: str  # "js", "java" or "faye"
+    transport: str  # "long-polling" or "websocket"
+    # appendMessageTypeToURL (meta requests to /cometd/handshake, ...): the JS client's choice.
+    # The Java client always appends over HTTP; Faye never does (both ignore the option).
+    append: bool = True
+
+    @property
+    def id(self) -> str:
+        suffix = "-append" if self.kind == "js" and self.append and not self.websocket else ""
+        return f"{self.kind}-{self.transport}{suffix}"
+
+    @property
+    def websocket(self) -> bool:
+        return self.transport == "websocket"
+
+    def transports(self) -> list[str]:
+        """The client's transports, in order of preference."""
+        if self.websocket and self.kind in ("js", "faye"):
+            # JS: WebSocket with its long-polling fallback, the client's default preference.
+            # Faye: always handshakes over HTTP, then upgrades.
+            return ["websocket", "long-polling"]
+        return [self.transport]
+
+    def client(self) -> DriverClient:
+        return {"js": JsClient, "java": JavaClient, "faye": FayeClient}[self.kind]()
+
+
+MODES = [
+    Mode("js", "long-polling", append=True),
+    Mode("js", "long-polling", append=False),
+    Mode("js", "websocket"),
+    Mode("java", "long-polling"),
+    Mode("java", "websocket"),
+    Mode("faye", "long-polling"),
+    Mode("faye", "websocket"),
+]
+
+
+async def check_mode_transport(client: DriverClient, mode: Mode) -> None:
+    """The client uses the mode's transport."""
+    if mode.kind == "faye":
+        # Faye opens its websocket after each handshake and switches to it once it is up.
+        await settled_status(client, transport_key(client), mode.transport)
+    else:
+        await check_transport(client, mode.transport)
+
+
+async def handshake_in_mode(client: DriverClient, mode: Mode) -> str:
+    """Handshakes, checks that the client uses the mode's transport, and returns its id."""
+    client_id = await handshake(client)
+    await check_mode_transport(client, mode)
+    return client_id
 
 
 # --- The server's side ----------------------------------------------------------------------

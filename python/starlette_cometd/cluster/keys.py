@@ -52,8 +52,7 @@ return 1
 
 
 # Changes a session's subscriptions. KEYS: the session hash. ARGV: those added and those
-# removed, as JSON lists. Returns the node serving it (to tell it), or nothing when there is no
-# such session.
+# removed, as JSON lists. Returns the node serving it, or nothing when there is no such session.
 SUBSCRIPTIONS = """
 local current = redis.call('HGET', KEYS[1], 's')
 if not current then return false end

@@ -230,7 +230,7 @@ class RedisNode:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
-                changed, alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed)
+                alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed)
                 recorded = [
                     client_id
                     for client_id in served
@@ -265,11 +265,6 @@ class RedisNode:
             for result in results[: len(results) - len(recorded)]:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
-            # The node serving a session whose subscriptions changed here learns of it.
-            for client_id, index in changed.items():
-                owner = results[index]
-                if isinstance(owner, bytes) and owner.decode() != self.id:
-                    told.append((owner.decode(), f"subscriptions:{client_id}"))
             for node, note in told:
                 await self.redis.publish(self.keys.node(node), note)
         except _REDIS_ERRORS as error:
@@ -279,13 +274,12 @@ class RedisNode:
 
     async def _queue_changes(
         self, pipe: Any, outcome: Outcome, cursor: str, borrowed: dict[str, str]
-    ) -> tuple[dict[str, int], list[str], list[tuple[str, str]]]:
+    ) -> tuple[list[str], list[tuple[str, str]]]:
         """Queues the writes of a batch's events: a new session's record, a changed
         subscription list (by a script that applies the change, so that changes made at once
-        on several nodes all hold), a removal. Returns where the subscription scripts' results
-        will be, the sessions whose deadline moves, and what to tell which other node."""
+        on several nodes all hold), a removal. Returns the sessions whose deadline moves, and
+        what to tell which other node."""
         engine = self.engine
-        changed: dict[str, int] = {}
         alive: list[str] = []
         told: list[tuple[str, str]] = []
         for kind, client_id, detail in outcome.events:
@@ -297,17 +291,21 @@ class RedisNode:
                     alive.append(client_id)
             elif kind in ("subscribe", "unsubscribe"):
                 added, removed = (detail, []) if kind == "subscribe" else ([], detail)
-                changed[client_id] = len(pipe.command_stack)
                 await self._subscriptions(
                     keys=[key], args=[json.dumps(added), json.dumps(removed)], client=pipe
                 )
+                # The node serving the session learns of it in the log, in order with the
+                # messages: every message published after this reply finds it subscribed.
+                change = json.dumps({"+": added, "-": removed}).encode()
+                for partition in range(self.keys.partitions):
+                    await self._queue_entry(pipe, partition, "", change, None, client_id)
             elif kind == "session_removed":
                 pipe.delete(key)
                 pipe.zrem(self.keys.deadlines(), client_id)
                 owner = borrowed.get(client_id)
                 if owner and owner != self.id:
                     told.append((owner, f"forget:{client_id}"))
-        return changed, alive, told
+        return alive, told
 
     async def delivered(self, client_id: str, body: bytes) -> bytes:
         """A held connect's reply, once its session's cursor is recorded: the cursor goes first,
@@ -390,7 +388,17 @@ class RedisNode:
         excluded: str | None,
         to: str | None = None,
     ) -> None:
-        partition = self.keys.partition(channel)
+        await self._queue_entry(pipe, self.keys.partition(channel), channel, message, excluded, to)
+
+    async def _queue_entry(
+        self,
+        pipe: Any,
+        partition: int,
+        channel: str,
+        message: bytes,
+        excluded: str | None,
+        to: str | None,
+    ) -> None:
         await self._publish(
             keys=[self.keys.head(partition), self.keys.log(partition)],
             args=[secrets.token_hex(8), self.history, channel, message, excluded or "", to or ""],
@@ -484,9 +492,12 @@ class RedisNode:
             await self.redis.delete(key)
             return
         if adopted:
-            # Messages sent to one session alone are this one's only if it is the one.
+            # Messages sent to one session alone are this one's only if it is the one; its
+            # subscription changes are in its record already.
             entries = [
-                (c, m, x, to == client_id) for c, m, x, to in missed if to in (None, client_id)
+                (c, m, x, to == client_id)
+                for c, m, x, to in missed
+                if to in (None, client_id) and c != SUBSCRIPTION_CHANGE
             ]
             engine.catch_up(client_id, entries)
         if before != self.id.encode():
@@ -574,6 +585,9 @@ class RedisNode:
             self._report(f"partition {partition}", "a log entry without its fields")
             return
         channel, message, excluded, to = entry
+        if channel == SUBSCRIPTION_CHANGE:
+            self._change_subscriptions(partition, to, message)
+            return
         try:
             if to is None:
                 outcome = self.engine.fan_out(channel, message, excluded)
@@ -586,6 +600,20 @@ class RedisNode:
             return
         assert self._context is not None
         self._context.apply(outcome)
+
+    def _change_subscriptions(self, partition: int, client_id: str | None, change: bytes) -> None:
+        """A session's subscriptions changed on another node (or this one): applied here if this
+        node serves it. A change it made here already is applied again, to no effect."""
+        engine = self.engine
+        info = engine.session_info(client_id) if client_id else None
+        if info is None or client_id is None:
+            return
+        try:
+            diff = json.loads(change)
+            names = set(info["subscriptions"]) - set(diff["-"]) | set(diff["+"])
+            engine.resubscribe(client_id, sorted(names))
+        except (ValueError, TypeError, KeyError) as error:
+            self._report(f"partition {partition}", f"a subscription change refused ({error})")
 
     async def _resume(self) -> None:
         """After Redis failed, before this node acts again: if Redis lost its data meanwhile
@@ -644,7 +672,7 @@ class RedisNode:
 
     async def _obey(self, note: str) -> None:
         """What another node tells this one about a session this one serves: to let it go
-        (it took it over, or ended it), or that its subscriptions changed there."""
+        (it took it over, or ended it)."""
         what, _, client_id = note.partition(":")
         engine = self.engine
         if engine.session_info(client_id) is None:
@@ -653,13 +681,6 @@ class RedisNode:
         if what == "forget":
             log.debug("node %s lets session %s go", self.id, client_id)
             self._context.apply(engine.forget(client_id))
-        elif what == "subscriptions":
-            try:
-                fields: Any = await self.redis.hget(self.keys.session(client_id), "s")
-                if fields is not None:
-                    engine.resubscribe(client_id, json.loads(fields))
-            except (ValueError, TypeError) as error:
-                self._report(f"session {client_id}", f"subscriptions the core refused ({error})")
 
     def _report(self, what: str, problem: str) -> None:
         if what not in self._reported:
@@ -669,6 +690,9 @@ class RedisNode:
 
 # A log entry: the channel, the message, the publisher left out, the one session it is for.
 Entry = tuple[str, bytes, str | None, str | None]
+# The channel of an entry that changes a session's subscriptions (no channel is empty): its
+# message is {"+": [added], "-": [removed]}.
+SUBSCRIPTION_CHANGE = ""
 
 
 def _entry(fields: dict[bytes, bytes]) -> Entry | None:

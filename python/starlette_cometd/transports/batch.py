@@ -209,6 +209,13 @@ async def process_in_cluster(
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
     hold = outcome.hold
+    if hold is not None and hold.client_id not in moved:
+        # Messages that came while the batch was being recorded woke nobody (the connect was
+        # not parked yet): then it is answered now, with them.
+        info = engine.session_info(hold.client_id)
+        if info is not None and info["queued"]:
+            body = await node.delivered(hold.client_id, engine.complete_connect(hold, True))
+            return outcome, body, None
     if not moved:
         return outcome, outcome.body, hold
     # Another node took a session meanwhile: it sends its messages, and a connect held here

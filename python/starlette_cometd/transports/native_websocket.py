@@ -123,13 +123,14 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         self._transport = None
         self._connections.discard(self)
         self._context.track_socket(self, False)
-        for task in (self._drainer, self._handler):
-            if task is not None:
-                task.cancel()
+        if self._drainer is not None:
+            self._drainer.cancel()
+        # The batches the hooks (or the cluster) have yet to handle are still handled: the
+        # client sent them, and their effects count (a disconnect, a publish); their replies
+        # go nowhere. (The backlog budget bounds them.)
         _close_unawaited(self._pending or ())
-        _close_unawaited(self._inbox or ())
-        self._pending = self._inbox = None
-        self._pending_bytes = self._inbox_bytes = 0
+        self._pending = None
+        self._pending_bytes = 0
         self._pong_due = None
         self._end_sessions()
 
@@ -205,14 +206,17 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         if reply.body:
             self._output(reply.body)
         if reply.hold is not None:
-            self._hold(reply.hold)
+            if self._transport is None:  # the socket closed while the batch was handled
+                self._context.engine.complete_connect(reply.hold, False)
+            else:
+                self._hold(reply.hold)
 
     async def _handle_in_order(self) -> None:
         """Batches in order through the application's hooks (or the fast path again, once
         they are gone)."""
         inbox = self._inbox
         try:
-            while inbox and self.writable:
+            while inbox and not self._failed:
                 item = inbox.popleft()
                 if isinstance(item, bytes):
                     self._inbox_bytes -= len(item)
@@ -232,6 +236,8 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             self._inbox_bytes = 0
             _close_unawaited(inbox or ())
             self._check_backlog()
+            if self._transport is None:
+                self._end_sessions()  # those the last batch bound to this closed socket
 
     # Called by the context (from apply).
 

@@ -93,6 +93,9 @@ class RedisNode:
         # data meanwhile (once, under the lock, whichever request or reader comes first).
         self._suspect = False
         self._resuming = asyncio.Lock()
+        # Cursors to record at the end of this loop turn, and the writes under way.
+        self._records: list[_Record] = []
+        self._writes: set[asyncio.Task[None]] = set()
         #: Whether a session may be used without its cookie (set by the builder).
         self.trust_client_session = False
         #: Seconds a session's record lives unless refreshed (set by the builder).
@@ -231,40 +234,40 @@ class RedisNode:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
                 alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed)
-                recorded = [
-                    client_id
-                    for client_id in served
-                    if client_id not in borrowed
-                    and client_id not in alive
-                    and engine.session_info(client_id) is not None
-                ]
-                if alive or recorded:
+                if alive:
                     await self._touch(
                         keys=[self.keys.deadlines()],
-                        args=[self._session_ttl_ms, *alive, *recorded],
-                        client=pipe,
-                    )
-                for client_id in recorded:
-                    info = engine.session_info(client_id)
-                    assert info is not None
-                    connected = "1" if info["connected"] else "0"
-                    await self._record(
-                        keys=[self.keys.session(client_id)],
-                        args=[self.id, cursor, self._session_ttl_ms, connected],
+                        args=[self._session_ttl_ms, *alive],
                         client=pipe,
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
-                results = await pipe.execute(raise_on_error=False)
-            moved: set[str] = set()
-            tail = results[len(results) - len(recorded) :]
-            for client_id, result in zip(recorded, tail, strict=True):
-                if isinstance(result, Exception):
-                    await self._rewrite(client_id, result)
-                elif not result:
-                    moved.add(client_id)  # another node took it meanwhile
-            for result in results[: len(results) - len(recorded)]:
+                results = await pipe.execute(raise_on_error=False) if pipe.command_stack else []
+            for result in results:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
+            # The cursors of the sessions served, with every other request's of this loop turn.
+            recorded = [
+                (client_id, info)
+                for client_id in served
+                if client_id not in borrowed
+                and client_id not in alive
+                and (info := engine.session_info(client_id)) is not None
+            ]
+            outcomes = await asyncio.gather(
+                *(
+                    self._record_soon(client_id, cursor, "1" if info["connected"] else "0")
+                    for client_id, info in recorded
+                ),
+                return_exceptions=True,
+            )
+            moved: set[str] = set()
+            for (client_id, _), result in zip(recorded, outcomes, strict=True):
+                if isinstance(result, _RESPONSE_ERRORS):
+                    await self._rewrite(client_id, result)
+                elif isinstance(result, BaseException):
+                    raise result
+                elif not result:
+                    moved.add(client_id)  # another node took it meanwhile
             for node, note in told:
                 await self.redis.publish(self.keys.node(node), note)
         except _REDIS_ERRORS as error:
@@ -313,18 +316,7 @@ class RedisNode:
         session moved meanwhile, its messages stay for the node that has it now."""
         cursor = self._cursor().encode()
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self._touch(
-                    keys=[self.keys.deadlines()],
-                    args=[self._session_ttl_ms, client_id],
-                    client=pipe,
-                )
-                await self._record(
-                    keys=[self.keys.session(client_id)],
-                    args=[self.id, cursor, self._session_ttl_ms, "1"],
-                    client=pipe,
-                )
-                kept = (await pipe.execute())[-1]
+            kept = await self._record_soon(client_id, cursor, "1")
         except _RESPONSE_ERRORS as error:
             await self._rewrite(client_id, error)
             return body
@@ -334,6 +326,54 @@ class RedisNode:
             log.warning("could not record the delivery of %s: %s", client_id, error)
             return body
         return body if kept else replies_only(body)
+
+    async def _record_soon(self, client_id: str, cursor: str, connected: str) -> int:
+        """Records a session's cursor (and moves its deadline) with every other session's of
+        this loop turn, in one round trip: 1, or 0 when the session moved to another node.
+        Raises what Redis raises (for this session alone when its record is bad data)."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._records.append((client_id, cursor, connected, done))
+        if len(self._records) == 1:
+            asyncio.get_running_loop().call_soon(self._write_records)
+        return await done
+
+    def _write_records(self) -> None:
+        batch, self._records = self._records, []
+        task = asyncio.create_task(self._write_record_batch(batch))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_record_batch(self, batch: list[_Record]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._touch(
+                    keys=[self.keys.deadlines()],
+                    args=[self._session_ttl_ms, *(client_id for client_id, *_ in batch)],
+                    client=pipe,
+                )
+                for client_id, cursor, connected, _ in batch:
+                    await self._record(
+                        keys=[self.keys.session(client_id)],
+                        args=[self.id, cursor, self._session_ttl_ms, connected],
+                        client=pipe,
+                    )
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as error:
+            for *_, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        except BaseException:  # cancelled (the node stops)
+            for *_, done in batch:
+                done.cancel()
+            raise
+        for (*_, done), result in zip(batch, results[1:], strict=True):
+            if done.done():
+                continue
+            if isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set_result(int(result))
 
     async def publish(self, relayed: list[tuple[str, bytes, str | None]]) -> None:
         """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""
@@ -687,6 +727,9 @@ class RedisNode:
             self._reported.add(what)
             log.error("cluster: %s in %s (reported once)", problem, what)
 
+
+# A cursor to record: the session, its cursor, whether it connected, who waits for the result.
+_Record = tuple[str, str, str, "asyncio.Future[int]"]
 
 # A log entry: the channel, the message, the publisher left out, the one session it is for.
 Entry = tuple[str, bytes, str | None, str | None]

@@ -43,6 +43,14 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
+    /// A session as this engine's settings make it, its expiry clock started `now`.
+    fn new_session(&self, id: Id, browser: Id, address: Option<Address>, now: Instant) -> Session {
+        let mut session = Session::new(id, browser, now + self.config.max_interval);
+        session.address = address;
+        session.connect_only = self.config.meta_connect_deliver_only;
+        session
+    }
+
     /// The client ids of every session here.
     pub fn session_ids(&self) -> impl Iterator<Item = Id> + '_ {
         self.sessions.iter().map(|(_, session)| session.client_id)
@@ -99,9 +107,7 @@ impl Engine for MemoryEngine {
     ) -> Result<(Id, SessionKey), Exceeded> {
         self.quotas.admit(browser, address, &self.config)?;
         let id = self.sessions.fresh_id();
-        let mut session = Session::new(id, browser, now + self.config.max_interval);
-        session.address = address;
-        session.connect_only = self.config.meta_connect_deliver_only;
+        let session = self.new_session(id, browser, address, now);
         self.sessions_created += 1;
         Ok((id, self.sessions.insert(session)))
     }
@@ -118,9 +124,7 @@ impl Engine for MemoryEngine {
             return None;
         }
         self.quotas.count(browser, address);
-        let mut session = Session::new(id, browser, now + self.config.max_interval);
-        session.address = address;
-        session.connect_only = self.config.meta_connect_deliver_only;
+        let mut session = self.new_session(id, browser, address, now);
         session.connected = connected;
         session.claimed = true;
         Some(self.sessions.insert(session))

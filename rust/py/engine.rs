@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::engine::{address_key, Effects, Engine, MemoryEngine, RemoveReason, SocketId};
 use crate::errors::CoreError;
 use crate::json;
-use crate::message::delivered_message;
+use crate::message::{delivered_message, Shared};
 use crate::protocol::{self, RequestInfo, Transport};
 
 use super::client_id::parse_id;
@@ -40,6 +40,21 @@ impl PyEngine {
             };
             CoreError::ChannelTooBig(too_big.reason(), limit)
         })
+    }
+
+    /// Channels and patterns a cluster carries as a session's subscriptions: each a valid name
+    /// of a broadcast channel or a wildcard, as a subscribe would have checked.
+    fn check_subscriptions(&self, names: &[String]) -> Result<(), CoreError> {
+        for name in names {
+            self.check_name(name)?;
+            if !matches!(
+                channel::classify(name),
+                Some(ChannelKind::Broadcast | ChannelKind::Wildcard)
+            ) {
+                return Err(CoreError::InvalidChannel(name.clone()));
+            }
+        }
+        Ok(())
     }
 
     fn engine(&self) -> MutexGuard<'_, MemoryEngine> {
@@ -280,15 +295,7 @@ impl PyEngine {
     ) -> PyResult<bool> {
         let id = parse_id(client_id)?;
         let browser = parse_id(browser)?;
-        for name in &subscriptions {
-            self.check_name(name)?;
-            if !matches!(
-                channel::classify(name),
-                Some(ChannelKind::Broadcast | ChannelKind::Wildcard)
-            ) {
-                return Err(CoreError::InvalidChannel(name.clone()).into());
-            }
-        }
+        self.check_subscriptions(&subscriptions)?;
         let mut engine = self.engine();
         let address = address.and_then(address_key);
         let Some(key) = engine.adopt(id, browser, address, connected, Instant::now()) else {
@@ -358,18 +365,14 @@ impl PyEngine {
         client_id: &str,
         message: &[u8],
     ) -> PyResult<PyOutcome> {
-        if !is_json_object(message) {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "a relayed message must be one JSON object",
-            ));
-        }
+        let message = relayed_message(message)?;
         let id = parse_id(client_id)?;
         let mut engine = self.engine();
         let key = engine
             .key_of(&id)
             .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
         let mut effects = Effects::default();
-        engine.deliver(key, Arc::from(message), &mut effects);
+        engine.deliver(key, message, &mut effects);
         drop(engine);
         effects_outcome(py, effects)
     }
@@ -378,15 +381,7 @@ impl PyEngine {
     /// changed them): no event, and no limit applies (they were checked where they were made).
     fn resubscribe(&self, client_id: &str, subscriptions: Vec<String>) -> PyResult<()> {
         let id = parse_id(client_id)?;
-        for name in &subscriptions {
-            self.check_name(name)?;
-            if !matches!(
-                channel::classify(name),
-                Some(ChannelKind::Broadcast | ChannelKind::Wildcard)
-            ) {
-                return Err(CoreError::InvalidChannel(name.clone()).into());
-            }
-        }
+        self.check_subscriptions(&subscriptions)?;
         let mut engine = self.engine();
         let key = engine
             .key_of(&id)
@@ -429,16 +424,12 @@ impl PyEngine {
         if channel::classify(channel) != Some(ChannelKind::Broadcast) {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
-        if !is_json_object(message) {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "a relayed message must be one JSON object",
-            ));
-        }
+        let message = relayed_message(message)?;
         let excluded = excluded.map(parse_id).transpose()?;
         let mut engine = self.engine();
         let excluded = excluded.and_then(|id| engine.key_of(&id));
         let mut effects = Effects::default();
-        engine.fan_out(channel, Arc::from(message), excluded, &mut effects);
+        engine.fan_out(channel, message, excluded, &mut effects);
         drop(engine);
         effects_outcome(py, effects)
     }
@@ -523,6 +514,17 @@ impl PyEngine {
 fn is_json_object(message: &[u8]) -> bool {
     serde_json::from_slice::<&serde_json::value::RawValue>(message)
         .is_ok_and(|raw| raw.get().starts_with('{'))
+}
+
+/// A message another process carried here, shared as delivered; refused unless it is one JSON
+/// object.
+fn relayed_message(message: &[u8]) -> PyResult<Shared> {
+    if !is_json_object(message) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "a relayed message must be one JSON object",
+        ));
+    }
+    Ok(Arc::from(message))
 }
 
 /// A transport by name; a WebSocket request must name its socket, which owns its sessions.

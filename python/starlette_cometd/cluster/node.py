@@ -192,14 +192,12 @@ class RedisNode:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
-    async def borrow(
-        self, client_ids: Iterable[str], address: str | None, browser: str | None
-    ) -> dict[str, str]:
+    async def borrow(self, client_ids: Iterable[str], address: str | None) -> dict[str, str]:
         """Brings the named sessions here for a batch that does not connect them (publishes,
         subscriptions, a disconnect), without taking them from the node serving them, which
         keeps delivering their messages: returns each borrowed session's node. The caller
         lets them go (``engine.forget``) once the batch is committed; the core checks that the
-        request carries their cookie (``browser``) as it does for any session. Raises
+        request carries their cookie as it does for any session. Raises
         ``EngineUnavailable``."""
         borrowed: dict[str, str] = {}
         try:

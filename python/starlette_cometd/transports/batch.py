@@ -180,9 +180,10 @@ async def process_in_cluster(
             missing = [(c, connects) for c, _, connects in named if not engine.session_info(c)]
             if not missing:
                 break
-            await node.take_over([c for c, connects in missing if connects], *where(request))
+            claimed = [c for c, connects in missing if connects]
+            await node.take_over(claimed, request.address, request.browser)
             lent = await node.borrow(
-                [c for c, connects in missing if not connects], *where(request)
+                [c for c, connects in missing if not connects], request.address
             )
             borrowed.update(lent)
         outcome = engine.process(
@@ -225,12 +226,6 @@ async def process_in_cluster(
     if hold is not None and hold.client_id in moved:
         return outcome, engine.complete_connect(hold, False), None
     return outcome, replies_only(outcome.body), hold
-
-
-def where(request: Request) -> tuple[str | None, str | None]:
-    """The address and the browser cookie a request came with, as the cluster takes sessions
-    for it."""
-    return request.address, request.browser
 
 
 def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from starlette.datastructures import Headers
 
@@ -87,12 +87,15 @@ class LongPollingServiceContext:
         max_websocket_backlog: int = 4 * 1024 * 1024,
         cluster: RedisNode | None = None,
     ) -> None:
-        self._engine = engine
+        # Plain attributes rather than properties: every request reads them.
+        #: The core: the session table, subscriptions and queues of this process.
+        self.engine: Final[Engine] = engine
         #: This process's link to the other processes of a cluster, if it is part of one.
         self.cluster = cluster
         self._cluster_started = False
         self._hub = EventHub(events_capacity)
-        self._parking = Parking()
+        #: The held connects of the native and ASGI long-polling transports.
+        self.parking: Final[Parking] = Parking()
         self._sockets: set[Socket] = set()
         self._socket_of: dict[str, Socket] = {}
         self.connection_types = connection_types
@@ -124,7 +127,7 @@ class LongPollingServiceContext:
         (in a cluster: on every process, once the cluster's engine took it; if it cannot,
         :class:`EngineUnavailableError`)."""
         self._check_open()
-        outcome = self._engine.publish(channel, data)
+        outcome = self.engine.publish(channel, data)
         if outcome.relayed and self.cluster is not None:
             try:
                 await self.cluster.publish(outcome.relayed)
@@ -137,9 +140,9 @@ class LongPollingServiceContext:
         cluster, wherever it is served)."""
         self._check_open()
         if self.cluster is None:
-            self.apply(self._engine.deliver(str(client_id), channel, data))
+            self.apply(self.engine.deliver(str(client_id), channel, data))
             return
-        message = self._engine.message(channel, data)
+        message = self.engine.message(channel, data)
         try:
             await self.cluster.send_to(str(client_id), channel, message)
         except EngineUnavailable as error:
@@ -150,24 +153,24 @@ class LongPollingServiceContext:
         served: this process takes it over to end it)."""
         self._check_open()
         key = str(client_id)
-        if self.cluster is not None and self._engine.session_info(key) is None:
+        if self.cluster is not None and self.engine.session_info(key) is None:
             try:
                 await self.cluster.take_over([key], None, None, trusted=True)
             except EngineUnavailable as error:
                 raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
-        self.apply(self._engine.remove_session(key))
+        self.apply(self.engine.remove_session(key))
 
     def stats(self) -> dict[str, int]:
         """Counters: sessions (alive now), sessions_created and sessions_removed (since the
         start), channels, published, delivered, dropped (queue overflow), held."""
-        stats = self._engine.stats()
-        stats["held"] = len(self._parking) + sum(socket.held for socket in self._sockets)
+        stats = self.engine.stats()
+        stats["held"] = len(self.parking) + sum(socket.held for socket in self._sockets)
         return stats
 
     def session_info(self, client_id: ClientId | str) -> dict[str, Any] | None:
         """A session's queued and dropped message counts and its subscriptions (sorted), or
         ``None``."""
-        return self._engine.session_info(str(client_id))
+        return self.engine.session_info(str(client_id))
 
     # The application's hooks.
 
@@ -215,7 +218,7 @@ class LongPollingServiceContext:
         key = str(client_id)
         session = self._server_sessions.get(key)
         if session is None:
-            if self._engine.session_info(key) is None:
+            if self.engine.session_info(key) is None:
                 raise ClientNotFoundError(f"no session with client id {key}")
             session = self._server_sessions[key] = ServerSession(ClientId(key))
         return session
@@ -234,7 +237,7 @@ class LongPollingServiceContext:
     def finish_connect(self, held: HeldConnect, drain: bool) -> bytes | Awaitable[bytes]:
         """The reply to a held connect that ends now (see :meth:`finish_reply`). In a cluster
         it waits for the session's delivery to be recorded."""
-        body = self._engine.complete_connect(held, drain)
+        body = self.engine.complete_connect(held, drain)
         if self.cluster is not None:
             return self._finish_in_cluster(held.client_id, body)
         return self.finish_reply(body, self._server_sessions.get(held.client_id))
@@ -282,8 +285,8 @@ class LongPollingServiceContext:
     def end_orphan(self, client_id: str) -> None:
         """A session whose process died expired: this process announces its end (once in the
         cluster), and ends it if it had taken it in meanwhile."""
-        if self._engine.session_info(client_id) is not None:
-            self.apply(self._engine.remove_session(client_id))
+        if self.engine.session_info(client_id) is not None:
+            self.apply(self.engine.remove_session(client_id))
             return
         if self._hub.listening:
             session = self._server_sessions.pop(client_id, None)
@@ -295,8 +298,8 @@ class LongPollingServiceContext:
     def end_all_sessions(self) -> None:
         """Ends every session here (the cluster's Redis lost them): their clients handshake
         again."""
-        for client_id in self._engine.session_ids():
-            self.apply(self._engine.remove_session(client_id))
+        for client_id in self.engine.session_ids():
+            self.apply(self.engine.remove_session(client_id))
 
     def begin_shutdown(self) -> None:
         """Stops taking requests and releases every held connect at once, with advice to
@@ -304,8 +307,8 @@ class LongPollingServiceContext:
         if self.closed:
             return
         self.closed = True
-        self.apply(self._engine.release_all())
-        self._parking.release_all()
+        self.apply(self.engine.release_all())
+        self.parking.release_all()
         for socket in self._sockets:
             socket.shutdown()
         if self._sweeper is not None:
@@ -333,14 +336,6 @@ class LongPollingServiceContext:
             await self.close()
 
     # Used by the transports.
-
-    @property
-    def engine(self) -> Engine:
-        return self._engine
-
-    @property
-    def parking(self) -> Parking:
-        return self._parking
 
     @property
     def wants_events(self) -> bool:
@@ -372,12 +367,12 @@ class LongPollingServiceContext:
         emits events."""
         release = outcome.release
         if release:
-            self._parking.wake(release, Wakeup.RELEASED)
+            self.parking.wake(release, Wakeup.RELEASED)
             for socket, client_id in self._on_sockets(release):
                 socket.release(client_id)
         wake = outcome.wake
         if wake:
-            self._parking.wake(wake, Wakeup.MESSAGES)
+            self.parking.wake(wake, Wakeup.MESSAGES)
             for socket, client_id in self._on_sockets(wake):
                 socket.wake(client_id)
         push = outcome.push
@@ -419,7 +414,7 @@ class LongPollingServiceContext:
             # the server for long.
             done = False
             while not done:
-                outcome, done = self._engine.sweep()
+                outcome, done = self.engine.sweep()
                 self.apply(outcome)
                 if not done:
                     await asyncio.sleep(0)

@@ -96,7 +96,6 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
-        self._message_began = 0.0
         self._closing = False
         # After an error reply: input is read and dropped until the peer closes.
         self._discarding = False
@@ -125,6 +124,8 @@ class CometdHttpProtocol(asyncio.Protocol):
         # and requests read behind it.
         self._waiting: _HeldReply | _HookedReply | None = None
         self._pending: deque[_Request] = deque()
+        # Where this connection's batches come from, made at its first batch.
+        self._request: Request | None = None
         # uvicorn's protocol, once it has the connection while this parser finishes re-framing
         # the request it was handed in the middle of.
         self._downstream: HttpToolsProtocol | None = None
@@ -196,8 +197,9 @@ class CometdHttpProtocol(asyncio.Protocol):
                 self._fail(431, b"request header fields too large")
                 return
             if self._read_timer is None and self._forward is None:
-                remaining = self._message_began + self.context.request_timeout - self.loop.time()
-                self._read_timer = self.loop.call_later(remaining, self._read_timeout)
+                # The first read that ends inside a request is the one it began in.
+                timeout = self.context.request_timeout
+                self._read_timer = self.loop.call_later(timeout, self._read_timeout)
         self._after_input()
 
     def eof_received(self) -> bool | None:
@@ -240,7 +242,6 @@ class CometdHttpProtocol(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._native = False
-        self._message_began = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -382,17 +383,16 @@ class CometdHttpProtocol(asyncio.Protocol):
             self.write(413, too_large(context.max_body_size).body, cors, keep_alive=False)
             return
         context.start()
-        batch = Request(
-            browser,
-            "long-polling",
-            headers,
-            self.endpoint.data_value,
-            None,
-            False,
-            None,
-            None,
-            self._address,
-        )
+        # Requests on a connection are served one at a time, each once the one before it is
+        # answered, so one Request serves them all.
+        batch = self._request
+        if batch is None:
+            batch = Request(browser, "long-polling", headers, self.endpoint.data_value)
+            batch.address = self._address
+            self._request = batch
+        else:
+            batch.browser = browser
+            batch.headers = headers
         result = submit(context, batch, body)
         # The fast path's reply is the core's Outcome (a cheaper test than isawaitable).
         if type(result) is not Outcome:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
 from starlette.datastructures import Headers
@@ -20,6 +20,7 @@ from ._core import (
     Outcome,
     read_batch,
 )
+from .cluster import attributes
 from .cluster.node import EngineUnavailable, EngineUnavailableError, RedisNode
 from .cookies import CookieOptions
 from .cors import Cors
@@ -169,8 +170,35 @@ class LongPollingServiceContext:
 
     def session_info(self, client_id: ClientId | str) -> dict[str, Any] | None:
         """A session's queued and dropped message counts and its subscriptions (sorted), or
-        ``None``."""
+        ``None`` (in a cluster: ``None`` for a session another process serves; see
+        :meth:`find_session`)."""
         return self.engine.session_info(str(client_id))
+
+    async def find_session(self, client_id: ClientId | str) -> dict[str, Any] | None:
+        """A session wherever it is served, or ``None``: ``subscriptions`` (sorted),
+        ``browser``, ``ack``, ``connected``, ``attributes`` and ``here`` (whether this process
+        serves it); ``queued`` and ``dropped`` too when it is here (the process serving it
+        alone knows them). In one process, :meth:`session_info` with those added. In a
+        cluster a session served elsewhere is read from Redis (raises
+        :class:`EngineUnavailableError` if it is away)."""
+        key = str(client_id)
+        info = self.engine.session_info(key)
+        if info is not None:
+            session = self._server_sessions.get(key)
+            info["attributes"] = dict(session.attributes) if session is not None else {}
+            info["here"] = True
+            return info
+        if self.cluster is None:
+            return None
+        try:
+            record = await self.cluster.session_record(key)
+        except EngineUnavailable as error:
+            raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
+        if record is None:
+            return None
+        del record["node"]
+        record["here"] = False
+        return record
 
     # The application's hooks.
 
@@ -226,6 +254,64 @@ class LongPollingServiceContext:
     def add_server_session(self, session: ServerSession) -> None:
         self._server_sessions[str(session.client_id)] = session
 
+    # Session attributes in a cluster: kept in each session's record.
+
+    def load_attributes(self, client_id: str, fields: dict[bytes, bytes]) -> None:
+        """A session came here (taken over, borrowed) or another process changed its
+        attributes: ``fields`` (its record) are merged into its session object."""
+        session = self._server_sessions.get(client_id)
+        if session is None:
+            if not any(field.startswith(b"t:") for field in fields):
+                return  # none: no session object until a hook asks for it
+            session = self._server_sessions[client_id] = ServerSession(ClientId(client_id))
+        attributes.merge(session.attributes, session.stored, fields)
+
+    @staticmethod
+    def attributes_of(fields: dict[bytes, bytes]) -> dict[str, Any]:
+        """The attributes a session's record holds."""
+        found: dict[str, Any] = {}
+        attributes.merge(found, {}, fields)
+        return found
+
+    async def save_attributes(
+        self, sessions: Iterable[ServerSession], owners: dict[str, str] | None = None
+    ) -> None:
+        """In a cluster, writes what changed in these sessions' attributes to their records
+        (``owners``: the process serving each session borrowed here, told to read them again).
+        A change that cannot be stored (and could not be refused with its message, having
+        been made as a reply went out) is undone, and logged."""
+        if self.cluster is None:
+            return
+        changed: list[tuple[ServerSession, dict[str, str], list[str]]] = []
+        for session in sessions:
+            try:
+                attributes.check(session.attributes, session.stored)
+            except attributes.NotStorable as refused:
+                log.error("session %s: %s (the change is undone)", session.client_id, refused)
+            written, removed = attributes.changes(session.attributes, session.stored)
+            if written or removed:
+                changed.append((session, written, removed))
+        if not changed:
+            return
+        writes = [
+            (str(session.client_id), written, removed) for session, written, removed in changed
+        ]
+        try:
+            await self.cluster.save_attributes(writes, owners or {})
+        except EngineUnavailable as error:
+            # Kept here: written with the session's next change.
+            log.warning("could not write session attributes: %s", error)
+            return
+        for session, written, removed in changed:
+            session.stored.update(written)
+            for name in removed:
+                session.stored.pop(name, None)
+
+    def let_go(self, client_id: str) -> None:
+        """Another process serves this session now: it goes from here, unannounced."""
+        self.apply(self.engine.forget(client_id))
+        self._server_sessions.pop(client_id, None)
+
     def finish_reply(self, body: bytes, session: ServerSession | None) -> bytes | Awaitable[bytes]:
         """The replies in ``body`` as they go out: through the extensions' ``outgoing`` hooks
         (not the messages delivered with them), which may wait; at once when there are none.
@@ -245,8 +331,15 @@ class LongPollingServiceContext:
     async def _finish_in_cluster(self, client_id: str, body: bytes) -> bytes:
         assert self.cluster is not None
         body = await self.cluster.delivered(client_id, body)
-        reply = self.finish_reply(body, self._server_sessions.get(client_id))
-        return reply if isinstance(reply, bytes) else await reply
+        session = self._server_sessions.get(client_id)
+        reply = self.finish_reply(body, session)
+        if isinstance(reply, bytes):
+            return reply
+        reply = await reply
+        if session is not None:
+            # What the outgoing extensions changed.
+            await self.save_attributes([session])
+        return reply
 
     async def _outgoing(self, body: bytes, session: ServerSession | None) -> bytes:
         kept = []
@@ -282,18 +375,17 @@ class LongPollingServiceContext:
             await self.cluster.start(self)
             self._cluster_started = True
 
-    def end_orphan(self, client_id: str) -> None:
+    def end_orphan(self, client_id: str, record: dict[bytes, bytes]) -> None:
         """A session whose process died expired: this process announces its end (once in the
-        cluster), and ends it if it had taken it in meanwhile."""
+        cluster), with the attributes its ``record`` held, and ends it if it had taken it in
+        meanwhile."""
         if self.engine.session_info(client_id) is not None:
             self.apply(self.engine.remove_session(client_id))
             return
+        self._server_sessions.pop(client_id, None)
         if self._hub.listening:
-            session = self._server_sessions.pop(client_id, None)
-            attributes = session.attributes if session is not None else {}
-            self._hub.publish(
-                SessionRemoved(ClientId(client_id), RemovalReason.EXPIRED, attributes)
-            )
+            found = self.attributes_of(record)
+            self._hub.publish(SessionRemoved(ClientId(client_id), RemovalReason.EXPIRED, found))
 
     def end_all_sessions(self) -> None:
         """Ends every session here (the cluster's Redis lost them): their clients handshake

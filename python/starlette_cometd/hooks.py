@@ -21,10 +21,14 @@ log = logging.getLogger("starlette_cometd")
 @dataclass(eq=False)
 class ServerSession:
     """A session as the application sees it: its id and the attributes the application keeps
-    on it (set at handshake by the security policy, readable in every hook and event)."""
+    on it (set at handshake by the security policy, readable in every hook and event). In a
+    cluster the attributes are kept in the session's record, so their values must be JSON."""
 
     client_id: ClientId
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: In a cluster: each attribute's JSON as the session's record holds it, so that only
+    #: what changed is written, and what another process changed is merged in.
+    stored: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 class MessageRefused(Exception):

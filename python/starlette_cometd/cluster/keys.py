@@ -68,6 +68,17 @@ redis.call('HSET', KEYS[1], 's', #names == 0 and '[]' or cjson.encode(names))
 return redis.call('HGET', KEYS[1], 'n')
 """
 
+# Writes a session's attributes if the session still exists (a record is never made by it).
+# KEYS: the session hash. ARGV: the number n of fields set, n field-value pairs, then the fields
+# deleted. Returns 1, or 0 when there is no such session.
+ATTRIBUTES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2 * n + 2, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+return 1
+"""
+
 # Moves sessions' deadlines to Redis's clock now plus a time to live. KEYS: the deadlines.
 # ARGV: the time to live in ms, then the client ids.
 TOUCH = """

@@ -20,7 +20,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
+from .attributes import FIELD
 from .keys import (
+    ATTRIBUTES,
     CLAIM,
     POP_EXPIRED,
     PUBLISH,
@@ -54,6 +56,8 @@ CONNECTION_WAIT = 5.0
 # How often each node looks for sessions whose node died, and how many it ends at once.
 ORPHANS_EVERY = 1.0
 ORPHANS_AT_ONCE = 100
+# How long a session's record outlives its deadline (ms).
+RECORD_GRACE_MS = 10_000
 
 
 class EngineUnavailable(Exception):
@@ -112,7 +116,10 @@ class RedisNode:
         from redis.exceptions import ConnectionError, TimeoutError
 
         self._context = context
-        self._session_ttl_ms = int(self.session_ttl * 1000)
+        # A record outlives its deadline, so that the node that ends a session whose node
+        # died still finds its attributes to announce with its end.
+        self._deadline_ms = int(self.session_ttl * 1000)
+        self._session_ttl_ms = self._deadline_ms + RECORD_GRACE_MS
         # A connection kept from before Redis restarted fails once: try again on a new one,
         # briefly, so that a Redis that is really away still fails the request soon.
         options: dict[str, Any] = {
@@ -210,6 +217,7 @@ class RedisNode:
                 node = fields.get(b"n", b"").decode()
                 if self.engine.adopt(client_id, owner, subscriptions, ack, address, connected):
                     borrowed[client_id] = node
+                    self._load_attributes(client_id, fields)
         except _RESPONSE_ERRORS as error:
             self._report("a borrowed session", f"a session record Redis refused ({error})")
         except _REDIS_ERRORS as error:
@@ -235,7 +243,7 @@ class RedisNode:
                 if alive:
                     await self._touch(
                         keys=[self.keys.deadlines()],
-                        args=[self._session_ttl_ms, *alive],
+                        args=[self._deadline_ms, *alive],
                         client=pipe,
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
@@ -346,7 +354,7 @@ class RedisNode:
             async with self.redis.pipeline(transaction=False) as pipe:
                 await self._touch(
                     keys=[self.keys.deadlines()],
-                    args=[self._session_ttl_ms, *(client_id for client_id, *_ in batch)],
+                    args=[self._deadline_ms, *(client_id for client_id, *_ in batch)],
                     client=pipe,
                 )
                 for client_id, cursor, connected, _ in batch:
@@ -530,6 +538,7 @@ class RedisNode:
             await self.redis.delete(key)
             return
         if adopted:
+            self._load_attributes(client_id, fields)
             # Messages sent to one session alone are this one's only if it is the one; its
             # subscription changes are in its record already.
             entries = [
@@ -692,21 +701,28 @@ class RedisNode:
         ends its sessions itself, sooner). Each is taken by one node, which announces it."""
         while True:
             await asyncio.sleep(ORPHANS_EVERY)
+            ended: list[tuple[str, Any]] = []
             try:
                 taken: Any = await self._pop_expired(
                     keys=[self.keys.deadlines()], args=[ORPHANS_AT_ONCE]
                 )
                 if taken:
                     ids = [client_id.decode() for client_id in taken]
-                    await self.redis.delete(*(self.keys.session(c) for c in ids))
+                    # Their records go, and their attributes with the announcement of their end.
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for client_id in ids:
+                            pipe.hgetall(self.keys.session(client_id))
+                        pipe.delete(*(self.keys.session(c) for c in ids))
+                        records = await pipe.execute(raise_on_error=False)
+                    ended = list(zip(ids, records, strict=False))
             except asyncio.CancelledError:
                 raise
             except _REDIS_ERRORS as error:
                 log.warning("looking for sessions whose node died failed: %s", error)
                 continue
             assert self._context is not None
-            for client_id in ids if taken else ():
-                self._context.end_orphan(client_id)
+            for client_id, record in ended:
+                self._context.end_orphan(client_id, record if isinstance(record, dict) else {})
 
     async def _obey(self, note: str) -> None:
         """What another node tells this one about a session this one serves: to let it go
@@ -718,7 +734,77 @@ class RedisNode:
         assert self._context is not None
         if what == "forget":
             log.debug("node %s lets session %s go", self.id, client_id)
-            self._context.apply(engine.forget(client_id))
+            self._context.let_go(client_id)
+        elif what == "attributes":
+            # Another node changed them while it borrowed the session.
+            try:
+                fields: Any = await self.redis.hgetall(self.keys.session(client_id))
+            except _REDIS_ERRORS as error:
+                log.warning("could not read the attributes of %s: %s", client_id, error)
+                return
+            if fields:
+                self._load_attributes(client_id, fields)
+
+    # Session attributes (see attributes.py)
+
+    def _load_attributes(self, client_id: str, fields: dict[bytes, bytes]) -> None:
+        assert self._context is not None
+        self._context.load_attributes(client_id, fields)
+
+    async def save_attributes(
+        self, writes: list[tuple[str, dict[str, str], list[str]]], owners: dict[str, str]
+    ) -> None:
+        """Writes what changed in sessions' attributes (per session: the attributes set, as
+        JSON, and those removed) to their records, and tells the node serving a session this
+        node only borrowed to read them again. Raises ``EngineUnavailable``."""
+        if not writes:
+            return
+        script = self.redis.register_script(ATTRIBUTES)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for client_id, written, removed in writes:
+                    args: list[str] = [str(len(written))]
+                    for name, text in written.items():
+                        args += [FIELD + name, text]
+                    args += [FIELD + name for name in removed]
+                    await script(keys=[self.keys.session(client_id)], args=args, client=pipe)
+                results = await pipe.execute(raise_on_error=False)
+            for (client_id, _, _), result in zip(writes, results, strict=True):
+                if isinstance(result, Exception):
+                    self._report(f"session {client_id}", f"Redis refused its attributes ({result})")
+                    continue
+                owner = owners.get(client_id)
+                if result and owner and owner != self.id:
+                    await self.redis.publish(self.keys.node(owner), f"attributes:{client_id}")
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+
+    async def session_record(self, client_id: str) -> dict[str, Any] | None:
+        """What the cluster knows of a session wherever it is served: its subscriptions,
+        browser cookie, ack extension, first connect, the node serving it and its attributes;
+        ``None`` when there is no such session. Raises ``EngineUnavailable``."""
+        try:
+            fields: Any = await self.redis.hgetall(self.keys.session(client_id))
+        except _RESPONSE_ERRORS as error:
+            self._report(f"session {client_id}", f"a session record Redis refused ({error})")
+            return None
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+        record = self._parse_record(client_id, fields) if fields else None
+        if record is None:
+            return None
+        browser, subscriptions, ack, connected, _ = record
+        assert self._context is not None
+        return {
+            "subscriptions": sorted(subscriptions),
+            "browser": browser,
+            "ack": ack,
+            "connected": connected,
+            "node": fields.get(b"n", b"").decode(errors="replace"),
+            "attributes": self._context.attributes_of(fields),
+        }
 
     def _report(self, what: str, problem: str) -> None:
         if what not in self._reported:

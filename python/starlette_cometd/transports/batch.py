@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
+from ..cluster.attributes import NotStorable, check
 from ..cluster.node import EngineUnavailable, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
@@ -148,44 +149,73 @@ async def _after(pending: Awaitable[None], reply: Reply) -> Reply:
 async def _clustered(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
     """The fast path in a cluster: the core acts between bringing here the sessions the batch
     needs and recording what it changed."""
-    processed = await process_in_cluster(context, request, body, None)
-    if isinstance(processed, HookedReply):
-        return processed
-    outcome, reply_body, hold = processed
-    pending = apply(context, request, outcome)
-    if pending is not None:
-        await pending
+    lent: dict[str, str] = {}
+    try:
+        processed = await process_in_cluster(context, request, body, None, lent)
+        if isinstance(processed, HookedReply):
+            return processed
+        outcome, reply_body, hold = processed
+        pending = apply(context, request, outcome)
+        if pending is not None:
+            await pending
+    finally:
+        give_back(context, lent)
     return HookedReply(outcome.status, reply_body, hold, outcome.new_browser)
 
 
+async def bring_here(
+    context: LongPollingServiceContext,
+    request: Request,
+    named: list[tuple[str, bool, bool]],
+    borrowed: dict[str, str],
+) -> None:
+    """Brings here the sessions a batch names (``engine.named_sessions``): a session it
+    connects is taken over from the node that served it (its messages go where it connects);
+    any other is only borrowed for the batch, added to ``borrowed`` with the node serving it.
+    Raises ``EngineUnavailable``."""
+    node = context.cluster
+    assert node is not None
+    engine = context.engine
+    await node.ready()
+    # Another node may take a session back while this one waits on Redis (the client's
+    # requests run at once on several nodes): until every session is here when nothing
+    # waits any more, bring it again.
+    for _ in range(TAKE_OVER_ATTEMPTS):
+        missing = [(c, connects) for c, _, connects in named if not engine.session_info(c)]
+        if not missing:
+            break
+        claimed = [c for c, connects in missing if connects]
+        await node.take_over(claimed, request.address, request.browser)
+        lent = await node.borrow([c for c, connects in missing if not connects], request.address)
+        borrowed.update(lent)
+
+
+def give_back(context: LongPollingServiceContext, borrowed: dict[str, str]) -> None:
+    """Lets the sessions borrowed for a batch go, once its effects are applied (the events
+    carried their attributes)."""
+    for client_id in borrowed:
+        context.let_go(client_id)
+
+
 async def process_in_cluster(
-    context: LongPollingServiceContext, request: Request, body: bytes, alone: bool | None
+    context: LongPollingServiceContext,
+    request: Request,
+    body: bytes,
+    alone: bool | None,
+    borrowed: dict[str, str],
 ) -> tuple[Outcome, bytes, HeldConnect | None] | HookedReply:
-    """``engine.process`` as one node of a cluster. A session the batch connects is taken over
-    from the node that served it (its messages go where it connects); any other it names is
-    only borrowed for the batch. What the core changed is recorded in the cluster before the
-    reply goes out. Returns the outcome, the reply's body and the connect to hold, or, when
-    the cluster's Redis cannot be reached, an unsuccessful reply with advice to retry."""
+    """``engine.process`` as one node of a cluster, with the sessions the batch names brought
+    here (see ``bring_here``; those borrowed are added to ``borrowed``, and the caller gives
+    them back with ``give_back`` once it applied the outcome). What the core changed is
+    recorded in the cluster before the reply goes out. Returns the outcome, the reply's body
+    and the connect to hold, or, when the cluster's Redis cannot be reached, an unsuccessful
+    reply with advice to retry."""
     node = context.cluster
     assert node is not None
     engine = context.engine
     named = engine.named_sessions(body)
-    borrowed: dict[str, str] = {}
     try:
-        await node.ready()
-        # Another node may take a session back while this one waits on Redis (the client's
-        # requests run at once on several nodes): until every session is here when nothing
-        # waits any more, bring it again.
-        for _ in range(TAKE_OVER_ATTEMPTS):
-            missing = [(c, connects) for c, _, connects in named if not engine.session_info(c)]
-            if not missing:
-                break
-            claimed = [c for c, connects in missing if connects]
-            await node.take_over(claimed, request.address, request.browser)
-            lent = await node.borrow(
-                [c for c, connects in missing if not connects], request.address
-            )
-            borrowed.update(lent)
+        await bring_here(context, request, named, borrowed)
         outcome = engine.process(
             body,
             request.browser,
@@ -203,9 +233,6 @@ async def process_in_cluster(
                 if kind == "session_added":
                     engine.forget(client_id)
             raise
-        finally:
-            for client_id in borrowed:
-                engine.forget(client_id)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -222,7 +249,7 @@ async def process_in_cluster(
     # Another node took a session meanwhile: it sends its messages, and a connect held here
     # for it ends now, so that the client's next connect finds it there.
     for client_id in moved:
-        context.apply(engine.forget(client_id))
+        context.let_go(client_id)
     if hold is not None and hold.client_id in moved:
         return outcome, engine.complete_connect(hold, False), None
     return outcome, replies_only(outcome.body), hold
@@ -296,8 +323,31 @@ class _Hooked:
         self.parts: list[bytes] = []
         #: What the security policy set for the handshake being handled.
         self.attributes: dict[str, Any] = {}
+        #: In a cluster: the sessions the batch borrowed (with the node serving each), and
+        #: every session its hooks saw, whose attributes' changes are written at its end.
+        self.borrowed: dict[str, str] = {}
+        self.seen: dict[str, ServerSession] = {}
 
     async def run(self, body: bytes) -> Reply:
+        context = self.context
+        if context.cluster is None:
+            return await self._run(body)
+        # The sessions the batch names are here before its hooks run: the hooks see them
+        # (and their attributes) as on the process that made them.
+        try:
+            try:
+                named = context.engine.named_sessions(body)
+                await bring_here(context, self.request, named, self.borrowed)
+            except EngineUnavailable as error:
+                log.warning("the cluster's Redis is unavailable: %s", error)
+                return HookedReply(200, unavailable_reply(context, body), None, None)
+            reply = await self._run(body)
+            await context.save_attributes(self.seen.values(), self.borrowed)
+            return reply
+        finally:
+            give_back(context, self.borrowed)
+
+    async def _run(self, body: bytes) -> Reply:
         engine = self.context.engine
         # The core splits the batch by its own reader, and says which messages the hooks may
         # see: exactly those it would act on. The others (not a message, nested too deep, a
@@ -334,6 +384,8 @@ class _Hooked:
     async def _one(self, incoming: TrackedMessage, alone: bool) -> None:
         message: Message = incoming.value
         session = self._session(message)
+        if session is not None:
+            self.seen[str(session.client_id)] = session
         for extension in self.hooks.extensions:
             if not await extension_passes(extension.incoming, session, message):
                 await self._send(
@@ -345,6 +397,8 @@ class _Hooked:
             refusal = await self._check(session, channel, message)
         except MessageRefused as refused:  # raised by the security policy
             refusal = _refusal(message, refused, service=False)
+        if refusal is None:
+            refusal = self._unstorable(session, message)
         if refusal is not None:
             await self._send(session, refusal)
             return
@@ -354,6 +408,25 @@ class _Hooked:
                 await self._serve(session, message, *served)
                 return
         await self._core(incoming.text(), alone, session)
+
+    def _unstorable(self, session: ServerSession | None, message: Message) -> Message | None:
+        """In a cluster the session's attributes live in its record: a message whose hooks set
+        one that cannot be stored there (not JSON, or past the size limit) is refused before it
+        takes effect, with an error naming it, and the session keeps it as it was."""
+        if self.context.cluster is None:
+            return None
+        if message["channel"] == "/meta/handshake":
+            attributes, stored = self.attributes, {}
+        elif session is not None:
+            attributes, stored = session.attributes, session.stored
+        else:
+            return None
+        try:
+            check(attributes, stored)
+        except NotStorable as refused:
+            log.error("refused %.200r: its hooks set %s", message, refused.error)
+            return _reply(message, successful=False, error=refused.error)
+        return None
 
     def _session(self, message: Message) -> ServerSession | None:
         """The message's session, if the request may use it (the core's rule: its socket, or
@@ -427,6 +500,10 @@ class _Hooked:
                 session, _reply(message, successful=False, error="500::service_failed")
             )
             return
+        refusal = self._unstorable(session, message)
+        if refusal is not None:
+            await self._send(session, refusal)
+            return
         reply = _reply(message, successful=True)
         if result is not None:
             reply["data"] = result
@@ -439,7 +516,7 @@ class _Hooked:
         body = b"[" + text + b"]"
         request = self.request
         if self.context.cluster is not None:
-            processed = await process_in_cluster(self.context, request, body, alone)
+            processed = await process_in_cluster(self.context, request, body, alone, self.borrowed)
             if isinstance(processed, HookedReply):
                 self.parts.append(processed.body[1:-1])
                 return
@@ -461,6 +538,7 @@ class _Hooked:
             if kind == "session_added":
                 session = ServerSession(ClientId(client_id), attributes)
                 self.context.add_server_session(session)
+                self.seen[client_id] = session
         pending = apply(self.context, request, outcome)
         if pending is not None:
             await pending

@@ -239,6 +239,9 @@ async def test_an_attribute_that_is_not_json_is_refused_and_harms_nothing(
             )
             assert who["data"] == {"node": node, "user": "ann", "mood": "calm"}, who
         assert (await set_to(["glad", 1, None]))["successful"] is True
+        # The process serving the session hears of the change by a note, shortly after.
+        served = cluster.contexts[0].server_session(client.client_id)
+        await wait_for(lambda: served.attributes.get("mood") == ["glad", 1, None])
         found = await cluster.contexts[0].find_session(client.client_id)
         assert found is not None and found["attributes"]["mood"] == ["glad", 1, None]
         # The session and the others work on.

@@ -162,3 +162,30 @@ async def test_a_process_killed_mid_stream_loses_and_doubles_nothing(redis_url: 
         await publish(10)
         received += [m["data"] for m in await gather_until(subscriber, 25 - len(received))]
         assert received == list(range(25)), "every message once, in order"
+
+
+async def test_messages_queued_on_a_killed_process_are_not_lost_by_other_requests(
+    redis_url: str,
+) -> None:
+    """A request other than a connect does not deliver a session's queued messages: recording
+    its delivery as done would lose them with a process killed before the next connect."""
+    async with cli_cluster(redis_url, 2) as cluster:
+        queued, witness, publisher = (Client(cluster.node_url(n)) for n in (0, 0, 1))
+        for client in (queued, witness):
+            await client.handshake()
+            await client.subscribe("/queued")
+            await client.connect()  # the first connect, answered at once
+        await publisher.handshake()
+        # The witness's connect, held on process 0, returns once process 0 fanned the message
+        # out: by then it also waits in the queue of the session that does not connect.
+        held = asyncio.create_task(witness.connect())
+        assert (await publisher.publish("/queued", "kept"))["successful"] is True
+        _, delivered = await held
+        assert [m["data"] for m in delivered] == ["kept"]
+        # A request of that session that is not a connect, on process 0, then process 0 dies.
+        assert all(r["successful"] for r in await queued.subscribe("/elsewhere"))
+        await cluster.kill(0)
+        queued.url = cluster.node_url(1)
+        reply, messages = await queued.connect()
+        assert reply["successful"] is True, reply
+        assert [m["data"] for m in messages] == ["kept"]

@@ -226,13 +226,13 @@ class RedisNode:
         return borrowed
 
     async def commit(
-        self, outcome: Outcome, served: Iterable[str], borrowed: dict[str, str]
+        self, outcome: Outcome, drained: Iterable[str], borrowed: dict[str, str]
     ) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
         new sessions, subscription changes and removals to their records (telling the node
-        serving a borrowed session), and the cursor of every session this node serves that
-        the batch named. Returns the sessions that moved to another node meanwhile: their
-        messages must not go out with this reply. Raises ``EngineUnavailable``."""
+        serving a borrowed session), and the cursor of every session this node serves whose
+        queue the reply drains. Returns the sessions that moved to another node meanwhile:
+        their messages must not go out with this reply. Raises ``EngineUnavailable``."""
         engine = self.engine
         cursor = self._cursor().encode()
         try:
@@ -254,7 +254,7 @@ class RedisNode:
             # The cursors of the sessions served, with every other request's of this loop turn.
             recorded = [
                 (client_id, info)
-                for client_id in served
+                for client_id in drained
                 if client_id not in borrowed
                 and client_id not in alive
                 and (info := engine.session_info(client_id)) is not None

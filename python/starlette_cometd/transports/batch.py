@@ -225,8 +225,16 @@ async def process_in_cluster(
             request.socket,
             request.address,
         )
+        # A session's cursor moves only with a reply that drains its queue: a connect
+        # answered now. Any other reply leaves its queued messages where they are (a cursor
+        # recorded past them would lose them with this process), and a held connect records
+        # its cursor when it is answered.
+        hold = outcome.hold
+        drained = [
+            c for c, _, connects in named if connects and (hold is None or hold.client_id != c)
+        ]
         try:
-            moved = await node.commit(outcome, [c for c, _, _ in named], borrowed)
+            moved = await node.commit(outcome, drained, borrowed)
         except EngineUnavailable:
             # Not recorded, so not made: the sessions it created go again, unannounced.
             for kind, client_id, _ in outcome.events:
@@ -236,7 +244,6 @@ async def process_in_cluster(
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
-    hold = outcome.hold
     if hold is not None and hold.client_id not in moved:
         # Messages that came while the batch was being recorded woke nobody (the connect was
         # not parked yet): then it is answered now, with them.

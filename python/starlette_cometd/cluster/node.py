@@ -169,6 +169,10 @@ class RedisNode:
 
     # What a request needs before and after the core acts on it
 
+    def may_act_now(self) -> bool:
+        """Whether this node may act without first checking Redis (see :meth:`ready`)."""
+        return not self._suspect
+
     async def ready(self) -> None:
         """Returns once this node may act: at once, unless Redis failed since it last looked,
         when it first checks whether Redis lost its data meanwhile. Raises

@@ -125,7 +125,7 @@ def submit(
     if context.hooks.active:
         return _Hooked(context, request).run(body)
     if context.cluster is not None:
-        return _clustered(context, request, body)
+        return _in_cluster(context, request, body)
     outcome = context.engine.process(
         body,
         request.browser,
@@ -146,21 +146,76 @@ async def _after(pending: Awaitable[None], reply: Reply) -> Reply:
     return reply
 
 
+def _in_cluster(
+    context: LongPollingServiceContext, request: Request, body: bytes
+) -> Reply | Awaitable[Reply]:
+    """The fast path in a cluster. A batch whose sessions are all here, and that changes
+    nothing the cluster keeps, is answered at once, as on one process: most of all a connect
+    that is held, which records its session's cursor only when it ends."""
+    node = context.cluster
+    assert node is not None
+    engine = context.engine
+    named = engine.named_sessions(body)
+    if not node.may_act_now() or not all(here for _, here, _ in named):
+        return _clustered(context, request, body)
+    outcome = engine.process(
+        body,
+        request.browser,
+        request.transport,
+        request.multiplexed,
+        None,
+        request.socket,
+        request.address,
+    )
+    drained = _drained(named, outcome)
+    if outcome.relayed or outcome.events or drained:
+        return _recorded(context, request, body, outcome, drained)
+    pending = apply(context, request, outcome)
+    if pending is None:
+        return outcome
+    return _after(pending, outcome)
+
+
+async def _recorded(
+    context: LongPollingServiceContext,
+    request: Request,
+    body: bytes,
+    outcome: Outcome,
+    drained: list[str],
+) -> Reply:
+    """The rest of the fast path in a cluster, for a batch whose effects must be recorded."""
+    try:
+        processed = await _commit(context, outcome, drained, {})
+    except EngineUnavailable as error:
+        log.warning("the cluster's Redis is unavailable: %s", error)
+        return HookedReply(200, unavailable_reply(context, body), None, None)
+    return await _applied(context, request, processed)
+
+
+async def _applied(
+    context: LongPollingServiceContext,
+    request: Request,
+    processed: tuple[Outcome, bytes, HeldConnect | None],
+) -> Reply:
+    outcome, reply_body, hold = processed
+    pending = apply(context, request, outcome)
+    if pending is not None:
+        await pending
+    return HookedReply(outcome.status, reply_body, hold, outcome.new_browser)
+
+
 async def _clustered(context: LongPollingServiceContext, request: Request, body: bytes) -> Reply:
-    """The fast path in a cluster: the core acts between bringing here the sessions the batch
+    """The fast path in a cluster when sessions must first be brought here (or Redis failed
+    since this node last looked): the core acts between bringing here the sessions the batch
     needs and recording what it changed."""
     lent: dict[str, str] = {}
     try:
         processed = await process_in_cluster(context, request, body, None, lent)
         if isinstance(processed, HookedReply):
             return processed
-        outcome, reply_body, hold = processed
-        pending = apply(context, request, outcome)
-        if pending is not None:
-            await pending
+        return await _applied(context, request, processed)
     finally:
         give_back(context, lent)
-    return HookedReply(outcome.status, reply_body, hold, outcome.new_browser)
 
 
 async def bring_here(
@@ -210,8 +265,6 @@ async def process_in_cluster(
     recorded in the cluster before the reply goes out. Returns the outcome, the reply's body
     and the connect to hold, or, when the cluster's Redis cannot be reached, an unsuccessful
     reply with advice to retry."""
-    node = context.cluster
-    assert node is not None
     engine = context.engine
     named = engine.named_sessions(body)
     try:
@@ -225,25 +278,42 @@ async def process_in_cluster(
             request.socket,
             request.address,
         )
-        # A session's cursor moves only with a reply that drains its queue: a connect
-        # answered now. Any other reply leaves its queued messages where they are (a cursor
-        # recorded past them would lose them with this process), and a held connect records
-        # its cursor when it is answered.
-        hold = outcome.hold
-        drained = [
-            c for c, _, connects in named if connects and (hold is None or hold.client_id != c)
-        ]
-        try:
-            moved = await node.commit(outcome, drained, borrowed)
-        except EngineUnavailable:
-            # Not recorded, so not made: the sessions it created go again, unannounced.
-            for kind, client_id, _ in outcome.events:
-                if kind == "session_added":
-                    engine.forget(client_id)
-            raise
+        return await _commit(context, outcome, _drained(named, outcome), borrowed)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
+
+
+def _drained(named: list[tuple[str, bool, bool]], outcome: Outcome) -> list[str]:
+    """The sessions whose queue the batch's reply drains, so whose cursor moves: those it
+    connects and that are answered now. Any other reply leaves their queued messages where
+    they are (a cursor recorded past them would lose them with this process), and a held
+    connect records its cursor when it is answered."""
+    hold = outcome.hold
+    held = hold.client_id if hold is not None else None
+    return [client_id for client_id, _, connects in named if connects and client_id != held]
+
+
+async def _commit(
+    context: LongPollingServiceContext,
+    outcome: Outcome,
+    drained: list[str],
+    borrowed: dict[str, str],
+) -> tuple[Outcome, bytes, HeldConnect | None]:
+    """Records what the core changed, then returns the outcome, the reply's body and the
+    connect to hold. Raises ``EngineUnavailable`` (the sessions the batch created are then
+    forgotten: not recorded, so not made)."""
+    node = context.cluster
+    assert node is not None
+    engine = context.engine
+    try:
+        moved = await node.commit(outcome, drained, borrowed)
+    except EngineUnavailable:
+        for kind, client_id, _ in outcome.events:
+            if kind == "session_added":
+                engine.forget(client_id)
+        raise
+    hold = outcome.hold
     if hold is not None and hold.client_id not in moved:
         # Messages that came while the batch was being recorded woke nobody (the connect was
         # not parked yet): then it is answered now, with them.

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
+from .connection import Connection, connect
 from .keys import (
     CLAIM,
     POP_EXPIRED,
@@ -33,8 +34,6 @@ from .keys import (
 )
 
 if TYPE_CHECKING:
-    from redis.asyncio import BlockingConnectionPool, Redis
-
     from .._core import Engine, Outcome
     from ..context import LongPollingServiceContext
 
@@ -46,11 +45,6 @@ READ_BATCH = 1000
 READ_BLOCK_MS = 2000
 # How long to wait before trying Redis again after it failed.
 RETRY_DELAY = 0.5
-# How often a command is tried again on a new connection when its connection failed.
-RETRIES = 2
-# Connections to Redis for requests, at most, and how long a request waits for one.
-MAX_CONNECTIONS = 32
-CONNECTION_WAIT = 5.0
 # How often each node looks for sessions whose node died, and how many it ends at once.
 ORPHANS_EVERY = 1.0
 ORPHANS_AT_ONCE = 100
@@ -81,9 +75,7 @@ class RedisNode:
         self.history = history
         self.id = secrets.token_hex(8)
         self._context: LongPollingServiceContext | None = None
-        self._redis: Redis | None = None
-        self._pool: BlockingConnectionPool | None = None
-        self._reader: Redis | None = None
+        self._connection: Connection | None = None
         self._epochs: list[str | None] = [None] * partitions
         self._positions: list[int] = [0] * partitions
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,31 +98,16 @@ class RedisNode:
     async def start(self, context: LongPollingServiceContext) -> None:
         """Connects, reads where each log stands, and starts reading them and this node's
         control channel. Raises if Redis cannot be reached."""
-        from redis.asyncio import BlockingConnectionPool, Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff
-        from redis.exceptions import ConnectionError, TimeoutError
-
         self._context = context
         self._session_ttl_ms = int(self.session_ttl * 1000)
-        # A connection kept from before Redis restarted fails once: try again on a new one,
-        # briefly, so that a Redis that is really away still fails the request soon.
-        options: dict[str, Any] = {
-            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
-            "retry_on_error": [ConnectionError, TimeoutError],
-        }
-        # Requests wait for a connection rather than fail when all are busy.
-        self._pool = BlockingConnectionPool.from_url(
-            self.url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
-        )
-        self._redis = Redis(connection_pool=self._pool, **options)
-        self._reader = Redis.from_url(self.url, **options)
-        self._publish = self._redis.register_script(PUBLISH)
-        self._claim = self._redis.register_script(CLAIM)
-        self._record = self._redis.register_script(RECORD)
-        self._subscriptions = self._redis.register_script(SUBSCRIPTIONS)
-        self._touch = self._redis.register_script(TOUCH)
-        self._pop_expired = self._redis.register_script(POP_EXPIRED)
+        # One server or a Redis Cluster, whichever the URL names (see connection.py).
+        self._connection = connection = await connect(self.url)
+        self._publish = connection.script(PUBLISH)
+        self._claim = connection.script(CLAIM)
+        self._record = connection.script(RECORD)
+        self._subscriptions = connection.script(SUBSCRIPTIONS)
+        self._touch = connection.script(TOUCH)
+        self._pop_expired = connection.script(POP_EXPIRED)
         self._start_at(await self._read_heads())
         for partition in range(self.keys.partitions):
             self._tasks.append(asyncio.create_task(self._follow(partition)))
@@ -144,11 +121,8 @@ class RedisNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        for client in (self._redis, self._reader):
-            if client is not None:
-                await client.aclose()
-        if self._pool is not None:
-            await self._pool.disconnect()
+        if self._connection is not None:
+            await self._connection.aclose()
 
     @property
     def engine(self) -> Engine:
@@ -156,9 +130,10 @@ class RedisNode:
         return self._context.engine
 
     @property
-    def redis(self) -> Redis:
-        assert self._redis is not None
-        return self._redis
+    def redis(self) -> Any:
+        """The client for requests: ``Redis``, or ``RedisCluster`` (the same commands)."""
+        assert self._connection is not None
+        return self._connection.redis
 
     # What a request needs before and after the core acts on it
 
@@ -239,7 +214,7 @@ class RedisNode:
                         client=pipe,
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
-                results = await pipe.execute(raise_on_error=False) if pipe.command_stack else []
+                results = await pipe.execute(raise_on_error=False) if len(pipe) else []
             for result in results:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
@@ -267,7 +242,7 @@ class RedisNode:
                 elif not result:
                     moved.add(client_id)  # another node took it meanwhile
             for node, note in told:
-                await self.redis.publish(self.keys.node(node), note)
+                await self._tell(node, note)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
@@ -539,7 +514,7 @@ class RedisNode:
             ]
             engine.catch_up(client_id, entries)
         if before != self.id.encode():
-            await self.redis.publish(self.keys.node(before.decode()), f"forget:{client_id}")
+            await self._tell(before.decode(), f"forget:{client_id}")
 
     async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
         """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
@@ -586,11 +561,12 @@ class RedisNode:
 
     async def _follow(self, partition: int) -> None:
         """Fans out every entry of one partition's log, in order, as it is written."""
-        assert self._reader is not None
+        assert self._connection is not None
+        reader = self._connection.reader
         log_key = self.keys.log(partition)
         while True:
             try:
-                read: Any = await self._reader.xread(
+                read: Any = await reader.xread(
                     {log_key: f"0-{self._positions[partition]}"},
                     count=READ_BATCH,
                     block=READ_BLOCK_MS,
@@ -673,14 +649,11 @@ class RedisNode:
 
     async def _listen_for_control(self) -> None:
         """Other nodes tell this one to let go of sessions they took over."""
-        assert self._reader is not None
+        assert self._connection is not None
         while True:
             try:
-                async with self._reader.pubsub() as pubsub:
-                    await pubsub.subscribe(self.keys.node(self.id))
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._obey(message["data"].decode(errors="replace"))
+                async for note in self._connection.notes(self.keys.node(self.id)):
+                    await self._obey(note.decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
             except _REDIS_ERRORS as error:
@@ -707,6 +680,10 @@ class RedisNode:
             assert self._context is not None
             for client_id in ids if taken else ():
                 self._context.end_orphan(client_id)
+
+    async def _tell(self, node: str, note: str) -> None:
+        assert self._connection is not None
+        await self._connection.tell(self.keys.node(node), note)
 
     async def _obey(self, note: str) -> None:
         """What another node tells this one about a session this one serves: to let it go

@@ -78,6 +78,8 @@ class RedisNode:
         self._connection: Connection | None = None
         self._epochs: list[str | None] = [None] * partitions
         self._positions: list[int] = [0] * partitions
+        # How often each log started again (lost): a read begun before is of the old log.
+        self._starts: list[int] = [0] * partitions
         self._tasks: list[asyncio.Task[None]] = []
         # Bad data is logged once per partition or session, not once per read.
         self._reported: set[str] = set()
@@ -556,6 +558,8 @@ class RedisNode:
 
     def _start_at(self, heads: list[tuple[str | None, int]]) -> None:
         for partition, (epoch, offset) in enumerate(heads):
+            if epoch != self._epochs[partition]:
+                self._starts[partition] += 1
             self._epochs[partition] = epoch
             self._positions[partition] = offset
 
@@ -565,6 +569,7 @@ class RedisNode:
         reader = self._connection.reader
         log_key = self.keys.log(partition)
         while True:
+            start = self._starts[partition]
             try:
                 read: Any = await reader.xread(
                     {log_key: f"0-{self._positions[partition]}"},
@@ -585,6 +590,8 @@ class RedisNode:
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await self._resume()
                 continue
+            if self._starts[partition] != start:
+                continue  # read from where the old log stood: its entries are not the new one's
             for _, entries in read or ():
                 for entry_id, fields in entries:
                     offset = offset_of(entry_id)
@@ -641,8 +648,14 @@ class RedisNode:
             heads = await self._read_heads()
             self._suspect = False
             if [epoch for epoch, _ in heads] != self._epochs:
-                # The logs start again: read them from their new start.
-                self._start_at([(epoch, 0) for epoch, _ in heads])
+                # The logs lost start again: read them from their new start. Those kept (on a
+                # Redis Cluster, those of the shards that kept their data) go on.
+                self._start_at(
+                    [
+                        (epoch, self._positions[p] if epoch == self._epochs[p] else 0)
+                        for p, (epoch, _) in enumerate(heads)
+                    ]
+                )
                 log.warning("the cluster's Redis lost its data: every session on %s ends", self.id)
                 assert self._context is not None
                 self._context.end_all_sessions()

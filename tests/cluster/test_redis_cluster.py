@@ -193,17 +193,20 @@ async def _outage_and_recovery(cluster: Cluster, redis_cluster: RedisCluster) ->
     await asyncio.to_thread(redis_cluster.nodes[shard].stop)
 
     # Meanwhile a publish to /a gets a Bayeux error with advice to retry, on every process,
-    # and never a 5xx (Client.send checks each reply is a 200).
-    for _ in range(3):
-        [reply] = await client.send(
-            {"channel": "/a", "clientId": client.client_id, "data": 1, "id": "p"}
-        )
-        assert reply["successful"] is False, reply
-        assert reply["error"] == "503::engine_unavailable"
-        assert reply["id"] == "p" and reply["advice"]["reconnect"] == "retry"
-    for context in cluster.contexts:
-        with pytest.raises(EngineUnavailableError):
-            await context.send("/a", "lost")
+    # and never a 5xx (Client.send checks each reply is a 200): first while the shard does not
+    # answer, then once the others declared the cluster down (CLUSTERDOWN for every key).
+    await _told_to_retry(client, cluster)
+    live = redis_cluster.nodes[(shard + 1) % len(redis_cluster.nodes)]
+
+    async def declared_down() -> bool:
+        with live.client() as raw:
+            return bool(raw.cluster("INFO")["cluster_state"] == "fail")
+
+    await until(declared_down, 60)
+    await _told_to_retry(client, cluster)
+    newcomer = Client(cluster.url)
+    reply = await newcomer.handshake()
+    assert reply["successful"] is False and reply["advice"]["reconnect"] == "retry", reply
 
     await asyncio.to_thread(redis_cluster.nodes[shard].start)
 
@@ -225,3 +228,16 @@ async def _outage_and_recovery(cluster: Cluster, redis_cluster: RedisCluster) ->
         assert (await publisher.publish(channel, channel))["successful"] is True
     received = await gather_until(client, 1 + len(CHANNELS))
     assert sorted(m["data"] for m in received) == sorted(["/a", *CHANNELS])
+
+
+async def _told_to_retry(client: Client, cluster: Cluster) -> None:
+    for _ in range(3):
+        [reply] = await client.send(
+            {"channel": "/a", "clientId": client.client_id, "data": 1, "id": "p"}
+        )
+        assert reply["successful"] is False, reply
+        assert reply["error"] == "503::engine_unavailable"
+        assert reply["id"] == "p" and reply["advice"]["reconnect"] == "retry"
+    for context in cluster.contexts:
+        with pytest.raises(EngineUnavailableError):
+            await context.send("/a", "lost")

@@ -21,7 +21,8 @@ from starlette_cometd import (
     RemovalReason,
     SessionRemoved,
 )
-from starlette_cometd.cluster.keys import Keys
+from starlette_cometd.cluster.connection import connect
+from starlette_cometd.cluster.keys import Keys, partition_tags
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
 from support.drivers import require
 from support.redis_servers import RedisCluster, redis_missing
@@ -241,3 +242,55 @@ async def _told_to_retry(client: Client, cluster: Cluster) -> None:
     for context in cluster.contexts:
         with pytest.raises(EngineUnavailableError):
             await context.send("/a", "lost")
+
+
+async def test_the_url_of_any_node_finds_the_cluster_and_a_plain_server_stays_one(
+    redis_cluster_urls: list[str], redis_url: str
+) -> None:
+    for url in redis_cluster_urls:
+        connection = await connect(url)
+        try:
+            assert connection.cluster is True
+            # Keys of every shard are reached from any node, scripts included.
+            for tag in partition_tags(PARTITIONS):
+                script = connection.script("return redis.call('INCR', KEYS[1])")
+                assert await script(keys=[f"t:{{{tag}}}"]) >= 1
+        finally:
+            await connection.aclose()
+    connection = await connect(redis_url)
+    try:
+        assert connection.cluster is False
+    finally:
+        await connection.aclose()
+    with pytest.raises(ValueError, match="only database 0"):
+        await connect(f"{redis_cluster_urls[0]}/1")
+
+
+async def test_a_cluster_declared_down_is_redis_away_not_bad_data(
+    own_redis_cluster: RedisCluster,
+) -> None:
+    """CLUSTERDOWN is a ResponseError in redis-py, which the node takes for bad data under one
+    key: the connection reports it as a ConnectionError, from commands and from pipelines."""
+    await asyncio.to_thread(own_redis_cluster.start)
+    connection = await connect(own_redis_cluster.urls[0])
+    try:
+        tags = partition_tags(PARTITIONS)
+        await asyncio.to_thread(own_redis_cluster.nodes[2].stop)
+        live = own_redis_cluster.nodes[0]
+
+        async def declared_down() -> bool:
+            with live.client() as raw:
+                return bool(raw.cluster("INFO")["cluster_state"] == "fail")
+
+        await until(declared_down, 60)
+        # A key on a shard that still runs.
+        key = f"t:{{{tags[0]}}}"
+        with pytest.raises(redis.ConnectionError, match="cluster is down"):
+            await connection.redis.incr(key)
+        with pytest.raises(redis.ConnectionError, match="cluster is down"):
+            async with connection.redis.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                await pipe.execute(raise_on_error=False)
+    finally:
+        await connection.aclose()
+        await asyncio.to_thread(own_redis_cluster.stop)

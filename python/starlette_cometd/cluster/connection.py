@@ -64,6 +64,9 @@ async def connect(url: str) -> Connection:
     from redis.exceptions import ResponseError
 
     probe = Redis.from_url(url, **_retries())
+    # Asked in database 0: a cluster node refuses to select another.
+    database = probe.connection_pool.connection_kwargs.get("db") or 0
+    probe.connection_pool.connection_kwargs["db"] = 0
     try:
         info: Any = await probe.info("cluster")
         cluster = bool(info.get("cluster_enabled"))
@@ -73,7 +76,6 @@ async def connect(url: str) -> Connection:
         await probe.aclose()
     if not cluster:
         return SingleRedis(url)
-    database = probe.connection_pool.connection_kwargs.get("db", 0)
     if database:
         raise ValueError(f"{url}: a Redis Cluster has only database 0, not {database}")
     return await ClusterRedis.open(url)

@@ -263,12 +263,18 @@ class LongPollingServiceContextBuilder:
     ) -> Self:
         """Serve as one node of a cluster that shares the Redis at ``url`` (``redis://host:
         6379/0``; needs the ``redis`` extra): every process built this way with the same
-        ``url`` and ``prefix`` behaves as one server (see ``docs/cluster.md``). ``partitions``:
-        how many logs the channels are spread over (the same on every node); ``history``: how
-        many messages each log keeps, which bounds how long a session can be away from every
-        node and still get what it missed."""
+        ``url`` and ``prefix`` behaves as one server (see ``docs/cluster.md``). ``url`` may
+        name any node of a Redis Cluster instead (``redis://host:7000``): the node finds out
+        when it starts, and spreads its keys over the cluster's shards. ``partitions``: how
+        many logs the channels are spread over (the same on every node; on a Redis Cluster,
+        as many as it has shards, or a multiple, spreads them over all); ``history``: how many
+        messages each log keeps, which bounds how long a session can be away from every node
+        and still get what it missed."""
+        from .cluster.keys import MAX_PARTITIONS
         from .cluster.node import RedisNode
 
+        if isinstance(partitions, int) and partitions > MAX_PARTITIONS:
+            raise ValueError(f"partitions must be at most {MAX_PARTITIONS}, not {partitions}")
         self._cluster = RedisNode(
             url,
             prefix=prefix,

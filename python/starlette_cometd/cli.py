@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import demo, workers
 from .builder import LongPollingServiceContextBuilder
+from .cluster.keys import MAX_PARTITIONS
 from .context import LongPollingServiceContext
 from .router import CometdApp, CometdRoute, RouterBuilder
 from .transports.native_http import native_http_protocol
@@ -41,6 +42,17 @@ def _workers(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if count < 1:
         raise argparse.ArgumentTypeError(f"{count}: the server needs at least one worker process")
+    return count
+
+
+def _partitions(text: str) -> int:
+    """A number of partitions of the Redis engine's log: 1 to MAX_PARTITIONS."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise argparse.ArgumentTypeError(f"{count}: from 1 to {MAX_PARTITIONS} partitions")
     return count
 
 
@@ -86,14 +98,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis",
         metavar="URL",
-        help="join the cluster sharing the Redis at URL (redis://host:6379/0): every process "
-        "started with the same URL and prefix serves as one server (needs the redis extra)",
+        help="join the cluster sharing the Redis at URL (redis://host:6379/0, or any node of a "
+        "Redis Cluster): every process started with the same URL and prefix serves as one "
+        "server (needs the redis extra)",
     )
     parser.add_argument(
         "--redis-prefix",
         default="cometd",
         metavar="PREFIX",
         help="the prefix of the cluster's keys in Redis, so that several servers can share one",
+    )
+    parser.add_argument(
+        "--redis-partitions",
+        type=_partitions,
+        default=1,
+        metavar="N",
+        help="how many logs the channels are spread over, the same on every process (on a "
+        "Redis Cluster, its number of shards or a multiple spreads them over all)",
     )
     parser.add_argument(
         "--workers",
@@ -204,7 +225,7 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         .max_sessions_per_cookie(args.max_sessions_per_cookie)
     )
     if args.redis is not None:
-        builder.redis(args.redis, prefix=args.redis_prefix)
+        builder.redis(args.redis, prefix=args.redis_prefix, partitions=args.redis_partitions)
     context = builder.build()
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
     app, cometd = build_app(context, args.path, routes)

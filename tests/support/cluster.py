@@ -1,13 +1,15 @@
 """Clusters for the tests: several server processes sharing one Redis, behind a round-robin
 proxy that gives each new connection to the next one, as a load balancer without sticky
 sessions does. ``cli_cluster`` runs the standalone server (the native stack) as processes;
-``asgi_cluster`` runs nodes in this process on uvicorn's own protocol (the ASGI stack)."""
+``asgi_cluster`` runs nodes in this process on uvicorn's own protocol (the ASGI stack). Both take
+the URL of a Redis, or the URLs of a Redis Cluster's nodes: node ``i`` is given the ``i``-th
+(round the list), as processes told of different nodes of one Redis Cluster are."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,15 +56,22 @@ class Cluster:
         self.proxy.take_out(self.ports[node])
 
 
+def _urls(redis_url: str | Sequence[str], size: int) -> list[str]:
+    urls = [redis_url] if isinstance(redis_url, str) else list(redis_url)
+    return [urls[node % len(urls)] for node in range(size)]
+
+
 @asynccontextmanager
-async def cli_cluster(redis_url: str, size: int = 3, *args: str) -> AsyncIterator[Cluster]:
+async def cli_cluster(
+    redis_url: str | Sequence[str], size: int = 3, *args: str
+) -> AsyncIterator[Cluster]:
     """``size`` standalone server processes with ``--redis redis_url`` behind the proxy."""
     ports = [free_port() for _ in range(size)]
     processes: list[asyncio.subprocess.Process] = []
     proxy = RoundRobinProxy(ports)
     try:
-        for port in ports:
-            options = ("--redis", redis_url, "--max-sessions-per-address", "0", "--log-level")
+        for port, url in zip(ports, _urls(redis_url, size), strict=True):
+            options = ("--redis", url, "--max-sessions-per-address", "0", "--log-level")
             processes.append(await start_cli(port, *options, "warning", *args))
         for port, process in zip(ports, processes, strict=True):
             await wait_listening(f"http://127.0.0.1:{port}/cometd", process)
@@ -75,9 +84,11 @@ async def cli_cluster(redis_url: str, size: int = 3, *args: str) -> AsyncIterato
 
 @asynccontextmanager
 async def asgi_cluster(
-    redis_url: str,
+    redis_url: str | Sequence[str],
     size: int = 3,
     builder: Callable[[], LongPollingServiceContextBuilder] = LongPollingServiceContextBuilder,
+    *,
+    partitions: int = 1,
 ) -> AsyncIterator[Cluster]:
     """``size`` nodes in this process, each its own context and uvicorn server on uvicorn's
     own HTTP protocol, sharing the Redis at ``redis_url``, behind the proxy."""
@@ -86,8 +97,9 @@ async def asgi_cluster(
     contexts = []
     proxy = RoundRobinProxy(ports)
     try:
-        for port in ports:
-            context = builder().redis(redis_url).max_sessions_per_address(None).build()
+        for port, url in zip(ports, _urls(redis_url, size), strict=True):
+            redis = builder().redis(url, partitions=partitions)
+            context = redis.max_sessions_per_address(None).build()
             app = Starlette(
                 routes=[CometdRoute("/cometd", RouterBuilder().build(context))],
                 lifespan=context.lifespan,

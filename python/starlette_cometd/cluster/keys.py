@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Publishes one message to a partition's log. KEYS: the head hash, the log stream. ARGV: an
 # epoch for a log that has none yet (new, or lost with the Redis that held it), the history
@@ -99,19 +99,32 @@ return ids
 """
 
 
+# The hash slots of a Redis Cluster.
+SLOTS = 16384
+# Partitions at most: each is a log that every node follows with a read of its own.
+MAX_PARTITIONS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str
     partitions: int
+    _heads: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _logs: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tags = partition_tags(self.partitions)
+        object.__setattr__(self, "_heads", tuple(f"{self.prefix}:{{{t}}}:head" for t in tags))
+        object.__setattr__(self, "_logs", tuple(f"{self.prefix}:{{{t}}}:log" for t in tags))
 
     def session(self, client_id: str) -> str:
         return f"{self.prefix}:{{s:{client_id}}}"
 
     def head(self, partition: int) -> str:
-        return f"{self.prefix}:{{p{partition}}}:head"
+        return self._heads[partition]
 
     def log(self, partition: int) -> str:
-        return f"{self.prefix}:{{p{partition}}}:log"
+        return self._logs[partition]
 
     def deadlines(self) -> str:
         """Every session's deadline, so that one node ends a session whose node died."""
@@ -125,6 +138,30 @@ class Keys:
         if self.partitions == 1:
             return 0
         return zlib.crc32(channel.encode()) % self.partitions
+
+
+def partition_tags(partitions: int) -> list[str]:
+    """Each partition's hash tag, which puts its head and log in one Redis Cluster slot: ``p0``
+    for a single partition. With several, partition k's is the first of ``pk``, ``pk.1``,
+    ``pk.2``... whose slot lies in the middle half of the k-th of ``partitions`` equal ranges of
+    slots, so that on a cluster whose slots are split evenly over its shards (as ``redis-cli
+    --cluster create`` splits them) the partitions spread evenly over the shards."""
+    if partitions == 1:
+        return ["p0"]
+    from redis.crc import key_slot  # only the Redis engine has several partitions
+
+    tags = []
+    for k in range(partitions):
+        low, high = k * SLOTS // partitions, (k + 1) * SLOTS // partitions
+        margin = (high - low) // 4
+        for n in range(SLOTS * 64):
+            tag = f"p{k}.{n}" if n else f"p{k}"
+            if low + margin <= key_slot(tag.encode()) < high - margin:
+                tags.append(tag)
+                break
+        else:  # pragma: no cover - each range holds the slot of some such tag
+            raise ValueError(f"no hash tag found for partition {k} of {partitions}")
+    return tags
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
 from .attributes import FIELD
+from .connection import Connection, connect
 from .keys import (
     ATTRIBUTES,
     CLAIM,
@@ -35,8 +36,6 @@ from .keys import (
 )
 
 if TYPE_CHECKING:
-    from redis.asyncio import BlockingConnectionPool, Redis
-
     from .._core import Engine, Outcome
     from ..context import LongPollingServiceContext
 
@@ -48,11 +47,6 @@ READ_BATCH = 1000
 READ_BLOCK_MS = 2000
 # How long to wait before trying Redis again after it failed.
 RETRY_DELAY = 0.5
-# How often a command is tried again on a new connection when its connection failed.
-RETRIES = 2
-# Connections to Redis for requests, at most, and how long a request waits for one.
-MAX_CONNECTIONS = 32
-CONNECTION_WAIT = 5.0
 # How often each node looks for sessions whose node died, and how many it ends at once.
 ORPHANS_EVERY = 1.0
 ORPHANS_AT_ONCE = 100
@@ -85,11 +79,11 @@ class RedisNode:
         self.history = history
         self.id = secrets.token_hex(8)
         self._context: LongPollingServiceContext | None = None
-        self._redis: Redis | None = None
-        self._pool: BlockingConnectionPool | None = None
-        self._reader: Redis | None = None
+        self._connection: Connection | None = None
         self._epochs: list[str | None] = [None] * partitions
         self._positions: list[int] = [0] * partitions
+        # How often each log started again (lost): a read begun before is of the old log.
+        self._starts: list[int] = [0] * partitions
         self._tasks: list[asyncio.Task[None]] = []
         # Bad data is logged once per partition or session, not once per read.
         self._reported: set[str] = set()
@@ -110,34 +104,20 @@ class RedisNode:
     async def start(self, context: LongPollingServiceContext) -> None:
         """Connects, reads where each log stands, and starts reading them and this node's
         control channel. Raises if Redis cannot be reached."""
-        from redis.asyncio import BlockingConnectionPool, Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff
-        from redis.exceptions import ConnectionError, TimeoutError
-
         self._context = context
         # A record outlives its deadline, so that the node that ends a session whose node
         # died still finds its attributes to announce with its end.
         self._deadline_ms = int(self.session_ttl * 1000)
         self._session_ttl_ms = self._deadline_ms + RECORD_GRACE_MS
-        # A connection kept from before Redis restarted fails once: try again on a new one,
-        # briefly, so that a Redis that is really away still fails the request soon.
-        options: dict[str, Any] = {
-            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
-            "retry_on_error": [ConnectionError, TimeoutError],
-        }
-        # Requests wait for a connection rather than fail when all are busy.
-        self._pool = BlockingConnectionPool.from_url(
-            self.url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
-        )
-        self._redis = Redis(connection_pool=self._pool, **options)
-        self._reader = Redis.from_url(self.url, **options)
-        self._publish = self._redis.register_script(PUBLISH)
-        self._claim = self._redis.register_script(CLAIM)
-        self._record = self._redis.register_script(RECORD)
-        self._subscriptions = self._redis.register_script(SUBSCRIPTIONS)
-        self._touch = self._redis.register_script(TOUCH)
-        self._pop_expired = self._redis.register_script(POP_EXPIRED)
+        # One server or a Redis Cluster, whichever the URL names (see connection.py).
+        self._connection = connection = await connect(self.url)
+        self._publish = connection.script(PUBLISH)
+        self._claim = connection.script(CLAIM)
+        self._record = connection.script(RECORD)
+        self._subscriptions = connection.script(SUBSCRIPTIONS)
+        self._touch = connection.script(TOUCH)
+        self._pop_expired = connection.script(POP_EXPIRED)
+        self._attributes = connection.script(ATTRIBUTES)
         self._start_at(await self._read_heads())
         for partition in range(self.keys.partitions):
             self._tasks.append(asyncio.create_task(self._follow(partition)))
@@ -151,11 +131,8 @@ class RedisNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        for client in (self._redis, self._reader):
-            if client is not None:
-                await client.aclose()
-        if self._pool is not None:
-            await self._pool.disconnect()
+        if self._connection is not None:
+            await self._connection.aclose()
 
     @property
     def engine(self) -> Engine:
@@ -163,9 +140,10 @@ class RedisNode:
         return self._context.engine
 
     @property
-    def redis(self) -> Redis:
-        assert self._redis is not None
-        return self._redis
+    def redis(self) -> Any:
+        """The client for requests: ``Redis``, or ``RedisCluster`` (the same commands)."""
+        assert self._connection is not None
+        return self._connection.redis
 
     # What a request needs before and after the core acts on it
 
@@ -251,7 +229,7 @@ class RedisNode:
                         client=pipe,
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
-                results = await pipe.execute(raise_on_error=False) if pipe.command_stack else []
+                results = await pipe.execute(raise_on_error=False) if len(pipe) else []
             for result in results:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
@@ -279,7 +257,7 @@ class RedisNode:
                 elif not result:
                     moved.add(client_id)  # another node took it meanwhile
             for node, note in told:
-                await self.redis.publish(self.keys.node(node), note)
+                await self._tell(node, note)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
@@ -552,7 +530,7 @@ class RedisNode:
             ]
             engine.catch_up(client_id, entries)
         if before != self.id.encode():
-            await self.redis.publish(self.keys.node(before.decode()), f"forget:{client_id}")
+            await self._tell(before.decode(), f"forget:{client_id}")
 
     async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
         """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
@@ -594,16 +572,20 @@ class RedisNode:
 
     def _start_at(self, heads: list[tuple[str | None, int]]) -> None:
         for partition, (epoch, offset) in enumerate(heads):
+            if epoch != self._epochs[partition]:
+                self._starts[partition] += 1
             self._epochs[partition] = epoch
             self._positions[partition] = offset
 
     async def _follow(self, partition: int) -> None:
         """Fans out every entry of one partition's log, in order, as it is written."""
-        assert self._reader is not None
+        assert self._connection is not None
+        reader = self._connection.reader
         log_key = self.keys.log(partition)
         while True:
+            start = self._starts[partition]
             try:
-                read: Any = await self._reader.xread(
+                read: Any = await reader.xread(
                     {log_key: f"0-{self._positions[partition]}"},
                     count=READ_BATCH,
                     block=READ_BLOCK_MS,
@@ -622,6 +604,8 @@ class RedisNode:
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await self._resume()
                 continue
+            if self._starts[partition] != start:
+                continue  # read from where the old log stood: its entries are not the new one's
             for _, entries in read or ():
                 for entry_id, fields in entries:
                     offset = offset_of(entry_id)
@@ -678,22 +662,25 @@ class RedisNode:
             heads = await self._read_heads()
             self._suspect = False
             if [epoch for epoch, _ in heads] != self._epochs:
-                # The logs start again: read them from their new start.
-                self._start_at([(epoch, 0) for epoch, _ in heads])
+                # The logs lost start again: read them from their new start. Those kept (on a
+                # Redis Cluster, those of the shards that kept their data) go on.
+                self._start_at(
+                    [
+                        (epoch, self._positions[p] if epoch == self._epochs[p] else 0)
+                        for p, (epoch, _) in enumerate(heads)
+                    ]
+                )
                 log.warning("the cluster's Redis lost its data: every session on %s ends", self.id)
                 assert self._context is not None
                 self._context.end_all_sessions()
 
     async def _listen_for_control(self) -> None:
         """Other nodes tell this one to let go of sessions they took over."""
-        assert self._reader is not None
+        assert self._connection is not None
         while True:
             try:
-                async with self._reader.pubsub() as pubsub:
-                    await pubsub.subscribe(self.keys.node(self.id))
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._obey(message["data"].decode(errors="replace"))
+                async for note in self._connection.notes(self.keys.node(self.id)):
+                    await self._obey(note.decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
             except _REDIS_ERRORS as error:
@@ -716,7 +703,9 @@ class RedisNode:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for client_id in ids:
                             pipe.hgetall(self.keys.session(client_id))
-                        pipe.delete(*(self.keys.session(c) for c in ids))
+                        # One key per command: on a Redis Cluster the keys are in many slots.
+                        for client_id in ids:
+                            pipe.delete(self.keys.session(client_id))
                         records = await pipe.execute(raise_on_error=False)
                     ended = list(zip(ids, records, strict=False))
             except asyncio.CancelledError:
@@ -727,6 +716,10 @@ class RedisNode:
             assert self._context is not None
             for client_id, record in ended:
                 self._context.end_orphan(client_id, record if isinstance(record, dict) else {})
+
+    async def _tell(self, node: str, note: str) -> None:
+        assert self._connection is not None
+        await self._connection.tell(self.keys.node(node), note)
 
     async def _obey(self, note: str) -> None:
         """What another node tells this one about a session this one serves: to let it go
@@ -763,7 +756,6 @@ class RedisNode:
         node only borrowed to read them again. Raises ``EngineUnavailable``."""
         if not writes:
             return
-        script = self.redis.register_script(ATTRIBUTES)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for client_id, written, removed in writes:
@@ -771,7 +763,9 @@ class RedisNode:
                     for name, text in written.items():
                         args += [FIELD + name, text]
                     args += [FIELD + name for name in removed]
-                    await script(keys=[self.keys.session(client_id)], args=args, client=pipe)
+                    await self._attributes(
+                        keys=[self.keys.session(client_id)], args=args, client=pipe
+                    )
                 results = await pipe.execute(raise_on_error=False)
             for (client_id, _, _), result in zip(writes, results, strict=True):
                 if isinstance(result, Exception):
@@ -779,7 +773,7 @@ class RedisNode:
                     continue
                 owner = owners.get(client_id)
                 if result and owner and owner != self.id:
-                    await self.redis.publish(self.keys.node(owner), f"attributes:{client_id}")
+                    await self._tell(owner, f"attributes:{client_id}")
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error

@@ -1,0 +1,263 @@
+"""How a node reaches its Redis: one server, or a Redis Cluster. Which one is found out when the
+node starts (``INFO cluster`` on the server the URL names), so the same ``redis://`` URL works
+for both; everything that differs between them is here, and the node talks to either through
+:class:`Connection`.
+
+On one server the node keeps what it always did: a bounded pool of connections for requests,
+another client for its blocking reads, scripts by ``EVALSHA``, and plain pub/sub for the control
+channels. On a Redis Cluster every command goes to the shard of its keys (each script touches
+the keys of one slot, see ``keys.py``), scripts go by ``EVAL`` (a shard restarted or failed over
+has forgotten the scripts loaded on it, and a pipeline would fail on that), the control channels
+are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the channel, so a note crosses no other
+shard), and a cluster that cannot serve a slot now is reported as Redis away."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+# How often a command is tried again on a new connection when its connection failed.
+RETRIES = 2
+# Connections to Redis for requests, at most (per shard on a cluster), and how long a request
+# waits for one on a single server.
+MAX_CONNECTIONS = 32
+CONNECTION_WAIT = 5.0
+
+
+class Script(Protocol):
+    """A Lua script, called as redis-py's registered scripts are: on the client, or queued on a
+    pipeline given as ``client``."""
+
+    async def __call__(
+        self, keys: Sequence[Any] = ..., args: Sequence[Any] = ..., client: Any = ...
+    ) -> Any: ...
+
+
+class Connection(Protocol):
+    #: The client for requests (``Redis`` or ``RedisCluster``: the same commands and pipelines).
+    redis: Any
+    #: Another client, for the logs' blocking reads.
+    reader: Any
+    #: Whether it is a Redis Cluster.
+    cluster: bool
+
+    def script(self, source: str) -> Script: ...
+
+    async def tell(self, channel: str, note: str) -> None:
+        """Publishes a note on a control channel."""
+
+    def notes(self, channel: str) -> AsyncIterator[bytes]:
+        """The notes published on a control channel from now on; raises what Redis raises when
+        the subscription fails (the caller subscribes again)."""
+
+    async def aclose(self) -> None: ...
+
+
+async def connect(url: str) -> Connection:
+    """A connection to the Redis at ``url``: a Redis Cluster when the server there is a node
+    of one. Raises if it cannot be reached."""
+    from redis.asyncio import Redis
+    from redis.exceptions import ResponseError
+
+    probe = Redis.from_url(url, **_retries())
+    # Asked in database 0: a cluster node refuses to select another.
+    database = probe.connection_pool.connection_kwargs.get("db") or 0
+    probe.connection_pool.connection_kwargs["db"] = 0
+    try:
+        info: Any = await probe.info("cluster")
+        cluster = bool(info.get("cluster_enabled"))
+    except ResponseError:
+        cluster = False  # INFO refused (an ACL, a proxy): taken for a single server
+    finally:
+        await probe.aclose()
+    if not cluster:
+        return SingleRedis(url)
+    if database:
+        raise ValueError(f"{url}: a Redis Cluster has only database 0, not {database}")
+    return await ClusterRedis.open(url)
+
+
+def _retries() -> dict[str, Any]:
+    """A connection kept from before Redis restarted fails once: try again on a new one,
+    briefly, so that a Redis that is really away still fails the request soon."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return {
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
+        "retry_on_error": [ConnectionError, TimeoutError],
+    }
+
+
+class SingleRedis:
+    """One Redis server."""
+
+    cluster = False
+
+    def __init__(self, url: str) -> None:
+        from redis.asyncio import BlockingConnectionPool, Redis
+
+        # Requests wait for a connection rather than fail when all are busy.
+        self._pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
+        )
+        self.redis: Redis = Redis(connection_pool=self._pool, **_retries())
+        self.reader: Redis = Redis.from_url(url, **_retries())
+
+    def script(self, source: str) -> Script:
+        return self.redis.register_script(source)
+
+    async def tell(self, channel: str, note: str) -> None:
+        await self.redis.publish(channel, note)
+
+    async def notes(self, channel: str) -> AsyncIterator[bytes]:
+        async with self.reader.pubsub() as pubsub:
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield message["data"]
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        await self.reader.aclose()
+        await self._pool.disconnect()
+
+
+class ClusterRedis:
+    """A Redis Cluster, found from any of its nodes."""
+
+    cluster = True
+
+    def __init__(self, redis: RedisCluster, reader: RedisCluster) -> None:
+        self.redis = redis
+        self.reader = reader
+
+    @classmethod
+    async def open(cls, url: str) -> ClusterRedis:
+        client_class = _cluster_client_class()
+        options: dict[str, Any] = {"max_connections": MAX_CONNECTIONS, **_retries()}
+        redis = client_class.from_url(url, **options)
+        reader = client_class.from_url(url, **options)
+        try:
+            await redis.initialize()
+            await reader.initialize()
+        except BaseException:
+            await redis.aclose()
+            await reader.aclose()
+            raise
+        return cls(redis, reader)
+
+    def script(self, source: str) -> Script:
+        return _Eval(source, self.redis)
+
+    async def tell(self, channel: str, note: str) -> None:
+        await self.redis.spublish(channel, note)
+
+    async def notes(self, channel: str) -> AsyncIterator[bytes]:
+        from redis.asyncio import ConnectionPool, Redis
+        from redis.exceptions import ConnectionError
+
+        # On the shard that holds the channel's slot, as the cluster knows it now (it learns of
+        # a moved slot from the commands that meet it, and the caller subscribes again).
+        node = self.reader.get_node_from_key(channel)
+        if node is None:
+            raise ConnectionError(f"no node of the Redis Cluster holds {channel}")
+        pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+        try:
+            async with Redis(connection_pool=pool) as client, client.pubsub() as pubsub:
+                await pubsub.ssubscribe(channel)
+                async for message in pubsub.listen():
+                    kind = message.get("type")
+                    if kind == "smessage":
+                        yield message["data"]
+                    elif kind == "sunsubscribe":
+                        return  # the slot moved to another shard: subscribe there
+        finally:
+            await pool.disconnect()
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        await self.reader.aclose()
+
+
+class _Eval:
+    """A script sent whole with every call (``EVAL``): Redis keeps it compiled by its hash, and
+    a shard that lost its scripts needs no reload first."""
+
+    def __init__(self, source: str, redis: RedisCluster) -> None:
+        self.source = source
+        self.redis = redis
+
+    async def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
+        from redis.asyncio.cluster import ClusterPipeline
+
+        target = self.redis if client is None else client
+        result = target.eval(self.source, len(keys), *keys, *args)
+        if isinstance(target, ClusterPipeline):
+            return None  # queued: its result comes with the pipeline's
+        return await result
+
+
+_client_class: Any = None
+
+
+def _cluster_client_class() -> Any:
+    """``RedisCluster``, with a cluster that cannot serve a slot now (a shard down, the cluster
+    down, a slot moving) raising ``ClusterUnavailable``, a ``ConnectionError``: the node takes it
+    as Redis away (the request is answered with retry advice), not as bad data under a key
+    (``ClusterDownError`` is a ``ResponseError`` in redis-py), nor as a crash (``RedisCluster
+    Exception`` is no ``RedisError``). Made on first use, since redis is an optional extra."""
+    global _client_class
+    if _client_class is not None:
+        return _client_class
+    from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+    from redis.exceptions import (
+        ClusterError,
+        ConnectionError,
+        RedisClusterException,
+        TimeoutError,
+        TryAgainError,
+    )
+
+    class ClusterUnavailable(ConnectionError):
+        """The Redis Cluster cannot serve a slot now."""
+
+    passing = (ClusterError, TryAgainError, RedisClusterException)
+    away = (*passing, ConnectionError, TimeoutError)
+
+    class Pipeline(ClusterPipeline):
+        async def execute(
+            self, raise_on_error: bool = True, allow_redirections: bool = True
+        ) -> list[Any]:
+            try:
+                results = await super().execute(raise_on_error, allow_redirections)
+            except passing as error:
+                raise ClusterUnavailable(str(error)) from error
+            for result in results:
+                if isinstance(result, passing):
+                    raise ClusterUnavailable(str(result)) from result
+                if isinstance(result, away):
+                    raise result
+            return results
+
+    class Client(RedisCluster):
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except passing as error:
+                raise ClusterUnavailable(str(error)) from error
+
+        def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+            if transaction or shard_hint:
+                raise ValueError("the cluster's pipelines are not transactions")
+            return Pipeline(self, transaction)  # type: ignore[abstract]
+
+    _client_class = Client
+    return Client

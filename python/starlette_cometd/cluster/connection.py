@@ -3,13 +3,12 @@ node starts (``INFO cluster`` on the server the URL names), so the same ``redis:
 for both; everything that differs between them is here, and the node talks to either through
 :class:`Connection`.
 
-On one server the node keeps what it always did: a bounded pool of connections for requests,
-another client for its blocking reads, scripts by ``EVALSHA``, and plain pub/sub for the control
-channels. On a Redis Cluster every command goes to the shard of its keys (each script touches
-the keys of one slot, see ``keys.py``), scripts go by ``EVAL`` (a shard restarted or failed over
-has forgotten the scripts loaded on it, and a pipeline would fail on that), the control channels
-are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the channel, so a note crosses no other
-shard), and a cluster that cannot serve a slot now is reported as Redis away."""
+On one server the node keeps a bounded pool of connections for requests, another client for its
+blocking reads, and plain pub/sub for the control channels. On a Redis Cluster every command
+goes to the shard of its keys (each script touches the keys of one slot, see ``keys.py``), the
+control channels are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the channel, so a
+note crosses no other shard), and a cluster that cannot serve a slot now is reported as Redis
+away. Scripts go by ``EVAL`` on both (see :class:`_Eval`)."""
 
 from __future__ import annotations
 
@@ -110,7 +109,7 @@ class SingleRedis:
         self.reader: Redis = Redis.from_url(url, **_retries())
 
     def script(self, source: str) -> Script:
-        return self.redis.register_script(source)
+        return _Eval(source, self.redis)
 
     async def tell(self, channel: str, note: str) -> None:
         await self.redis.publish(channel, note)
@@ -186,21 +185,26 @@ class ClusterRedis:
 
 
 class _Eval:
-    """A script sent whole with every call (``EVAL``): Redis keeps it compiled by its hash, and
-    a shard that lost its scripts needs no reload first."""
+    """A script sent whole with every call (``EVAL``), on either kind of Redis. Redis keeps it
+    compiled by its hash, so the cost is its bytes on the wire. By ``EVALSHA``, redis-py asks
+    ``SCRIPT EXISTS`` before every pipeline that holds a script, a round trip of its own per
+    pipeline; and a server restarted, or a shard failed over, has forgotten the scripts loaded
+    on it, which a pipeline would meet as errors."""
 
-    def __init__(self, source: str, redis: RedisCluster) -> None:
+    def __init__(self, source: str, redis: Any) -> None:
+        from redis.asyncio.client import Pipeline
+        from redis.asyncio.cluster import ClusterPipeline
+
         self.source = source
         self.redis = redis
+        self._pipelines = (Pipeline, ClusterPipeline)
 
     async def __call__(
         self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
     ) -> Any:
-        from redis.asyncio.cluster import ClusterPipeline
-
         target = self.redis if client is None else client
         result = target.eval(self.source, len(keys), *keys, *args)
-        if isinstance(target, ClusterPipeline):
+        if isinstance(target, self._pipelines):
             return None  # queued: its result comes with the pipeline's
         return await result
 

@@ -51,6 +51,34 @@ return 1
 """
 
 
+# RECORD for many sessions at once, and TOUCH of their deadlines, in one call: on one server
+# only (its keys are in many slots). KEYS: the deadlines, then the session hashes. ARGV: this
+# node, the record's time to live in ms, the deadline's in ms, then per session its client id,
+# its cursor and whether its first connect was answered. Returns per session 1, 0 (moved, or
+# ended), or the error Redis raised for its hash (bad data under that key costs that session
+# alone).
+RECORDS = """
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+local results = {}
+for i = 2, #KEYS do
+  local at = 4 + 3 * (i - 2)
+  local owner = redis.pcall('HGET', KEYS[i], 'n')
+  if type(owner) == 'table' and owner.err then
+    results[i - 1] = owner
+  elseif owner ~= ARGV[1] then
+    results[i - 1] = 0
+  else
+    redis.call('HSET', KEYS[i], 'c', ARGV[at + 1], 'k', ARGV[at + 2])
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    results[i - 1] = 1
+  end
+  -- As TOUCH's: bad data under the deadlines costs the deadlines alone.
+  redis.pcall('ZADD', KEYS[1], deadline, ARGV[at])
+end
+return results
+"""
+
 # Changes a session's subscriptions. KEYS: the session hash. ARGV: those added and those
 # removed, as JSON lists. Returns the node serving it, or nothing when there is no such session.
 SUBSCRIPTIONS = """

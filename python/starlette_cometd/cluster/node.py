@@ -28,6 +28,7 @@ from .keys import (
     POP_EXPIRED,
     PUBLISH,
     RECORD,
+    RECORDS,
     SUBSCRIPTIONS,
     TOUCH,
     Cursor,
@@ -114,6 +115,7 @@ class RedisNode:
         self._publish = connection.script(PUBLISH)
         self._claim = connection.script(CLAIM)
         self._record = connection.script(RECORD)
+        self._records_at_once = None if connection.cluster else connection.script(RECORDS)
         self._subscriptions = connection.script(SUBSCRIPTIONS)
         self._touch = connection.script(TOUCH)
         self._pop_expired = connection.script(POP_EXPIRED)
@@ -333,19 +335,7 @@ class RedisNode:
 
     async def _write_record_batch(self, batch: list[_Record]) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self._touch(
-                    keys=[self.keys.deadlines()],
-                    args=[self._deadline_ms, *(client_id for client_id, *_ in batch)],
-                    client=pipe,
-                )
-                for client_id, cursor, connected, _ in batch:
-                    await self._record(
-                        keys=[self.keys.session(client_id)],
-                        args=[self.id, cursor, self._session_ttl_ms, connected],
-                        client=pipe,
-                    )
-                results = await pipe.execute(raise_on_error=False)
+            results = await self._write_records_now(batch)
         except Exception as error:
             for *_, done in batch:
                 if not done.done():
@@ -355,13 +345,39 @@ class RedisNode:
             for *_, done in batch:
                 done.cancel()
             raise
-        for (*_, done), result in zip(batch, results[1:], strict=True):
+        for (*_, done), result in zip(batch, results, strict=True):
             if done.done():
                 continue
             if isinstance(result, Exception):
                 done.set_exception(result)
             else:
                 done.set_result(int(result))
+
+    async def _write_records_now(self, batch: list[_Record]) -> list[Any]:
+        """Writes a batch of records, and every deadline with them: on one server by one script
+        call; on a Redis Cluster, whose session keys are in many slots, one call per session.
+        Returns each session's result: 1, 0 (moved), or the error raised for its record."""
+        if self._records_at_once is not None:
+            keys = [self.keys.deadlines(), *(self.keys.session(c) for c, *_ in batch)]
+            args: list[Any] = [self.id, self._session_ttl_ms, self._deadline_ms]
+            for client_id, cursor, connected, _ in batch:
+                args += [client_id, cursor, connected]
+            results: list[Any] = await self._records_at_once(keys=keys, args=args)
+            return results
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._touch(
+                keys=[self.keys.deadlines()],
+                args=[self._deadline_ms, *(client_id for client_id, *_ in batch)],
+                client=pipe,
+            )
+            for client_id, cursor, connected, _ in batch:
+                await self._record(
+                    keys=[self.keys.session(client_id)],
+                    args=[self.id, cursor, self._session_ttl_ms, connected],
+                    client=pipe,
+                )
+            written: list[Any] = await pipe.execute(raise_on_error=False)
+        return written[1:]
 
     async def publish(self, relayed: list[tuple[str, bytes, str | None]]) -> None:
         """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""

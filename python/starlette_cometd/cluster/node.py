@@ -179,15 +179,19 @@ class RedisNode:
         browser: str | None,
         *,
         trusted: bool = False,
+        acknowledged: dict[str, int] | None = None,
     ) -> None:
         """Takes over the named sessions that another node served (or none did since it
         stopped), for a request that carries ``browser``'s cookie (or for the application,
         ``trusted``): those that exist, are that browser's, and can be recovered are then here,
-        with what they missed. Raises ``EngineUnavailable``."""
+        with what they missed: with the ack extension, since the batch the request's connect
+        ``acknowledged``. Raises ``EngineUnavailable``."""
+        acknowledged = acknowledged or {}
         try:
             await self._resume()
             for client_id in client_ids:
-                await self._adopt(client_id, address, browser, trusted)
+                acked = acknowledged.get(client_id)
+                await self._adopt(client_id, address, browser, trusted, acked)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
@@ -227,6 +231,10 @@ class RedisNode:
         messages must not go out with this reply. Raises ``EngineUnavailable``."""
         engine = self.engine
         cursor = self._cursor().encode()
+        # Taken with the cursor, before anything waits: the batch a connect reply carries is
+        # recorded with the cursor its messages were drained at, or (the reply not sent) never.
+        served = list(served)
+        reports = {client_id: engine.ack_report(client_id) for client_id in served}
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
@@ -253,7 +261,12 @@ class RedisNode:
             ]
             outcomes = await asyncio.gather(
                 *(
-                    self._record_soon(client_id, cursor, "1" if info["connected"] else "0")
+                    self._record_soon(
+                        client_id,
+                        cursor,
+                        "1" if info["connected"] else "0",
+                        reports.get(client_id),
+                    )
                     for client_id, info in recorded
                 ),
                 return_exceptions=True,
@@ -313,24 +326,40 @@ class RedisNode:
         so that a node taking the session over after this one dies sends nothing twice. If the
         session moved meanwhile, its messages stay for the node that has it now."""
         cursor = self._cursor().encode()
+        report = self.engine.ack_report(client_id)
         try:
-            kept = await self._record_soon(client_id, cursor, "1")
+            kept = await self._record_soon(client_id, cursor, "1", report)
         except _RESPONSE_ERRORS as error:
             await self._rewrite(client_id, error)
             return body
         except _REDIS_ERRORS as error:
             self._suspect = True
-            # Nothing to move to while Redis is away: the reply goes out as it is.
             log.warning("could not record the delivery of %s: %s", client_id, error)
-            return body
+            # Nothing to move to while Redis is away: the reply goes out as it is, but for a
+            # batch of the ack extension, which its client will not acknowledge if it never
+            # sees it: its messages go with the next one.
+            return body if report is None else replies_only(body)
         return body if kept else replies_only(body)
 
-    async def _record_soon(self, client_id: str, cursor: str, connected: str) -> int:
+    async def _record_soon(
+        self,
+        client_id: str,
+        cursor: str,
+        connected: str,
+        report: tuple[int | None, int | None] | None = None,
+    ) -> int:
         """Records a session's cursor (and moves its deadline) with every other session's of
         this loop turn, in one round trip: 1, or 0 when the session moved to another node.
-        Raises what Redis raises (for this session alone when its record is bad data)."""
+        With the ack extension, ``report`` is the core's ``ack_report``: the batch the client
+        acknowledged and the one the reply carries. Raises what Redis raises (for this session
+        alone when its record is bad data)."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._records.append((client_id, cursor, connected, done))
+        if report is None:
+            ack: tuple[str, str, str] = ("", "", "")
+        else:
+            acked, built = report
+            ack = ("1", "" if acked is None else str(acked), "" if built is None else str(built))
+        self._records.append((client_id, cursor, connected, ack, done))
         if len(self._records) == 1:
             asyncio.get_running_loop().call_soon(self._write_records)
         return await done
@@ -349,10 +378,10 @@ class RedisNode:
                     args=[self._session_ttl_ms, *(client_id for client_id, *_ in batch)],
                     client=pipe,
                 )
-                for client_id, cursor, connected, _ in batch:
+                for client_id, cursor, connected, ack, _ in batch:
                     await self._record(
                         keys=[self.keys.session(client_id)],
-                        args=[self.id, cursor, self._session_ttl_ms, connected],
+                        args=[self.id, cursor, self._session_ttl_ms, connected, *ack],
                         client=pipe,
                     )
                 results = await pipe.execute(raise_on_error=False)
@@ -491,13 +520,25 @@ class RedisNode:
         return browser, subscriptions, fields.get(b"a") == b"1", fields.get(b"k") == b"1", cursor
 
     async def _adopt(
-        self, client_id: str, address: str | None, browser: str | None, trusted: bool
+        self,
+        client_id: str,
+        address: str | None,
+        browser: str | None,
+        trusted: bool,
+        acked: int | None = None,
     ) -> None:
         key = self.keys.session(client_id)
         trust = "1" if trusted or self.trust_client_session else "0"
         try:
             claimed = await self._claim(
-                keys=[key], args=[self.id, self._session_ttl_ms, browser or "", trust]
+                keys=[key],
+                args=[
+                    self.id,
+                    self._session_ttl_ms,
+                    browser or "",
+                    trust,
+                    "" if acked is None else str(acked),
+                ],
             )
         except _RESPONSE_ERRORS as error:
             self._report(f"session {client_id}", f"a session record Redis refused ({error})")
@@ -529,6 +570,10 @@ class RedisNode:
             self._report(f"session {client_id}", f"a session record the core refused ({error})")
             await self.redis.delete(key)
             return
+        if adopted and ack:
+            # Its next batches are numbered after those the previous node sent, so that the
+            # batch its client acknowledges next names one batch only.
+            engine.continue_ack_after(client_id, _last_batch(fields))
         if adopted:
             # Messages sent to one session alone are this one's only if it is the one; its
             # subscription changes are in its record already.
@@ -726,8 +771,9 @@ class RedisNode:
             log.error("cluster: %s in %s (reported once)", problem, what)
 
 
-# A cursor to record: the session, its cursor, whether it connected, who waits for the result.
-_Record = tuple[str, str, str, "asyncio.Future[int]"]
+# A cursor to record: the session, its cursor, whether it connected, the ack extension's
+# arguments (see RECORD), who waits for the result.
+_Record = tuple[str, str, str, tuple[str, str, str], "asyncio.Future[int]"]
 
 # A log entry: the channel, the message, the publisher left out, the one session it is for.
 Entry = tuple[str, bytes, str | None, str | None]
@@ -749,13 +795,46 @@ def _entry(fields: dict[bytes, bytes]) -> Entry | None:
 
 def replies_only(body: bytes) -> bytes:
     """A reply batch without the messages delivered in it (they stay for the node that serves
-    their session now)."""
+    their session now, or go again in the next batch), nor the ack extension's batch id, which
+    the client would acknowledge without having its messages."""
     try:
         batch = json.loads(body)
     except ValueError:
         return body
     kept = [m for m in batch if isinstance(m, dict) and "successful" in m]
+    for reply in kept:
+        ext = reply.get("ext")
+        if reply.get("channel") == "/meta/connect" and isinstance(ext, dict):
+            ext.pop("ack", None)
+            if not ext:
+                del reply["ext"]
     return json.dumps(kept, separators=(",", ":")).encode()
+
+
+def acknowledged_batches(body: bytes) -> dict[str, int]:
+    """The ack batch each ``/meta/connect`` of a request batch acknowledges, by client id (the
+    ack extension's ``ext.ack``), for taking its session over from there."""
+    try:
+        batch = json.loads(body)
+    except ValueError:
+        return {}
+    acknowledged: dict[str, int] = {}
+    for message in batch if isinstance(batch, list) else [batch]:
+        if not isinstance(message, dict) or message.get("channel") != "/meta/connect":
+            continue
+        client_id, ext = message.get("clientId"), message.get("ext")
+        acked = ext.get("ack") if isinstance(ext, dict) else None
+        if isinstance(client_id, str) and type(acked) is int and acked >= 0:
+            acknowledged[client_id] = acked
+    return acknowledged
+
+
+def _last_batch(fields: dict[bytes, bytes]) -> int:
+    """The highest ack batch id a session's record says was sent (0 when none or garbage)."""
+    try:
+        return min(max(0, int(fields.get(b"u", b"0"))), 2**53)
+    except ValueError:
+        return 0
 
 
 def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

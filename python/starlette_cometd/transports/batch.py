@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
-from ..cluster.node import EngineUnavailable, replies_only
+from ..cluster.node import EngineUnavailable, acknowledged_batches, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
 from .message_json import TrackedMessage, dumps
@@ -181,7 +181,10 @@ async def process_in_cluster(
             if not missing:
                 break
             claimed = [c for c, connects in missing if connects]
-            await node.take_over(claimed, request.address, request.browser)
+            acknowledged = acknowledged_batches(body) if claimed else None
+            await node.take_over(
+                claimed, request.address, request.browser, acknowledged=acknowledged
+            )
             lent = await node.borrow(
                 [c for c, connects in missing if not connects], request.address
             )

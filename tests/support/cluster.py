@@ -38,6 +38,8 @@ class Cluster:
     ports: list[int]
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     contexts: list[LongPollingServiceContext] = field(default_factory=list)
+    #: The command line options the processes were started with (``cli_cluster``).
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -53,6 +55,15 @@ class Cluster:
         await process.wait()
         self.proxy.take_out(self.ports[node])
 
+    async def restart(self, node: int) -> None:
+        """Starts a node process killed before again, on its port, and gives it new
+        connections once it listens."""
+        assert self.processes[node].returncode is not None, "still running"
+        port = self.ports[node]
+        self.processes[node] = process = await start_cli(port, *self.options)
+        await wait_listening(self.node_url(node), process)
+        self.proxy.put_back(port)
+
 
 @asynccontextmanager
 async def cli_cluster(redis_url: str, size: int = 3, *args: str) -> AsyncIterator[Cluster]:
@@ -60,14 +71,15 @@ async def cli_cluster(redis_url: str, size: int = 3, *args: str) -> AsyncIterato
     ports = [free_port() for _ in range(size)]
     processes: list[asyncio.subprocess.Process] = []
     proxy = RoundRobinProxy(ports)
+    options: tuple[str, ...] = ("--redis", redis_url, "--max-sessions-per-address", "0")
+    options += ("--log-level", "warning", *args)
     try:
         for port in ports:
-            options = ("--redis", redis_url, "--max-sessions-per-address", "0", "--log-level")
-            processes.append(await start_cli(port, *options, "warning", *args))
+            processes.append(await start_cli(port, *options))
         for port, process in zip(ports, processes, strict=True):
             await wait_listening(f"http://127.0.0.1:{port}/cometd", process)
         await proxy.start()
-        yield Cluster(proxy, ports, processes)
+        yield Cluster(proxy, ports, processes, options=options)
     finally:
         await proxy.close()
         await asyncio.gather(*(stop_cli(process) for process in processes))

@@ -14,11 +14,16 @@ pub struct AckState {
     unacked: VecDeque<Shared>,
     /// The batch the unacknowledged messages were last sent in.
     sent_in: u64,
+    /// The batch the client acknowledged last, if it did.
+    acked: Option<u64>,
+    /// The batch of the last connect reply built and not yet reported (see `report`).
+    built: Option<u64>,
 }
 
 impl AckState {
     /// The client received every batch up to `batch`.
     pub fn acknowledge(&mut self, batch: u64) {
+        self.acked = Some(batch);
         if batch >= self.sent_in {
             self.unacked.clear();
         }
@@ -46,11 +51,24 @@ impl AckState {
             self.batch += 1;
             self.sent_in = self.batch;
         }
+        self.built = Some(self.batch);
         (self.batch, self.unacked.iter().cloned().collect(), dropped)
     }
 
     pub fn batch(&self) -> u64 {
         self.batch
+    }
+
+    /// For a cluster, which records where each batch stands: the batch the client acknowledged
+    /// last, and the batch of the connect reply built since the last report, if one was.
+    pub fn report(&mut self) -> (Option<u64>, Option<u64>) {
+        (self.acked, self.built.take())
+    }
+
+    /// Numbers the next batches after `batch`: a session another process served continues
+    /// its numbering, so that a batch id the client acknowledges names one batch only.
+    pub fn continue_after(&mut self, batch: u64) {
+        self.batch = self.batch.max(batch);
     }
 }
 
@@ -80,6 +98,25 @@ mod tests {
             (b3, sent.len()),
             (2, 0),
             "an empty reply keeps the batch id"
+        );
+    }
+
+    #[test]
+    fn reports_each_built_batch_once_and_the_last_acknowledged() {
+        let mut ack = AckState::default();
+        assert_eq!(ack.report(), (None, None));
+        ack.continue_after(7);
+        let (batch, _, _) = ack.next_batch([msg(1)].into_iter(), 10);
+        assert_eq!(batch, 8, "numbered after the batches sent elsewhere");
+        assert_eq!(ack.report(), (None, Some(8)));
+        assert_eq!(ack.report(), (None, None), "reported once");
+        ack.acknowledge(8);
+        let (batch, sent, _) = ack.next_batch(std::iter::empty(), 10);
+        assert_eq!((batch, sent.len()), (8, 0));
+        assert_eq!(
+            ack.report(),
+            (Some(8), Some(8)),
+            "an empty reply is built too"
         );
     }
 

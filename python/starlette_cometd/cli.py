@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sessions that may share one BAYEUX_BROWSER cookie; 0 for no limit",
     )
     parser.add_argument(
+        "--ack-extension",
+        action="store_true",
+        help="offer the ack extension (the clients' AckExtension): messages travel in "
+        "/meta/connect replies and are sent again until acknowledged",
+    )
+    parser.add_argument(
         "--redis",
         metavar="URL",
         help="join the cluster sharing the Redis at URL (redis://host:6379/0, or any node of a "
@@ -223,6 +229,7 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         .max_interval(args.max_interval)
         .max_sessions_per_address(args.max_sessions_per_address)
         .max_sessions_per_cookie(args.max_sessions_per_cookie)
+        .ack_extension(args.ack_extension)
     )
     if args.redis is not None:
         builder.redis(args.redis, prefix=args.redis_prefix, partitions=args.redis_partitions)

@@ -421,6 +421,16 @@ impl Engine for MemoryEngine {
         self.session(key).ack.as_ref().map(AckState::batch)
     }
 
+    fn ack_report(&mut self, key: SessionKey) -> Option<(Option<u64>, Option<u64>)> {
+        self.session_mut(key).ack.as_mut().map(AckState::report)
+    }
+
+    fn continue_ack_after(&mut self, key: SessionKey, batch: u64) {
+        if let Some(ack) = self.session_mut(key).ack.as_mut() {
+            ack.continue_after(batch);
+        }
+    }
+
     fn set_bound(&mut self, key: SessionKey, socket: Option<SocketId>, effects: &mut Effects) {
         let session = self.session_mut(key);
         session.socket = socket;

@@ -144,6 +144,11 @@ pub trait Engine {
     fn drain_for_connect(&mut self, key: Self::Key, out: &mut Body) -> Option<u64>;
     /// The ack batch the session's last connect reply carried, if it uses the extension.
     fn ack_batch(&self, key: Self::Key) -> Option<u64>;
+    /// With the ack extension: the batch the client acknowledged last, and the batch of the
+    /// connect reply built since the last call, if one was (see `AckState::report`).
+    fn ack_report(&mut self, key: Self::Key) -> Option<(Option<u64>, Option<u64>)>;
+    /// With the ack extension: numbers the session's next batches after `batch`.
+    fn continue_ack_after(&mut self, key: Self::Key, batch: u64);
 
     // WebSockets.
 

@@ -176,6 +176,27 @@ impl PyEngine {
         PyBytes::new(py, &body).unbind()
     }
 
+    /// With the ack extension, for a cluster to record where each batch stands: the batch the
+    /// client acknowledged last and the batch of the connect reply built since the last call
+    /// (each reported once), as `(acknowledged, built)`; `None` for a session without it.
+    fn ack_report(&self, client_id: &str) -> PyResult<Option<(Option<u64>, Option<u64>)>> {
+        let id = parse_id(client_id)?;
+        let mut engine = self.engine();
+        Ok(engine.key_of(&id).and_then(|key| engine.ack_report(key)))
+    }
+
+    /// With the ack extension: numbers a session's next batches after `batch`, the last one
+    /// another process of a cluster sent it (nothing for a session without it).
+    fn continue_ack_after(&self, client_id: &str, batch: u64) -> PyResult<()> {
+        let id = parse_id(client_id)?;
+        let mut engine = self.engine();
+        let key = engine
+            .key_of(&id)
+            .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
+        engine.continue_ack_after(key, batch);
+        Ok(())
+    }
+
     /// Every message queued for a session as one JSON array, for the WebSocket `socket` to
     /// push; `None` if there is none, or the session is not bound to that socket (when one is
     /// named).

@@ -40,6 +40,8 @@ class Cluster:
     ports: list[int]
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     contexts: list[LongPollingServiceContext] = field(default_factory=list)
+    #: The command line options each process was started with (``cli_cluster``).
+    options: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -55,6 +57,15 @@ class Cluster:
         await process.wait()
         self.proxy.take_out(self.ports[node])
 
+    async def restart(self, node: int) -> None:
+        """Starts a node process killed before again, on its port, and gives it new
+        connections once it listens."""
+        assert self.processes[node].returncode is not None, "still running"
+        port = self.ports[node]
+        self.processes[node] = process = await start_cli(port, *self.options[node])
+        await wait_listening(self.node_url(node), process)
+        self.proxy.put_back(port)
+
 
 def _urls(redis_url: str | Sequence[str], size: int) -> list[str]:
     urls = [redis_url] if isinstance(redis_url, str) else list(redis_url)
@@ -69,14 +80,17 @@ async def cli_cluster(
     ports = [free_port() for _ in range(size)]
     processes: list[asyncio.subprocess.Process] = []
     proxy = RoundRobinProxy(ports)
+    options = [
+        ("--redis", url, "--max-sessions-per-address", "0", "--log-level", "warning", *args)
+        for url in _urls(redis_url, size)
+    ]
     try:
-        for port, url in zip(ports, _urls(redis_url, size), strict=True):
-            options = ("--redis", url, "--max-sessions-per-address", "0", "--log-level")
-            processes.append(await start_cli(port, *options, "warning", *args))
+        for port, node_options in zip(ports, options, strict=True):
+            processes.append(await start_cli(port, *node_options))
         for port, process in zip(ports, processes, strict=True):
             await wait_listening(f"http://127.0.0.1:{port}/cometd", process)
         await proxy.start()
-        yield Cluster(proxy, ports, processes)
+        yield Cluster(proxy, ports, processes, options=options)
     finally:
         await proxy.close()
         await asyncio.gather(*(stop_cli(process) for process in processes))

@@ -199,6 +199,19 @@ class DriverClient:
                 raise AssertionError(f"got {len(collected)} of {n} messages: {exc}") from None
         return collected
 
+    async def next_event(self, timeout: float = 10) -> Event:
+        """The next event, whatever it is (those buffered by :meth:`expect` first): for a test
+        that follows every event as it comes, without the buffer growing."""
+        if self._buffer:
+            return self._buffer.pop(0)
+        try:
+            received = await asyncio.wait_for(self._read_event(), timeout)
+        except TimeoutError:
+            self._fail(f"no event in {timeout}s")
+        if received is None:
+            self._fail("the driver exited")
+        return received
+
     async def close(self) -> None:
         """Ask the driver to disconnect and exit; kill it if it takes over 5 s."""
         proc = self._proc

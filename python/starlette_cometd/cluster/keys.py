@@ -25,10 +25,13 @@ return {epoch, offset}
 """
 
 # Takes a session over for this node. KEYS: the session hash. ARGV: this node, the session's
-# time to live in ms, the request's browser cookie, "1" when sessions are trusted without it.
-# Returns the node that served it before and the whole record; nothing when there is no such
-# session, or when the request does not carry its cookie (unless the session never connected
-# yet: a socket opened before the handshake, as Faye's, has none) and sessions are not trusted.
+# time to live in ms, the request's browser cookie, "1" when sessions are trusted without it,
+# the ack batch the connect acknowledges ("" for none). Returns the node that served it before
+# and the whole record; nothing when there is no such session, or when the request does not
+# carry its cookie (unless the session never connected yet: a socket opened before the
+# handshake, as Faye's, has none) and sessions are not trusted. With the ack extension, the
+# acknowledged batch's cursor becomes the session's (what the new node catches up from), and
+# the batches the previous node sent after it are forgotten: their messages are sent again.
 CLAIM = """
 local before = redis.call('HGET', KEYS[1], 'n')
 if not before then return false end
@@ -36,16 +39,69 @@ local browser = redis.call('HGET', KEYS[1], 'b')
 local connected = redis.call('HGET', KEYS[1], 'k')
 if ARGV[4] ~= '1' and browser ~= ARGV[3] and connected == '1' then return false end
 redis.call('HSET', KEYS[1], 'n', ARGV[1])
+if redis.call('HGET', KEYS[1], 'a') == '1' then
+  if ARGV[5] ~= '' then
+    local acked = redis.call('HGET', KEYS[1], 'u:' .. ARGV[5])
+    if acked then redis.call('HSET', KEYS[1], 'c', acked) end
+  end
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'u:' then redis.call('HDEL', KEYS[1], field) end
+  end
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {before, redis.call('HGETALL', KEYS[1])}
 """
 
+# Unacknowledged ack batches whose cursors a session's record keeps, at most: a client acks
+# each connect reply with its next connect, so there are one or two; one that never acks loses
+# only the oldest, whose messages it then gets again after a take-over (never fewer).
+MAX_UNACKED_BATCHES = 16
+
 # Records where a session's delivery stands, if this node still serves it. KEYS: the session
 # hash. ARGV: this node, the cursor, the time to live in ms, whether its first connect was
-# answered ("1" or "0"). Returns 1, or 0 when the session moved (or ended) meanwhile.
-RECORD = """
+# answered ("1" or "0"); then, with the ack extension ("1", else ""), the batch the client
+# acknowledged last and the batch the reply carries ("" for none). Returns 1, or 0 when the
+# session moved (or ended) meanwhile.
+#
+# Without the ack extension the cursor is the session's at once. With it, the cursor is kept
+# under the reply's batch id (field u:<batch>; u holds the highest id sent) and becomes the
+# session's only when the client acknowledges that batch: a take-over then resends whatever
+# the client did not acknowledge, and nothing it did.
+RECORD = f"""
 if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'c', ARGV[2], 'k', ARGV[4])
+redis.call('HSET', KEYS[1], 'k', ARGV[4])
+if ARGV[5] ~= '1' then
+  redis.call('HSET', KEYS[1], 'c', ARGV[2])
+else
+  local batches = {{}}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'u:' then
+      table.insert(batches, tonumber(string.sub(field, 3)))
+    end
+  end
+  table.sort(batches)
+  if ARGV[6] ~= '' then
+    local acked = tonumber(ARGV[6])
+    local cursor = redis.call('HGET', KEYS[1], 'u:' .. ARGV[6])
+    if cursor then redis.call('HSET', KEYS[1], 'c', cursor) end
+    while #batches > 0 and batches[1] <= acked do
+      redis.call('HDEL', KEYS[1], 'u:' .. table.remove(batches, 1))
+    end
+  end
+  if ARGV[7] ~= '' then
+    local built = tonumber(ARGV[7])
+    if redis.call('HSET', KEYS[1], 'u:' .. ARGV[7], ARGV[2]) == 1 then
+      table.insert(batches, built)
+      table.sort(batches)
+    end
+    if built > tonumber(redis.call('HGET', KEYS[1], 'u') or '0') then
+      redis.call('HSET', KEYS[1], 'u', ARGV[7])
+    end
+    while #batches > {MAX_UNACKED_BATCHES} do
+      redis.call('HDEL', KEYS[1], 'u:' .. table.remove(batches, 1))
+    end
+  end
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """

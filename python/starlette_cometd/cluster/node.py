@@ -170,15 +170,19 @@ class RedisNode:
         browser: str | None,
         *,
         trusted: bool = False,
+        acknowledged: dict[str, int] | None = None,
     ) -> None:
         """Takes over the named sessions that another node served (or none did since it
         stopped), for a request that carries ``browser``'s cookie (or for the application,
         ``trusted``): those that exist, are that browser's, and can be recovered are then here,
-        with what they missed. Raises ``EngineUnavailable``."""
+        with what they missed: with the ack extension, since the batch the request's connect
+        ``acknowledged``. Raises ``EngineUnavailable``."""
+        acknowledged = acknowledged or {}
         try:
             await self._resume()
             for client_id in client_ids:
-                await self._adopt(client_id, address, browser, trusted)
+                acked = acknowledged.get(client_id)
+                await self._adopt(client_id, address, browser, trusted, acked)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
@@ -219,6 +223,10 @@ class RedisNode:
         their messages must not go out with this reply. Raises ``EngineUnavailable``."""
         engine = self.engine
         cursor = self._cursor().encode()
+        # Taken with the cursor, before anything waits: the batch a connect reply carries is
+        # recorded with the cursor its messages were drained at, or (the reply not sent) never.
+        drained = list(drained)
+        reports = {client_id: engine.ack_report(client_id) for client_id in drained}
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
@@ -245,7 +253,12 @@ class RedisNode:
             ]
             outcomes = await asyncio.gather(
                 *(
-                    self._record_soon(client_id, cursor, "1" if info["connected"] else "0")
+                    self._record_soon(
+                        client_id,
+                        cursor,
+                        "1" if info["connected"] else "0",
+                        reports.get(client_id),
+                    )
                     for client_id, info in recorded
                 ),
                 return_exceptions=True,
@@ -305,24 +318,40 @@ class RedisNode:
         so that a node taking the session over after this one dies sends nothing twice. If the
         session moved meanwhile, its messages stay for the node that has it now."""
         cursor = self._cursor().encode()
+        report = self.engine.ack_report(client_id)
         try:
-            kept = await self._record_soon(client_id, cursor, "1")
+            kept = await self._record_soon(client_id, cursor, "1", report)
         except _RESPONSE_ERRORS as error:
             await self._rewrite(client_id, error)
             return body
         except _REDIS_ERRORS as error:
             self._suspect = True
-            # Nothing to move to while Redis is away: the reply goes out as it is.
             log.warning("could not record the delivery of %s: %s", client_id, error)
-            return body
+            # Nothing to move to while Redis is away: the reply goes out as it is, but for a
+            # batch of the ack extension, which its client will not acknowledge if it never
+            # sees it: its messages go with the next one.
+            return body if report is None else replies_only(body)
         return body if kept else replies_only(body)
 
-    async def _record_soon(self, client_id: str, cursor: str, connected: str) -> int:
+    async def _record_soon(
+        self,
+        client_id: str,
+        cursor: str,
+        connected: str,
+        report: tuple[int | None, int | None] | None = None,
+    ) -> int:
         """Records a session's cursor (and moves its deadline) with every other session's of
         this loop turn, in one round trip: 1, or 0 when the session moved to another node.
-        Raises what Redis raises (for this session alone when its record is bad data)."""
+        With the ack extension, ``report`` is the core's ``ack_report``: the batch the client
+        acknowledged and the one the reply carries. Raises what Redis raises (for this session
+        alone when its record is bad data)."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._records.append((client_id, cursor, connected, done))
+        if report is None:
+            ack: tuple[str, str, str] = ("", "", "")
+        else:
+            acked, built = report
+            ack = ("1", "" if acked is None else str(acked), "" if built is None else str(built))
+        self._records.append((client_id, cursor, connected, ack, done))
         if len(self._records) == 1:
             asyncio.get_running_loop().call_soon(self._write_records)
         return await done
@@ -354,30 +383,49 @@ class RedisNode:
                 done.set_result(int(result))
 
     async def _write_records_now(self, batch: list[_Record]) -> list[Any]:
-        """Writes a batch of records, and every deadline with them: on one server by one script
-        call; on a Redis Cluster, whose session keys are in many slots, one call per session.
-        Returns each session's result: 1, 0 (moved), or the error raised for its record."""
-        if self._records_at_once is not None:
-            keys = [self.keys.deadlines(), *(self.keys.session(c) for c, *_ in batch)]
-            args: list[Any] = [self.id, self._session_ttl_ms, self._deadline_ms]
-            for client_id, cursor, connected, _ in batch:
-                args += [client_id, cursor, connected]
-            results: list[Any] = await self._records_at_once(keys=keys, args=args)
-            return results
+        """Writes a batch of records, and every deadline with them, in one round trip. On one
+        server the records without the ack extension go by one script call for them all; those
+        with it (whose batches are kept, see RECORD), and every record on a Redis Cluster (whose
+        session keys are in many slots), by one call each. Returns each session's result: 1, 0
+        (moved), or the error raised for its record."""
+        # Which records go together (by their place in the batch), and which alone.
+        together: list[int] = []
+        alone: list[int] = []
+        for place, record in enumerate(batch):
+            plain = self._records_at_once is not None and not record[3][0]
+            (together if plain else alone).append(place)
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._touch(
-                keys=[self.keys.deadlines()],
-                args=[self._deadline_ms, *(client_id for client_id, *_ in batch)],
-                client=pipe,
-            )
-            for client_id, cursor, connected, _ in batch:
+            if together:
+                keys = [self.keys.deadlines()]
+                args: list[Any] = [self.id, self._session_ttl_ms, self._deadline_ms]
+                for place in together:
+                    client_id, cursor, connected, _, _ = batch[place]
+                    keys.append(self.keys.session(client_id))
+                    args += [client_id, cursor, connected]
+                assert self._records_at_once is not None
+                await self._records_at_once(keys=keys, args=args, client=pipe)
+            if alone:
+                await self._touch(
+                    keys=[self.keys.deadlines()],
+                    args=[self._deadline_ms, *(batch[place][0] for place in alone)],
+                    client=pipe,
+                )
+            for place in alone:
+                client_id, cursor, connected, ack, _ = batch[place]
                 await self._record(
                     keys=[self.keys.session(client_id)],
-                    args=[self.id, cursor, self._session_ttl_ms, connected],
+                    args=[self.id, cursor, self._session_ttl_ms, connected, *ack],
                     client=pipe,
                 )
             written: list[Any] = await pipe.execute(raise_on_error=False)
-        return written[1:]
+        results: list[Any] = [None] * len(batch)
+        if together:
+            for place, result in zip(together, _each(written.pop(0), len(together)), strict=True):
+                results[place] = result
+        if alone:
+            for place, result in zip(alone, written[1:], strict=True):  # after the deadlines
+                results[place] = result
+        return results
 
     async def publish(self, relayed: list[tuple[str, bytes, str | None]]) -> None:
         """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""
@@ -497,13 +545,25 @@ class RedisNode:
         return browser, subscriptions, fields.get(b"a") == b"1", fields.get(b"k") == b"1", cursor
 
     async def _adopt(
-        self, client_id: str, address: str | None, browser: str | None, trusted: bool
+        self,
+        client_id: str,
+        address: str | None,
+        browser: str | None,
+        trusted: bool,
+        acked: int | None = None,
     ) -> None:
         key = self.keys.session(client_id)
         trust = "1" if trusted or self.trust_client_session else "0"
         try:
             claimed = await self._claim(
-                keys=[key], args=[self.id, self._session_ttl_ms, browser or "", trust]
+                keys=[key],
+                args=[
+                    self.id,
+                    self._session_ttl_ms,
+                    browser or "",
+                    trust,
+                    "" if acked is None else str(acked),
+                ],
             )
         except _RESPONSE_ERRORS as error:
             self._report(f"session {client_id}", f"a session record Redis refused ({error})")
@@ -535,6 +595,10 @@ class RedisNode:
             self._report(f"session {client_id}", f"a session record the core refused ({error})")
             await self.redis.delete(key)
             return
+        if adopted and ack:
+            # Its next batches are numbered after those the previous node sent, so that the
+            # batch its client acknowledges next names one batch only.
+            engine.continue_ack_after(client_id, _last_batch(fields))
         if adopted:
             self._load_attributes(client_id, fields)
             # Messages sent to one session alone are this one's only if it is the one; its
@@ -826,8 +890,9 @@ class RedisNode:
             log.error("cluster: %s in %s (reported once)", problem, what)
 
 
-# A cursor to record: the session, its cursor, whether it connected, who waits for the result.
-_Record = tuple[str, str, str, "asyncio.Future[int]"]
+# A cursor to record: the session, its cursor, whether it connected, the ack extension's
+# arguments (see RECORD), who waits for the result.
+_Record = tuple[str, str, str, tuple[str, str, str], "asyncio.Future[int]"]
 
 # A log entry: the channel, the message, the publisher left out, the one session it is for.
 Entry = tuple[str, bytes, str | None, str | None]
@@ -849,13 +914,53 @@ def _entry(fields: dict[bytes, bytes]) -> Entry | None:
 
 def replies_only(body: bytes) -> bytes:
     """A reply batch without the messages delivered in it (they stay for the node that serves
-    their session now)."""
+    their session now, or go again in the next batch), nor the ack extension's batch id, which
+    the client would acknowledge without having its messages."""
     try:
         batch = json.loads(body)
     except ValueError:
         return body
     kept = [m for m in batch if isinstance(m, dict) and "successful" in m]
+    for reply in kept:
+        ext = reply.get("ext")
+        if reply.get("channel") == "/meta/connect" and isinstance(ext, dict):
+            ext.pop("ack", None)
+            if not ext:
+                del reply["ext"]
     return json.dumps(kept, separators=(",", ":")).encode()
+
+
+def acknowledged_batches(body: bytes) -> dict[str, int]:
+    """The ack batch each ``/meta/connect`` of a request batch acknowledges, by client id (the
+    ack extension's ``ext.ack``), for taking its session over from there."""
+    try:
+        batch = json.loads(body)
+    except ValueError:
+        return {}
+    acknowledged: dict[str, int] = {}
+    for message in batch if isinstance(batch, list) else [batch]:
+        if not isinstance(message, dict) or message.get("channel") != "/meta/connect":
+            continue
+        client_id, ext = message.get("clientId"), message.get("ext")
+        acked = ext.get("ack") if isinstance(ext, dict) else None
+        if isinstance(client_id, str) and type(acked) is int and acked >= 0:
+            acknowledged[client_id] = acked
+    return acknowledged
+
+
+def _each(result: Any, count: int) -> list[Any]:
+    """The per-session results of one RECORDS call: its own, or its error for each."""
+    if isinstance(result, list) and len(result) == count:
+        return result
+    return [result if isinstance(result, Exception) else ValueError(repr(result))] * count
+
+
+def _last_batch(fields: dict[bytes, bytes]) -> int:
+    """The highest ack batch id a session's record says was sent (0 when none or garbage)."""
+    try:
+        return min(max(0, int(fields.get(b"u", b"0"))), 2**53)
+    except ValueError:
+        return 0
 
 
 def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:

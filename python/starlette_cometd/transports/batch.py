@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
 from ..cluster.attributes import NotStorable, check
-from ..cluster.node import EngineUnavailable, replies_only
+from ..cluster.node import EngineUnavailable, acknowledged_batches, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
 from .message_json import TrackedMessage, dumps
@@ -221,13 +221,15 @@ async def _clustered(context: LongPollingServiceContext, request: Request, body:
 async def bring_here(
     context: LongPollingServiceContext,
     request: Request,
+    body: bytes,
     named: list[tuple[str, bool, bool]],
     borrowed: dict[str, str],
 ) -> None:
-    """Brings here the sessions a batch names (``engine.named_sessions``): a session it
-    connects is taken over from the node that served it (its messages go where it connects);
-    any other is only borrowed for the batch, added to ``borrowed`` with the node serving it.
-    Raises ``EngineUnavailable``."""
+    """Brings here the sessions a batch (``body``) names (``engine.named_sessions``): a
+    session it connects is taken over from the node that served it (its messages go where it
+    connects; with the ack extension, from the batch the connect acknowledges); any other is
+    only borrowed for the batch, added to ``borrowed`` with the node serving it. Raises
+    ``EngineUnavailable``."""
     node = context.cluster
     assert node is not None
     engine = context.engine
@@ -240,7 +242,8 @@ async def bring_here(
         if not missing:
             break
         claimed = [c for c, connects in missing if connects]
-        await node.take_over(claimed, request.address, request.browser)
+        acknowledged = acknowledged_batches(body) if claimed else None
+        await node.take_over(claimed, request.address, request.browser, acknowledged=acknowledged)
         lent = await node.borrow([c for c, connects in missing if not connects], request.address)
         borrowed.update(lent)
 
@@ -268,7 +271,7 @@ async def process_in_cluster(
     engine = context.engine
     named = engine.named_sessions(body)
     try:
-        await bring_here(context, request, named, borrowed)
+        await bring_here(context, request, body, named, borrowed)
         outcome = engine.process(
             body,
             request.browser,
@@ -414,7 +417,7 @@ class _Hooked:
         try:
             try:
                 named = context.engine.named_sessions(body)
-                await bring_here(context, self.request, named, self.borrowed)
+                await bring_here(context, self.request, body, named, self.borrowed)
             except EngineUnavailable as error:
                 log.warning("the cluster's Redis is unavailable: %s", error)
                 return HookedReply(200, unavailable_reply(context, body), None, None)

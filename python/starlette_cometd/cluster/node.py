@@ -599,10 +599,14 @@ class RedisNode:
                 continue
             except _REDIS_ERRORS as error:
                 log.warning("reading the cluster's log failed: %s", error)
-                self._suspect = True
-                await asyncio.sleep(RETRY_DELAY)
-                with contextlib.suppress(*_REDIS_ERRORS):
-                    await self._resume()
+                await self._check_later()
+                continue
+            except Exception:
+                # Not a Redis error (the client's, or this code's): read again all the same.
+                # A reader that ended would lose every later message of its partition for
+                # the sessions here, without a word.
+                log.exception("reading partition %d of the cluster's log failed", partition)
+                await self._check_later()
                 continue
             if self._starts[partition] != start:
                 continue  # read from where the old log stood: its entries are not the new one's
@@ -613,6 +617,18 @@ class RedisNode:
                         continue
                     self._positions[partition] = offset
                     self._fan_out(partition, fields)
+
+    async def _check_later(self) -> None:
+        """After a log read failed: Redis may have lost its data meanwhile; checked after a
+        pause (a failure again is met by the next read)."""
+        self._suspect = True
+        await asyncio.sleep(RETRY_DELAY)
+        try:
+            await self._resume()
+        except _REDIS_ERRORS:
+            pass
+        except Exception:
+            log.exception("checking whether the cluster's Redis lost its data failed")
 
     def _fan_out(self, partition: int, fields: dict[bytes, bytes]) -> None:
         entry = _entry(fields)
@@ -686,6 +702,11 @@ class RedisNode:
             except _REDIS_ERRORS as error:
                 log.warning("the cluster's control channel failed: %s", error)
                 await asyncio.sleep(RETRY_DELAY)
+            except Exception:
+                # Listened to again whatever failed: without it, sessions taken over elsewhere
+                # would stay here too.
+                log.exception("the cluster's control channel failed")
+                await asyncio.sleep(RETRY_DELAY)
 
     async def _end_orphans(self) -> None:
         """Ends the sessions whose deadline passed in Redis: those whose node died (a live node
@@ -712,6 +733,9 @@ class RedisNode:
                 raise
             except _REDIS_ERRORS as error:
                 log.warning("looking for sessions whose node died failed: %s", error)
+                continue
+            except Exception:
+                log.exception("looking for sessions whose node died failed")
                 continue
             assert self._context is not None
             for client_id, record in ended:

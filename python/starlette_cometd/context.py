@@ -325,12 +325,12 @@ class LongPollingServiceContext:
         it waits for the session's delivery to be recorded."""
         body = self.engine.complete_connect(held, drain)
         if self.cluster is not None:
-            return self._finish_in_cluster(held.client_id, body)
+            return self._finish_in_cluster(held.client_id, body, self.cluster.cursor())
         return self.finish_reply(body, self._server_sessions.get(held.client_id))
 
-    async def _finish_in_cluster(self, client_id: str, body: bytes) -> bytes:
+    async def _finish_in_cluster(self, client_id: str, body: bytes, cursor: str) -> bytes:
         assert self.cluster is not None
-        body = await self.cluster.delivered(client_id, body)
+        body = await self.cluster.delivered(client_id, body, cursor)
         session = self._server_sessions.get(client_id)
         reply = self.finish_reply(body, session)
         if isinstance(reply, bytes):

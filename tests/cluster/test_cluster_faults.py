@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 import redis.asyncio
 
 from starlette_cometd import EngineUnavailableError
+from starlette_cometd.transports.batch import Request, submit
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
 from support.redis_servers import RedisServer
 
@@ -235,3 +238,44 @@ async def test_a_log_read_that_fails_with_no_redis_error_is_tried_again(
         received = await gather_until(subscriber, len(channels))
         assert sorted(m["data"] for m in received) == channels
 
+
+async def test_a_reply_recorded_a_loop_turn_later_records_where_its_messages_end(
+    redis_url: str,
+) -> None:
+    """The native transport awaits a batch's reply in a task of its own, so a loop turn or more
+    after the core drained the session's queue into it; messages fanned out meanwhile wait in
+    the queue. The cursor recorded is where the drained ones end: were it where the node stands
+    when the task runs, the waiting ones were lost once the session moved to another node."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        here = cluster.contexts[0]
+        subscriber = Client(cluster.node_url(0))
+        publisher = Client(cluster.node_url(1))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()  # the first connect, answered at once
+
+        async def queued(count: int) -> bool:
+            info = here.session_info(subscriber.client_id)
+            return info is not None and info["queued"] == count
+
+        assert (await publisher.publish("/a", "drained"))["successful"] is True
+        await until(lambda: queued(1))
+        # A connect on the node serving the session, answered at once with what it queued,
+        # and its reply awaited later, as the native transport does.
+        [browser] = subscriber.cookies.values()
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": subscriber.client_id,
+            "connectionType": "long-polling",
+        }
+        request = Request(browser, "long-polling", [])
+        reply = submit(here, request, json.dumps([connect]).encode())
+        assert (await publisher.publish("/a", "queued"))["successful"] is True
+        await until(lambda: queued(1))
+        answered: Any = await reply if inspect.isawaitable(reply) else reply
+        assert [m["data"] for m in json.loads(answered.body) if "data" in m] == ["drained"]
+        # The session moves to the other node: the message that waited here comes from there.
+        subscriber.url = cluster.node_url(1)
+        received = await gather_until(subscriber, 1)
+        assert [m["data"] for m in received] == ["queued"]

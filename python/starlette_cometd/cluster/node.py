@@ -207,16 +207,23 @@ class RedisNode:
             raise EngineUnavailable(str(error)) from error
         return borrowed
 
+    def cursor(self) -> str:
+        """Where this node's fan-out stands now: the cursor of a session whose queue is drained
+        now. Taken when the core drains it, not when the write is made: a reply may be
+        recorded a loop turn later (the native transport awaits it in a task), and a cursor
+        taken then would pass the messages fanned out meanwhile, which wait in the queue."""
+        return self._cursor().encode()
+
     async def commit(
-        self, outcome: Outcome, drained: Iterable[str], borrowed: dict[str, str]
+        self, outcome: Outcome, drained: Iterable[str], borrowed: dict[str, str], cursor: str
     ) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
         new sessions, subscription changes and removals to their records (telling the node
         serving a borrowed session), and the cursor of every session this node serves whose
-        queue the reply drains. Returns the sessions that moved to another node meanwhile:
-        their messages must not go out with this reply. Raises ``EngineUnavailable``."""
+        queue the reply drains (``cursor``, taken when the core acted). Returns the sessions
+        that moved to another node meanwhile: their messages must not go out with this reply.
+        Raises ``EngineUnavailable``."""
         engine = self.engine
-        cursor = self._cursor().encode()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
@@ -298,11 +305,11 @@ class RedisNode:
                     told.append((owner, f"forget:{client_id}"))
         return alive, told
 
-    async def delivered(self, client_id: str, body: bytes) -> bytes:
-        """A held connect's reply, once its session's cursor is recorded: the cursor goes first,
-        so that a node taking the session over after this one dies sends nothing twice. If the
-        session moved meanwhile, its messages stay for the node that has it now."""
-        cursor = self._cursor().encode()
+    async def delivered(self, client_id: str, body: bytes, cursor: str) -> bytes:
+        """A held connect's reply, once its session's cursor (taken when its queue was drained
+        into ``body``) is recorded: the cursor goes first, so that a node taking the session
+        over after this one dies sends nothing twice. If the session moved meanwhile, its
+        messages stay for the node that has it now."""
         try:
             kept = await self._record_soon(client_id, cursor, "1")
         except _RESPONSE_ERRORS as error:

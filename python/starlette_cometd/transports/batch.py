@@ -169,7 +169,7 @@ def _in_cluster(
     )
     drained = _drained(named, outcome)
     if outcome.relayed or outcome.events or drained:
-        return _recorded(context, request, body, outcome, drained)
+        return _recorded(context, request, body, outcome, drained, node.cursor())
     pending = apply(context, request, outcome)
     if pending is None:
         return outcome
@@ -182,10 +182,12 @@ async def _recorded(
     body: bytes,
     outcome: Outcome,
     drained: list[str],
+    cursor: str,
 ) -> Reply:
-    """The rest of the fast path in a cluster, for a batch whose effects must be recorded."""
+    """The rest of the fast path in a cluster, for a batch whose effects must be recorded (it
+    may run a loop turn after the core acted: ``cursor`` was taken then)."""
     try:
-        processed = await _commit(context, outcome, drained, {})
+        processed = await _commit(context, outcome, drained, {}, cursor)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -278,7 +280,9 @@ async def process_in_cluster(
             request.socket,
             request.address,
         )
-        return await _commit(context, outcome, _drained(named, outcome), borrowed)
+        assert context.cluster is not None
+        cursor = context.cluster.cursor()
+        return await _commit(context, outcome, _drained(named, outcome), borrowed, cursor)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -299,15 +303,17 @@ async def _commit(
     outcome: Outcome,
     drained: list[str],
     borrowed: dict[str, str],
+    cursor: str,
 ) -> tuple[Outcome, bytes, HeldConnect | None]:
-    """Records what the core changed, then returns the outcome, the reply's body and the
+    """Records what the core changed (the cursor of the sessions it drained: ``cursor``,
+    where this node stood when it acted), then returns the outcome, the reply's body and the
     connect to hold. Raises ``EngineUnavailable`` (the sessions the batch created are then
     forgotten: not recorded, so not made)."""
     node = context.cluster
     assert node is not None
     engine = context.engine
     try:
-        moved = await node.commit(outcome, drained, borrowed)
+        moved = await node.commit(outcome, drained, borrowed, cursor)
     except EngineUnavailable:
         for kind, client_id, _ in outcome.events:
             if kind == "session_added":
@@ -319,7 +325,8 @@ async def _commit(
         # not parked yet): then it is answered now, with them.
         info = engine.session_info(hold.client_id)
         if info is not None and info["queued"]:
-            body = await node.delivered(hold.client_id, engine.complete_connect(hold, True))
+            body = engine.complete_connect(hold, True)
+            body = await node.delivered(hold.client_id, body, node.cursor())
             return outcome, body, None
     if not moved:
         return outcome, outcome.body, hold

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis.asyncio
 
-from starlette_cometd import EngineUnavailableError
+from starlette_cometd import EngineUnavailableError, LongPollingServiceContextBuilder
 from starlette_cometd.transports.batch import Request, submit
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
 from support.redis_servers import RedisServer
@@ -279,3 +279,51 @@ async def test_a_reply_recorded_a_loop_turn_later_records_where_its_messages_end
         subscriber.url = cluster.node_url(1)
         received = await gather_until(subscriber, 1)
         assert [m["data"] for m in received] == ["queued"]
+
+
+async def test_a_session_taken_over_by_a_node_whose_reading_lags_gets_nothing_twice(
+    redis_url: str,
+) -> None:
+    """A node takes a session over from its cursor: if its own reading of the logs is behind
+    that cursor, it waits for it to get there, instead of fanning out to the session again
+    what the other node delivered."""
+
+    def short() -> LongPollingServiceContextBuilder:
+        return LongPollingServiceContextBuilder().timeout(1)
+
+    async with asgi_cluster(redis_url, 2, short) as cluster:
+        lagging = cluster.contexts[1]
+        assert lagging.cluster is not None
+        node = lagging.cluster
+        subscriber, publisher = Client(cluster.node_url(0)), Client(cluster.node_url(0))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()
+        # The lagging node's next read of the log waits until the gate opens.
+        reader: Any = node._connection.reader  # type: ignore[union-attr]
+        read, waiting, gate = reader.xread, asyncio.Event(), asyncio.Event()
+
+        async def held(*args: Any, **options: Any) -> Any:
+            waiting.set()
+            await gate.wait()
+            return await read(*args, **options)
+
+        reader.xread = held
+        await asyncio.wait_for(waiting.wait(), 10)
+        assert (await publisher.publish("/a", "once"))["successful"] is True
+        _, first = await subscriber.connect()  # delivered by node 0, which records it
+        subscriber.url = cluster.node_url(1)
+        connecting = asyncio.create_task(subscriber.connect())
+
+        async def claimed() -> bool:
+            record = await node.session_record(subscriber.client_id)
+            return record is not None and record["node"] == node.id
+
+        await until(claimed)
+        gate.set()
+        _, second = await connecting
+        assert (await publisher.publish("/a", "after"))["successful"] is True
+        received = [m["data"] for m in first + second]
+        received += [m["data"] for m in await gather_until(subscriber, 1)]
+        assert received == ["once", "after"]

@@ -52,6 +52,8 @@ ORPHANS_EVERY = 1.0
 ORPHANS_AT_ONCE = 100
 # How long a session's record outlives its deadline (ms).
 RECORD_GRACE_MS = 10_000
+# How long a take-over waits for this node's reading of the logs to reach the session's cursor.
+REACH_WAIT = 5.0
 
 
 class EngineUnavailable(Exception):
@@ -84,6 +86,8 @@ class RedisNode:
         self._positions: list[int] = [0] * partitions
         # How often each log started again (lost): a read begun before is of the old log.
         self._starts: list[int] = [0] * partitions
+        # Set whenever the positions move, for a take-over waiting for them (see _reach).
+        self._advanced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Bad data is logged once per partition or session, not once per read.
         self._reported: set[str] = set()
@@ -542,7 +546,9 @@ class RedisNode:
     async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
         """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
         until this node's position is reached after the last read (it moves meanwhile).
-        ``None`` when they cannot all be had."""
+        ``None`` when they cannot all be had. Raises ``EngineUnavailable`` when this node's
+        reading does not reach the cursor in time."""
+        await self._reach(cursor)
         read_to = list(cursor.offsets)
         for partition, epoch in enumerate(cursor.epochs):
             if epoch is not None and epoch != self._epochs[partition]:
@@ -565,6 +571,23 @@ class RedisNode:
                         missed.append(entry)
                     read_to[partition] = offset_of(entry_id)
 
+    async def _reach(self, cursor: Cursor) -> None:
+        """Waits until this node's fan-out stands at ``cursor`` or past it in every log of the
+        same epoch. A session taken over from a node whose readers were ahead of this one's
+        would otherwise get again, from this node's fan-out, what it was delivered there."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REACH_WAIT
+        while any(
+            epoch == self._epochs[p] and self._positions[p] < offset
+            for p, (epoch, offset) in enumerate(zip(cursor.epochs, cursor.offsets, strict=True))
+        ):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise EngineUnavailable("this node's reading of the logs is behind")
+            self._advanced.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+
     # Reading the logs
 
     async def _read_heads(self) -> list[tuple[str | None, int]]:
@@ -583,6 +606,7 @@ class RedisNode:
                 self._starts[partition] += 1
             self._epochs[partition] = epoch
             self._positions[partition] = offset
+        self._advanced.set()
 
     async def _follow(self, partition: int) -> None:
         """Fans out every entry of one partition's log, in order, as it is written."""
@@ -624,6 +648,7 @@ class RedisNode:
                         continue
                     self._positions[partition] = offset
                     self._fan_out(partition, fields)
+            self._advanced.set()
 
     async def _check_later(self) -> None:
         """After a log read failed: Redis may have lost its data meanwhile; checked after a

@@ -21,7 +21,7 @@ from ._core import (
     read_batch,
 )
 from .cluster import attributes
-from .cluster.node import EngineUnavailable, EngineUnavailableError, RedisNode
+from .cluster.node import Drain, EngineUnavailable, EngineUnavailableError, RedisNode
 from .cookies import CookieOptions
 from .cors import Cors
 from .events import (
@@ -325,12 +325,13 @@ class LongPollingServiceContext:
         it waits for the session's delivery to be recorded."""
         body = self.engine.complete_connect(held, drain)
         if self.cluster is not None:
-            return self._finish_in_cluster(held.client_id, body)
+            where = self.cluster.drained([held.client_id])
+            return self._finish_in_cluster(held.client_id, body, where)
         return self.finish_reply(body, self._server_sessions.get(held.client_id))
 
-    async def _finish_in_cluster(self, client_id: str, body: bytes) -> bytes:
+    async def _finish_in_cluster(self, client_id: str, body: bytes, drain: Drain) -> bytes:
         assert self.cluster is not None
-        body = await self.cluster.delivered(client_id, body)
+        body = await self.cluster.delivered(client_id, body, drain)
         session = self._server_sessions.get(client_id)
         reply = self.finish_reply(body, session)
         if isinstance(reply, bytes):

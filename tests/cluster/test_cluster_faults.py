@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +14,8 @@ import httpx
 import pytest
 import redis.asyncio
 
-from starlette_cometd import EngineUnavailableError
+from starlette_cometd import EngineUnavailableError, LongPollingServiceContextBuilder
+from starlette_cometd.transports.batch import Request, submit
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
 from support.redis_servers import RedisServer
 
@@ -189,3 +192,138 @@ async def test_messages_queued_on_a_killed_process_are_not_lost_by_other_request
         reply, messages = await queued.connect()
         assert reply["successful"] is True, reply
         assert [m["data"] for m in messages] == ["kept"]
+
+
+# What redis-py raised from a log read when another task of the same client closed the
+# connection under it (its Redis Cluster client closes every connection on CLUSTERDOWN): no
+# RedisError. Seen after a Redis Cluster shard came back empty, see test_redis_cluster.py.
+TORN_DOWN = AttributeError("'NoneType' object has no attribute 'writelines'")
+
+
+@pytest.mark.parametrize("kind", ["single", "cluster"])
+async def test_a_log_read_that_fails_with_no_redis_error_is_tried_again(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A node reads every partition's log on, whatever a read raised: a reader that ended lost
+    every later message of its partition for the sessions of that node, without a word."""
+    urls = request.getfixturevalue("redis_url" if kind == "single" else "redis_cluster_urls")
+    async with asgi_cluster(urls, 1, partitions=3) as cluster:
+        [context] = cluster.contexts
+        assert context.cluster is not None
+        subscriber, publisher = Client(cluster.url), Client(cluster.url)
+        for client in (subscriber, publisher):
+            await client.handshake()
+        channels = ["/chat/0", "/chat/3", "/chat/4"]  # one in each of the three partitions
+        await subscriber.subscribe(*channels)
+        await subscriber.connect()
+        # The next read of each partition's log fails as redis-py failed.
+        reader: Any = context.cluster._connection.reader  # type: ignore[union-attr]
+        read, failed = reader.xread, set()
+
+        async def torn_down(streams: dict[str, str], **options: Any) -> Any:
+            [log] = streams
+            if log not in failed:
+                failed.add(log)
+                raise TORN_DOWN
+            return await read(streams, **options)
+
+        reader.xread = torn_down
+
+        async def every_read_failed() -> bool:
+            return len(failed) == 3
+
+        await until(every_read_failed)
+        for channel in channels:
+            assert (await publisher.publish(channel, channel))["successful"] is True
+        received = await gather_until(subscriber, len(channels))
+        assert sorted(m["data"] for m in received) == channels
+
+
+async def test_a_reply_recorded_a_loop_turn_later_records_where_its_messages_end(
+    redis_url: str,
+) -> None:
+    """The native transport awaits a batch's reply in a task of its own, so a loop turn or more
+    after the core drained the session's queue into it; messages fanned out meanwhile wait in
+    the queue. The cursor recorded is where the drained ones end: were it where the node stands
+    when the task runs, the waiting ones were lost once the session moved to another node."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        here = cluster.contexts[0]
+        subscriber = Client(cluster.node_url(0))
+        publisher = Client(cluster.node_url(1))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()  # the first connect, answered at once
+
+        async def queued(count: int) -> bool:
+            info = here.session_info(subscriber.client_id)
+            return info is not None and info["queued"] == count
+
+        assert (await publisher.publish("/a", "drained"))["successful"] is True
+        await until(lambda: queued(1))
+        # A connect on the node serving the session, answered at once with what it queued,
+        # and its reply awaited later, as the native transport does.
+        [browser] = subscriber.cookies.values()
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": subscriber.client_id,
+            "connectionType": "long-polling",
+        }
+        request = Request(browser, "long-polling", [])
+        reply = submit(here, request, json.dumps([connect]).encode())
+        assert (await publisher.publish("/a", "queued"))["successful"] is True
+        await until(lambda: queued(1))
+        answered: Any = await reply if inspect.isawaitable(reply) else reply
+        assert [m["data"] for m in json.loads(answered.body) if "data" in m] == ["drained"]
+        # The session moves to the other node: the message that waited here comes from there.
+        subscriber.url = cluster.node_url(1)
+        received = await gather_until(subscriber, 1)
+        assert [m["data"] for m in received] == ["queued"]
+
+
+async def test_a_session_taken_over_by_a_node_whose_reading_lags_gets_nothing_twice(
+    redis_url: str,
+) -> None:
+    """A node takes a session over from its cursor: if its own reading of the logs is behind
+    that cursor, it waits for it to get there, instead of fanning out to the session again
+    what the other node delivered."""
+
+    def short() -> LongPollingServiceContextBuilder:
+        return LongPollingServiceContextBuilder().timeout(1)
+
+    async with asgi_cluster(redis_url, 2, short) as cluster:
+        lagging = cluster.contexts[1]
+        assert lagging.cluster is not None
+        node = lagging.cluster
+        subscriber, publisher = Client(cluster.node_url(0)), Client(cluster.node_url(0))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()
+        # The lagging node's next read of the log waits until the gate opens.
+        reader: Any = node._connection.reader  # type: ignore[union-attr]
+        read, waiting, gate = reader.xread, asyncio.Event(), asyncio.Event()
+
+        async def held(*args: Any, **options: Any) -> Any:
+            waiting.set()
+            await gate.wait()
+            return await read(*args, **options)
+
+        reader.xread = held
+        await asyncio.wait_for(waiting.wait(), 10)
+        assert (await publisher.publish("/a", "once"))["successful"] is True
+        _, first = await subscriber.connect()  # delivered by node 0, which records it
+        subscriber.url = cluster.node_url(1)
+        connecting = asyncio.create_task(subscriber.connect())
+
+        async def claimed() -> bool:
+            record = await node.session_record(subscriber.client_id)
+            return record is not None and record["node"] == node.id
+
+        await until(claimed)
+        gate.set()
+        _, second = await connecting
+        assert (await publisher.publish("/a", "after"))["successful"] is True
+        received = [m["data"] for m in first + second]
+        received += [m["data"] for m in await gather_until(subscriber, 1)]
+        assert received == ["once", "after"]

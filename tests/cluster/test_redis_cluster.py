@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -294,3 +295,45 @@ async def test_a_cluster_declared_down_is_redis_away_not_bad_data(
     finally:
         await connection.aclose()
         await asyncio.to_thread(own_redis_cluster.stop)
+
+
+async def test_a_connection_closed_under_a_command_is_redis_away_not_a_crash(
+    redis_cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's Redis Cluster client closes all its connections on CLUSTERDOWN; one another
+    task of the same client was opening meanwhile fails its next write with an AttributeError,
+    no RedisError (seen under the outage of test_a_shard_stopped_is_an_outage...). The
+    connection reports it as a ConnectionError, from commands and from pipelines, so that a
+    request gets retry advice and a log reader reads again."""
+    from redis.asyncio.connection import AbstractConnection
+
+    connection = await connect(redis_cluster_urls[0])
+    key = "t:{p0}"
+    opened = AbstractConnection.on_connect_check_health
+    closing: list[bool] = []
+
+    async def closed_while_opened(self: AbstractConnection, *args: Any, **options: Any) -> None:
+        await opened(self, *args, **options)
+        if closing:
+            closing.pop()
+            await self.disconnect()  # as the other task's closing of every connection does
+
+    async def closed_next_time() -> None:
+        """The connection the next command on ``key`` uses is opened anew, and closed then."""
+        await connection.redis.get_node_from_key(key).disconnect()
+        closing.append(True)
+
+    try:
+        await connection.redis.get(key)  # the cluster's layout, found before any closing
+        monkeypatch.setattr(AbstractConnection, "on_connect_check_health", closed_while_opened)
+        await closed_next_time()
+        with pytest.raises(redis.ConnectionError, match="closed under the command"):
+            await connection.redis.get(key)
+        await closed_next_time()
+        with pytest.raises(redis.ConnectionError, match="closed under the command"):
+            async with connection.redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                await pipe.execute(raise_on_error=False)
+        assert await connection.redis.get(key) is None  # and then it works again
+    finally:
+        await connection.aclose()

@@ -99,14 +99,15 @@ class SingleRedis:
     cluster = False
 
     def __init__(self, url: str) -> None:
-        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio import BlockingConnectionPool
 
+        client_class = _single_client_class()
         # Requests wait for a connection rather than fail when all are busy.
         self._pool = BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
         )
-        self.redis: Redis = Redis(connection_pool=self._pool, **_retries())
-        self.reader: Redis = Redis.from_url(url, **_retries())
+        self.redis: Redis = client_class(connection_pool=self._pool, **_retries())
+        self.reader: Redis = client_class.from_url(url, **_retries())
 
     def script(self, source: str) -> Script:
         return _Eval(source, self.redis)
@@ -209,6 +210,52 @@ class _Eval:
         return await result
 
 
+# What redis-py lets escape, no RedisError, when a connection is closed under a command (by
+# another task of the same client, or by the peer): an attribute of the torn-down connection or
+# transport found None. Taken as the connection failing, which it did.
+TORN_DOWN = (AttributeError, TypeError)
+
+
+def _torn_down(error: BaseException) -> Exception:
+    from redis.exceptions import ConnectionError
+
+    return ConnectionError(f"the connection was closed under the command ({error!r})")
+
+
+_single_class: Any = None
+
+
+def _single_client_class() -> Any:
+    """``Redis``, with a connection torn down under a command raising ``ConnectionError``
+    (see ``TORN_DOWN``). Made on first use, since redis is an optional extra."""
+    global _single_class
+    if _single_class is not None:
+        return _single_class
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline as RedisPipeline
+
+    class Pipeline(RedisPipeline):
+        async def execute(self, raise_on_error: bool = True) -> list[Any]:
+            try:
+                return await super().execute(raise_on_error)
+            except TORN_DOWN as error:
+                raise _torn_down(error) from error
+
+    class Client(Redis):
+        async def execute_command(self, *args: Any, **options: Any) -> Any:
+            execute: Any = super().execute_command  # untyped in redis-py
+            try:
+                return await execute(*args, **options)
+            except TORN_DOWN as error:
+                raise _torn_down(error) from error
+
+        def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+            return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+    _single_class = Client
+    return Client
+
+
 _client_class: Any = None
 
 
@@ -217,7 +264,9 @@ def _cluster_client_class() -> Any:
     down, a slot moving) raising ``ClusterUnavailable``, a ``ConnectionError``: the node takes it
     as Redis away (the request is answered with retry advice), not as bad data under a key
     (``ClusterDownError`` is a ``ResponseError`` in redis-py), nor as a crash (``RedisCluster
-    Exception`` is no ``RedisError``). Made on first use, since redis is an optional extra."""
+    Exception`` is no ``RedisError``); a connection torn down under a command raises
+    ``ConnectionError`` (see ``TORN_DOWN``). Made on first use, since redis is an optional
+    extra."""
     global _client_class
     if _client_class is not None:
         return _client_class
@@ -244,11 +293,15 @@ def _cluster_client_class() -> Any:
                 results = await super().execute(raise_on_error, allow_redirections)
             except passing as error:
                 raise ClusterUnavailable(str(error)) from error
+            except TORN_DOWN as error:
+                raise _torn_down(error) from error
             for result in results:
                 if isinstance(result, passing):
                     raise ClusterUnavailable(str(result)) from result
                 if isinstance(result, away):
                     raise result
+                if isinstance(result, TORN_DOWN):
+                    raise _torn_down(result) from result
             return results
 
     class Client(RedisCluster):
@@ -257,6 +310,8 @@ def _cluster_client_class() -> Any:
                 return await super().execute_command(*args, **kwargs)
             except passing as error:
                 raise ClusterUnavailable(str(error)) from error
+            except TORN_DOWN as error:
+                raise _torn_down(error) from error
 
         def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
             if transaction or shard_hint:

@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
@@ -53,6 +54,8 @@ ORPHANS_EVERY = 1.0
 ORPHANS_AT_ONCE = 100
 # How long a session's record outlives its deadline (ms).
 RECORD_GRACE_MS = 10_000
+# How long a take-over waits for this node's reading of the logs to reach the session's cursor.
+REACH_WAIT = 5.0
 
 
 class EngineUnavailable(Exception):
@@ -85,6 +88,8 @@ class RedisNode:
         self._positions: list[int] = [0] * partitions
         # How often each log started again (lost): a read begun before is of the old log.
         self._starts: list[int] = [0] * partitions
+        # Set whenever the positions move, for a take-over waiting for them (see _reach).
+        self._advanced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Bad data is logged once per partition or session, not once per read.
         self._reported: set[str] = set()
@@ -213,20 +218,24 @@ class RedisNode:
             raise EngineUnavailable(str(error)) from error
         return borrowed
 
-    async def commit(
-        self, outcome: Outcome, drained: Iterable[str], borrowed: dict[str, str]
-    ) -> set[str]:
+    def drained(self, client_ids: Iterable[str]) -> Drain:
+        """Where sessions whose queues the core drained just now stand: this node's cursor and
+        the ack batch each reply carries. Taken when the core drains them, not when the write
+        is made: a reply may be recorded a loop turn later (the native transport awaits it in
+        a task), and a cursor taken then would pass the messages fanned out meanwhile, which
+        wait in the queue."""
+        reports = {client_id: self.engine.ack_report(client_id) for client_id in client_ids}
+        return Drain(self._cursor().encode(), reports)
+
+    async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
         new sessions, subscription changes and removals to their records (telling the node
         serving a borrowed session), and the cursor of every session this node serves whose
-        queue the reply drains. Returns the sessions that moved to another node meanwhile:
-        their messages must not go out with this reply. Raises ``EngineUnavailable``."""
+        queue the reply drains (``drain``, taken when the core acted). Returns the sessions
+        that moved to another node meanwhile: their messages must not go out with this reply.
+        Raises ``EngineUnavailable``."""
         engine = self.engine
-        cursor = self._cursor().encode()
-        # Taken with the cursor, before anything waits: the batch a connect reply carries is
-        # recorded with the cursor its messages were drained at, or (the reply not sent) never.
-        drained = list(drained)
-        reports = {client_id: engine.ack_report(client_id) for client_id in drained}
+        cursor, reports = drain.cursor, drain.reports
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
@@ -246,7 +255,7 @@ class RedisNode:
             # The cursors of the sessions served, with every other request's of this loop turn.
             recorded = [
                 (client_id, info)
-                for client_id in drained
+                for client_id in reports
                 if client_id not in borrowed
                 and client_id not in alive
                 and (info := engine.session_info(client_id)) is not None
@@ -313,14 +322,14 @@ class RedisNode:
                     told.append((owner, f"forget:{client_id}"))
         return alive, told
 
-    async def delivered(self, client_id: str, body: bytes) -> bytes:
-        """A held connect's reply, once its session's cursor is recorded: the cursor goes first,
-        so that a node taking the session over after this one dies sends nothing twice. If the
-        session moved meanwhile, its messages stay for the node that has it now."""
-        cursor = self._cursor().encode()
-        report = self.engine.ack_report(client_id)
+    async def delivered(self, client_id: str, body: bytes, drain: Drain) -> bytes:
+        """A held connect's reply, once its session's cursor (``drain``, taken when its queue
+        was drained into ``body``) is recorded: the cursor goes first, so that a node taking
+        the session over after this one dies sends nothing twice. If the session moved
+        meanwhile, its messages stay for the node that has it now."""
+        report = drain.reports.get(client_id)
         try:
-            kept = await self._record_soon(client_id, cursor, "1", report)
+            kept = await self._record_soon(client_id, drain.cursor, "1", report)
         except _RESPONSE_ERRORS as error:
             await self._rewrite(client_id, error)
             return body
@@ -615,7 +624,9 @@ class RedisNode:
     async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
         """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
         until this node's position is reached after the last read (it moves meanwhile).
-        ``None`` when they cannot all be had."""
+        ``None`` when they cannot all be had. Raises ``EngineUnavailable`` when this node's
+        reading does not reach the cursor in time."""
+        await self._reach(cursor)
         read_to = list(cursor.offsets)
         for partition, epoch in enumerate(cursor.epochs):
             if epoch is not None and epoch != self._epochs[partition]:
@@ -638,6 +649,23 @@ class RedisNode:
                         missed.append(entry)
                     read_to[partition] = offset_of(entry_id)
 
+    async def _reach(self, cursor: Cursor) -> None:
+        """Waits until this node's fan-out stands at ``cursor`` or past it in every log of the
+        same epoch. A session taken over from a node whose readers were ahead of this one's
+        would otherwise get again, from this node's fan-out, what it was delivered there."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REACH_WAIT
+        while any(
+            epoch == self._epochs[p] and self._positions[p] < offset
+            for p, (epoch, offset) in enumerate(zip(cursor.epochs, cursor.offsets, strict=True))
+        ):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise EngineUnavailable("this node's reading of the logs is behind")
+            self._advanced.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+
     # Reading the logs
 
     async def _read_heads(self) -> list[tuple[str | None, int]]:
@@ -656,6 +684,7 @@ class RedisNode:
                 self._starts[partition] += 1
             self._epochs[partition] = epoch
             self._positions[partition] = offset
+        self._advanced.set()
 
     async def _follow(self, partition: int) -> None:
         """Fans out every entry of one partition's log, in order, as it is written."""
@@ -679,10 +708,14 @@ class RedisNode:
                 continue
             except _REDIS_ERRORS as error:
                 log.warning("reading the cluster's log failed: %s", error)
-                self._suspect = True
-                await asyncio.sleep(RETRY_DELAY)
-                with contextlib.suppress(*_REDIS_ERRORS):
-                    await self._resume()
+                await self._check_later()
+                continue
+            except Exception:
+                # Not a Redis error (the client's, or this code's): read again all the same.
+                # A reader that ended would lose every later message of its partition for
+                # the sessions here, without a word.
+                log.exception("reading partition %d of the cluster's log failed", partition)
+                await self._check_later()
                 continue
             if self._starts[partition] != start:
                 continue  # read from where the old log stood: its entries are not the new one's
@@ -693,6 +726,19 @@ class RedisNode:
                         continue
                     self._positions[partition] = offset
                     self._fan_out(partition, fields)
+            self._advanced.set()
+
+    async def _check_later(self) -> None:
+        """After a log read failed: Redis may have lost its data meanwhile; checked after a
+        pause (a failure again is met by the next read)."""
+        self._suspect = True
+        await asyncio.sleep(RETRY_DELAY)
+        try:
+            await self._resume()
+        except _REDIS_ERRORS:
+            pass
+        except Exception:
+            log.exception("checking whether the cluster's Redis lost its data failed")
 
     def _fan_out(self, partition: int, fields: dict[bytes, bytes]) -> None:
         entry = _entry(fields)
@@ -766,6 +812,11 @@ class RedisNode:
             except _REDIS_ERRORS as error:
                 log.warning("the cluster's control channel failed: %s", error)
                 await asyncio.sleep(RETRY_DELAY)
+            except Exception:
+                # Listened to again whatever failed: without it, sessions taken over elsewhere
+                # would stay here too.
+                log.exception("the cluster's control channel failed")
+                await asyncio.sleep(RETRY_DELAY)
 
     async def _end_orphans(self) -> None:
         """Ends the sessions whose deadline passed in Redis: those whose node died (a live node
@@ -792,6 +843,9 @@ class RedisNode:
                 raise
             except _REDIS_ERRORS as error:
                 log.warning("looking for sessions whose node died failed: %s", error)
+                continue
+            except Exception:
+                log.exception("looking for sessions whose node died failed")
                 continue
             assert self._context is not None
             for client_id, record in ended:
@@ -888,6 +942,16 @@ class RedisNode:
         if what not in self._reported:
             self._reported.add(what)
             log.error("cluster: %s in %s (reported once)", problem, what)
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Where the sessions of a reply stood when the core drained their queues into it: this
+    node's cursor, and per session the core's ``ack_report`` (the batch its client
+    acknowledged and the one the reply carries; None without the ack extension)."""
+
+    cursor: str
+    reports: dict[str, tuple[int | None, int | None] | None]
 
 
 # A cursor to record: the session, its cursor, whether it connected, the ack extension's

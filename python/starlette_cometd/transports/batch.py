@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
 from ..cluster.attributes import NotStorable, check
-from ..cluster.node import EngineUnavailable, acknowledged_batches, replies_only
+from ..cluster.node import Drain, EngineUnavailable, acknowledged_batches, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
 from .http_wire import Header
 from .message_json import TrackedMessage, dumps
@@ -169,7 +169,7 @@ def _in_cluster(
     )
     drained = _drained(named, outcome)
     if outcome.relayed or outcome.events or drained:
-        return _recorded(context, request, body, outcome, drained)
+        return _recorded(context, request, body, outcome, node.drained(drained))
     pending = apply(context, request, outcome)
     if pending is None:
         return outcome
@@ -181,11 +181,12 @@ async def _recorded(
     request: Request,
     body: bytes,
     outcome: Outcome,
-    drained: list[str],
+    drain: Drain,
 ) -> Reply:
-    """The rest of the fast path in a cluster, for a batch whose effects must be recorded."""
+    """The rest of the fast path in a cluster, for a batch whose effects must be recorded (it
+    may run a loop turn after the core acted: ``drain`` was taken then)."""
     try:
-        processed = await _commit(context, outcome, drained, {})
+        processed = await _commit(context, outcome, drain, {})
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -281,7 +282,9 @@ async def process_in_cluster(
             request.socket,
             request.address,
         )
-        return await _commit(context, outcome, _drained(named, outcome), borrowed)
+        assert context.cluster is not None
+        drain = context.cluster.drained(_drained(named, outcome))
+        return await _commit(context, outcome, drain, borrowed)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -300,17 +303,18 @@ def _drained(named: list[tuple[str, bool, bool]], outcome: Outcome) -> list[str]
 async def _commit(
     context: LongPollingServiceContext,
     outcome: Outcome,
-    drained: list[str],
+    drain: Drain,
     borrowed: dict[str, str],
 ) -> tuple[Outcome, bytes, HeldConnect | None]:
-    """Records what the core changed, then returns the outcome, the reply's body and the
+    """Records what the core changed (the cursor of the sessions it drained: ``drain``,
+    where this node stood when it acted), then returns the outcome, the reply's body and the
     connect to hold. Raises ``EngineUnavailable`` (the sessions the batch created are then
     forgotten: not recorded, so not made)."""
     node = context.cluster
     assert node is not None
     engine = context.engine
     try:
-        moved = await node.commit(outcome, drained, borrowed)
+        moved = await node.commit(outcome, drain, borrowed)
     except EngineUnavailable:
         for kind, client_id, _ in outcome.events:
             if kind == "session_added":
@@ -322,7 +326,8 @@ async def _commit(
         # not parked yet): then it is answered now, with them.
         info = engine.session_info(hold.client_id)
         if info is not None and info["queued"]:
-            body = await node.delivered(hold.client_id, engine.complete_connect(hold, True))
+            body = engine.complete_connect(hold, True)
+            body = await node.delivered(hold.client_id, body, node.drained([hold.client_id]))
             return outcome, body, None
     if not moved:
         return outcome, outcome.body, hold

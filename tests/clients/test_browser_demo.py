@@ -8,14 +8,13 @@ With ``STARLETTE_COMETD_SCREENSHOT=1`` the default-transport test saves docs/dem
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,35 +22,23 @@ import pytest
 from starlette.applications import Starlette
 
 from starlette_cometd.demo import CDN_URL, demo_routes
-from support.drivers import JS_DIR, require
+from support.browser import (
+    COMETD_JS,
+    CONNECT_MS,
+    RECORD_SOCKETS,
+    TRANSPORTS,
+    chat,
+    chromium,
+    expect,
+    open_chat,
+    require_cometd_js,
+)
+from support.drivers import require
 from support.servers import free_port
 
-try:
-    from playwright.async_api import Browser, Page, Route, async_playwright, expect
-except ImportError:
-    PLAYWRIGHT_MISSING: str | None = "playwright is not installed (pip install playwright)"
-else:
-    PLAYWRIGHT_MISSING = None
-
 ROOT = Path(__file__).resolve().parents[2]
-COMETD_JS = JS_DIR / "node_modules" / "cometd"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT_ENV = "STARLETTE_COMETD_SCREENSHOT"
 SCREENSHOT = ROOT / "docs" / "demo.png"
-TRANSPORTS = ["websocket", "long-polling", "callback-polling"]
-
-# Every wait is bounded (milliseconds, as Playwright counts).
-CONNECT_MS = 20_000
-DELIVERY_MS = 10_000
 
 
 @dataclass
@@ -93,8 +80,7 @@ def _wait_for_demo(url: str, process: subprocess.Popen[bytes], timeout: float) -
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
     """``python -m starlette_cometd --demo --cometd-js tests/js/node_modules/cometd``."""
-    if not (COMETD_JS / "cometd.js").is_file():
-        require("CometD JS library", f"{COMETD_JS} is missing (run: npm ci --prefix tests/js)")
+    require_cometd_js()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("demo") / "server.log"
@@ -126,102 +112,6 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
     assert b"Traceback" not in log.read_bytes(), log.read_text(errors="replace")
 
 
-def _chromium_missing() -> str | None:
-    if PLAYWRIGHT_MISSING is not None:
-        return PLAYWRIGHT_MISSING
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
-
-
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    require("Chromium with Playwright", _chromium_missing())
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-@dataclass
-class User:
-    name: str
-    page: Page
-    errors: list[str] = field(default_factory=list)
-    offsite: list[str] = field(default_factory=list)
-
-
-async def open_chat(
-    browser: Browser, server: DemoServer, query: str, name: str, init_script: str | None = None
-) -> User:
-    """A user in a browser context of their own, on the demo page, connected and subscribed.
-    ``init_script`` runs in the page before its own scripts."""
-    context = await browser.new_context(viewport={"width": 760, "height": 560})
-    if init_script is not None:
-        await context.add_init_script(init_script)
-    page = await context.new_page()
-    user = User(name, page)
-    page.on("pageerror", lambda error: user.errors.append(str(error)))
-
-    async def local_only(route: Route) -> None:
-        # The test must not touch the network: the library comes from --cometd-js.
-        if route.request.url.startswith(server.url + "/"):
-            await route.continue_()
-        else:
-            user.offsite.append(route.request.url)
-            await route.abort()
-
-    await context.route("**/*", local_only)
-    await page.goto(f"{server.url}/{query}", timeout=CONNECT_MS)
-    await expect(page.locator("#status")).to_have_text("Connected", timeout=CONNECT_MS)
-    await page.get_by_role("textbox", name="Name", exact=True).fill(name)
-    return user
-
-
-async def say(user: User, text: str) -> None:
-    await user.page.get_by_role("textbox", name="Message", exact=True).fill(text)
-    await user.page.get_by_role("button", name="Send").click()
-
-
-async def expect_chat(users: list[User], lines: list[tuple[str, str]]) -> None:
-    """Every user's page lists exactly ``lines`` (user, text), in order."""
-    for user in users:
-        items = user.page.locator("#messages li")
-        await expect(items.locator(".user")).to_have_text(
-            [who for who, _ in lines], timeout=DELIVERY_MS
-        )
-        await expect(items.locator(".text")).to_have_text(
-            [text for _, text in lines], timeout=DELIVERY_MS
-        )
-
-
-async def chat(alice: User, bob: User) -> None:
-    """A short conversation; each line reaches both pages before the next is typed."""
-    users = [alice, bob]
-    lines: list[tuple[str, str]] = []
-    for speaker, text in [
-        (alice, "Hi Bob, can you read me?"),
-        (bob, "Loud and clear, Alice."),
-        (alice, "Every line here was pushed by starlette-cometd."),
-        (bob, "Schön \N{EM DASH} and not a single page reload."),
-    ]:
-        await say(speaker, text)
-        lines.append((speaker.name, text))
-        await expect_chat(users, lines)
-    # Each page marks its own user's lines.
-    for user in users:
-        mine = user.page.locator("#messages li.mine .user")
-        expected = [who for who, _ in lines if who == user.name]
-        await expect(mine).to_have_text(expected, timeout=DELIVERY_MS)
-    for user in users:
-        assert user.errors == [], f"{user.name}'s page threw: {user.errors}"
-        assert user.offsite == [], f"{user.name}'s page fetched off-site URLs: {user.offsite}"
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_two_users_chat_over_each_transport(demo_server: DemoServer, transport: str) -> None:
     if transport not in demo_server.connection_types:
@@ -230,8 +120,8 @@ async def test_two_users_chat_over_each_transport(demo_server: DemoServer, trans
             f"the server's handshake offers only {demo_server.connection_types}",
         )
     async with chromium() as browser:
-        alice = await open_chat(browser, demo_server, f"?transport={transport}", "Alice")
-        bob = await open_chat(browser, demo_server, f"?transport={transport}", "Bob")
+        alice = await open_chat(browser, demo_server.url, f"?transport={transport}", "Alice")
+        bob = await open_chat(browser, demo_server.url, f"?transport={transport}", "Bob")
         for user in (alice, bob):
             await expect(user.page.locator("#transport")).to_have_text(transport)
         await chat(alice, bob)
@@ -241,8 +131,8 @@ async def test_default_transport_order(demo_server: DemoServer) -> None:
     """Without ``?transport``, the library prefers websocket and falls back to long-polling."""
     expected = "websocket" if "websocket" in demo_server.connection_types else "long-polling"
     async with chromium() as browser:
-        alice = await open_chat(browser, demo_server, "", "Alice")
-        bob = await open_chat(browser, demo_server, "", "Bob")
+        alice = await open_chat(browser, demo_server.url, "", "Alice")
+        bob = await open_chat(browser, demo_server.url, "", "Bob")
         for user in (alice, bob):
             await expect(user.page.locator("#transport")).to_have_text(expected)
         await chat(alice, bob)
@@ -250,23 +140,6 @@ async def test_default_transport_order(demo_server: DemoServer) -> None:
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await alice.page.locator("#text").blur()
             await alice.page.screenshot(path=str(SCREENSHOT), full_page=True, timeout=10_000)
-
-
-# Keeps the page's WebSockets and every batch it sends over them, for the test to look at.
-RECORD_SOCKETS = """
-window.recordedSockets = [];
-window.recordedChannels = [];
-window.WebSocket = class extends window.WebSocket {
-  constructor(...args) {
-    super(...args);
-    window.recordedSockets.push(this);
-  }
-  send(data) {
-    for (const message of JSON.parse(data)) window.recordedChannels.push(message.channel);
-    super.send(data);
-  }
-};
-"""
 
 
 async def test_a_page_whose_socket_drops_keeps_its_session(demo_server: DemoServer) -> None:
@@ -277,8 +150,8 @@ async def test_a_page_whose_socket_drops_keeps_its_session(demo_server: DemoServ
         require("the websocket transport", f"the server offers {demo_server.connection_types}")
     async with chromium() as browser:
         query = "?transport=websocket"
-        alice = await open_chat(browser, demo_server, query, "Alice", RECORD_SOCKETS)
-        bob = await open_chat(browser, demo_server, query, "Bob")
+        alice = await open_chat(browser, demo_server.url, query, "Alice", RECORD_SOCKETS)
+        bob = await open_chat(browser, demo_server.url, query, "Bob")
         cookies = await alice.page.context.cookies()
         assert [c["name"] for c in cookies] == ["BAYEUX_BROWSER"], cookies
         await alice.page.evaluate("window.recordedSockets[0].close()")
@@ -321,8 +194,7 @@ async def test_page_loads_the_library_from_a_cdn_by_default() -> None:
 
 
 async def test_page_loads_a_local_library_with_cometd_js() -> None:
-    if not (COMETD_JS / "cometd.js").is_file():
-        require("CometD JS library", f"{COMETD_JS} is missing (run: npm ci --prefix tests/js)")
+    require_cometd_js()
     async with _in_process(Starlette(routes=demo_routes("/cometd", COMETD_JS))) as http:
         page = await http.get("/")
         assert '"cometd": "/cometd-js/cometd.js"' in page.text

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -341,6 +341,32 @@ class RedisNode:
             # sees it: its messages go with the next one.
             return body if report is None else replies_only(body)
         return body if kept else replies_only(body)
+
+    def pushed(self, client_id: str, body: bytes) -> Awaitable[bytes | None]:
+        """Messages just drained for a push on the session's socket (outside any connect
+        reply), to go out once the session's cursor is recorded, as a connect reply's is (see
+        ``delivered``): else a node taking the session over would send them again. ``None``
+        when the session moved meanwhile: they are the new node's to send. The cursor is taken
+        now, where the messages were drained, not when the record is written."""
+        cursor = self._cursor().encode()
+        info = self.engine.session_info(client_id)
+        connected = "1" if info is not None and info["connected"] else "0"
+        return self._record_push(client_id, cursor, connected, body)
+
+    async def _record_push(
+        self, client_id: str, cursor: str, connected: str, body: bytes
+    ) -> bytes | None:
+        try:
+            kept = await self._record_soon(client_id, cursor, connected)
+        except _RESPONSE_ERRORS as error:
+            await self._rewrite(client_id, error)
+            return body
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            log.warning("could not record the delivery of %s: %s", client_id, error)
+            # Nothing to move to while Redis is away: the messages go out as they are.
+            return body
+        return body if kept else None
 
     async def _record_soon(
         self,

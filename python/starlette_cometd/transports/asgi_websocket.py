@@ -162,7 +162,8 @@ class WebSocketConnection(BoundSessions):
                     if not self._over_budget():
                         self._wake_reader()
                     continue
-                body = self._next_push()
+                push = self._next_push()
+                body = push if push is None or isinstance(push, bytes) else await push
                 if body is not None:
                     await self._write(body)
             if self._closing:

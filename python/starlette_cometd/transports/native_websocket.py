@@ -85,7 +85,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         self._reader = FrameReader(context.max_body_size)
         # Output in order when it cannot go out at once: ready frames, or a reply still being
         # built by the application's extensions. None while empty (most of a socket's life).
-        self._pending: deque[bytes | Awaitable[bytes]] | None = None
+        self._pending: deque[bytes | Awaitable[bytes | None]] | None = None
         self._pending_bytes = 0  # of the ready frames in _pending
         self._drainer: asyncio.Task[None] | None = None
         self._paused = False  # the transport's buffer is full
@@ -273,11 +273,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             if body is not None:
                 self._output(body)
 
-    def _output(self, body: bytes | Awaitable[bytes]) -> None:
+    def _output(self, body: bytes | Awaitable[bytes | None]) -> None:
         """Sends a batch of messages in a text frame, in order."""
         self._send_frame(frame(TEXT_FRAME, body) if isinstance(body, bytes) else body)
 
-    def _send_frame(self, item: bytes | Awaitable[bytes]) -> None:
+    def _send_frame(self, item: bytes | Awaitable[bytes | None]) -> None:
         """Writes a frame now if nothing is ahead of it, else queues it in order."""
         if isinstance(item, bytes) and self._pending is None and not self._paused:
             transport = self._transport
@@ -310,7 +310,8 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         self._check_backlog()
 
     async def _await_first(self) -> None:
-        """A reply built by the extensions' async hooks: awaited in its turn."""
+        """A reply built by the extensions' async hooks, or in a cluster a reply or push whose
+        cursor is being recorded: awaited in its turn (``None``: nothing to write)."""
         assert self._pending is not None
         item = self._pending[0]
         assert not isinstance(item, bytes)

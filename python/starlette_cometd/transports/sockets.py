@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .._core import HeldConnect
@@ -69,16 +70,18 @@ class BoundSessions:
         self._flushes[client_id] = None
         self._flush_soon()
 
-    def _next_push(self) -> bytes | None:
+    def _next_push(self) -> bytes | Awaitable[bytes | None] | None:
         """The messages of the next session waiting to push, as one JSON array; ``None`` when
-        no session has any."""
+        no session has any. In a cluster they come once the session's cursor is recorded
+        (an awaitable, which gives ``None`` if the session moved to another node meanwhile)."""
         engine = self._context.engine
+        node = self._context.cluster
         while self._flushes:
             client_id = next(iter(self._flushes))
             del self._flushes[client_id]
             body = engine.drain(client_id, self.number)
             if body is not None:
-                return body
+                return body if node is None else node.pushed(client_id, body)
         return None
 
     # What each kind of socket does its own way.

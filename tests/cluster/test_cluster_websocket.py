@@ -1,0 +1,103 @@
+"""A WebSocket session in a cluster (issue 11): messages are pushed on a session's socket as
+they come, not only in connect replies, and each push records how far the session got (its
+cursor in Redis) before it goes out, as a connect reply does. So a client whose socket drops
+and who continues its session on another process, over a new socket or over HTTP, gets what it
+missed and nothing it was pushed already. On both stacks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from support.cluster import Client, Cluster, asgi_cluster, cli_cluster
+from support.ws_client import COOKIE, cookie_set, receive, ws_connect, ws_session
+
+CHANNEL = "/chat/room"
+# Every wait is bounded by this many seconds.
+WAIT = 10.0
+
+
+@pytest.fixture(params=["native", "asgi"])
+async def cluster(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Cluster]:
+    start = cli_cluster if request.param == "native" else asgi_cluster
+    async with start(redis_url) as running:
+        yield running
+
+
+@asynccontextmanager
+async def node_socket(
+    cluster: Cluster, node: int, cookie: str | None = None
+) -> AsyncIterator[ClientConnection]:
+    """A socket straight to one node (not through the proxy), with the browser cookie."""
+    url = cluster.node_url(node).replace("http://", "ws://")
+    headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie is not None else None
+    async with websockets.connect(url, open_timeout=5, additional_headers=headers) as ws:
+        yield ws
+
+
+async def data_until(ws: ClientConnection, last: Any) -> list[Any]:
+    """The data of the messages the socket receives until ``last`` came; every reply among
+    them must be successful."""
+    received: list[Any] = []
+    while last not in received:
+        for message in await receive(ws, WAIT):
+            if message["channel"].startswith("/meta/"):
+                assert message["successful"] is True, message
+            else:
+                received.append(message["data"])
+    return received
+
+
+async def publish(cluster: Cluster, node: int, data: Any) -> None:
+    publisher = Client(cluster.node_url(node))
+    assert (await publisher.handshake())["successful"] is True
+    assert (await publisher.publish(CHANNEL, data))["successful"] is True
+
+
+async def pushed_then_dropped(cluster: Cluster) -> tuple[str, str]:
+    """A session on a socket to node 0, subscribed, pushed two messages published on node 1,
+    then its socket drops. Returns its client id and its browser cookie."""
+    async with node_socket(cluster, 0) as ws:
+        cookie = cookie_set(ws)
+        assert cookie is not None
+        client_id = await ws_session(ws, CHANNEL)
+        await ws.send(json.dumps([ws_connect(client_id)]))  # held: messages come as pushes
+        for n in (1, 2):
+            await publish(cluster, 1, {"n": n})
+        assert await data_until(ws, {"n": 2}) == [{"n": 1}, {"n": 2}]
+    return client_id, cookie
+
+
+async def test_a_session_continued_on_another_socket_gets_no_push_twice(
+    cluster: Cluster,
+) -> None:
+    client_id, cookie = await pushed_then_dropped(cluster)
+    async with node_socket(cluster, 2, cookie) as ws:
+        await ws.send(json.dumps([ws_connect(client_id)]))
+        await publish(cluster, 1, {"n": 3})
+        assert await data_until(ws, {"n": 3}) == [{"n": 3}]
+
+
+async def test_a_session_continued_over_http_gets_no_push_twice(cluster: Cluster) -> None:
+    client_id, cookie = await pushed_then_dropped(cluster)
+    client = Client(cluster.node_url(2))
+    client.client_id, client.cookies = client_id, {COOKIE: cookie}
+    received: list[Any] = []
+    async with asyncio.timeout(WAIT):
+        held = asyncio.create_task(client.connect())
+        await publish(cluster, 1, {"n": 3})
+        while True:
+            reply, messages = await held
+            assert reply["successful"] is True, reply
+            received += [m["data"] for m in messages]
+            if {"n": 3} in received:
+                break
+            held = asyncio.create_task(client.connect())
+    assert received == [{"n": 3}]

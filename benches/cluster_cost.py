@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -195,6 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     rates = {"long-polling": args.lp_rate, "websocket": args.ws_rate}
     out: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%FT%T%z")}
+    out["load_average_at_start"] = os.getloadavg()
     for transport in args.transports.split(","):
         rate = rates[transport]
         runs: dict[str, Any] = {"publishes_per_s": rate}
@@ -208,6 +210,7 @@ def main() -> None:
         print(f"{transport} idle ...", file=sys.stderr, flush=True)
         runs["idle"] = idle(transport, args.idle_seconds)
         out[transport] = runs
+    out["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for transport in args.transports.split(","):
         runs = out[transport]

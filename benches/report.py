@@ -395,8 +395,56 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
         lines += _s6_tables(r["scenarios"]["S6"])
         if _plot(r, ("S6",), out_dir / "latency-s6.png"):
             lines += ["![S6: p99 latency against delivered messages/s](latency-s6.png)", ""]
+    costs = out_dir / "cluster_cost.json"
+    if costs.exists():
+        lines += _cost_tables(json.loads(costs.read_text()))
     lines += _notes(r)
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
+
+
+def _cost_tables(c: dict[str, Any]) -> list[str]:
+    """What a delivery costs on the Redis engine at a fixed load (benches/cluster_cost.py)."""
+    lines = [
+        "### S6: what a delivery costs on the Redis engine (fixed load)",
+        "",
+        f"Measured {c['date']} with `{c['command']}`; load average at start "
+        f"{c.get('load_average_at_start')}, at end {c.get('load_average_at_end')}. Server and "
+        "Redis on core 0 (every worker shares it), the load generator on core 1; 1,000 clients in "
+        "100 rooms; the steady state (the difference of a run and one twice as long). Redis "
+        "commands count those its scripts run.",
+        "",
+    ]
+    for transport in ("long-polling", "websocket"):
+        runs = c.get(transport)
+        if not runs:
+            continue
+        lines += [
+            f"{transport}, {runs['publishes_per_s']} publishes/s:",
+            "",
+            "| engine | delivered/s | p99 ms | server CPU s per million deliveries "
+            "| Redis CPU s per million | Redis commands per publish |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, run in runs.items():
+            if name in ("publishes_per_s", "idle"):
+                continue
+            lines.append(
+                f"| {name} | {_num(run['delivered_per_s'])} | {run['p99_ms']:.1f} "
+                f"| {run['server_cpu_s_per_million']:.0f} "
+                f"| {_num(run.get('redis_cpu_s_per_million'))} "
+                f"| {_num(run.get('redis_commands_per_publish'), 1)} |"
+            )
+        idle = runs.get("idle")
+        if idle:
+            lines += [
+                "",
+                f"Idle: {idle['sessions']:,} sessions holding a connect (or a socket) for "
+                f"{idle['seconds']} s cost Redis {idle['redis_commands_per_s_held']} commands/s; "
+                f"with no session at all, {idle['redis_commands_per_s_no_session']} (the log "
+                "readers' blocking reads).",
+            ]
+        lines.append("")
+    return lines
 
 
 def _notes(r: dict[str, Any]) -> list[str]:

@@ -328,14 +328,8 @@ class RedisNode:
         the session over after this one dies sends nothing twice. If the session moved
         meanwhile, its messages stay for the node that has it now."""
         report = drain.reports.get(client_id)
-        try:
-            kept = await self._record_soon(client_id, drain.cursor, "1", report)
-        except _RESPONSE_ERRORS as error:
-            await self._rewrite(client_id, error)
-            return body
-        except _REDIS_ERRORS as error:
-            self._suspect = True
-            log.warning("could not record the delivery of %s: %s", client_id, error)
+        kept = await self._record_delivery(client_id, drain.cursor, "1", report)
+        if kept is None:
             # Nothing to move to while Redis is away: the reply goes out as it is, but for a
             # batch of the ack extension, which its client will not acknowledge if it never
             # sees it: its messages go with the next one.
@@ -356,17 +350,29 @@ class RedisNode:
     async def _record_push(
         self, client_id: str, cursor: str, connected: str, body: bytes
     ) -> bytes | None:
+        # While Redis is away (None) the messages go out as they are.
+        kept = await self._record_delivery(client_id, cursor, connected)
+        return None if kept is False else body
+
+    async def _record_delivery(
+        self,
+        client_id: str,
+        cursor: str,
+        connected: str,
+        report: tuple[int | None, int | None] | None = None,
+    ) -> bool | None:
+        """Records the cursor of messages about to go out: whether they may (True; also when
+        the record was bad data, which is rewritten), False when the session moved to another
+        node meanwhile, None when Redis is away."""
         try:
-            kept = await self._record_soon(client_id, cursor, connected)
+            return bool(await self._record_soon(client_id, cursor, connected, report))
         except _RESPONSE_ERRORS as error:
             await self._rewrite(client_id, error)
-            return body
+            return True
         except _REDIS_ERRORS as error:
             self._suspect = True
             log.warning("could not record the delivery of %s: %s", client_id, error)
-            # Nothing to move to while Redis is away: the messages go out as they are.
-            return body
-        return body if kept else None
+            return None
 
     async def _record_soon(
         self,

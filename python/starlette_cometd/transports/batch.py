@@ -126,19 +126,26 @@ def submit(
         return _Hooked(context, request).run(body)
     if context.cluster is not None:
         return _in_cluster(context, request, body)
-    outcome = context.engine.process(
-        body,
-        request.browser,
-        request.transport,
-        request.multiplexed,
-        None,
-        request.socket,
-        request.address,
-    )
+    outcome = _process(context, request, body, None)
     pending = apply(context, request, outcome)
     if pending is None:
         return outcome
     return _after(pending, outcome)
+
+
+def _process(
+    context: LongPollingServiceContext, request: Request, body: bytes, alone: bool | None
+) -> Outcome:
+    """The core's ``process`` of a batch from where ``request`` says it came."""
+    return context.engine.process(
+        body,
+        request.browser,
+        request.transport,
+        request.multiplexed,
+        alone,
+        request.socket,
+        request.address,
+    )
 
 
 async def _after(pending: Awaitable[None], reply: Reply) -> Reply:
@@ -158,15 +165,7 @@ def _in_cluster(
     named = engine.named_sessions(body)
     if not node.may_act_now() or not all(here for _, here, _ in named):
         return _clustered(context, request, body)
-    outcome = engine.process(
-        body,
-        request.browser,
-        request.transport,
-        request.multiplexed,
-        None,
-        request.socket,
-        request.address,
-    )
+    outcome = _process(context, request, body, None)
     drained = _drained(named, outcome)
     if outcome.relayed or outcome.events or drained:
         return _recorded(context, request, body, outcome, node.drained(drained))
@@ -273,15 +272,7 @@ async def process_in_cluster(
     named = engine.named_sessions(body)
     try:
         await bring_here(context, request, body, named, borrowed)
-        outcome = engine.process(
-            body,
-            request.browser,
-            request.transport,
-            request.multiplexed,
-            alone,
-            request.socket,
-            request.address,
-        )
+        outcome = _process(context, request, body, alone)
         assert context.cluster is not None
         drain = context.cluster.drained(_drained(named, outcome))
         return await _commit(context, outcome, drain, borrowed)

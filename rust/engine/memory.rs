@@ -126,7 +126,10 @@ impl Engine for MemoryEngine {
         self.quotas.count(browser, address);
         let mut session = self.new_session(id, browser, address, now);
         session.connected = connected;
-        session.claimed = true;
+        // As CLAIM lets it: a session never connected stays free for a socket without the
+        // cookie (Faye opens its WebSocket before the handshake), on this process as on the one
+        // that made it.
+        session.claimed = connected;
         Some(self.sessions.insert(session))
     }
 

@@ -293,3 +293,24 @@ fn an_adopted_session_keeps_its_id_and_cookie_and_is_not_new() {
     assert_eq!(info.subscriptions, ["/a"]);
     assert_ne!(first, adopted.to_string());
 }
+
+#[test]
+fn an_adopted_session_never_connected_is_free_for_a_socket_without_its_cookie() {
+    // As on the process that made it (and as the cluster's CLAIM lets it): Faye opens its
+    // WebSocket before the handshake, without the cookie the handshake then sets.
+    let mut engine = engine(Config::default());
+    let (fresh, connected) = (Id::generate(), Id::generate());
+    let now = Instant::now();
+    engine
+        .adopt(fresh, Id::generate(), None, false, now)
+        .unwrap();
+    engine
+        .adopt(connected, Id::generate(), None, true, now)
+        .unwrap();
+    let other = Id::generate();
+    let socket = crate::engine::Caller::Socket(7);
+    assert!(engine.lookup(&fresh, Some(&other), socket).is_ok());
+    assert!(engine.lookup(&connected, Some(&other), socket).is_err());
+    let http = crate::engine::Caller::Http;
+    assert!(engine.lookup(&fresh, Some(&other), http).is_err());
+}

@@ -327,3 +327,88 @@ async def test_a_session_taken_over_by_a_node_whose_reading_lags_gets_nothing_tw
         received = [m["data"] for m in first + second]
         received += [m["data"] for m in await gather_until(subscriber, 1)]
         assert received == ["once", "after"]
+
+
+async def test_a_reply_whose_session_was_let_go_before_it_was_recorded_delivers_nothing(
+    redis_url: str,
+) -> None:
+    """A connect answered on a node from its copy of the session, whose cursor is not recorded
+    yet when another node takes the session over and tells this one to let it go: its messages
+    are the other node's to send (it caught them up), so the reply goes without them. Were the
+    session left out of the recording for being gone, they went out twice."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        here = cluster.contexts[0]
+        subscriber = Client(cluster.node_url(0))
+        publisher = Client(cluster.node_url(1))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()  # the first connect, answered at once
+
+        async def queued() -> bool:
+            info = here.session_info(subscriber.client_id)
+            return info is not None and info["queued"] == 1
+
+        assert (await publisher.publish("/a", "once"))["successful"] is True
+        await until(queued)
+        # A connect on node 0, answered at once from its queue; its cursor is recorded once
+        # the reply is awaited.
+        [browser] = subscriber.cookies.values()
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": subscriber.client_id,
+            "connectionType": "long-polling",
+        }
+        request = Request(browser, "long-polling", [])
+        reply = submit(here, request, json.dumps([connect]).encode())
+        # Meanwhile node 1 takes the session over (from the cursor recorded before the
+        # message, so it sends it) and node 0 lets it go.
+        subscriber.url = cluster.node_url(1)
+        _, taken_over = await subscriber.connect()
+
+        async def let_go() -> bool:
+            return here.session_info(subscriber.client_id) is None
+
+        await until(let_go)
+        answered: Any = await reply if inspect.isawaitable(reply) else reply
+        first = [m["data"] for m in json.loads(answered.body) if "data" in m]
+        assert first + [m["data"] for m in taken_over] == ["once"]
+        # Node 1 serves it on: the next message comes from there, once.
+        assert (await publisher.publish("/a", "after"))["successful"] is True
+        assert [m["data"] for m in await gather_until(subscriber, 1)] == ["after"]
+
+
+async def test_a_connect_whose_session_is_let_go_while_it_is_recorded_is_not_held(
+    redis_url: str,
+) -> None:
+    """A connect taken over on a node and to be held there, whose session that node is told to
+    let go while the batch is being recorded (another node took it meanwhile): held, it would
+    wait its whole timeout for messages that go to the other node. It is answered at once, for
+    the client's next connect to find the session where it is."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        here = cluster.contexts[0]
+        node = here.cluster
+        assert node is not None
+        subscriber = Client(cluster.node_url(1))
+        await subscriber.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()  # the first connect, answered at once, on node 1
+        commit = node.commit
+
+        async def let_go_first(*args: Any) -> Any:
+            here.let_go(subscriber.client_id)  # as a "forget" arriving now would
+            return await commit(*args)
+
+        node.commit = let_go_first  # type: ignore[method-assign,assignment]
+        [browser] = subscriber.cookies.values()
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": subscriber.client_id,
+            "connectionType": "long-polling",
+        }
+        request = Request(browser, "long-polling", [])
+        reply = submit(here, request, json.dumps([connect]).encode())
+        answered: Any = await reply if inspect.isawaitable(reply) else reply
+        assert answered.hold is None
+        [connected] = json.loads(answered.body)
+        assert connected["successful"] is True, connected

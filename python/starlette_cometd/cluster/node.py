@@ -232,7 +232,8 @@ class RedisNode:
         new sessions, subscription changes and removals to their records (telling the node
         serving a borrowed session), and the cursor of every session this node serves whose
         queue the reply drains (``drain``, taken when the core acted). Returns the sessions
-        that moved to another node meanwhile: their messages must not go out with this reply.
+        that moved to another node meanwhile (their record names it, or this node let them go
+        since): their messages must not go out with this reply.
         Raises ``EngineUnavailable``."""
         engine = self.engine
         cursor, reports = drain.cursor, drain.reports
@@ -253,13 +254,19 @@ class RedisNode:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
             # The cursors of the sessions served, with every other request's of this loop turn.
-            recorded = [
-                (client_id, info)
-                for client_id in reports
-                if client_id not in borrowed
-                and client_id not in alive
-                and (info := engine.session_info(client_id)) is not None
-            ]
+            moved: set[str] = set()
+            ended = {c for kind, c, _ in outcome.events if kind == "session_removed"}
+            recorded: list[tuple[str, dict[str, Any]]] = []
+            for client_id in reports:
+                if client_id in borrowed or client_id in alive:
+                    continue
+                info = engine.session_info(client_id)
+                if info is not None:
+                    recorded.append((client_id, info))
+                elif client_id not in ended:
+                    # Let go since its queue was drained (another node took it over, and
+                    # sends what it caught up): as moved, its messages must not go out here.
+                    moved.add(client_id)
             outcomes = await asyncio.gather(
                 *(
                     self._record_soon(
@@ -272,7 +279,6 @@ class RedisNode:
                 ),
                 return_exceptions=True,
             )
-            moved: set[str] = set()
             for (client_id, _), result in zip(recorded, outcomes, strict=True):
                 if isinstance(result, _RESPONSE_ERRORS):
                     await self._rewrite(client_id, result)

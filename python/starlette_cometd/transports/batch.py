@@ -316,7 +316,11 @@ async def _commit(
         # Messages that came while the batch was being recorded woke nobody (the connect was
         # not parked yet): then it is answered now, with them.
         info = engine.session_info(hold.client_id)
-        if info is not None and info["queued"]:
+        if info is None:
+            # Let go meanwhile (another node took it): held here, the connect would wait its
+            # whole timeout for messages that go there.
+            moved = moved | {hold.client_id}
+        elif info["queued"]:
             body = engine.complete_connect(hold, True)
             body = await node.delivered(hold.client_id, body, node.drained([hold.client_id]))
             return outcome, body, None

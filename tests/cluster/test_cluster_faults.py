@@ -412,3 +412,39 @@ async def test_a_connect_whose_session_is_let_go_while_it_is_recorded_is_not_hel
         assert answered.hold is None
         [connected] = json.loads(answered.body)
         assert connected["successful"] is True, connected
+
+
+async def test_a_subscription_made_while_another_node_claims_the_session_is_kept(
+    redis_url: str,
+) -> None:
+    """A node takes a session over from a record read just before another node wrote a new
+    subscription to it. The change's entry in the log, which this node's fan-out passed over
+    while the session was not here, is applied as it catches the session up, in order with
+    the messages: the messages on that subscription published meanwhile, and those after,
+    are delivered. (Seen with CometD's Java client subscribing while a connect was on its way
+    to another process.)"""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        here, there = (context.cluster for context in cluster.contexts)
+        assert here is not None and there is not None
+        subscriber, publisher = Client(cluster.node_url(0)), Client(cluster.node_url(0))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()  # answered at once: its cursor is recorded before what follows
+        [subscribed] = await subscriber.subscribe("/w/*")
+        assert subscribed["successful"] is True, subscribed
+        # The record as node 1 would have read it before node 0 wrote the change to it.
+        await there.redis.hset(there.keys.session(subscriber.client_id), "s", '["/a"]')
+        assert (await publisher.publish("/w/x", "meanwhile"))["successful"] is True
+
+        async def both_read_it() -> bool:
+            return bool(here._positions == there._positions and any(here._positions))
+
+        await until(both_read_it)
+        subscriber.url = cluster.node_url(1)
+        received = [m["data"] for m in await gather_until(subscriber, 1)]
+        info = cluster.contexts[1].session_info(subscriber.client_id)
+        assert info is not None and sorted(info["subscriptions"]) == ["/a", "/w/*"]
+        assert (await publisher.publish("/w/y", "after"))["successful"] is True
+        received += [m["data"] for m in await gather_until(subscriber, 1)]
+        assert received == ["meanwhile", "after"]

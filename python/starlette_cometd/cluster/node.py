@@ -648,28 +648,55 @@ class RedisNode:
             engine.continue_ack_after(client_id, _last_batch(fields))
         if adopted:
             self._load_attributes(client_id, fields)
-            # Messages sent to one session alone are this one's only if it is the one; its
-            # subscription changes are in its record already.
-            entries = [
-                (c, m, x, to == client_id)
-                for c, m, x, to in missed
-                if to in (None, client_id) and c != SUBSCRIPTION_CHANGE
-            ]
-            engine.catch_up(client_id, entries)
+            self._catch_up(client_id, subscriptions, missed)
         if before != self.id.encode():
             await self._tell(before.decode(), f"forget:{client_id}")
 
-    async def _missed_since(self, cursor: Cursor) -> list[Entry] | None:
-        """Every entry after ``cursor`` up to where this node's fan-out stands, in order; read
-        until this node's position is reached after the last read (it moves meanwhile).
-        ``None`` when they cannot all be had. Raises ``EngineUnavailable`` when this node's
-        reading does not reach the cursor in time."""
+    def _catch_up(
+        self, client_id: str, subscriptions: list[str], missed: list[list[Entry]]
+    ) -> None:
+        """Queues for a session just taken over what it missed: each log's messages on its
+        channels and those sent to it alone, in order. Its subscription changes met on the
+        way are applied in turn: the record read may predate one made on another node while
+        this one claimed it, and this node's fan-out passed over its entry then (the session
+        was not here yet). Each log is gone through from the record's subscriptions; a change
+        is written to every log, and the session keeps what the log that had most of them
+        left."""
+        engine = self.engine
+        most, kept = 0, subscriptions
+        for partition, entries in enumerate(missed):
+            changes = 0
+            pending: list[tuple[str, bytes, str | None, bool]] = []
+            for channel, message, excluded, to in entries:
+                if to not in (None, client_id):
+                    continue  # sent to another session alone
+                if channel != SUBSCRIPTION_CHANGE:
+                    pending.append((channel, message, excluded, to == client_id))
+                    continue
+                engine.catch_up(client_id, pending)
+                pending = []
+                self._change_subscriptions(partition, client_id, message)
+                changes += 1
+            engine.catch_up(client_id, pending)
+            if changes:
+                info = engine.session_info(client_id)
+                if changes >= most and info is not None:
+                    most, kept = changes, info["subscriptions"]
+                engine.resubscribe(client_id, subscriptions)
+        if most:
+            engine.resubscribe(client_id, kept)
+
+    async def _missed_since(self, cursor: Cursor) -> list[list[Entry]] | None:
+        """Every entry of each log after ``cursor`` up to where this node's fan-out stands, in
+        order; read until this node's position is reached after the last read (it moves
+        meanwhile). ``None`` when they cannot all be had. Raises ``EngineUnavailable`` when
+        this node's reading does not reach the cursor in time."""
         await self._reach(cursor)
         read_to = list(cursor.offsets)
         for partition, epoch in enumerate(cursor.epochs):
             if epoch is not None and epoch != self._epochs[partition]:
                 return None
-        missed: list[Entry] = []
+        missed: list[list[Entry]] = [[] for _ in range(self.keys.partitions)]
         while True:
             behind = [p for p in range(self.keys.partitions) if read_to[p] < self._positions[p]]
             if not behind:
@@ -684,7 +711,7 @@ class RedisNode:
                 for entry_id, fields in entries:
                     entry = _entry(fields)
                     if entry is not None:
-                        missed.append(entry)
+                        missed[partition].append(entry)
                     read_to[partition] = offset_of(entry_id)
 
     async def _reach(self, cursor: Cursor) -> None:

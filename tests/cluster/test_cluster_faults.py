@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio
 
 from starlette_cometd import EngineUnavailableError, LongPollingServiceContextBuilder
+from starlette_cometd.cluster import node as node_module
 from starlette_cometd.transports.batch import Request, submit
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
 from support.redis_servers import RedisServer
@@ -448,3 +449,36 @@ async def test_a_subscription_made_while_another_node_claims_the_session_is_kept
         assert (await publisher.publish("/w/y", "after"))["successful"] is True
         received += [m["data"] for m in await gather_until(subscriber, 1)]
         assert received == ["meanwhile", "after"]
+
+
+async def test_a_node_leaves_the_cluster_in_bounded_time_whatever_redis_does(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown is never held up by Redis: a reader that does not end when cancelled and
+    connections that never close are left behind after ``STOP_WAIT``, with a warning."""
+    monkeypatch.setattr(node_module, "STOP_WAIT", 0.2)
+    context = LongPollingServiceContextBuilder().redis(redis_url).build()
+    await context.open()
+    node = context.cluster
+    assert node is not None and node._connection is not None
+    connection, forever = node._connection, asyncio.Event()
+
+    async def stubborn() -> None:
+        while not forever.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await forever.wait()
+
+    async def never_closes() -> None:
+        await forever.wait()
+
+    left_behind = asyncio.create_task(stubborn())
+    node._tasks.append(left_behind)
+    close = connection.aclose
+    connection.aclose = never_closes  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(context.close(), 10)
+        assert not left_behind.done()
+    finally:
+        forever.set()
+        await left_behind
+        await close()

@@ -12,7 +12,7 @@ away. Scripts go by ``EVAL`` on both (see :class:`_Eval`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Connection(Protocol):
     async def tell(self, channel: str, note: str) -> None:
         """Publishes a note on a control channel."""
 
-    def notes(self, channel: str) -> AsyncIterator[bytes]:
+    def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
         """The notes published on a control channel from now on; raises what Redis raises when
         the subscription fails (the caller subscribes again)."""
 
@@ -115,7 +115,7 @@ class SingleRedis:
     async def tell(self, channel: str, note: str) -> None:
         await self.redis.publish(channel, note)
 
-    async def notes(self, channel: str) -> AsyncIterator[bytes]:
+    async def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
         async with self.reader.pubsub() as pubsub:
             await pubsub.subscribe(channel)
             async for message in pubsub.listen():
@@ -158,7 +158,7 @@ class ClusterRedis:
     async def tell(self, channel: str, note: str) -> None:
         await self.redis.spublish(channel, note)
 
-    async def notes(self, channel: str) -> AsyncIterator[bytes]:
+    async def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
         from redis.asyncio import ConnectionPool, Redis
         from redis.exceptions import ConnectionError
 

@@ -56,6 +56,8 @@ ORPHANS_AT_ONCE = 100
 RECORD_GRACE_MS = 10_000
 # How long a take-over waits for this node's reading of the logs to reach the session's cursor.
 REACH_WAIT = 5.0
+# Seconds each step of leaving the cluster may take.
+STOP_WAIT = 5.0
 
 
 class EngineUnavailable(Exception):
@@ -132,14 +134,26 @@ class RedisNode:
         self._tasks.append(asyncio.create_task(self._end_orphans()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Leaves the cluster: its readers end and its connections close, each step within
+        ``STOP_WAIT`` seconds (a Redis that does not answer must not hold a shutdown up)."""
+        tasks = [*self._tasks, *self._writes]
         self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=STOP_WAIT)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("node %s: a task ended with %r", self.id, task.exception())
+            for task in pending:
+                log.warning("node %s: %s did not end in time, left behind", self.id, task)
         if self._connection is not None:
-            await self._connection.aclose()
+            try:
+                await asyncio.wait_for(self._connection.aclose(), STOP_WAIT)
+            except TimeoutError:
+                log.warning("node %s: its Redis connections did not close in time", self.id)
+            except _REDIS_ERRORS as error:
+                log.warning("node %s: closing its Redis connections failed: %s", self.id, error)
 
     @property
     def engine(self) -> Engine:
@@ -870,8 +884,12 @@ class RedisNode:
         assert self._connection is not None
         while True:
             try:
-                async for note in self._connection.notes(self.keys.node(self.id)):
-                    await self._obey(note.decode(errors="replace"))
+                # Closed here when the task is cancelled, not whenever it is collected: its
+                # connection must not outlive the node.
+                notes = self._connection.notes(self.keys.node(self.id))
+                async with contextlib.aclosing(notes):
+                    async for note in notes:
+                        await self._obey(note.decode(errors="replace"))
             except asyncio.CancelledError:
                 raise
             except _REDIS_ERRORS as error:

@@ -63,7 +63,7 @@ fn fan_out_to_10000_subscribers(bencher: Bencher) {
     bencher
         .counter(ItemsCount::new(SUBSCRIBERS))
         .bench_local(|| {
-            let message = delivered_message("/news", data.as_bytes(), None);
+            let message = delivered_message("/news", data.as_bytes());
             let mut effects = Effects::default();
             core.publish("/news", message, &mut effects)
         });
@@ -83,7 +83,7 @@ fn wildcard_matching_with_10000_patterns(bencher: Bencher) {
         subscribe(&mut core, &id, &pattern);
     }
     bencher.counter(ItemsCount::new(1usize)).bench_local(|| {
-        let message = delivered_message("/rooms/4242/chat", b"1", None);
+        let message = delivered_message("/rooms/4242/chat", b"1");
         let mut effects = Effects::default();
         core.publish("/rooms/4242/chat", message, &mut effects)
     });
@@ -119,7 +119,7 @@ fn build_a_100_message_response(bencher: Bencher) {
             let mut core = core.borrow_mut();
             for i in 0..100 {
                 let data = format!(r#"{{"text":"hello","n":{i}}}"#);
-                let message = delivered_message("/feed", data.as_bytes(), None);
+                let message = delivered_message("/feed", data.as_bytes());
                 core.publish("/feed", message, &mut Effects::default());
             }
         })

@@ -21,7 +21,10 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         let (key, _) = self.session(message)?;
         let data = message.data.ok_or(bayeux::DATA_MISSING)?;
         if kind == ChannelKind::Broadcast {
-            let delivered = delivered_message(name, data.get().as_bytes(), message.id);
+            // Without the publisher's id, as CometD does: a client that matches replies to its
+            // requests by id (aiocometd over WebSocket) would take a delivery carrying the id
+            // of one of its own pending requests for that request's reply.
+            let delivered = delivered_message(name, data.get().as_bytes());
             self.engine
                 .publish_from(name, delivered, Some(key), &mut self.outcome.effects);
         }

@@ -97,7 +97,7 @@ fn publish_reaches_wildcard_subscribers_once_and_wakes_held_connect() {
     assert_eq!(
         reply,
         vec![
-            json!({"channel": "/a/b", "data": {"x": 1}, "id": "p"}),
+            json!({"channel": "/a/b", "data": {"x": 1}}),
             json!({"channel": "/meta/connect", "successful": true, "clientId": listener,
                    "advice": {"reconnect": "retry", "interval": 0, "timeout": 20000}, "id": "h"}),
         ]

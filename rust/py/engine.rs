@@ -234,7 +234,7 @@ impl PyEngine {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
         let data = to_json(data, self.config.max_data_depth)?;
-        let message = delivered_message(channel, &data, None);
+        let message = delivered_message(channel, &data);
         let mut effects = Effects::default();
         self.engine().publish(channel, message, &mut effects);
         effects_outcome(py, effects)
@@ -257,7 +257,7 @@ impl PyEngine {
         }
         let id = parse_id(client_id)?;
         let data = to_json(data, self.config.max_data_depth)?;
-        let message = delivered_message(channel, &data, None);
+        let message = delivered_message(channel, &data);
         let mut engine = self.engine();
         let key = engine
             .key_of(&id)
@@ -376,7 +376,7 @@ impl PyEngine {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
         let data = to_json(data, self.config.max_data_depth)?;
-        Ok(PyBytes::new(py, &delivered_message(channel, &data, None)))
+        Ok(PyBytes::new(py, &delivered_message(channel, &data)))
     }
 
     /// Queues a message the cluster carried here for one session (see `message`).

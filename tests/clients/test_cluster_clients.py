@@ -240,11 +240,6 @@ async def test_delivery_across_processes(
     key = SESSION_KEY.format(subscriber.client_id)
     assert await redis.exists(key) == 1
     await subscriber.disconnect()
-    if kind == "aiocometd" and transport == "websocket":
-        # Known, not yet understood: after aiocometd's close() over WebSocket in this
-        # scenario the record stays (a script doing the same steps sees it go); recorded in
-        # issue 11's notes rather than hidden.
-        pytest.xfail("aiocometd over WebSocket: the session's record outlives close()")
     # The session is gone from the whole cluster, not just from the process that answered
     # (aiocometd closes its socket without waiting for the reply: wait for the record to go).
     for _ in range(100):

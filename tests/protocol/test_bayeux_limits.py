@@ -116,7 +116,7 @@ async def test_publishing_to_a_very_deep_channel_stays_linear(
         received: list[Message] = []
         while not any(m["channel"] == deep for m in received):
             received += await listener.delivered()
-        assert {"channel": deep, "data": "deep", "id": "d"} in received
+        assert {"channel": deep, "data": "deep"} in received
 
 
 NAME_LIMITS = {
@@ -265,10 +265,9 @@ async def test_data_nested_deeper_than_the_limit_is_refused_and_its_batch_goes_o
         else:
             assert by_id["spam"]["successful"] is True
         assert by_id["after"]["successful"] is True
-        expected = ["at", "after"] if hooks else ["at", "spam", "after"]
+        expected = [nested(128), "after"] if hooks else [nested(128), "spam", "after"]
         delivered = await session.delivered(len(expected))
-        assert [m["id"] for m in delivered] == expected
-        assert delivered[0]["data"] == nested(128)
+        assert [m["data"] for m in delivered] == expected
     if hooks:
         # The listener never saw what was refused for its depth.
         assert listened == ["at", "spam", "after"]

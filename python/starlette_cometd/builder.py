@@ -292,6 +292,7 @@ class LongPollingServiceContextBuilder:
             held = settings.get("timeout", 20.0) + settings.get("interval", 0.0)
             self._cluster.session_ttl = held + settings["max_interval"] + 2.0
             self._cluster.trust_client_session = bool(settings.get("trust_client_session"))
+            self._cluster.max_held_per_browser = settings.get("max_sessions_per_browser", 1)
         engine = Engine(**settings, connection_types=list(self._connection_types))
         context = LongPollingServiceContext(
             engine,

@@ -320,10 +320,13 @@ class LongPollingServiceContext:
             return body
         return self._outgoing(body, session)
 
-    def finish_connect(self, held: HeldConnect, drain: bool) -> bytes | Awaitable[bytes]:
-        """The reply to a held connect that ends now (see :meth:`finish_reply`). In a cluster
-        it waits for the session's delivery to be recorded."""
-        body = self.engine.complete_connect(held, drain)
+    def finish_connect(
+        self, held: HeldConnect, drain: bool, multiple_clients: bool = False
+    ) -> bytes | Awaitable[bytes]:
+        """The reply to a held connect that ends now (see :meth:`finish_reply`);
+        ``multiple_clients`` when its browser holds a long-poll on another process. In a
+        cluster it waits for the session's delivery to be recorded."""
+        body = self.engine.complete_connect(held, drain, multiple_clients)
         if self.cluster is not None:
             where = self.cluster.drained([held.client_id])
             return self._finish_in_cluster(held.client_id, body, where)

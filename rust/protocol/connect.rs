@@ -21,6 +21,8 @@ pub struct Hold {
     pub client_id: Id,
     pub token: u64,
     pub timeout: Duration,
+    /// Whether it counts against its browser's limit of held long-polls (HTTP/1.x).
+    pub counted: bool,
     id: Option<Box<RawValue>>,
     timesync: Option<Timesync>,
 }
@@ -59,6 +61,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
                 client_id,
                 token,
                 timeout: wait,
+                counted,
                 id: message.id.map(|id| id.to_owned()),
                 timesync: self.timesync,
             });
@@ -105,6 +108,19 @@ pub fn complete_connect<E: Engine + ?Sized>(
     drain: bool,
     now: Instant,
 ) -> Vec<u8> {
+    complete_connect_with(engine, hold, drain, false, now)
+}
+
+/// As `complete_connect`; with `multiple_clients`, the reply tells the client that its browser
+/// has a long-poll held elsewhere (on another process of a cluster), as a connect refused
+/// under the limit is told at once.
+pub fn complete_connect_with<E: Engine + ?Sized>(
+    engine: &mut E,
+    hold: &Hold,
+    drain: bool,
+    multiple_clients: bool,
+    now: Instant,
+) -> Vec<u8> {
     let mut out = Body::new();
     let id = hold.id.as_deref();
     let mut ext = ReplyExt {
@@ -131,7 +147,11 @@ pub fn complete_connect<E: Engine + ?Sized>(
                 engine.ack_batch(key)
             }
             .map(AckReply::Batch);
-            let advice = replies::advice(engine.config());
+            let advice = if multiple_clients {
+                replies::multiple_clients_advice(engine.config())
+            } else {
+                replies::advice(engine.config())
+            };
             replies::connect_reply(&mut out, &hold.client_id, id, &advice, &ext);
         }
     }

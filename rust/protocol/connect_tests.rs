@@ -141,7 +141,17 @@ fn a_browser_holds_one_long_poll_then_gets_multiple_clients_advice() {
         browser,
         json!([{"channel": "/meta/connect", "clientId": b}]),
     );
-    assert!(hold.is_some());
+    let hold = hold.expect("held once the first returned");
+    assert!(hold.counted && held.counted);
+    // Ended early because the browser holds one on another process: the reply says so, and
+    // still carries what was queued.
+    deliver(&mut engine, &b, 7);
+    let body = complete_connect_with(&mut engine, &hold, true, true, Instant::now());
+    let replies: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(replies[0], json!(7));
+    assert_eq!(replies[1]["successful"], true);
+    assert_eq!(replies[1]["advice"]["multiple-clients"], true);
+    assert_eq!(replies[1]["advice"]["interval"], 2000);
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod push;
 mod replies;
 mod subscribe;
 
-pub use connect::{complete_connect, Hold};
+pub use connect::{complete_connect, complete_connect_with, Hold};
 pub use push::drain_queue;
 
 use std::time::Instant;

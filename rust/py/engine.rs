@@ -164,15 +164,23 @@ impl PyEngine {
             .is_ok())
     }
 
-    /// The reply to a held connect; `drain` is false when it was released without messages.
+    /// The reply to a held connect; `drain` is false when it was released without messages;
+    /// `multiple_clients` when its browser has a long-poll held on another process.
+    #[pyo3(signature = (hold, drain, multiple_clients = false))]
     fn complete_connect(
         &self,
         py: Python<'_>,
         hold: &Bound<'_, PyHold>,
         drain: bool,
+        multiple_clients: bool,
     ) -> Py<PyBytes> {
-        let body =
-            protocol::complete_connect(&mut *self.engine(), &hold.get().0, drain, Instant::now());
+        let body = protocol::complete_connect_with(
+            &mut *self.engine(),
+            &hold.get().0,
+            drain,
+            multiple_clients,
+            Instant::now(),
+        );
         PyBytes::new(py, &body).unbind()
     }
 

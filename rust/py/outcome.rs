@@ -24,6 +24,12 @@ impl PyHold {
     fn timeout(&self) -> f64 {
         self.0.timeout.as_secs_f64()
     }
+
+    /// Whether it counts against its browser's limit of held long-polls (HTTP/1.x).
+    #[getter]
+    fn counted(&self) -> bool {
+        self.0.counted
+    }
 }
 
 /// What one call changed. Every field is a Python object made once, when the call returns,

@@ -4,10 +4,12 @@ stacks: the standalone server's processes (native) and nodes on uvicorn's own pr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 import pytest
+import redis.asyncio
 
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
 
@@ -46,7 +48,6 @@ async def test_a_held_connect_is_answered_by_a_publish_on_another_process(
     await subscriber.subscribe("/news")
     await subscriber.connect()
     await publisher.handshake()
-    import asyncio
 
     held = asyncio.create_task(subscriber.connect())
     await asyncio.sleep(0.3)  # let it be held; the publish is delivered either way
@@ -95,3 +96,59 @@ async def test_a_session_is_only_used_with_its_cookie_on_every_process(cluster: 
     await publisher.publish("/private", "for the owner")
     received = await gather_until(owner, 1)
     assert [m["data"] for m in received] == ["for the owner"]
+
+
+async def test_a_browser_holds_one_long_poll_in_the_whole_cluster(
+    cluster: Cluster, redis_url: str
+) -> None:
+    """Two tabs of one browser (one cookie) whose long-polls reach different processes: as on
+    one process, the browser holds one, and the other tab's connect is answered at once with
+    ``multiple-clients`` advice (its connections to the host are few). Once the first returns,
+    the other tab's next long-poll is the one held."""
+    first = Client(cluster.node_url(0))
+    await first.handshake()
+    second = Client(cluster.node_url(1))
+    second.cookies = dict(first.cookies)  # the same browser
+    await second.handshake()
+    for tab in (first, second):
+        await tab.subscribe(f"/tab/{tab.client_id}")
+        await tab.connect()  # the first connect is answered at once
+    held_by_browser = f"cometd:{{b:{first.cookies['BAYEUX_BROWSER']}}}"
+    raw = redis.asyncio.from_url(redis_url, decode_responses=True)
+
+    async def holding(tab: Client) -> bool:
+        return bool(await raw.zrange(held_by_browser, 0, -1) == [tab.client_id])
+
+    try:
+        held = asyncio.create_task(first.connect())
+        await until(lambda: holding(first))
+        reply, _ = await second.connect()
+        assert reply["successful"] is True, reply
+        assert reply["advice"]["multiple-clients"] is True, reply
+        assert reply["advice"]["interval"] == 2000
+        assert not held.done(), "answered while the first tab's long-poll is still held"
+
+        # A message for the first tab ends its long-poll: the second tab may hold one now,
+        # and the first, polling again, is the one told.
+        publisher = Client(cluster.node_url(2))
+        await publisher.handshake()
+        await publisher.publish(f"/tab/{first.client_id}", "for the first")
+        _, messages = await held
+        assert [m["data"] for m in messages] == ["for the first"]
+        now_held = asyncio.create_task(second.connect())
+        await until(lambda: holding(second))
+        reply, _ = await first.connect()
+        assert reply["advice"].get("multiple-clients") is True, reply
+        assert not now_held.done()
+        await publisher.publish(f"/tab/{second.client_id}", "for the second")
+        _, messages = await now_held
+        assert [m["data"] for m in messages] == ["for the second"]
+    finally:
+        await raw.aclose()
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.05)

@@ -320,3 +320,16 @@ def _cluster_client_class() -> Any:
 
     _client_class = Client
     return Client
+
+
+def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Every error of the Redis client, and those where Redis refused one command (bad data
+    under a key) rather than failed altogether."""
+    try:
+        from redis.exceptions import RedisError, ResponseError
+    except ImportError:  # pragma: no cover - the redis extra is missing
+        return (OSError,), ()
+    return (RedisError, OSError), (ResponseError,)
+
+
+REDIS_ERRORS, RESPONSE_ERRORS = _redis_errors()

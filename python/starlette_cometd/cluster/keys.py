@@ -182,6 +182,21 @@ if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 return ids
 """
 
+# Registers a browser's long-poll held on some node, unless the browser holds as many as it may
+# already (counting those on every node): 1 when registered, 0 when refused. KEYS: the
+# browser's held long-polls (member: the session, score: when the entry lapses, ms, so that
+# those of a node that died go). ARGV: the session, how long its entry lives (ms), the limit.
+HOLD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
 
 # The hash slots of a Redis Cluster.
 SLOTS = 16384
@@ -213,6 +228,10 @@ class Keys:
     def deadlines(self) -> str:
         """Every session's deadline, so that one node ends a session whose node died."""
         return f"{self.prefix}:{{deadlines}}"
+
+    def held_by_browser(self, browser: str) -> str:
+        """The long-polls a browser (its cookie) holds, on every node."""
+        return f"{self.prefix}:{{b:{browser}}}"
 
     def node(self, node: str) -> str:
         return f"{self.prefix}:node:{node}"

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
 from .attributes import FIELD
+from .browser_holds import BrowserHolds
+from .connection import REDIS_ERRORS as _REDIS_ERRORS
+from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
 from .keys import (
     ATTRIBUTES,
@@ -106,6 +109,10 @@ class RedisNode:
         self.trust_client_session = False
         #: Seconds a session's record lives unless refreshed (set by the builder).
         self.session_ttl = 90.0
+        #: Long-polls one browser may hold at once over the cluster; negative for no limit
+        #: (set by the builder, from ``max_sessions_per_browser``).
+        self.max_held_per_browser = 1
+        self._browser_holds: BrowserHolds | None = None
 
     # Life cycle
 
@@ -132,11 +139,19 @@ class RedisNode:
             self._tasks.append(asyncio.create_task(self._follow(partition)))
         self._tasks.append(asyncio.create_task(self._listen_for_control()))
         self._tasks.append(asyncio.create_task(self._end_orphans()))
+        if self.max_held_per_browser >= 0:
+            self._browser_holds = BrowserHolds(
+                connection, self.keys, self.max_held_per_browser, context.engine, context.parking
+            )
+            context.parking.registry = self._browser_holds
 
     async def stop(self) -> None:
         """Leaves the cluster: its readers end and its connections close, each step within
         ``STOP_WAIT`` seconds (a Redis that does not answer must not hold a shutdown up)."""
-        tasks = [*self._tasks, *self._writes]
+        holds, self._browser_holds = self._browser_holds, None
+        if holds is not None and self._context is not None:
+            self._context.parking.registry = None
+        tasks = [*self._tasks, *self._writes, *(holds.writes if holds is not None else ())]
         self._tasks.clear()
         for task in tasks:
             task.cancel()
@@ -1108,16 +1123,3 @@ def _last_batch(fields: dict[bytes, bytes]) -> int:
         return min(max(0, int(fields.get(b"u", b"0"))), 2**53)
     except ValueError:
         return 0
-
-
-def _redis_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """Every error of the Redis client, and those where Redis refused one command (bad data
-    under a key) rather than failed altogether."""
-    try:
-        from redis.exceptions import RedisError, ResponseError
-    except ImportError:  # pragma: no cover - the redis extra is missing
-        return (OSError,), ()
-    return (RedisError, OSError), (ResponseError,)
-
-
-_REDIS_ERRORS, _RESPONSE_ERRORS = _redis_errors()

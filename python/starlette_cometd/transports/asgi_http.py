@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..context import LongPollingServiceContext
 from .batch import Request, submit
-from .held_connects import Wakeup
+from .held_connects import DRAINING, Wakeup
 from .http_wire import (
     JSON_TYPE,
     NO_CACHE,
@@ -157,7 +157,9 @@ async def serve_http(
         if reason is Wakeup.CLIENT_GONE:
             context.engine.complete_connect(held, False)
             return
-        finished = context.finish_connect(held, reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT))
+        finished = context.finish_connect(
+            held, reason in DRAINING, reason is Wakeup.MULTIPLE_CLIENTS
+        )
         reply = finished if isinstance(finished, bytes) else await finished
     if jsonp:
         script = b"%s(%s);" % (callback.encode(), reply)

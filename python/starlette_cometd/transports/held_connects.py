@@ -20,6 +20,12 @@ class Wakeup(Enum):
     RELEASED = "released"  # a newer connect replaced this one, or the session ended
     SHUTDOWN = "shutdown"  # the server is stopping
     CLIENT_GONE = "client_gone"  # the HTTP client disconnected: do not drain
+    # Its browser holds a long-poll on another process of the cluster: reply, with the advice
+    MULTIPLE_CLIENTS = "multiple_clients"
+
+
+# Why a held connect is answered with the messages queued for it.
+DRAINING = frozenset((Wakeup.MESSAGES, Wakeup.TIMEOUT, Wakeup.MULTIPLE_CLIENTS))
 
 
 class Waiter(Protocol):
@@ -30,11 +36,21 @@ class Waiter(Protocol):
     def set_result(self, reason: Wakeup, /) -> None: ...
 
 
+class Registry(Protocol):
+    """Where held long-polls are also counted (the cluster: see ``cluster/browser_holds.py``)."""
+
+    def held(self, held: HeldConnect, waiter: Waiter) -> None: ...
+
+    def ended(self, client_id: str) -> None: ...
+
+
 class Parking:
     """The held connects of this process, keyed by client id."""
 
     def __init__(self) -> None:
         self._waiters: dict[str, Waiter] = {}
+        #: Set while the context is in a cluster.
+        self.registry: Registry | None = None
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -50,19 +66,28 @@ class Parking:
             if not waiter.done():
                 waiter.set_result(Wakeup.SHUTDOWN)
 
-    def park(self, client_id: str, waiter: Waiter) -> None:
-        self._waiters[client_id] = waiter
+    def park(self, held: HeldConnect, waiter: Waiter) -> None:
+        self._waiters[held.client_id] = waiter
+        if self.registry is not None:
+            self.registry.held(held, waiter)
 
     def unpark(self, client_id: str, waiter: Waiter) -> None:
         if self._waiters.get(client_id) is waiter:
             del self._waiters[client_id]
+            if self.registry is not None:
+                self.registry.ended(client_id)
+
+    def refuse(self, client_id: str, waiter: Waiter) -> None:
+        """Answers a held connect now with ``multiple-clients`` advice, if it still waits."""
+        if self._waiters.get(client_id) is waiter and not waiter.done():
+            waiter.set_result(Wakeup.MULTIPLE_CLIENTS)
 
     async def hold(self, held: HeldConnect, receive: Receive) -> Wakeup:
         """Waits until the held connect should be answered, and says why."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Wakeup] = loop.create_future()
         client_id = held.client_id
-        self.park(client_id, waiter)
+        self.park(held, waiter)
         timer = loop.call_later(held.timeout, _resolve, waiter, Wakeup.TIMEOUT)
         watcher = loop.create_task(_watch_disconnect(receive, waiter))
         try:

@@ -29,7 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .._core import HeldConnect, Outcome
 from .batch import Reply, Request, submit
 from .handover import Forwarder
-from .held_connects import Wakeup
+from .held_connects import DRAINING, Wakeup
 from .http_wire import JSON_TYPE, NO_CACHE, Header, peer_address, scan_headers, too_large
 from .native_websocket import NativeWebSocket
 from .sockets import socket_browser
@@ -646,7 +646,7 @@ class _HeldReply:
         self._task: asyncio.Task[None] | None = None
         loop = protocol.loop
         self._timer = loop.call_later(held.timeout, self.set_result, Wakeup.TIMEOUT)
-        protocol.context.parking.park(held.client_id, self)
+        protocol.context.parking.park(held, self)
 
     def done(self) -> bool:
         return self._reason is not None
@@ -666,8 +666,11 @@ class _HeldReply:
     def _reply(self) -> None:
         # A connection lost since the wake-up gets nothing drained: no message goes to waste.
         alive = self._protocol.connected
-        drain = alive and self._reason in (Wakeup.MESSAGES, Wakeup.TIMEOUT)
-        body = self._protocol.context.finish_connect(self._held, drain)
+        reason = self._reason
+        drain = alive and reason in DRAINING
+        body = self._protocol.context.finish_connect(
+            self._held, drain, reason is Wakeup.MULTIPLE_CLIENTS
+        )
         if isinstance(body, bytes):
             self._send(body)
         else:

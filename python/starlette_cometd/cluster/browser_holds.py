@@ -1,0 +1,102 @@
+"""The limit of long-polls one browser may hold at once, counted over the whole cluster.
+
+Each long-poll held over HTTP/1.x ties up one of a browser's few connections to the host, so,
+as CometD does, a browser holds one (``max_sessions_per_browser``) and another tab's connect is
+answered at once with ``multiple-clients`` advice. On one process the core counts them; in a
+cluster a browser's tabs may hold long-polls on different processes, so every one held is also
+registered in Redis. That never delays a long-poll: it is held at once, registered with every
+other of the same loop turn in one round trip, and answered with the advice as soon as Redis
+says another process held one for that browser first. While Redis is away, each process counts
+its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .connection import REDIS_ERRORS, Connection
+from .keys import HOLD, Keys
+
+if TYPE_CHECKING:
+    from .._core import Engine, HeldConnect
+    from ..transports.held_connects import Parking, Waiter
+
+log = logging.getLogger("starlette_cometd.cluster")
+
+# Seconds an entry outlives its long-poll's timeout: then a node that died holds nothing.
+LAPSE_GRACE = 10.0
+
+# A registration (a long-poll held: its time to live in ms and its waiter) or, with no time to
+# live, the end of one: (browser, client id, ms, waiter).
+_Change = tuple[str, str, int | None, "Waiter | None"]
+
+
+class BrowserHolds:
+    """The long-polls held on this node, as registered in the cluster (see the module)."""
+
+    def __init__(
+        self, connection: Connection, keys: Keys, limit: int, engine: Engine, parking: Parking
+    ) -> None:
+        self._hold = connection.script(HOLD)
+        self._redis = connection.redis
+        self._keys = keys
+        self._limit = limit
+        self._engine = engine
+        self._parking = parking
+        # The browser of each session whose long-poll is registered (or on its way).
+        self._browsers: dict[str, str] = {}
+        self._changes: list[_Change] = []
+        #: The writes under way (the node waits for them as it stops).
+        self.writes: set[asyncio.Task[None]] = set()
+
+    def held(self, held: HeldConnect, waiter: Waiter) -> None:
+        """A long-poll is held here: registered at the end of this loop turn."""
+        if not held.counted:
+            return  # over a socket, or HTTP/2: it ties up no connection of its own
+        info = self._engine.session_info(held.client_id)
+        browser = info["browser"] if info is not None else None
+        if not browser:
+            return
+        self._browsers[held.client_id] = browser
+        lives = int((held.timeout + LAPSE_GRACE) * 1000)
+        self._queue((browser, held.client_id, lives, waiter))
+
+    def ended(self, client_id: str) -> None:
+        """A long-poll held here ended (answered, released, or its client left)."""
+        browser = self._browsers.pop(client_id, None)
+        if browser is not None:
+            self._queue((browser, client_id, None, None))
+
+    def _queue(self, change: _Change) -> None:
+        self._changes.append(change)
+        if len(self._changes) == 1:
+            asyncio.get_running_loop().call_soon(self._write_changes)
+
+    def _write_changes(self) -> None:
+        changes, self._changes = self._changes, []
+        task = asyncio.create_task(self._write(changes))
+        self.writes.add(task)
+        task.add_done_callback(self.writes.discard)
+
+    async def _write(self, changes: list[_Change]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for browser, client_id, lives, _ in changes:
+                    key = self._keys.held_by_browser(browser)
+                    if lives is None:
+                        pipe.zrem(key, client_id)
+                    else:
+                        args = [client_id, lives, self._limit]
+                        await self._hold(keys=[key], args=args, client=pipe)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except REDIS_ERRORS as error:
+            log.debug("could not register held long-polls: %s", error)
+            return
+        for (_, client_id, lives, waiter), result in zip(changes, results, strict=True):
+            if lives is not None and waiter is not None and result == 0:
+                # Another process holds the browser's long-poll: this one is answered now,
+                # with the advice, as the core answers one refused on this process.
+                self._parking.refuse(client_id, waiter)
+            elif isinstance(result, Exception):
+                log.warning("Redis refused a held long-poll's registration: %s", result)

@@ -14,7 +14,7 @@ from starlette_cometd import (
     RemovalReason,
     SessionRemoved,
 )
-from support.cluster import Client, asgi_cluster, gather_until
+from support.cluster import Client, asgi_cluster, gather_until, leave_without_ending
 
 
 async def test_send_and_send_to_client_from_any_process(redis_url: str) -> None:
@@ -75,9 +75,7 @@ async def test_a_session_whose_process_died_expires_once_in_the_cluster(redis_ur
         [serving] = [c for c in cluster.contexts if c.session_info(client.client_id)]
         # Its process stops without ending it (as a process killed would): its record stays,
         # and one of the others announces its end once its deadline in Redis passed.
-        assert serving.cluster is not None
-        await serving.cluster.stop()
-        serving.cluster = None
+        await leave_without_ending(serving)
         others = [r for r, c in zip(receivers, cluster.contexts, strict=True) if c is not serving]
         removed: list[SessionRemoved] = []
         deadline = asyncio.get_running_loop().time() + 15

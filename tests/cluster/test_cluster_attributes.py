@@ -25,7 +25,7 @@ from starlette_cometd import (
     SessionRemoved,
     Subscribe,
 )
-from support.cluster import Client, Cluster, asgi_cluster
+from support.cluster import Client, Cluster, asgi_cluster, leave_without_ending
 
 
 class Policy(SecurityPolicy):
@@ -275,9 +275,7 @@ async def test_session_removed_on_expiry_carries_the_attributes(redis_url: str) 
         # Its process stops without ending it, as a process killed would: another announces
         # its end once its deadline in Redis passed, with its attributes from its record.
         serving = cluster.contexts[0]
-        assert serving.cluster is not None
-        await serving.cluster.stop()
-        serving.cluster = None
+        await leave_without_ending(serving)
         removed: list[tuple[int, Any]] = []
 
         def announced() -> bool:

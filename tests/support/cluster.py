@@ -187,6 +187,16 @@ class Client:
         return reply, [r for r in replies if r["channel"] != "/meta/connect"]
 
 
+async def leave_without_ending(context: LongPollingServiceContext) -> None:
+    """A node leaves the cluster without ending its sessions, as a process killed would. It is
+    taken from its context first, so that the context, which goes on running, does nothing
+    more in Redis (such as ending a session itself) while the node stops."""
+    node = context.cluster
+    assert node is not None
+    context.cluster = None
+    await node.stop()
+
+
 async def gather_until(client: Client, count: int, seconds: float = 20) -> list[Message]:
     """Connects again and again until ``count`` messages came, or ``seconds`` passed."""
     received: list[Message] = []

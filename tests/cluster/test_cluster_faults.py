@@ -14,7 +14,11 @@ import httpx
 import pytest
 import redis.asyncio
 
-from starlette_cometd import EngineUnavailableError, LongPollingServiceContextBuilder
+from starlette_cometd import (
+    EngineUnavailableError,
+    LongPollingServiceContext,
+    LongPollingServiceContextBuilder,
+)
 from starlette_cometd.cluster import node as node_module
 from starlette_cometd.transports.batch import Request, submit
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster, gather_until
@@ -202,6 +206,30 @@ TORN_DOWN = AttributeError("'NoneType' object has no attribute 'writelines'")
 
 
 @pytest.mark.parametrize("kind", ["single", "cluster"])
+def submit_connect(context: LongPollingServiceContext, client: Client) -> Any:
+    """A long-polling connect of ``client``'s handed to ``context`` in this process, as its
+    transports hand it: the reply, or an awaitable of it."""
+    [browser] = client.cookies.values()
+    connect = {
+        "channel": "/meta/connect",
+        "clientId": client.client_id,
+        "connectionType": "long-polling",
+    }
+    return submit(context, Request(browser, "long-polling", []), json.dumps([connect]).encode())
+
+
+async def subscriber_and_publisher(cluster: Cluster) -> tuple[Client, Client]:
+    """A client subscribed to ``/a`` on node 0 (its first connect answered), and a publisher on
+    node 1."""
+    subscriber = Client(cluster.node_url(0))
+    publisher = Client(cluster.node_url(1))
+    for client in (subscriber, publisher):
+        await client.handshake()
+    await subscriber.subscribe("/a")
+    await subscriber.connect()  # the first connect, answered at once
+    return subscriber, publisher
+
+
 async def test_a_log_read_that_fails_with_no_redis_error_is_tried_again(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -249,12 +277,7 @@ async def test_a_reply_recorded_a_loop_turn_later_records_where_its_messages_end
     when the task runs, the waiting ones were lost once the session moved to another node."""
     async with asgi_cluster(redis_url, 2) as cluster:
         here = cluster.contexts[0]
-        subscriber = Client(cluster.node_url(0))
-        publisher = Client(cluster.node_url(1))
-        for client in (subscriber, publisher):
-            await client.handshake()
-        await subscriber.subscribe("/a")
-        await subscriber.connect()  # the first connect, answered at once
+        subscriber, publisher = await subscriber_and_publisher(cluster)
 
         async def queued(count: int) -> bool:
             info = here.session_info(subscriber.client_id)
@@ -264,14 +287,7 @@ async def test_a_reply_recorded_a_loop_turn_later_records_where_its_messages_end
         await until(lambda: queued(1))
         # A connect on the node serving the session, answered at once with what it queued,
         # and its reply awaited later, as the native transport does.
-        [browser] = subscriber.cookies.values()
-        connect = {
-            "channel": "/meta/connect",
-            "clientId": subscriber.client_id,
-            "connectionType": "long-polling",
-        }
-        request = Request(browser, "long-polling", [])
-        reply = submit(here, request, json.dumps([connect]).encode())
+        reply = submit_connect(here, subscriber)
         assert (await publisher.publish("/a", "queued"))["successful"] is True
         await until(lambda: queued(1))
         answered: Any = await reply if inspect.isawaitable(reply) else reply
@@ -339,12 +355,7 @@ async def test_a_reply_whose_session_was_let_go_before_it_was_recorded_delivers_
     session left out of the recording for being gone, they went out twice."""
     async with asgi_cluster(redis_url, 2) as cluster:
         here = cluster.contexts[0]
-        subscriber = Client(cluster.node_url(0))
-        publisher = Client(cluster.node_url(1))
-        for client in (subscriber, publisher):
-            await client.handshake()
-        await subscriber.subscribe("/a")
-        await subscriber.connect()  # the first connect, answered at once
+        subscriber, publisher = await subscriber_and_publisher(cluster)
 
         async def queued() -> bool:
             info = here.session_info(subscriber.client_id)
@@ -354,14 +365,7 @@ async def test_a_reply_whose_session_was_let_go_before_it_was_recorded_delivers_
         await until(queued)
         # A connect on node 0, answered at once from its queue; its cursor is recorded once
         # the reply is awaited.
-        [browser] = subscriber.cookies.values()
-        connect = {
-            "channel": "/meta/connect",
-            "clientId": subscriber.client_id,
-            "connectionType": "long-polling",
-        }
-        request = Request(browser, "long-polling", [])
-        reply = submit(here, request, json.dumps([connect]).encode())
+        reply = submit_connect(here, subscriber)
         # Meanwhile node 1 takes the session over (from the cursor recorded before the
         # message, so it sends it) and node 0 lets it go.
         subscriber.url = cluster.node_url(1)
@@ -401,14 +405,7 @@ async def test_a_connect_whose_session_is_let_go_while_it_is_recorded_is_not_hel
             return await commit(*args)
 
         node.commit = let_go_first  # type: ignore[method-assign,assignment]
-        [browser] = subscriber.cookies.values()
-        connect = {
-            "channel": "/meta/connect",
-            "clientId": subscriber.client_id,
-            "connectionType": "long-polling",
-        }
-        request = Request(browser, "long-polling", [])
-        reply = submit(here, request, json.dumps([connect]).encode())
+        reply = submit_connect(here, subscriber)
         answered: Any = await reply if inspect.isawaitable(reply) else reply
         assert answered.hold is None
         [connected] = json.loads(answered.body)

@@ -199,13 +199,6 @@ async def test_messages_queued_on_a_killed_process_are_not_lost_by_other_request
         assert [m["data"] for m in messages] == ["kept"]
 
 
-# What redis-py raised from a log read when another task of the same client closed the
-# connection under it (its Redis Cluster client closes every connection on CLUSTERDOWN): no
-# RedisError. Seen after a Redis Cluster shard came back empty, see test_redis_cluster.py.
-TORN_DOWN = AttributeError("'NoneType' object has no attribute 'writelines'")
-
-
-@pytest.mark.parametrize("kind", ["single", "cluster"])
 def submit_connect(context: LongPollingServiceContext, client: Client) -> Any:
     """A long-polling connect of ``client``'s handed to ``context`` in this process, as its
     transports hand it: the reply, or an awaitable of it."""
@@ -230,6 +223,13 @@ async def subscriber_and_publisher(cluster: Cluster) -> tuple[Client, Client]:
     return subscriber, publisher
 
 
+# What redis-py raised from a log read when another task of the same client closed the
+# connection under it (its Redis Cluster client closes every connection on CLUSTERDOWN): no
+# RedisError. Seen after a Redis Cluster shard came back empty, see test_redis_cluster.py.
+TORN_DOWN = AttributeError("'NoneType' object has no attribute 'writelines'")
+
+
+@pytest.mark.parametrize("kind", ["single", "cluster"])
 async def test_a_log_read_that_fails_with_no_redis_error_is_tried_again(
     kind: str, request: pytest.FixtureRequest
 ) -> None:

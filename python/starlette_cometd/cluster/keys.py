@@ -186,15 +186,27 @@ return ids
 # already (counting those on every node): 1 when registered, 0 when refused. KEYS: the
 # browser's held long-polls (member: the session, score: when the entry lapses, ms, so that
 # those of a node that died go). ARGV: the session, how long its entry lives (ms), the limit.
+# A browser with one tab, the most common, costs four commands.
 HOLD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 local ttl = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+local held = redis.call('ZCARD', KEYS[1])
+if held > limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  held = redis.call('ZCARD', KEYS[1])
+  if held > limit then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    return 0
+  end
+end
+if held == 1 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('PEXPIRE', KEYS[1], ttl, 'GT')
+end
 return 1
 """
 

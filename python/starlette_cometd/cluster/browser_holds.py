@@ -6,8 +6,10 @@ answered at once with ``multiple-clients`` advice. On one process the core count
 cluster a browser's tabs may hold long-polls on different processes, so every one held is also
 registered in Redis. That never delays a long-poll: it is held at once, registered with every
 other of the same loop turn in one round trip, and answered with the advice as soon as Redis
-says another process held one for that browser first. While Redis is away, each process counts
-its own."""
+says another process held one for that browser first. A client polls again as soon as its
+long-poll is answered, so an entry is taken out only once its session has held nothing here for
+``LINGER``, and written again only when it is half way to lapsing: a tab that keeps polling costs
+Redis nothing per poll. While Redis is away, each process counts its own."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ log = logging.getLogger("starlette_cometd.cluster")
 
 # Seconds an entry outlives its long-poll's timeout: then a node that died holds nothing.
 LAPSE_GRACE = 10.0
+# Seconds a session's entry stays after its long-poll ended, for the client's next one.
+LINGER = 0.25
 
 # A registration (a long-poll held: its time to live in ms and its waiter) or, with no time to
 # live, the end of one: (browser, client id, ms, waiter).
@@ -44,29 +48,57 @@ class BrowserHolds:
         self._limit = limit
         self._engine = engine
         self._parking = parking
-        # The browser of each session whose long-poll is registered (or on its way).
+        # The browser of each session with an entry registered (or on its way) or lingering.
         self._browsers: dict[str, str] = {}
+        # Until when (loop time) each registered entry stands without being written again.
+        self._fresh_until: dict[str, float] = {}
+        # The sessions whose long-poll ended: their entry goes unless they hold another soon.
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._changes: list[_Change] = []
         #: The writes under way (the node waits for them as it stops).
         self.writes: set[asyncio.Task[None]] = set()
 
     def held(self, held: HeldConnect, waiter: Waiter) -> None:
-        """A long-poll is held here: registered at the end of this loop turn."""
+        """A long-poll is held here: registered at the end of this loop turn, unless the
+        session's entry still stands."""
         if not held.counted:
             return  # over a socket, or HTTP/2: it ties up no connection of its own
-        info = self._engine.session_info(held.client_id)
-        browser = info["browser"] if info is not None else None
-        if not browser:
+        client_id = held.client_id
+        lingering = self._lingering.pop(client_id, None)
+        if lingering is not None:
+            lingering.cancel()
+        browser = self._browsers.get(client_id)
+        if browser is None:
+            info = self._engine.session_info(client_id)
+            browser = info["browser"] if info is not None else None
+            if not browser:
+                return
+            self._browsers[client_id] = browser
+        now = asyncio.get_running_loop().time()
+        if now < self._fresh_until.get(client_id, 0.0):
             return
-        self._browsers[held.client_id] = browser
-        lives = int((held.timeout + LAPSE_GRACE) * 1000)
-        self._queue((browser, held.client_id, lives, waiter))
+        lives = held.timeout + LAPSE_GRACE
+        self._queue((browser, client_id, int(lives * 1000), waiter))
+        self._fresh_until.pop(client_id, None)
 
     def ended(self, client_id: str) -> None:
         """A long-poll held here ended (answered, released, or its client left)."""
+        if client_id in self._browsers and client_id not in self._lingering:
+            loop = asyncio.get_running_loop()
+            self._lingering[client_id] = loop.call_later(LINGER, self._let_go, client_id)
+
+    def _let_go(self, client_id: str) -> None:
+        self._lingering.pop(client_id, None)
+        self._fresh_until.pop(client_id, None)
         browser = self._browsers.pop(client_id, None)
         if browser is not None:
             self._queue((browser, client_id, None, None))
+
+    def close(self) -> None:
+        """The node stops: the entries here lapse in Redis by themselves."""
+        for timer in self._lingering.values():
+            timer.cancel()
+        self._lingering.clear()
 
     def _queue(self, change: _Change) -> None:
         self._changes.append(change)
@@ -93,8 +125,14 @@ class BrowserHolds:
         except REDIS_ERRORS as error:
             log.debug("could not register held long-polls: %s", error)
             return
+        now = asyncio.get_running_loop().time()
         for (_, client_id, lives, waiter), result in zip(changes, results, strict=True):
-            if lives is not None and waiter is not None and result == 0:
+            if lives is None:
+                continue
+            if result == 1 and client_id in self._browsers:
+                # Written again once half way to lapsing (its lifetime is in ms).
+                self._fresh_until[client_id] = now + lives / 2000
+            elif result == 0 and waiter is not None:
                 # Another process holds the browser's long-poll: this one is answered now,
                 # with the advice, as the core answers one refused on this process.
                 self._parking.refuse(client_id, waiter)

@@ -149,8 +149,10 @@ class RedisNode:
         """Leaves the cluster: its readers end and its connections close, each step within
         ``STOP_WAIT`` seconds (a Redis that does not answer must not hold a shutdown up)."""
         holds, self._browser_holds = self._browser_holds, None
-        if holds is not None and self._context is not None:
-            self._context.parking.registry = None
+        if holds is not None:
+            holds.close()
+            if self._context is not None:
+                self._context.parking.registry = None
         tasks = [*self._tasks, *self._writes, *(holds.writes if holds is not None else ())]
         self._tasks.clear()
         for task in tasks:

@@ -8,8 +8,9 @@ registered in Redis. That never delays a long-poll: it is held at once, register
 other of the same loop turn in one round trip, and answered with the advice as soon as Redis
 says another process held one for that browser first. A client polls again as soon as its
 long-poll is answered, so an entry is taken out only once its session has held nothing here for
-``LINGER``, and written again only when it is half way to lapsing: a tab that keeps polling costs
-Redis nothing per poll. While Redis is away, each process counts its own."""
+``LINGER``, and written again only for a long-poll that could outlast it: a tab that keeps polling
+costs Redis a write every ``LAPSE_GRACE`` seconds or so, not two per poll. While Redis is away,
+each process counts its own."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ class BrowserHolds:
         self._parking = parking
         # The browser of each session with an entry registered (or on its way) or lingering.
         self._browsers: dict[str, str] = {}
-        # Until when (loop time) each registered entry stands without being written again.
-        self._fresh_until: dict[str, float] = {}
+        # When (loop time, a little early) each registered entry lapses in Redis.
+        self._lapses_at: dict[str, float] = {}
         # The sessions whose long-poll ended: their entry goes unless they hold another soon.
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._changes: list[_Change] = []
@@ -74,12 +75,11 @@ class BrowserHolds:
             if not browser:
                 return
             self._browsers[client_id] = browser
-        now = asyncio.get_running_loop().time()
-        if now < self._fresh_until.get(client_id, 0.0):
-            return
+        if asyncio.get_running_loop().time() + held.timeout < self._lapses_at.get(client_id, 0):
+            return  # its entry outlasts this long-poll
+        self._lapses_at.pop(client_id, None)
         lives = held.timeout + LAPSE_GRACE
         self._queue((browser, client_id, int(lives * 1000), waiter))
-        self._fresh_until.pop(client_id, None)
 
     def ended(self, client_id: str) -> None:
         """A long-poll held here ended (answered, released, or its client left)."""
@@ -89,7 +89,7 @@ class BrowserHolds:
 
     def _let_go(self, client_id: str) -> None:
         self._lingering.pop(client_id, None)
-        self._fresh_until.pop(client_id, None)
+        self._lapses_at.pop(client_id, None)
         browser = self._browsers.pop(client_id, None)
         if browser is not None:
             self._queue((browser, client_id, None, None))
@@ -130,8 +130,8 @@ class BrowserHolds:
             if lives is None:
                 continue
             if result == 1 and client_id in self._browsers:
-                # Written again once half way to lapsing (its lifetime is in ms).
-                self._fresh_until[client_id] = now + lives / 2000
+                # Its lifetime is in ms; a second off for the round trip and the clocks.
+                self._lapses_at[client_id] = now + lives / 1000 - 1.0
             elif result == 0 and waiter is not None:
                 # Another process holds the browser's long-poll: this one is answered now,
                 # with the advice, as the core answers one refused on this process.

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
@@ -103,6 +104,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:PORT/0`` of an empty Redis server of the test's own."""
     return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of that Redis, decoding replies, to see what a cluster records there."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -34,15 +34,13 @@ from support.browser import (
     open_chat,
     require_cometd_js,
 )
-from support.cluster import Client, Cluster, cli_cluster
+from support.cluster import Client, Cluster, cli_cluster, serving_node
 from support.drivers import require
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-# The key of a session's record in Redis (the default prefix; see cluster/keys.py): its field
-# "n" names the process that serves the session now.
-SESSION_KEY = "cometd:{{s:{}}}"
+# Every session's record in Redis (the default prefix; see cluster/keys.py).
 SESSION_KEYS = "cometd:{s:*}"
 # What the page loads from the server besides the CometD endpoint.
 STATIC = ["/", "/chat.js", "/style.css", "/cometd-js/cometd.js"]
@@ -54,14 +52,6 @@ async def cluster(redis_url: str) -> AsyncIterator[Cluster]:
     demo = ("--demo", "--cometd-js", str(COMETD_JS))
     async with cli_cluster(redis_url, 3, *demo) as running:
         yield running
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client of the cluster's Redis, to see what the cluster records."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 def origin(cluster: Cluster) -> str:
@@ -82,13 +72,6 @@ async def node_ids(cluster: Cluster, redis: Redis) -> list[str]:
         assert reply["successful"] is True, reply
     assert len(set(ids)) == len(ids), ids
     return ids
-
-
-async def serving_node(redis: Redis, client_id: str) -> str:
-    """The node that serves the session now, as the cluster records it."""
-    node = await redis.hget(SESSION_KEY.format(client_id), "n")
-    assert isinstance(node, str), f"no record of session {client_id}"
-    return node
 
 
 async def sessions(redis: Redis) -> set[str]:

@@ -37,7 +37,7 @@ from support.client_steps import (
     publish,
     subscribe,
 )
-from support.cluster import Client, Cluster, cli_cluster
+from support.cluster import SESSION_KEY, Client, Cluster, cli_cluster, serving_node
 from support.drivers import DriverClient, require
 
 try:
@@ -56,9 +56,6 @@ DELIVERY = 8.0
 # Messages each publisher sends before its marker.
 COUNT = 15
 PLAIN, WILDCARD, RAW_CHANNEL = "/cluster/room", "/cluster/w/*", "/cluster/w/raw"
-# The key of a session's record in Redis (the default prefix; see cluster/keys.py): its field
-# "n" names the process that serves the session now.
-SESSION_KEY = "cometd:{{s:{}}}"
 
 KINDS = ["js", "java", "faye", "aiocometd"]
 TRANSPORTS = ["long-polling", "websocket"]
@@ -137,14 +134,6 @@ async def cluster(redis_url: str) -> AsyncIterator[Cluster]:
         yield running
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client of the cluster's Redis, to see what the cluster records."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     name: str = request.param
@@ -192,13 +181,6 @@ async def parties(cluster: Cluster, kind: str, transport: str) -> AsyncIterator[
         yield start
         for client in opened:
             await client.close()
-
-
-async def serving_node(redis: Redis, client_id: str) -> str:
-    """The process that serves the session now, as the cluster records it."""
-    node = await redis.hget(SESSION_KEY.format(client_id), "n")
-    assert isinstance(node, str), f"no record of session {client_id}"
-    return node
 
 
 async def test_delivery_across_processes(

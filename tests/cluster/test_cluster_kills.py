@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from support.cluster import Client, Cluster, cli_cluster
+from support.cluster import Client, Cluster, cli_cluster, serving_node
 from support.drivers import DriverClient, JsClient
 
 # Each round waits this many seconds at most for the subscriber to get messages again.
@@ -37,9 +36,6 @@ PROGRESS = 3
 # The publisher stays at most this many messages ahead of the subscriber, so that a slow
 # subscriber (on two busy cores) is never further behind than the history the cluster keeps.
 AHEAD = 200
-# The key of a session's record in Redis (the default prefix; see cluster/keys.py): its field
-# "n" names the node that serves the session now.
-SESSION_KEY = "cometd:{{s:{}}}"
 # The JS client retries soon after a failed connect (its default backoff starts at 1 s).
 FAST_RETRY = {"backoffIncrement": 50, "maxBackoff": 500}
 CHANNEL = "/stream"
@@ -119,20 +115,6 @@ async def node_id(redis: Redis, cluster: Cluster, node: int) -> str:
     reply = await client.handshake()
     assert reply["successful"], reply
     return await serving_node(redis, client.client_id)
-
-
-async def serving_node(redis: Redis, client_id: str) -> str:
-    """The node that serves a session now, as its record in Redis says."""
-    name: Any = await redis.hget(SESSION_KEY.format(client_id), "n")
-    assert name is not None, "the session is in the cluster"
-    return str(name.decode())
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 # 100 rounds take about 80 s on two busy cores (each waits for the client to be served again).

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from starlette_cometd import (
@@ -185,6 +186,19 @@ class Client:
         )
         [reply] = [r for r in replies if r["channel"] == "/meta/connect"]
         return reply, [r for r in replies if r["channel"] != "/meta/connect"]
+
+
+# The key of a session's record in Redis (the default prefix; see cluster/keys.py): its field
+# "n" names the process that serves the session now.
+SESSION_KEY = "cometd:{{s:{}}}"
+
+
+async def serving_node(redis: Redis, client_id: str) -> str:
+    """The process that serves a session now, as its record in Redis says (``redis`` decodes
+    replies: the ``redis`` fixture)."""
+    node = await redis.hget(SESSION_KEY.format(client_id), "n")
+    assert isinstance(node, str), f"no record of session {client_id}"
+    return node
 
 
 async def leave_without_ending(context: LongPollingServiceContext) -> None:

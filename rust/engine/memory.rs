@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::holds::{HoldEnd, Holds};
+use super::marks::Marks;
 use super::quotas::{Address, Exceeded, Quotas};
 use super::session::{Enqueued, Session};
 use super::table::SessionTable;
@@ -40,6 +41,8 @@ pub struct MemoryEngine {
     published: u64,
     delivered: u64,
     dropped: u64,
+    /// Tracked for a cluster node only (see `marks.rs`).
+    marks: Option<Marks>,
 }
 
 impl MemoryEngine {
@@ -69,7 +72,29 @@ impl MemoryEngine {
             published: 0,
             delivered: 0,
             dropped: 0,
+            marks: None,
             config,
+        }
+    }
+
+    /// Starts tracking where each session's undelivered messages begin (a cluster node).
+    pub fn track_marks(&mut self) {
+        self.marks.get_or_insert_with(Marks::default);
+    }
+
+    /// The stamp of the messages queued from now on (see `marks.rs`).
+    pub fn set_stamp(&mut self, stamp: u64) {
+        if let Some(marks) = &mut self.marks {
+            marks.stamp = stamp;
+        }
+    }
+
+    /// Each session whose first undelivered stamp changed since the last call, with that
+    /// stamp (0: all delivered); nothing unless `track_marks` was called.
+    pub fn take_marks(&mut self) -> Vec<(Id, u64)> {
+        match &mut self.marks {
+            Some(marks) => marks.report(&mut self.sessions),
+            None => Vec::new(),
         }
     }
 
@@ -333,6 +358,9 @@ impl Engine for MemoryEngine {
         if let Enqueued::DroppedOldest = session.enqueue(message, capacity) {
             self.dropped += 1;
         }
+        if let Some(marks) = &mut self.marks {
+            marks.queued(key, session);
+        }
         self.delivered += 1;
         if session.woken {
             return;
@@ -415,7 +443,11 @@ impl Engine for MemoryEngine {
 
     fn drain_for_connect(&mut self, key: SessionKey, out: &mut Body) -> Option<u64> {
         let capacity = self.config.queue_capacity;
-        let (batch, dropped) = self.session_mut(key).drain_for_connect(out, capacity);
+        let session = self.sessions.get_mut(key);
+        let (batch, dropped) = session.drain_for_connect(out, capacity);
+        if let Some(marks) = &mut self.marks {
+            marks.drained(key, session);
+        }
         self.dropped += dropped;
         batch
     }
@@ -444,11 +476,17 @@ impl Engine for MemoryEngine {
     }
 
     fn drain_to_push(&mut self, key: SessionKey, socket: Option<SocketId>, out: &mut Body) -> bool {
-        let session = self.session_mut(key);
+        let session = self.sessions.get_mut(key);
         if socket.is_some() && session.socket != socket {
             return false;
         }
-        session.drain_to_push(out)
+        let drained = session.drain_to_push(out);
+        if drained {
+            if let Some(marks) = &mut self.marks {
+                marks.drained(key, session);
+            }
+        }
+        drained
     }
 
     fn unbind(&mut self, id: &Id, socket: SocketId, now: Instant, effects: &mut Effects) {

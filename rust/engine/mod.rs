@@ -4,6 +4,7 @@
 //! stand behind it without touching the protocol. `MemoryEngine` is the embedded default.
 
 mod holds;
+mod marks;
 mod memory;
 mod quotas;
 mod session;

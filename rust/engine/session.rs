@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashSet;
 
+use super::marks::SessionMark;
 use super::quotas::Address;
 use super::SocketId;
 use crate::ack::AckState;
@@ -49,6 +50,8 @@ pub struct Session {
     pub connect_only: bool,
     /// Whether the held connect counts against its browser's limit of held long-polls.
     pub held_counted: bool,
+    /// Where its undelivered messages begin, for a cluster node (see `marks.rs`).
+    pub mark: SessionMark,
 }
 
 /// What `enqueue` did.
@@ -77,6 +80,7 @@ impl Session {
             ack: None,
             connect_only: false,
             held_counted: false,
+            mark: SessionMark::default(),
         }
     }
 

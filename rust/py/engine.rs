@@ -344,13 +344,16 @@ impl PyEngine {
     /// `direct` one was sent to this session alone and is queued whatever it subscribed to;
     /// the others are passed over on channels its subscriptions do not match, or when it
     /// published them itself and must not receive them. Returns how many were queued.
+    #[pyo3(signature = (client_id, entries, stamp = 0))]
     fn catch_up(
         &self,
         client_id: &str,
         entries: Vec<(String, Vec<u8>, Option<String>, bool)>,
+        stamp: u64,
     ) -> PyResult<usize> {
         let id = parse_id(client_id)?;
         let mut engine = self.engine();
+        engine.set_stamp(stamp);
         let key = engine
             .key_of(&id)
             .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
@@ -387,16 +390,20 @@ impl PyEngine {
         Ok(PyBytes::new(py, &delivered_message(channel, &data)))
     }
 
-    /// Queues a message the cluster carried here for one session (see `message`).
+    /// Queues a message the cluster carried here for one session (see `message`), with the
+    /// `stamp` of its log entry (see `track_marks`).
+    #[pyo3(signature = (client_id, message, stamp = 0))]
     fn deliver_message(
         &self,
         py: Python<'_>,
         client_id: &str,
         message: &[u8],
+        stamp: u64,
     ) -> PyResult<PyOutcome> {
         let message = relayed_message(message)?;
         let id = parse_id(client_id)?;
         let mut engine = self.engine();
+        engine.set_stamp(stamp);
         let key = engine
             .key_of(&id)
             .ok_or_else(|| CoreError::ClientNotFound(client_id.to_owned()))?;
@@ -440,14 +447,16 @@ impl PyEngine {
     }
 
     /// Queues a message that the cluster carried here (`message`: as subscribers receive it,
-    /// from a relayed publish) for every local subscriber of `channel`, except `excluded`.
-    #[pyo3(signature = (channel, message, excluded = None))]
+    /// from a relayed publish) for every local subscriber of `channel`, except `excluded`,
+    /// with the `stamp` of its log entry (see `track_marks`).
+    #[pyo3(signature = (channel, message, excluded = None, stamp = 0))]
     fn fan_out(
         &self,
         py: Python<'_>,
         channel: &str,
         message: &[u8],
         excluded: Option<&str>,
+        stamp: u64,
     ) -> PyResult<PyOutcome> {
         self.check_name(channel)?;
         if channel::classify(channel) != Some(ChannelKind::Broadcast) {
@@ -457,10 +466,29 @@ impl PyEngine {
         let excluded = excluded.map(parse_id).transpose()?;
         let mut engine = self.engine();
         let excluded = excluded.and_then(|id| engine.key_of(&id));
+        engine.set_stamp(stamp);
         let mut effects = Effects::default();
         engine.fan_out(channel, message, excluded, &mut effects);
         drop(engine);
         effects_outcome(py, effects)
+    }
+
+    /// Starts tracking, for a cluster node, where each session's undelivered messages begin:
+    /// every message queued carries the stamp its caller gives (`fan_out`, `deliver_message`,
+    /// `catch_up`), and `take_marks` tells which sessions' first undelivered stamp changed.
+    fn track_marks(&self) {
+        self.engine().track_marks();
+    }
+
+    /// Each session whose first undelivered message changed since the last call, with that
+    /// message's stamp (0: it has none undelivered). Sessions with the ack extension are left
+    /// out. Nothing unless `track_marks` was called.
+    fn take_marks(&self) -> Vec<(String, u64)> {
+        let changed = self.engine().take_marks();
+        changed
+            .into_iter()
+            .map(|(id, since)| (id.to_string(), since))
+            .collect()
     }
 
     /// The client ids of every session here.

@@ -311,6 +311,8 @@ class LongPollingServiceContext:
         """Another process serves this session now: it goes from here, unannounced."""
         self.apply(self.engine.forget(client_id))
         self._server_sessions.pop(client_id, None)
+        if self.cluster is not None:
+            self.cluster.forgotten(client_id)
 
     def finish_reply(self, body: bytes, session: ServerSession | None) -> bytes | Awaitable[bytes]:
         """The replies in ``body`` as they go out: through the extensions' ``outgoing`` hooks

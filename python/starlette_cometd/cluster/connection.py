@@ -46,8 +46,8 @@ class Connection(Protocol):
 
     def script(self, source: str) -> Script: ...
 
-    async def tell(self, channel: str, note: str) -> None:
-        """Publishes a note on a control channel."""
+    async def tell(self, channel: str, note: str) -> int:
+        """Publishes a note on a control channel: how many listened."""
 
     def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
         """The notes published on a control channel from now on; raises what Redis raises when
@@ -112,8 +112,8 @@ class SingleRedis:
     def script(self, source: str) -> Script:
         return _Eval(source, self.redis)
 
-    async def tell(self, channel: str, note: str) -> None:
-        await self.redis.publish(channel, note)
+    async def tell(self, channel: str, note: str) -> int:
+        return int(await self.redis.publish(channel, note))
 
     async def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
         async with self.reader.pubsub() as pubsub:
@@ -155,8 +155,8 @@ class ClusterRedis:
     def script(self, source: str) -> Script:
         return _Eval(source, self.redis)
 
-    async def tell(self, channel: str, note: str) -> None:
-        await self.redis.spublish(channel, note)
+    async def tell(self, channel: str, note: str) -> int:
+        return int(await self.redis.spublish(channel, note))
 
     async def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
         from redis.asyncio import ConnectionPool, Redis

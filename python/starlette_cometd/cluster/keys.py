@@ -57,7 +57,8 @@ return {before, redis.call('HGETALL', KEYS[1])}
 # only the oldest, whose messages it then gets again after a take-over (never fewer).
 MAX_UNACKED_BATCHES = 16
 
-# Records where a session's delivery stands, if this node still serves it. KEYS: the session
+# Records where a session of the ack extension stands, if this node still serves it (the other
+# sessions are recorded by gates, see gates.py). KEYS: the session
 # hash. ARGV: this node, the cursor, the time to live in ms, whether its first connect was
 # answered ("1" or "0"); then, with the ack extension ("1", else ""), the batch the client
 # acknowledged last and the batch the reply carries ("" for none). Returns 1, or 0 when the
@@ -107,32 +108,45 @@ return 1
 """
 
 
-# RECORD for many sessions at once, and TOUCH of their deadlines, in one call: on one server
-# only (its keys are in many slots). KEYS: the deadlines, then the session hashes. ARGV: this
-# node, the record's time to live in ms, the deadline's in ms, then per session its client id,
-# its cursor and whether its first connect was answered. Returns per session 1, 0 (moved, or
-# ended), or the error Redis raised for its hash (bad data under that key costs that session
-# alone).
-RECORDS = """
-local t = redis.call('TIME')
-local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
-local results = {}
-for i = 2, #KEYS do
-  local at = 4 + 3 * (i - 2)
-  local owner = redis.pcall('HGET', KEYS[i], 'n')
-  if type(owner) == 'table' and owner.err then
-    results[i - 1] = owner
-  elseif owner ~= ARGV[1] then
-    results[i - 1] = 0
-  else
-    redis.call('HSET', KEYS[i], 'c', ARGV[at + 1], 'k', ARGV[at + 2])
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    results[i - 1] = 1
-  end
-  -- As TOUCH's: bad data under the deadlines costs the deadlines alone.
-  redis.pcall('ZADD', KEYS[1], deadline, ARGV[at])
+# Writes where a session stood at a gate (see gates.py), if this node still serves it. KEYS:
+# the session hash. ARGV: this node, the cursor it stood at before the gate, the gate's number,
+# the cursor before its first undelivered message at the gate ("": none, it stands at its
+# node's). Returns 1, or 0 when the session moved (or ended) meanwhile.
+MARK = """
+if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'c', ARGV[2], 'g', ARGV[3], 'h', ARGV[4])
+return 1
+"""
+
+# Notes that a session's first connect was answered, if this node still serves it. KEYS: the
+# session hash. ARGV: this node.
+CONNECTED = """
+if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'k', '1')
+return 1
+"""
+
+# Completes a node's gate, unless another node fenced it meanwhile. KEYS: the node's state.
+# ARGV: the gate's number, the node's cursor when it was taken, the state's time to live in
+# ms. Returns 1, or 0 when fenced (which is then cleared: the node lets every session go and
+# goes on).
+GATE = """
+if redis.call('HGET', KEYS[1], 'f') then
+  redis.call('HDEL', KEYS[1], 'f')
+  return 0
 end
-return results
+redis.call('HSET', KEYS[1], 'g', ARGV[1], 'p', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Fences a node that does not answer: its next gate fails. KEYS: its state. ARGV: the state's
+# time to live in ms. Returns its last gate completed and its cursor then (nothing for a node
+# that completed none).
+FENCE = """
+redis.call('HSET', KEYS[1], 'f', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return redis.call('HMGET', KEYS[1], 'g', 'p')
 """
 
 # Changes a session's subscriptions. KEYS: the session hash. ARGV: those added and those
@@ -246,7 +260,12 @@ class Keys:
         return f"{self.prefix}:{{b:{browser}}}"
 
     def node(self, node: str) -> str:
+        """A node's control channel."""
         return f"{self.prefix}:node:{node}"
+
+    def node_state(self, node: str) -> str:
+        """A node's last gate (see gates.py)."""
+        return f"{self.prefix}:{{n:{node}}}"
 
     def partition(self, channel: str) -> int:
         """A channel's partition: stable across processes and restarts."""

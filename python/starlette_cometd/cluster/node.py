@@ -4,9 +4,10 @@ The in-memory core stays the hot path: the sessions this node serves live in it,
 every message out to them. Redis holds what the nodes share: each session's record (cookie,
 subscriptions, the node serving it, its cursor), and the log of every message published, per
 partition of the channel space, written once per publish. Each node reads every partition's
-log in order and fans each entry out locally; a session that a request names and that another
-node served is claimed, taken over with what it missed since its cursor, and the node that had
-it lets it go.
+log in order and fans each entry out locally, and records where its sessions stand before their
+messages go out, once per loop turn for all of them (see ``gates.py``); a session that a request
+names and that another node served is claimed, taken over with what it missed since its cursor,
+and the node that had it lets it go.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,13 +27,15 @@ from .browser_holds import BrowserHolds
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
+from .gates import Gates, settled
 from .keys import (
     ATTRIBUTES,
     CLAIM,
+    CONNECTED,
+    FENCE,
     POP_EXPIRED,
     PUBLISH,
     RECORD,
-    RECORDS,
     SUBSCRIPTIONS,
     TOUCH,
     Cursor,
@@ -61,6 +64,11 @@ RECORD_GRACE_MS = 10_000
 REACH_WAIT = 5.0
 # Seconds each step of leaving the cluster may take (it takes milliseconds when all is well).
 STOP_WAIT = 2.0
+# How long a take-over waits for the node serving the session to let it go before it fences
+# that node (see gates.py).
+RELEASE_WAIT = 1.0
+# Sessions' records and deadlines are kept alive in batches of this many.
+KEEP_ALIVE_AT_ONCE = 1000
 
 
 class EngineUnavailable(Exception):
@@ -102,9 +110,18 @@ class RedisNode:
         # data meanwhile (once, under the lock, whichever request or reader comes first).
         self._suspect = False
         self._resuming = asyncio.Lock()
-        # Cursors to record at the end of this loop turn, and the writes under way.
+        # Cursors of the ack extension's sessions to record at the end of this loop turn, and
+        # the writes under way.
         self._records: list[_Record] = []
         self._writes: set[asyncio.Task[None]] = set()
+        # Where this node's other sessions stand (see gates.py), set when it starts.
+        self._gates: Gates | None = None
+        # Take-overs waiting for another node to let a session go: where it stood.
+        self._releases: dict[str, asyncio.Future[str]] = {}
+        # Sessions here whose record says their first connect was answered.
+        self._connected_noted: set[str] = set()
+        # When each session here last had its record and deadline kept alive.
+        self._kept_alive: dict[str, float] = {}
         #: Whether a session may be used without its cookie (set by the builder).
         self.trust_client_session = False
         #: Seconds a session's record lives unless refreshed (set by the builder).
@@ -129,12 +146,28 @@ class RedisNode:
         self._publish = connection.script(PUBLISH)
         self._claim = connection.script(CLAIM)
         self._record = connection.script(RECORD)
-        self._records_at_once = None if connection.cluster else connection.script(RECORDS)
+        self._fence = connection.script(FENCE)
+        self._connected = connection.script(CONNECTED)
         self._subscriptions = connection.script(SUBSCRIPTIONS)
         self._touch = connection.script(TOUCH)
         self._pop_expired = connection.script(POP_EXPIRED)
         self._attributes = connection.script(ATTRIBUTES)
+        context.engine.track_marks()
+        self._gates = gates = Gates(
+            connection,
+            self.keys,
+            self.id,
+            context.engine,
+            lambda: tuple(self._positions),
+            self._encode,
+            self._session_ttl_ms,
+        )
+        gates.on_fenced = self._fenced
+        gates.on_failed = self._gate_failed
+        gates.on_refused = self._gate_refused
         self._start_at(await self._read_heads())
+        gates.start_at(self._positions)
+        self._tasks.append(asyncio.create_task(self._keep_alive()))
         for partition in range(self.keys.partitions):
             self._tasks.append(asyncio.create_task(self._follow(partition)))
         self._tasks.append(asyncio.create_task(self._listen_for_control()))
@@ -154,6 +187,8 @@ class RedisNode:
             if self._context is not None:
                 self._context.parking.registry = None
         tasks = [*self._tasks, *self._writes, *(holds.writes if holds is not None else ())]
+        if self._gates is not None:
+            tasks += self._gates.tasks
         self._tasks.clear()
         for task in tasks:
             task.cancel()
@@ -273,7 +308,9 @@ class RedisNode:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
-                alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed)
+                alive, told = await self._queue_changes(
+                    pipe, outcome, cursor, borrowed, reports.keys()
+                )
                 if alive:
                     await self._touch(
                         keys=[self.keys.deadlines()],
@@ -285,7 +322,12 @@ class RedisNode:
             for result in results:
                 if isinstance(result, Exception):
                     self._report("a write", f"Redis refused a write ({result})")
-            # The cursors of the sessions served, with every other request's of this loop turn.
+            assert self._gates is not None
+            for client_id in alive:
+                info = engine.session_info(client_id)
+                if info is not None and not info["ack"]:
+                    self._gates.settle(client_id, cursor)
+            # Where the sessions served stand, with every other request's of this loop turn.
             moved: set[str] = set()
             ended = {c for kind, c, _ in outcome.events if kind == "session_removed"}
             recorded: list[tuple[str, dict[str, Any]]] = []
@@ -299,6 +341,12 @@ class RedisNode:
                     # Let go since its queue was drained (another node took it over, and
                     # sends what it caught up): as moved, its messages must not go out here.
                     moved.add(client_id)
+            plain = [client_id for client_id, _ in recorded if reports.get(client_id) is None]
+            if plain:
+                held = await self._gate()
+                moved.update(plain if held is None else held.intersection(plain))
+            # The ack extension's sessions record their cursor each (see RECORD).
+            acked = [(c, info) for c, info in recorded if reports.get(c) is not None]
             outcomes = await asyncio.gather(
                 *(
                     self._record_soon(
@@ -307,11 +355,11 @@ class RedisNode:
                         "1" if info["connected"] else "0",
                         reports.get(client_id),
                     )
-                    for client_id, info in recorded
+                    for client_id, info in acked
                 ),
                 return_exceptions=True,
             )
-            for (client_id, _), result in zip(recorded, outcomes, strict=True):
+            for (client_id, _), result in zip(acked, outcomes, strict=True):
                 if isinstance(result, _RESPONSE_ERRORS):
                     await self._rewrite(client_id, result)
                 elif isinstance(result, BaseException):
@@ -326,7 +374,12 @@ class RedisNode:
         return moved
 
     async def _queue_changes(
-        self, pipe: Any, outcome: Outcome, cursor: str, borrowed: dict[str, str]
+        self,
+        pipe: Any,
+        outcome: Outcome,
+        cursor: str,
+        borrowed: dict[str, str],
+        cursor_reports: Iterable[str] = (),
     ) -> tuple[list[str], list[tuple[str, str]]]:
         """Queues the writes of a batch's events: a new session's record, a changed
         subscription list (by a script that applies the change, so that changes made at once
@@ -335,6 +388,17 @@ class RedisNode:
         engine = self.engine
         alive: list[str] = []
         told: list[tuple[str, str]] = []
+        added = {c for kind, c, _ in outcome.events if kind == "session_added"}
+        for client_id in cursor_reports:
+            # A session's first connect, once: the record says so (see CLAIM).
+            if client_id in self._connected_noted or client_id in borrowed or client_id in added:
+                continue
+            info = engine.session_info(client_id)
+            if info is not None and info["connected"]:
+                self._connected_noted.add(client_id)
+                await self._connected(
+                    keys=[self.keys.session(client_id)], args=[self.id], client=pipe
+                )
         for kind, client_id, detail in outcome.events:
             key = self.keys.session(client_id)
             if kind == "session_added":
@@ -361,36 +425,44 @@ class RedisNode:
         return alive, told
 
     async def delivered(self, client_id: str, body: bytes, drain: Drain) -> bytes:
-        """A held connect's reply, once its session's cursor (``drain``, taken when its queue
-        was drained into ``body``) is recorded: the cursor goes first, so that a node taking
-        the session over after this one dies sends nothing twice. If the session moved
-        meanwhile, its messages stay for the node that has it now."""
+        """A held connect's reply, once where its session stands is recorded (the next gate,
+        see gates.py; with the ack extension, its cursor, taken when its queue was drained into
+        ``body``): then a node taking the session over after this one dies sends nothing
+        twice. If the session moved meanwhile, its messages stay for the node that has it now."""
         report = drain.reports.get(client_id)
+        if report is None:
+            held = await self._gate()
+            return body if held is not None and client_id not in held else replies_only(body)
         kept = await self._record_delivery(client_id, drain.cursor, "1", report)
         if kept is None:
             # Nothing to move to while Redis is away: the reply goes out as it is, but for a
             # batch of the ack extension, which its client will not acknowledge if it never
             # sees it: its messages go with the next one.
-            return body if report is None else replies_only(body)
+            return replies_only(body)
         return body if kept else replies_only(body)
 
-    def pushed(self, client_id: str, body: bytes) -> Awaitable[bytes | None]:
+    def pushed(self, client_id: str, body: bytes) -> asyncio.Future[bytes | None]:
         """Messages just drained for a push on the session's socket (outside any connect
-        reply), to go out once the session's cursor is recorded, as a connect reply's is (see
-        ``delivered``): else a node taking the session over would send them again. ``None``
-        when the session moved meanwhile: they are the new node's to send. The cursor is taken
-        now, where the messages were drained, not when the record is written."""
-        cursor = self._cursor().encode()
-        info = self.engine.session_info(client_id)
-        connected = "1" if info is not None and info["connected"] else "0"
-        return self._record_push(client_id, cursor, connected, body)
+        reply), to go out once the next gate completed, as a connect reply's (see
+        ``delivered``). ``None`` when the session moved meanwhile: they are the new node's.
+        A future, not a coroutine: a push costs no task."""
+        pushed: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
 
-    async def _record_push(
-        self, client_id: str, cursor: str, connected: str, body: bytes
-    ) -> bytes | None:
-        # While Redis is away (None) the messages go out as they are.
-        kept = await self._record_delivery(client_id, cursor, connected)
-        return None if kept is False else body
+        def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
+            if pushed.done():
+                return
+            if gate.cancelled():
+                pushed.cancel()
+                return
+            held = gate.result()
+            pushed.set_result(body if held is not None and client_id not in held else None)
+
+        self._gate().add_done_callback(passed)
+        return pushed
+
+    def _gate(self) -> asyncio.Future[frozenset[str] | None]:
+        assert self._gates is not None
+        return self._gates.wait()
 
     async def _record_delivery(
         self,
@@ -419,8 +491,8 @@ class RedisNode:
         connected: str,
         report: tuple[int | None, int | None] | None = None,
     ) -> int:
-        """Records a session's cursor (and moves its deadline) with every other session's of
-        this loop turn, in one round trip: 1, or 0 when the session moved to another node.
+        """Records the cursor of a session with the ack extension (and moves its deadline) with
+        every other of this loop turn, in one round trip: 1, or 0 when it moved to another node.
         With the ack extension, ``report`` is the core's ``ack_report``: the batch the client
         acknowledged and the one the reply carries. Raises what Redis raises (for this session
         alone when its record is bad data)."""
@@ -462,49 +534,23 @@ class RedisNode:
                 done.set_result(int(result))
 
     async def _write_records_now(self, batch: list[_Record]) -> list[Any]:
-        """Writes a batch of records, and every deadline with them, in one round trip. On one
-        server the records without the ack extension go by one script call for them all; those
-        with it (whose batches are kept, see RECORD), and every record on a Redis Cluster (whose
-        session keys are in many slots), by one call each. Returns each session's result: 1, 0
-        (moved), or the error raised for its record."""
-        # Which records go together (by their place in the batch), and which alone.
-        together: list[int] = []
-        alone: list[int] = []
-        for place, record in enumerate(batch):
-            plain = self._records_at_once is not None and not record[3][0]
-            (together if plain else alone).append(place)
+        """Writes a batch of the ack extension's records (one call each: their batches are
+        kept, see RECORD), and their deadlines, in one round trip. Returns each session's
+        result: 1, 0 (moved), or the error raised for its record."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            if together:
-                keys = [self.keys.deadlines()]
-                args: list[Any] = [self.id, self._session_ttl_ms, self._deadline_ms]
-                for place in together:
-                    client_id, cursor, connected, _, _ = batch[place]
-                    keys.append(self.keys.session(client_id))
-                    args += [client_id, cursor, connected]
-                assert self._records_at_once is not None
-                await self._records_at_once(keys=keys, args=args, client=pipe)
-            if alone:
-                await self._touch(
-                    keys=[self.keys.deadlines()],
-                    args=[self._deadline_ms, *(batch[place][0] for place in alone)],
-                    client=pipe,
-                )
-            for place in alone:
-                client_id, cursor, connected, ack, _ = batch[place]
+            await self._touch(
+                keys=[self.keys.deadlines()],
+                args=[self._deadline_ms, *(record[0] for record in batch)],
+                client=pipe,
+            )
+            for client_id, cursor, connected, ack, _ in batch:
                 await self._record(
                     keys=[self.keys.session(client_id)],
                     args=[self.id, cursor, self._session_ttl_ms, connected, *ack],
                     client=pipe,
                 )
             written: list[Any] = await pipe.execute(raise_on_error=False)
-        results: list[Any] = [None] * len(batch)
-        if together:
-            for place, result in zip(together, _each(written.pop(0), len(together)), strict=True):
-                results[place] = result
-        if alone:
-            for place, result in zip(alone, written[1:], strict=True):  # after the deadlines
-                results[place] = result
-        return results
+        return written[1:]  # after the deadlines
 
     async def publish(self, relayed: list[tuple[str, bytes, str | None]]) -> None:
         """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""
@@ -534,9 +580,19 @@ class RedisNode:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
+    def forgotten(self, client_id: str) -> None:
+        """A session left this node (another serves it, or it ended): its messages waiting
+        to go out do not."""
+        if self._gates is not None:
+            self._gates.forget(client_id)
+        self._connected_noted.discard(client_id)
+        self._kept_alive.pop(client_id, None)
+
     def removed(self, client_ids: list[str]) -> None:
         """Sessions this node ended outside a request (expiry, the application): their records
         go, in the background."""
+        for client_id in client_ids:
+            self.forgotten(client_id)
         if client_ids:
             self._tasks.append(asyncio.create_task(self._delete(client_ids)))
 
@@ -586,6 +642,9 @@ class RedisNode:
             "n": self.id,
             "c": cursor,
         }
+        if info["connected"]:
+            self._connected_noted.add(client_id)
+        self._kept_alive[client_id] = asyncio.get_running_loop().time()
         pipe.hset(key, mapping=record)
         pipe.pexpire(key, self._session_ttl_ms)
 
@@ -602,6 +661,9 @@ class RedisNode:
 
     def _cursor(self) -> Cursor:
         return Cursor(tuple(self._epochs), tuple(self._positions))
+
+    def _encode(self, positions: Iterable[int]) -> str:
+        return Cursor(tuple(self._epochs), tuple(positions)).encode()
 
     # Taking a session over
 
@@ -658,6 +720,22 @@ class RedisNode:
             await self.redis.delete(key)
             return
         owner, subscriptions, ack, connected, cursor = record
+        node = before.decode()
+        standing = b""
+        if not ack:
+            # Where it stood (see gates.py): the node serving it lets it go and says so, or is
+            # fenced; its record then holds that cursor alone until this node's next gate.
+            standing = await self._standing(client_id, node, fields)
+            try:
+                cursor = Cursor.decode(standing, self.keys.partitions)
+            except ValueError as error:
+                self._report(f"session {client_id}", f"a malformed session record ({error})")
+                await self.redis.delete(key)
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, "c", standing)
+                pipe.hdel(key, "g", "h")
+                await pipe.execute()
         missed = await self._missed_since(cursor)
         if missed is None:
             # What it missed is no longer kept (or the logs were lost): it cannot be
@@ -680,12 +758,51 @@ class RedisNode:
             engine.continue_ack_after(client_id, _last_batch(fields))
         if adopted:
             self._load_attributes(client_id, fields)
-            self._catch_up(client_id, subscriptions, missed)
-        if before != self.id.encode():
-            await self._tell(before.decode(), f"forget:{client_id}")
+            assert self._gates is not None
+            if not ack:
+                self._gates.settle(client_id, standing.decode())
+            self._kept_alive[client_id] = asyncio.get_running_loop().time()
+            self._catch_up(client_id, subscriptions, missed, self._gates.stamp_at(cursor.encode()))
+        if ack and node != self.id:
+            await self._tell(node, f"forget:{client_id}")
+
+    async def _standing(self, client_id: str, node: str, fields: dict[bytes, bytes]) -> bytes:
+        """Where a session just claimed stood, its messages sent by ``node`` until now: that
+        node lets it go and says where (``release``); one that does not answer, or is not
+        listening (it died), is fenced, and its record read against the last gate it
+        completed."""
+        assert self._gates is not None
+        if node == self.id:
+            return settled(fields, self._gates.done, self._gates.done_cursor.encode())
+        loop = asyncio.get_running_loop()
+        waiter = self._releases.setdefault(client_id, loop.create_future())
+        try:
+            if await self._tell(node, f"release:{client_id}:{self.id}"):
+                with contextlib.suppress(TimeoutError):
+                    text = await asyncio.wait_for(asyncio.shield(waiter), RELEASE_WAIT)
+                    if text:
+                        return text.encode()
+                    # It no longer had the session: its last gate is final for it.
+                    return settled(fields, *await self._state_of(node))
+            log.info("node %s did not let %s go: it is fenced", node, client_id)
+            return settled(fields, *await self._state_of(node, fence=True))
+        finally:
+            if self._releases.get(client_id) is waiter:
+                del self._releases[client_id]
+
+    async def _state_of(self, node: str, fence: bool = False) -> tuple[int, bytes | None]:
+        """Another node's last gate completed, and its cursor then (``fence``: no gate of it
+        completes after this)."""
+        key = self.keys.node_state(node)
+        if fence:
+            state: Any = await self._fence(keys=[key], args=[self._session_ttl_ms])
+        else:
+            state = await self.redis.hmget(key, ["g", "p"])
+        gate, cursor = state
+        return int(gate or 0), cursor
 
     def _catch_up(
-        self, client_id: str, subscriptions: list[str], missed: list[list[Entry]]
+        self, client_id: str, subscriptions: list[str], missed: list[list[Entry]], stamp: int
     ) -> None:
         """Queues for a session just taken over what it missed: each log's messages on its
         channels and those sent to it alone, in order. Its subscription changes met on the
@@ -705,11 +822,11 @@ class RedisNode:
                 if channel != SUBSCRIPTION_CHANGE:
                     pending.append((channel, message, excluded, to == client_id))
                     continue
-                engine.catch_up(client_id, pending)
+                engine.catch_up(client_id, pending, stamp)
                 pending = []
                 self._change_subscriptions(partition, client_id, message)
                 changes += 1
-            engine.catch_up(client_id, pending)
+            engine.catch_up(client_id, pending, stamp)
             if changes:
                 info = engine.session_info(client_id)
                 if changes >= most and info is not None:
@@ -787,6 +904,8 @@ class RedisNode:
         """Fans out every entry of one partition's log, in order, as it is written."""
         assert self._connection is not None
         reader = self._connection.reader
+        gates = self._gates
+        assert gates is not None
         log_key = self.keys.log(partition)
         while True:
             start = self._starts[partition]
@@ -821,8 +940,9 @@ class RedisNode:
                     offset = offset_of(entry_id)
                     if offset <= self._positions[partition]:
                         continue
+                    stamp = gates.stamp(tuple(self._positions))
                     self._positions[partition] = offset
-                    self._fan_out(partition, fields)
+                    self._fan_out(partition, fields, stamp)
             self._advanced.set()
 
     async def _check_later(self) -> None:
@@ -837,7 +957,7 @@ class RedisNode:
         except Exception:
             log.exception("checking whether the cluster's Redis lost its data failed")
 
-    def _fan_out(self, partition: int, fields: dict[bytes, bytes]) -> None:
+    def _fan_out(self, partition: int, fields: dict[bytes, bytes], stamp: int) -> None:
         entry = _entry(fields)
         if entry is None:
             self._report(f"partition {partition}", "a log entry without its fields")
@@ -848,9 +968,9 @@ class RedisNode:
             return
         try:
             if to is None:
-                outcome = self.engine.fan_out(channel, message, excluded)
+                outcome = self.engine.fan_out(channel, message, excluded, stamp)
             elif self.engine.session_info(to) is not None:
-                outcome = self.engine.deliver_message(to, message)
+                outcome = self.engine.deliver_message(to, message, stamp)
             else:
                 return  # for a session served elsewhere
         except Exception as error:  # garbage in the log: that entry alone is passed over
@@ -952,16 +1072,84 @@ class RedisNode:
             for client_id, record in ended:
                 self._context.end_orphan(client_id, record if isinstance(record, dict) else {})
 
-    async def _tell(self, node: str, note: str) -> None:
+    async def _tell(self, node: str, note: str) -> int:
+        """Sends a note to another node: how many listened (0 when that node is gone)."""
         assert self._connection is not None
-        await self._connection.tell(self.keys.node(node), note)
+        return await self._connection.tell(self.keys.node(node), note)
+
+    def _fenced(self) -> None:
+        """Another node fenced this one (it took this one for dead): every session goes from
+        here, unannounced; their clients' next requests take them over again, where their
+        records stand."""
+        assert self._context is not None
+        for client_id in self.engine.session_ids():
+            self._context.let_go(client_id)
+
+    def _gate_failed(self, error: BaseException) -> None:
+        self._suspect = True
+        log.warning("could not record where this node's sessions stand: %s", error)
+
+    def _gate_refused(self, client_id: str, error: BaseException) -> None:
+        task = asyncio.create_task(self._rewrite(client_id, error))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _keep_alive(self) -> None:
+        """Moves the deadline of every session here, and the life of its record, about three
+        times per time to live (a session's messages and connects write nothing per session)."""
+        loop = asyncio.get_running_loop()
+        period = self.session_ttl / 3
+        while True:
+            await asyncio.sleep(period / 2)
+            now = loop.time()
+            here = set(self.engine.session_ids())
+            for client_id in self._kept_alive.keys() - here:
+                del self._kept_alive[client_id]
+            due = [c for c in here if now - self._kept_alive.get(c, 0.0) >= period]
+            for start in range(0, len(due), KEEP_ALIVE_AT_ONCE):
+                batch = due[start : start + KEEP_ALIVE_AT_ONCE]
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        await self._touch(
+                            keys=[self.keys.deadlines()],
+                            args=[self._deadline_ms, *batch],
+                            client=pipe,
+                        )
+                        for client_id in batch:
+                            pipe.pexpire(self.keys.session(client_id), self._session_ttl_ms)
+                        await pipe.execute(raise_on_error=False)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    log.warning("could not keep %d sessions alive: %s", len(batch), error)
+                    break
+                for client_id in batch:
+                    self._kept_alive[client_id] = now
 
     async def _obey(self, note: str) -> None:
         """What another node tells this one about a session this one serves: to let it go
         (it took it over, or ended it)."""
         what, _, client_id = note.partition(":")
+        client_id, _, detail = client_id.partition(":")
+        if what == "released":
+            waiter = self._releases.get(client_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(detail)
+            return
         engine = self.engine
-        if engine.session_info(client_id) is None:
+        info = engine.session_info(client_id)
+        if what == "release":
+            # Another node took it over: where it stood goes to that node (see _standing).
+            assert self._gates is not None
+            standing = ""
+            if info is not None:
+                standing = self._gates.standing(client_id)
+                log.debug("node %s lets session %s go to %s", self.id, client_id, detail)
+                assert self._context is not None
+                self._context.let_go(client_id)
+            await self._tell(detail, f"released:{client_id}:{standing}")
+            return
+        if info is None:
             return  # not here (any more)
         assert self._context is not None
         if what == "forget":
@@ -1123,13 +1311,6 @@ def acknowledged_batches(body: bytes) -> dict[str, int]:
         if isinstance(client_id, str) and type(acked) is int and acked >= 0:
             acknowledged[client_id] = acked
     return acknowledged
-
-
-def _each(result: Any, count: int) -> list[Any]:
-    """The per-session results of one RECORDS call: its own, or its error for each."""
-    if isinstance(result, list) and len(result) == count:
-        return result
-    return [result if isinstance(result, Exception) else ValueError(repr(result))] * count
 
 
 def _last_batch(fields: dict[bytes, bytes]) -> int:

@@ -87,7 +87,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         # built by the application's extensions. None while empty (most of a socket's life).
         self._pending: deque[bytes | Awaitable[bytes | None]] | None = None
         self._pending_bytes = 0  # of the ready frames in _pending
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Future[Any] | None = None
         self._paused = False  # the transport's buffer is full
         self._pong_due: bytes | None = None  # the latest ping's, while paused
         self._read_paused = False  # over the backlog budget: frames are not read
@@ -300,7 +300,12 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             item = pending[0]
             if not isinstance(item, bytes):
                 if self._drainer is None:
-                    self._drainer = self._loop.create_task(self._await_first())
+                    if isinstance(item, asyncio.Future):
+                        # A push waiting in a cluster: no task needed to wait for it.
+                        self._drainer = item
+                        item.add_done_callback(self._first_done)
+                    else:
+                        self._drainer = self._loop.create_task(self._await_first())
                 return
             pending.popleft()
             self._pending_bytes -= len(item)
@@ -310,8 +315,9 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         self._check_backlog()
 
     async def _await_first(self) -> None:
-        """A reply built by the extensions' async hooks, or in a cluster a reply or push whose
-        cursor is being recorded: awaited in its turn (``None``: nothing to write)."""
+        """A reply built by the extensions' async hooks, or in a cluster a reply waiting for
+        where its session stands to be recorded: awaited in its turn (``None``: nothing to
+        write). A push waiting so is a future, met by ``_first_done`` instead."""
         assert self._pending is not None
         item = self._pending[0]
         assert not isinstance(item, bytes)
@@ -322,6 +328,23 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             log.exception("building a reply failed; the reply is dropped")
         finally:
             self._drainer = None
+        self._first_built(item, body)
+
+    def _first_done(self, item: asyncio.Future[bytes | None]) -> None:
+        self._drainer = None
+        body = None
+        if item.cancelled():
+            if self._transport is None:
+                return  # cancelled as the socket closed
+        else:
+            if item.exception() is not None:
+                log.error("building a push failed; it is dropped", exc_info=item.exception())
+            else:
+                body = item.result()
+        self._first_built(item, body)
+
+    def _first_built(self, item: object, body: bytes | None) -> None:
+        """The first pending item is built: written in its turn (``None``: nothing to write)."""
         if self._pending and self._pending[0] is item:
             if body is None:
                 self._pending.popleft()

@@ -72,7 +72,7 @@ class BoundSessions:
 
     def _next_push(self) -> bytes | Awaitable[bytes | None] | None:
         """The messages of the next session waiting to push, as one JSON array; ``None`` when
-        no session has any. In a cluster they come once the session's cursor is recorded
+        no session has any. In a cluster they come once where the session stands is recorded
         (an awaitable, which gives ``None`` if the session moved to another node meanwhile)."""
         engine = self._context.engine
         node = self._context.cluster

@@ -1,0 +1,274 @@
+"""Gates: where a node's sessions stand is written before their messages go out, once per
+loop turn for all of them rather than once per session and message.
+
+A node numbers its gates. Each gate writes, in the node's state hash, the gate's number and
+the node's cursor when the gate was taken (``P``): every session of the node whose messages
+all went out stands there. Only a session that holds undelivered messages when a gate is
+taken (a long-poll between two connects, a slow socket) has its own cursor, written into its
+record by the same gate: the cursor before its first undelivered message (``after``), with the
+gate's number, and the cursor it stood at before that gate (``before``), which holds if the
+gate never completed. So a session's record reads, against its node's state (see
+:func:`settled`): its own cursor, or its node's. Messages drained into a reply wait for the
+next gate to complete; a node that keeps up writes one small hash per gate, whatever the number
+of sessions and messages.
+
+A node that takes a session over asks the node serving it to let it go and say where it stood
+(``release``); a node that does not answer (it died) is fenced: its next gate fails, its
+messages do not go out, and it lets every session go, so that the cursor read from its state
+when it was fenced is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .connection import REDIS_ERRORS, RESPONSE_ERRORS, Connection
+from .keys import GATE, MARK, Keys
+
+if TYPE_CHECKING:
+    from .._core import Engine
+
+log = logging.getLogger("starlette_cometd.cluster")
+
+# A gate is taken at least this often in log entries, so that the stamps kept for it stay few
+# even when no message goes out.
+MAX_STAMPS = 10_000
+
+
+@dataclass(eq=False, slots=True)
+class _Gate:
+    # Resolves with the sessions whose messages must not go out (they moved to another node),
+    # or None when none may (the node was fenced).
+    future: asyncio.Future[frozenset[str] | None]
+    # Sessions let go while the gate was pending or under way.
+    dropped: set[str] = field(default_factory=set)
+    number: int = 0
+
+
+class Gates:
+    def __init__(
+        self,
+        connection: Connection,
+        keys: Keys,
+        node: str,
+        engine: Engine,
+        positions: Callable[[], Sequence[int]],
+        encode: Callable[[Sequence[int]], str],
+        ttl_ms: int,
+    ) -> None:
+        self._redis = connection.redis
+        self._cluster = connection.cluster
+        self._mark = connection.script(MARK)
+        self._gate = connection.script(GATE)
+        self._state_key = keys.node_state(node)
+        self._session_key = keys.session
+        self._node = node
+        self._engine = engine
+        self._positions = positions
+        self._encode = encode
+        self._ttl_ms = ttl_ms
+        #: Gates taken so far, and the last that completed with the node's cursor then.
+        self.taken = 0
+        self.done = 0
+        self.done_cursor = ""
+        # Per session with undelivered messages as of the last gate completed: its cursor.
+        self._behind: dict[str, str] = {}
+        # Sessions whose record holds no gate yet (new, or taken over): the next gate marks them.
+        self._unsettled: set[str] = set()
+        # The positions before each log entry fanned out since the last gate was taken.
+        self._stamp = 0
+        self._stamps: dict[int, Sequence[int] | str] = {}
+        self._next: _Gate | None = None
+        self._running: _Gate | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Called when this node was fenced: every session here must go.
+        self.on_fenced: Callable[[], None] = lambda: None
+        #: Called when Redis failed a gate (its messages went out all the same).
+        self.on_failed: Callable[[BaseException], None] = lambda error: None
+        #: Called with a session whose record Redis refused (bad data under its key).
+        self.on_refused: Callable[[str, BaseException], None] = lambda client_id, error: None
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        return self._tasks
+
+    def start_at(self, positions: Sequence[int]) -> None:
+        self.done_cursor = self._encode(positions)
+
+    # Stamps: which cursor each queued message was fanned out at
+
+    def stamp(self, before: Sequence[int]) -> int:
+        """A stamp for the log entry fanned out now, ``before`` being the positions before it."""
+        self._stamp += 1
+        self._stamps[self._stamp] = before
+        if len(self._stamps) >= MAX_STAMPS:
+            self.wait()
+        return self._stamp
+
+    def stamp_at(self, cursor: str) -> int:
+        """A stamp for messages a session catches up from ``cursor`` (an encoded one)."""
+        self._stamp += 1
+        self._stamps[self._stamp] = cursor
+        return self._stamp
+
+    # Sessions
+
+    def settle(self, client_id: str, cursor: str) -> None:
+        """A session whose record now holds ``cursor`` alone (new, or taken over): the next
+        gate marks it, whatever its messages (before that, its messages wait for a gate taken
+        after now, which marks it)."""
+        self._behind[client_id] = cursor
+        self._unsettled.add(client_id)
+
+    def standing(self, client_id: str) -> str:
+        """Where a session stands as of the last gate completed."""
+        return self._behind.get(client_id) or self.done_cursor
+
+    def forget(self, client_id: str) -> None:
+        """The session left this node: its messages waiting for a gate do not go out."""
+        self._behind.pop(client_id, None)
+        self._unsettled.discard(client_id)
+        for gate in (self._running, self._next):
+            if gate is not None:
+                gate.dropped.add(client_id)
+
+    def forget_all(self) -> None:
+        self._behind.clear()
+        self._unsettled.clear()
+
+    # Taking gates
+
+    def wait(self) -> asyncio.Future[frozenset[str] | None]:
+        """Completes once a gate taken after now completed: with the sessions whose messages
+        drained before now must not go out, or None when none may."""
+        gate = self._next
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._next = _Gate(loop.create_future())
+            if self._running is None:
+                loop.call_soon(self._take)
+        return gate.future
+
+    def _take(self) -> None:
+        gate = self._next
+        if gate is None or self._running is not None:
+            return
+        self._next = None
+        self._running = gate
+        self.taken += 1
+        gate.number = self.taken
+        cursor = self._encode(self._positions())
+        writes: list[tuple[str, str, str]] = []
+        for client_id, since in self._engine.take_marks():
+            after = ""
+            if since:
+                before_entry = self._stamps.get(since)
+                if before_entry is None:  # pragma: no cover - every stamp is kept until taken
+                    log.error("no cursor for stamp %d of session %s", since, client_id)
+                    before_entry = self.standing(client_id)
+                after = (
+                    before_entry if isinstance(before_entry, str) else self._encode(before_entry)
+                )
+            writes.append((client_id, self.standing(client_id), after))
+        marked = {client_id for client_id, _, _ in writes}
+        for client_id in self._unsettled - marked:
+            writes.append((client_id, self.standing(client_id), ""))
+        self._stamps.clear()
+        task = asyncio.create_task(self._complete(gate, cursor, writes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, gate: _Gate, cursor: str, writes: list[tuple[str, str, str]]) -> None:
+        try:
+            held = await self._write(gate, cursor, writes)
+        except BaseException as error:
+            if not gate.future.done():
+                gate.future.cancel()
+            self._running = None
+            if isinstance(error, Exception):
+                log.exception("a gate failed")
+            raise
+        self._running = None
+        if not gate.future.done():
+            gate.future.set_result(held)
+        if self._next is not None:
+            asyncio.get_running_loop().call_soon(self._take)
+
+    async def _write(
+        self, gate: _Gate, cursor: str, writes: list[tuple[str, str, str]]
+    ) -> frozenset[str] | None:
+        try:
+            marked, passed = await self._write_gate(str(gate.number), cursor, writes)
+        except REDIS_ERRORS as error:
+            # Redis away: the messages go out as they are (nothing to record them in).
+            self.on_failed(error)
+            return frozenset(gate.dropped)
+        if isinstance(passed, RESPONSE_ERRORS):
+            # Bad data under the node's state: it goes, and the next gate writes it again.
+            log.error("cluster: Redis refused node %s's state (%s)", self._node, passed)
+            await self._redis.delete(self._state_key)
+        elif not passed:
+            log.warning("node %s was fenced by another: it lets every session go", self._node)
+            self.forget_all()
+            self.on_fenced()
+            return None
+        self.done, self.done_cursor = gate.number, cursor
+        moved = set(gate.dropped)
+        for (client_id, _, after), result in zip(writes, marked, strict=True):
+            self._unsettled.discard(client_id)
+            if isinstance(result, Exception):
+                self.on_refused(client_id, result)
+            elif not result:
+                moved.add(client_id)
+                self._behind.pop(client_id, None)
+                continue
+            if client_id in gate.dropped:
+                continue
+            if after:
+                self._behind[client_id] = after
+            else:
+                self._behind.pop(client_id, None)
+        return frozenset(moved)
+
+    async def _write_gate(
+        self, number: str, cursor: str, writes: list[tuple[str, str, str]]
+    ) -> tuple[list[Any], Any]:
+        """Writes each session's marks, then the gate: per session 1, 0 when it moved (or
+        ended), or the error Redis raised for its record; and the gate's result (0: fenced).
+        On one server all go in one round trip, in order; on a Redis Cluster the marks are in
+        many slots, and all complete before the gate is written."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for client_id, before, after in writes:
+                await self._mark(
+                    keys=[self._session_key(client_id)],
+                    args=[self._node, before, number, after],
+                    client=pipe,
+                )
+            if self._cluster and writes:
+                marked: list[Any] = await pipe.execute(raise_on_error=False)
+            else:
+                marked = []
+            await self._gate(
+                keys=[self._state_key], args=[number, cursor, self._ttl_ms], client=pipe
+            )
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        marked += results[:-1]
+        for result in [*marked, results[-1]]:
+            if isinstance(result, Exception) and not isinstance(result, RESPONSE_ERRORS):
+                raise result
+        return marked, results[-1]
+
+
+def settled(fields: dict[bytes, bytes], done: int, done_cursor: bytes | None) -> bytes:
+    """Where a session stood by its record, against its node's last completed gate: the cursor
+    its record holds, or its node's."""
+    gate = fields.get(b"g")
+    if not gate:
+        return fields[b"c"]
+    if done >= int(gate):
+        return fields.get(b"h") or done_cursor or fields[b"c"]
+    return fields[b"c"]

@@ -1,0 +1,97 @@
+"""Where a node's sessions stand, recorded by gates (see ``cluster/gates.py``): a node whose
+sessions keep up writes nothing per session and message; a session taken over is let go by the
+node serving it, or that node is fenced, and either way nothing is lost or sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio
+
+from support.cluster import Client, asgi_cluster, gather_until
+
+
+async def _calls(redis_url: str, command: str) -> int:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        stats: Any = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_sessions_that_keep_up_cost_no_write_per_session_and_message(redis_url: str) -> None:
+    """Ten long-polls held on one node, each message published answers all of them: what the
+    node records before the replies go out is one gate, not a record per session."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        subscribers = [Client(cluster.node_url(0)) for _ in range(10)]
+        publisher = Client(cluster.node_url(1))
+        for client in [*subscribers, publisher]:
+            await client.handshake()
+        for client in subscribers:
+            await client.subscribe("/a")
+            await client.connect()  # the first connect, answered at once
+        polls = [asyncio.create_task(client.connect()) for client in subscribers]
+        await asyncio.sleep(0.5)  # every connect held
+        before = await _calls(redis_url, "hset")
+        messages = 20
+        for n in range(messages):
+            assert (await publisher.publish("/a", n))["successful"] is True
+            replies = await asyncio.gather(*polls)
+            assert all([m["data"] for m in got] == [n] for _, got in replies), replies
+            polls = [asyncio.create_task(client.connect()) for client in subscribers]
+        written = await _calls(redis_url, "hset") - before
+        # A gate per message (each answered every connect) and a few besides; a record per
+        # session and message would be 200.
+        assert written <= 2 * messages, written
+        for poll in polls:
+            poll.cancel()
+
+
+async def test_a_node_that_does_not_let_go_is_fenced_and_sends_nothing_more(
+    redis_url: str,
+) -> None:
+    """A node that does not answer a take-over (here: deaf to it; a node that died does not
+    listen at all) is fenced: the other node catches the session up from where that node's
+    last gate left it, and that node's next gate fails, so the messages it queued for the
+    session never go out from it, and it lets its sessions go."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        deaf = cluster.contexts[0]
+        node = deaf.cluster
+        assert node is not None
+        obey = node._obey
+
+        async def ignore_releases(note: str) -> None:
+            if not note.startswith("release:"):
+                await obey(note)
+
+        node._obey = ignore_releases  # type: ignore[method-assign]
+        subscriber, publisher = Client(cluster.node_url(0)), Client(cluster.node_url(1))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/a")
+        await subscriber.connect()
+        assert (await publisher.publish("/a", "one"))["successful"] is True
+        received = [m["data"] for m in await gather_until(subscriber, 1)]
+        # Queued on node 0, not delivered there: the session moves to node 1 now.
+        assert (await publisher.publish("/a", "two"))["successful"] is True
+
+        async def queued() -> bool:
+            info = deaf.session_info(subscriber.client_id)
+            return info is not None and info["queued"] == 1
+
+        while not await queued():
+            await asyncio.sleep(0.05)
+        subscriber.url = cluster.node_url(1)
+        received += [m["data"] for m in await gather_until(subscriber, 1)]
+        assert received == ["one", "two"]
+        # Node 0's next gate (its own publish's reply waits for one) finds it fenced.
+        other = Client(cluster.node_url(0))
+        await other.handshake()
+        await other.subscribe("/b")
+        reply, _ = await other.connect()
+        assert deaf.session_info(subscriber.client_id) is None
+        assert (await publisher.publish("/a", "three"))["successful"] is True
+        assert [m["data"] for m in await gather_until(subscriber, 1)] == ["three"]
+        assert reply["successful"] is True, reply

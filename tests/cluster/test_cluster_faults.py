@@ -349,10 +349,11 @@ async def test_a_session_taken_over_by_a_node_whose_reading_lags_gets_nothing_tw
 async def test_a_reply_whose_session_was_let_go_before_it_was_recorded_delivers_nothing(
     redis_url: str,
 ) -> None:
-    """A connect answered on a node from its copy of the session, whose cursor is not recorded
-    yet when another node takes the session over and tells this one to let it go: its messages
-    are the other node's to send (it caught them up), so the reply goes without them. Were the
-    session left out of the recording for being gone, they went out twice."""
+    """A connect answered on a node from its copy of the session, whose delivery is not recorded
+    yet when another node takes the session over and tells this one to let it go: either the
+    reply waits for a gate that the release reaches, which holds its messages back for the
+    other node to send (it catches them up), or the gate completed first and the release says
+    the session stood past them, and the reply carries them. Once, either way."""
     async with asgi_cluster(redis_url, 2) as cluster:
         here = cluster.contexts[0]
         subscriber, publisher = await subscriber_and_publisher(cluster)

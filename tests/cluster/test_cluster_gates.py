@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.asyncio
 
+from starlette_cometd.cluster import node as node_module
 from support.cluster import Client, asgi_cluster, gather_until
 
 
@@ -50,12 +52,13 @@ async def test_sessions_that_keep_up_cost_no_write_per_session_and_message(redis
 
 
 async def test_a_node_that_does_not_let_go_is_fenced_and_sends_nothing_more(
-    redis_url: str,
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A node that does not answer a take-over (here: deaf to it; a node that died does not
     listen at all) is fenced: the other node catches the session up from where that node's
     last gate left it, and that node's next gate fails, so the messages it queued for the
     session never go out from it, and it lets its sessions go."""
+    monkeypatch.setattr(node_module, "RELEASE_WAIT", 0.5)
     async with asgi_cluster(redis_url, 2) as cluster:
         deaf = cluster.contexts[0]
         node = deaf.cluster
@@ -90,8 +93,10 @@ async def test_a_node_that_does_not_let_go_is_fenced_and_sends_nothing_more(
         other = Client(cluster.node_url(0))
         await other.handshake()
         await other.subscribe("/b")
+        fenced_id = node.id
         reply, _ = await other.connect()
         assert deaf.session_info(subscriber.client_id) is None
+        assert node.id != fenced_id  # it goes on under a new id
         assert (await publisher.publish("/a", "three"))["successful"] is True
         assert [m["data"] for m in await gather_until(subscriber, 1)] == ["three"]
         assert reply["successful"] is True, reply

@@ -64,6 +64,7 @@ class Gates:
         self._cluster = connection.cluster
         self._mark = connection.script(MARK)
         self._gate = connection.script(GATE)
+        self._keys = keys
         self._state_key = keys.node_state(node)
         self._session_key = keys.session
         self._node = node
@@ -79,6 +80,8 @@ class Gates:
         self._behind: dict[str, str] = {}
         # Sessions whose record holds no gate yet (new, or taken over): the next gate marks them.
         self._unsettled: set[str] = set()
+        # The marks of a gate Redis failed, written with the next (session -> its cursor then).
+        self._retry: dict[str, str] = {}
         # The positions before each log entry fanned out since the last gate was taken.
         self._stamp = 0
         self._stamps: dict[int, Sequence[int] | str] = {}
@@ -98,6 +101,13 @@ class Gates:
 
     def start_at(self, positions: Sequence[int]) -> None:
         self.done_cursor = self._encode(positions)
+
+    def rename(self, node: str) -> None:
+        """This node goes on under a new id (it was fenced under the old one, whose records
+        must be read against the gates that completed under it, and no later one)."""
+        self._node = node
+        self._state_key = self._keys.node_state(node)
+        self.done = 0
 
     # Stamps: which cursor each queued message was fanned out at
 
@@ -120,8 +130,8 @@ class Gates:
     def settle(self, client_id: str, cursor: str) -> None:
         """A session whose record now holds ``cursor`` alone (new, or taken over): the next
         gate marks it, whatever its messages (before that, its messages wait for a gate taken
-        after now, which marks it)."""
-        self._behind[client_id] = cursor
+        after now, which marks it). Where a gate already left it stands."""
+        self._behind.setdefault(client_id, cursor)
         self._unsettled.add(client_id)
 
     def standing(self, client_id: str) -> str:
@@ -132,6 +142,7 @@ class Gates:
         """The session left this node: its messages waiting for a gate do not go out."""
         self._behind.pop(client_id, None)
         self._unsettled.discard(client_id)
+        self._retry.pop(client_id, None)
         for gate in (self._running, self._next):
             if gate is not None:
                 gate.dropped.add(client_id)
@@ -139,6 +150,7 @@ class Gates:
     def forget_all(self) -> None:
         self._behind.clear()
         self._unsettled.clear()
+        self._retry.clear()
 
     # Taking gates
 
@@ -150,8 +162,13 @@ class Gates:
             loop = asyncio.get_running_loop()
             gate = self._next = _Gate(loop.create_future())
             if self._running is None:
-                loop.call_soon(self._take)
+                loop.call_soon(self._take_soon)
         return gate.future
+
+    def _take_soon(self) -> None:
+        # One loop turn later: the pushes scheduled in the turn that asked for the gate (or
+        # completed the last one) drain first, rather than be marked as undelivered.
+        asyncio.get_running_loop().call_soon(self._take)
 
     def _take(self) -> None:
         gate = self._next
@@ -173,7 +190,13 @@ class Gates:
                 after = (
                     before_entry if isinstance(before_entry, str) else self._encode(before_entry)
                 )
+            self._retry.pop(client_id, None)
             writes.append((client_id, self.standing(client_id), after))
+        # Those of a gate Redis failed; then sessions new here, whose queue is as last reported
+        # (nothing undelivered, or their retried mark).
+        for client_id, after in self._retry.items():
+            writes.append((client_id, self.standing(client_id), after))
+        self._retry.clear()
         marked = {client_id for client_id, _, _ in writes}
         for client_id in self._unsettled - marked:
             writes.append((client_id, self.standing(client_id), ""))
@@ -183,20 +206,28 @@ class Gates:
         task.add_done_callback(self._tasks.discard)
 
     async def _complete(self, gate: _Gate, cursor: str, writes: list[tuple[str, str, str]]) -> None:
+        held: frozenset[str] | None = frozenset(gate.dropped)
         try:
             held = await self._write(gate, cursor, writes)
-        except BaseException as error:
-            if not gate.future.done():
-                gate.future.cancel()
-            self._running = None
-            if isinstance(error, Exception):
-                log.exception("a gate failed")
+        except asyncio.CancelledError:
+            gate.future.cancel()  # the node stops
             raise
-        self._running = None
-        if not gate.future.done():
-            gate.future.set_result(held)
-        if self._next is not None:
-            asyncio.get_running_loop().call_soon(self._take)
+        except Exception:
+            # Not Redis failing (this code, or the client's): as when Redis fails.
+            log.exception("a gate failed")
+            self._failed(writes)
+        finally:
+            self._running = None
+            if not gate.future.done():
+                gate.future.set_result(held)
+            if self._next is not None:
+                asyncio.get_running_loop().call_soon(self._take_soon)
+
+    def _failed(self, writes: list[tuple[str, str, str]]) -> None:
+        """A gate's writes did not happen (as far as this node knows): its messages go out all
+        the same, and its marks are written with the next gate."""
+        for client_id, _, after in writes:
+            self._retry[client_id] = after
 
     async def _write(
         self, gate: _Gate, cursor: str, writes: list[tuple[str, str, str]]
@@ -206,11 +237,17 @@ class Gates:
         except REDIS_ERRORS as error:
             # Redis away: the messages go out as they are (nothing to record them in).
             self.on_failed(error)
+            self._failed(writes)
             return frozenset(gate.dropped)
         if isinstance(passed, RESPONSE_ERRORS):
             # Bad data under the node's state: it goes, and the next gate writes it again.
             log.error("cluster: Redis refused node %s's state (%s)", self._node, passed)
-            await self._redis.delete(self._state_key)
+            try:
+                await self._redis.delete(self._state_key)
+            except REDIS_ERRORS as error:
+                self.on_failed(error)
+            self._failed(writes)
+            return frozenset(gate.dropped)
         elif not passed:
             log.warning("node %s was fenced by another: it lets every session go", self._node)
             self.forget_all()
@@ -218,13 +255,15 @@ class Gates:
             return None
         self.done, self.done_cursor = gate.number, cursor
         moved = set(gate.dropped)
-        for (client_id, _, after), result in zip(writes, marked, strict=True):
+        for (client_id, before, after), result in zip(writes, marked, strict=True):
             self._unsettled.discard(client_id)
             if isinstance(result, Exception):
                 self.on_refused(client_id, result)
             elif not result:
+                # Claimed by another node: its messages of this gate stay unsent, and it stands
+                # where it did (what this node answers that node's release).
                 moved.add(client_id)
-                self._behind.pop(client_id, None)
+                self._behind[client_id] = before
                 continue
             if client_id in gate.dropped:
                 continue
@@ -245,7 +284,7 @@ class Gates:
             for client_id, before, after in writes:
                 await self._mark(
                     keys=[self._session_key(client_id)],
-                    args=[self._node, before, number, after],
+                    args=[self._node, before, f"{self._node}:{number}", after],
                     client=pipe,
                 )
             if self._cluster and writes:
@@ -263,12 +302,21 @@ class Gates:
         return marked, results[-1]
 
 
+def marker(fields: dict[bytes, bytes]) -> str | None:
+    """The node whose gate last marked a session's record (see ``settled``), if any."""
+    gate = fields.get(b"g")
+    if not gate:
+        return None
+    return gate.decode(errors="replace").rpartition(":")[0]
+
+
 def settled(fields: dict[bytes, bytes], done: int, done_cursor: bytes | None) -> bytes:
-    """Where a session stood by its record, against its node's last completed gate: the cursor
-    its record holds, or its node's."""
+    """Where a session stood by its record, against the last gate completed by the node that
+    marked it (``marker``): the cursor its record holds, or that node's."""
     gate = fields.get(b"g")
     if not gate:
         return fields[b"c"]
-    if done >= int(gate):
+    number = gate.decode(errors="replace").rpartition(":")[2]
+    if number.isdigit() and done >= int(number):
         return fields.get(b"h") or done_cursor or fields[b"c"]
     return fields[b"c"]

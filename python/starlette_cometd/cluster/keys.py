@@ -109,12 +109,23 @@ return 1
 
 
 # Writes where a session stood at a gate (see gates.py), if this node still serves it. KEYS:
-# the session hash. ARGV: this node, the cursor it stood at before the gate, the gate's number,
+# the session hash. ARGV: this node, the cursor it stood at before the gate, the gate
+# (<node>:<number>),
 # the cursor before its first undelivered message at the gate ("": none, it stands at its
 # node's). Returns 1, or 0 when the session moved (or ended) meanwhile.
 MARK = """
 if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'c', ARGV[2], 'g', ARGV[3], 'h', ARGV[4])
+return 1
+"""
+
+# Makes a session just taken over stand at a cursor alone (its gates marks go), if this node
+# still has it. KEYS: the session hash. ARGV: this node, the cursor. Returns 1, or 0 when
+# another node claimed it meanwhile.
+SETTLE = """
+if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'c', ARGV[2])
+redis.call('HDEL', KEYS[1], 'g', 'h')
 return 1
 """
 

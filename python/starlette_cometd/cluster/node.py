@@ -27,7 +27,7 @@ from .browser_holds import BrowserHolds
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
-from .gates import Gates, settled
+from .gates import Gates, marker, settled
 from .keys import (
     ATTRIBUTES,
     CLAIM,
@@ -36,6 +36,7 @@ from .keys import (
     POP_EXPIRED,
     PUBLISH,
     RECORD,
+    SETTLE,
     SUBSCRIPTIONS,
     TOUCH,
     Cursor,
@@ -66,7 +67,7 @@ REACH_WAIT = 5.0
 STOP_WAIT = 2.0
 # How long a take-over waits for the node serving the session to let it go before it fences
 # that node (see gates.py).
-RELEASE_WAIT = 1.0
+RELEASE_WAIT = 5.0
 # Sessions' records and deadlines are kept alive in batches of this many.
 KEEP_ALIVE_AT_ONCE = 1000
 
@@ -116,8 +117,13 @@ class RedisNode:
         self._writes: set[asyncio.Task[None]] = set()
         # Where this node's other sessions stand (see gates.py), set when it starts.
         self._gates: Gates | None = None
-        # Take-overs waiting for another node to let a session go: where it stood.
+        # Take-overs waiting for another node to let a session go (by a nonce): where it stood.
         self._releases: dict[str, asyncio.Future[str]] = {}
+        # Sessions being taken over here: a release asked meanwhile waits for it to end.
+        self._adopting: dict[str, asyncio.Event] = {}
+        # Sessions here for a batch only (see borrow): not this node's to release.
+        self._borrowed: set[str] = set()
+        self._listener: asyncio.Task[None] | None = None
         # Sessions here whose record says their first connect was answered.
         self._connected_noted: set[str] = set()
         # When each session here last had its record and deadline kept alive.
@@ -147,6 +153,7 @@ class RedisNode:
         self._claim = connection.script(CLAIM)
         self._record = connection.script(RECORD)
         self._fence = connection.script(FENCE)
+        self._settle = connection.script(SETTLE)
         self._connected = connection.script(CONNECTED)
         self._subscriptions = connection.script(SUBSCRIPTIONS)
         self._touch = connection.script(TOUCH)
@@ -170,7 +177,7 @@ class RedisNode:
         self._tasks.append(asyncio.create_task(self._keep_alive()))
         for partition in range(self.keys.partitions):
             self._tasks.append(asyncio.create_task(self._follow(partition)))
-        self._tasks.append(asyncio.create_task(self._listen_for_control()))
+        self._listen()
         self._tasks.append(asyncio.create_task(self._end_orphans()))
         if self.max_held_per_browser >= 0:
             self._browser_holds = BrowserHolds(
@@ -235,6 +242,13 @@ class RedisNode:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
+    def _listen(self) -> None:
+        """Listens to this node's control channel (again, under a new id)."""
+        if self._listener is not None:
+            self._listener.cancel()
+        self._listener = asyncio.create_task(self._listen_for_control())
+        self._tasks.append(self._listener)
+
     async def take_over(
         self,
         client_ids: Iterable[str],
@@ -277,6 +291,7 @@ class RedisNode:
                 node = fields.get(b"n", b"").decode()
                 if self.engine.adopt(client_id, owner, subscriptions, ack, address, connected):
                     borrowed[client_id] = node
+                    self._borrowed.add(client_id)
                     self._load_attributes(client_id, fields)
         except _RESPONSE_ERRORS as error:
             self._report("a borrowed session", f"a session record Redis refused ({error})")
@@ -292,7 +307,12 @@ class RedisNode:
         a task), and a cursor taken then would pass the messages fanned out meanwhile, which
         wait in the queue."""
         reports = {client_id: self.engine.ack_report(client_id) for client_id in client_ids}
-        return Drain(self._cursor().encode(), reports)
+        gate = None
+        if any(report is None for report in reports.values()):
+            # Taken now: a session let go from here on is one this gate holds back.
+            assert self._gates is not None
+            gate = self._gates.wait()
+        return Drain(self._cursor().encode(), reports, gate)
 
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
@@ -308,9 +328,7 @@ class RedisNode:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
-                alive, told = await self._queue_changes(
-                    pipe, outcome, cursor, borrowed, reports.keys()
-                )
+                alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed, reports)
                 if alive:
                     await self._touch(
                         keys=[self.keys.deadlines()],
@@ -330,23 +348,29 @@ class RedisNode:
             # Where the sessions served stand, with every other request's of this loop turn.
             moved: set[str] = set()
             ended = {c for kind, c, _ in outcome.events if kind == "session_removed"}
-            recorded: list[tuple[str, dict[str, Any]]] = []
-            for client_id in reports:
+            plain: list[str] = []
+            acked: list[tuple[str, dict[str, Any]]] = []
+            for client_id, report in reports.items():
                 if client_id in borrowed or client_id in alive:
+                    continue
+                if report is None:
+                    # The gate taken when its queue was drained says whether its messages go
+                    # (it holds back those of a session let go before it completed; one let
+                    # go after stood past them, and they must go).
+                    plain.append(client_id)
                     continue
                 info = engine.session_info(client_id)
                 if info is not None:
-                    recorded.append((client_id, info))
+                    acked.append((client_id, info))
                 elif client_id not in ended:
                     # Let go since its queue was drained (another node took it over, and
                     # sends what it caught up): as moved, its messages must not go out here.
                     moved.add(client_id)
-            plain = [client_id for client_id, _ in recorded if reports.get(client_id) is None]
             if plain:
-                held = await self._gate()
+                assert drain.gate is not None
+                held = await drain.gate
                 moved.update(plain if held is None else held.intersection(plain))
             # The ack extension's sessions record their cursor each (see RECORD).
-            acked = [(c, info) for c, info in recorded if reports.get(c) is not None]
             outcomes = await asyncio.gather(
                 *(
                     self._record_soon(
@@ -379,19 +403,21 @@ class RedisNode:
         outcome: Outcome,
         cursor: str,
         borrowed: dict[str, str],
-        cursor_reports: Iterable[str] = (),
+        reports: dict[str, tuple[int | None, int | None] | None],
     ) -> tuple[list[str], list[tuple[str, str]]]:
         """Queues the writes of a batch's events: a new session's record, a changed
         subscription list (by a script that applies the change, so that changes made at once
-        on several nodes all hold), a removal. Returns the sessions whose deadline moves, and
-        what to tell which other node."""
+        on several nodes all hold), a removal; and the first connect of a session drained
+        (``reports``) without the ack extension (RECORD notes it for the others). Returns the
+        sessions whose deadline moves, and what to tell which other node."""
         engine = self.engine
         alive: list[str] = []
         told: list[tuple[str, str]] = []
         added = {c for kind, c, _ in outcome.events if kind == "session_added"}
-        for client_id in cursor_reports:
+        for client_id, report in reports.items():
             # A session's first connect, once: the record says so (see CLAIM).
-            if client_id in self._connected_noted or client_id in borrowed or client_id in added:
+            noted = client_id in self._connected_noted or report is not None
+            if noted or client_id in borrowed or client_id in added:
                 continue
             info = engine.session_info(client_id)
             if info is not None and info["connected"]:
@@ -431,7 +457,8 @@ class RedisNode:
         twice. If the session moved meanwhile, its messages stay for the node that has it now."""
         report = drain.reports.get(client_id)
         if report is None:
-            held = await self._gate()
+            assert drain.gate is not None
+            held = await drain.gate
             return body if held is not None and client_id not in held else replies_only(body)
         kept = await self._record_delivery(client_id, drain.cursor, "1", report)
         if kept is None:
@@ -587,6 +614,7 @@ class RedisNode:
             self._gates.forget(client_id)
         self._connected_noted.discard(client_id)
         self._kept_alive.pop(client_id, None)
+        self._borrowed.discard(client_id)
 
     def removed(self, client_ids: list[str]) -> None:
         """Sessions this node ended outside a request (expiry, the application): their records
@@ -653,11 +681,17 @@ class RedisNode:
         written again from the session here."""
         self._report(f"session {client_id}", f"a session record Redis refused ({error})")
         info = self.engine.session_info(client_id)
+        assert self._gates is not None
+        cursor = self._cursor().encode()
+        if info is not None and not info["ack"]:
+            cursor = self._gates.standing(client_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(self.keys.session(client_id))
             if info is not None:
-                self._queue_record(pipe, client_id, info, self._cursor().encode())
+                self._queue_record(pipe, client_id, info, cursor)
             await pipe.execute()
+        if info is not None and not info["ack"]:
+            self._gates.settle(client_id, cursor)
 
     def _cursor(self) -> Cursor:
         return Cursor(tuple(self._epochs), tuple(self._positions))
@@ -719,8 +753,26 @@ class RedisNode:
         if record is None:
             await self.redis.delete(key)
             return
-        owner, subscriptions, ack, connected, cursor = record
         node = before.decode()
+        adopting = self._adopting[client_id] = asyncio.Event()
+        try:
+            await self._adopt_claimed(client_id, address, fields, record, node)
+        finally:
+            adopting.set()
+            if self._adopting.get(client_id) is adopting:
+                del self._adopting[client_id]
+
+    async def _adopt_claimed(
+        self,
+        client_id: str,
+        address: str | None,
+        fields: dict[bytes, bytes],
+        record: tuple[str, list[str], bool, bool, Cursor],
+        node: str,
+    ) -> None:
+        """Takes over a session just claimed from ``node``, its record read as ``fields``."""
+        key = self.keys.session(client_id)
+        owner, subscriptions, ack, connected, cursor = record
         standing = b""
         if not ack:
             # Where it stood (see gates.py): the node serving it lets it go and says so, or is
@@ -732,10 +784,9 @@ class RedisNode:
                 self._report(f"session {client_id}", f"a malformed session record ({error})")
                 await self.redis.delete(key)
                 return
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, "c", standing)
-                pipe.hdel(key, "g", "h")
-                await pipe.execute()
+            if not await self._settle(keys=[key], args=[self.id, standing]):
+                log.debug("node %s: session %s was claimed again meanwhile", self.id, client_id)
+                return
         missed = await self._missed_since(cursor)
         if missed is None:
             # What it missed is no longer kept (or the logs were lost): it cannot be
@@ -758,6 +809,8 @@ class RedisNode:
             engine.continue_ack_after(client_id, _last_batch(fields))
         if adopted:
             self._load_attributes(client_id, fields)
+            if connected:
+                self._connected_noted.add(client_id)
             assert self._gates is not None
             if not ack:
                 self._gates.settle(client_id, standing.decode())
@@ -767,28 +820,30 @@ class RedisNode:
             await self._tell(node, f"forget:{client_id}")
 
     async def _standing(self, client_id: str, node: str, fields: dict[bytes, bytes]) -> bytes:
-        """Where a session just claimed stood, its messages sent by ``node`` until now: that
-        node lets it go and says where (``release``); one that does not answer, or is not
-        listening (it died), is fenced, and its record read against the last gate it
-        completed."""
+        """Where a session just claimed stood. The node whose gate marked its record last (or,
+        if none did, ``node``, which served it) sends its messages until now: that node lets it
+        go and says where (``release``); one that does not answer, or is not listening (it
+        died), is fenced, and the record read against the last gate it completed."""
         assert self._gates is not None
-        if node == self.id:
+        sender = marker(fields) or node
+        if sender == self.id:
             return settled(fields, self._gates.done, self._gates.done_cursor.encode())
         loop = asyncio.get_running_loop()
-        waiter = self._releases.setdefault(client_id, loop.create_future())
+        nonce = secrets.token_hex(4)
+        waiter: asyncio.Future[str] = loop.create_future()
+        self._releases[nonce] = waiter
         try:
-            if await self._tell(node, f"release:{client_id}:{self.id}"):
+            if await self._tell(sender, f"release:{client_id}:{self.id}:{nonce}"):
                 with contextlib.suppress(TimeoutError):
-                    text = await asyncio.wait_for(asyncio.shield(waiter), RELEASE_WAIT)
+                    text = await asyncio.wait_for(waiter, RELEASE_WAIT)
                     if text:
                         return text.encode()
-                    # It no longer had the session: its last gate is final for it.
-                    return settled(fields, *await self._state_of(node))
-            log.info("node %s did not let %s go: it is fenced", node, client_id)
-            return settled(fields, *await self._state_of(node, fence=True))
+                    # It does not have the session: its last gate is final for it.
+                    return settled(fields, *await self._state_of(sender))
+            log.info("node %s did not let %s go: it is fenced", sender, client_id)
+            return settled(fields, *await self._state_of(sender, fence=True))
         finally:
-            if self._releases.get(client_id) is waiter:
-                del self._releases[client_id]
+            del self._releases[nonce]
 
     async def _state_of(self, node: str, fence: bool = False) -> tuple[int, bytes | None]:
         """Another node's last gate completed, and its cursor then (``fence``: no gate of it
@@ -1080,10 +1135,14 @@ class RedisNode:
     def _fenced(self) -> None:
         """Another node fenced this one (it took this one for dead): every session goes from
         here, unannounced; their clients' next requests take them over again, where their
-        records stand."""
-        assert self._context is not None
+        records stand, read against the gates this node completed before. So that none
+        completed later counts, it goes on under a new id."""
+        assert self._context is not None and self._gates is not None
         for client_id in self.engine.session_ids():
             self._context.let_go(client_id)
+        self.id = secrets.token_hex(8)
+        self._gates.rename(self.id)
+        self._listen()
 
     def _gate_failed(self, error: BaseException) -> None:
         self._suspect = True
@@ -1132,23 +1191,19 @@ class RedisNode:
         what, _, client_id = note.partition(":")
         client_id, _, detail = client_id.partition(":")
         if what == "released":
-            waiter = self._releases.get(client_id)
+            waiter = self._releases.get(client_id)  # by its nonce
             if waiter is not None and not waiter.done():
                 waiter.set_result(detail)
             return
+        if what == "release":
+            # In a task: the answer may wait for a take-over here, which waits for notes.
+            asker, _, nonce = detail.partition(":")
+            task = asyncio.create_task(self._release(client_id, asker, nonce))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+            return
         engine = self.engine
         info = engine.session_info(client_id)
-        if what == "release":
-            # Another node took it over: where it stood goes to that node (see _standing).
-            assert self._gates is not None
-            standing = ""
-            if info is not None:
-                standing = self._gates.standing(client_id)
-                log.debug("node %s lets session %s go to %s", self.id, client_id, detail)
-                assert self._context is not None
-                self._context.let_go(client_id)
-            await self._tell(detail, f"released:{client_id}:{standing}")
-            return
         if info is None:
             return  # not here (any more)
         assert self._context is not None
@@ -1164,6 +1219,25 @@ class RedisNode:
                 return
             if fields:
                 self._load_attributes(client_id, fields)
+
+    async def _release(self, client_id: str, asker: str, nonce: str) -> None:
+        """Another node took a session over: this one lets it go, and tells that node where it
+        stood as of this node's last gate ("" when it is not this node's: that node then reads
+        its record against this node's last gate). A take-over of it under way here ends
+        first."""
+        adopting = self._adopting.get(client_id)
+        if adopting is not None:
+            await adopting.wait()
+        assert self._gates is not None and self._context is not None
+        standing = ""
+        if self.engine.session_info(client_id) is not None and client_id not in self._borrowed:
+            standing = self._gates.standing(client_id)
+            log.debug("node %s lets session %s go to %s", self.id, client_id, asker)
+            self._context.let_go(client_id)
+        try:
+            await self._tell(asker, f"released:{nonce}:{standing}")
+        except _REDIS_ERRORS as error:
+            log.warning("could not answer node %s about %s: %s", asker, client_id, error)
 
     # Session attributes (see attributes.py)
 
@@ -1241,6 +1315,8 @@ class Drain:
 
     cursor: str
     reports: dict[str, tuple[int | None, int | None] | None]
+    # The gate the sessions without the ack extension wait for (see gates.py).
+    gate: asyncio.Future[frozenset[str] | None] | None = None
 
 
 # A cursor to record: the session, its cursor, whether it connected, the ack extension's

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.cluster import node as node_module
 from support.cluster import Client, asgi_cluster, gather_until
 
@@ -100,3 +101,25 @@ async def test_a_node_that_does_not_let_go_is_fenced_and_sends_nothing_more(
         assert (await publisher.publish("/a", "three"))["successful"] is True
         assert [m["data"] for m in await gather_until(subscriber, 1)] == ["three"]
         assert reply["successful"] is True, reply
+
+
+async def test_a_node_that_leaves_takes_no_gate_after(redis_url: str) -> None:
+    """A gate asked for as the node leaves the cluster is not taken after: it would use the
+    node's closed connections (a Redis Cluster client opens new ones, left unclosed). What
+    waited for it goes out as it is."""
+    context = LongPollingServiceContextBuilder().redis(redis_url).build()
+    await context.open()
+    node = context.cluster
+    assert node is not None and node._gates is not None
+    gates = node._gates
+    waiting = [gates.wait()]
+    await asyncio.sleep(0)  # under way: asked for, not yet taken
+    waiting.append(gates.wait())
+    await context.close()
+    await asyncio.sleep(0.1)
+    assert all(future.done() for future in waiting)
+    assert not gates.tasks
+    after = gates.wait()
+    assert after.done() and after.result() == frozenset()
+    await asyncio.sleep(0.1)
+    assert not gates.tasks

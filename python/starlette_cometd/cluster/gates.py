@@ -88,6 +88,7 @@ class Gates:
         self._next: _Gate | None = None
         self._running: _Gate | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         #: Called when this node was fenced: every session here must go.
         self.on_fenced: Callable[[], None] = lambda: None
         #: Called when Redis failed a gate (its messages went out all the same).
@@ -154,12 +155,24 @@ class Gates:
 
     # Taking gates
 
+    def close(self) -> None:
+        """The node leaves the cluster: no gate is taken any more (one would use its closed
+        connections), and what waits for one goes out as it is."""
+        self._closed = True
+        gate, self._next = self._next, None
+        if gate is not None and not gate.future.done():
+            gate.future.set_result(frozenset(gate.dropped))
+
     def wait(self) -> asyncio.Future[frozenset[str] | None]:
         """Completes once a gate taken after now completed: with the sessions whose messages
         drained before now must not go out, or None when none may."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            done: asyncio.Future[frozenset[str] | None] = loop.create_future()
+            done.set_result(frozenset())
+            return done
         gate = self._next
         if gate is None:
-            loop = asyncio.get_running_loop()
             gate = self._next = _Gate(loop.create_future())
             if self._running is None:
                 loop.call_soon(self._take_soon)
@@ -172,7 +185,7 @@ class Gates:
 
     def _take(self) -> None:
         gate = self._next
-        if gate is None or self._running is not None:
+        if gate is None or self._running is not None or self._closed:
             return
         self._next = None
         self._running = gate
@@ -220,7 +233,7 @@ class Gates:
             self._running = None
             if not gate.future.done():
                 gate.future.set_result(held)
-            if self._next is not None:
+            if self._next is not None and not self._closed:
                 asyncio.get_running_loop().call_soon(self._take_soon)
 
     def _failed(self, writes: list[tuple[str, str, str]]) -> None:

@@ -124,6 +124,7 @@ class RedisNode:
         # Sessions here for a batch only (see borrow): not this node's to release.
         self._borrowed: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
         # Sessions here whose record says their first connect was answered.
         self._connected_noted: set[str] = set()
         # When each session here last had its record and deadline kept alive.
@@ -188,6 +189,9 @@ class RedisNode:
     async def stop(self) -> None:
         """Leaves the cluster: its readers end and its connections close, each step within
         ``STOP_WAIT`` seconds (a Redis that does not answer must not hold a shutdown up)."""
+        self._stopping = True
+        if self._gates is not None:
+            self._gates.close()
         holds, self._browser_holds = self._browser_holds, None
         if holds is not None:
             holds.close()
@@ -1142,7 +1146,8 @@ class RedisNode:
             self._context.let_go(client_id)
         self.id = secrets.token_hex(8)
         self._gates.rename(self.id)
-        self._listen()
+        if not self._stopping:
+            self._listen()
 
     def _gate_failed(self, error: BaseException) -> None:
         self._suspect = True

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -353,7 +353,7 @@ class RedisNode:
             moved: set[str] = set()
             ended = {c for kind, c, _ in outcome.events if kind == "session_removed"}
             plain: list[str] = []
-            acked: list[tuple[str, dict[str, Any]]] = []
+            acked: list[tuple[str, dict[str, Any], tuple[int | None, int | None]]] = []
             for client_id, report in reports.items():
                 if client_id in borrowed or client_id in alive:
                     continue
@@ -365,7 +365,7 @@ class RedisNode:
                     continue
                 info = engine.session_info(client_id)
                 if info is not None:
-                    acked.append((client_id, info))
+                    acked.append((client_id, info, report))
                 elif client_id not in ended:
                     # Let go since its queue was drained (another node took it over, and
                     # sends what it caught up): as moved, its messages must not go out here.
@@ -373,7 +373,7 @@ class RedisNode:
             if plain:
                 assert drain.gate is not None
                 held = await drain.gate
-                moved.update(plain if held is None else held.intersection(plain))
+                moved.update(c for c in plain if not _goes_out(held, c))
             # The ack extension's sessions record their cursor each (see RECORD).
             outcomes = await asyncio.gather(
                 *(
@@ -381,13 +381,13 @@ class RedisNode:
                         client_id,
                         cursor,
                         "1" if info["connected"] else "0",
-                        reports.get(client_id),
+                        report,
                     )
-                    for client_id, info in acked
+                    for client_id, info, report in acked
                 ),
                 return_exceptions=True,
             )
-            for (client_id, _), result in zip(acked, outcomes, strict=True):
+            for (client_id, _, _), result in zip(acked, outcomes, strict=True):
                 if isinstance(result, _RESPONSE_ERRORS):
                     await self._rewrite(client_id, result)
                 elif isinstance(result, BaseException):
@@ -463,7 +463,7 @@ class RedisNode:
         if report is None:
             assert drain.gate is not None
             held = await drain.gate
-            return body if held is not None and client_id not in held else replies_only(body)
+            return body if _goes_out(held, client_id) else replies_only(body)
         kept = await self._record_delivery(client_id, drain.cursor, "1", report)
         if kept is None:
             # Nothing to move to while Redis is away: the reply goes out as it is, but for a
@@ -486,7 +486,7 @@ class RedisNode:
                 pushed.cancel()
                 return
             held = gate.result()
-            pushed.set_result(body if held is not None and client_id not in held else None)
+            pushed.set_result(body if _goes_out(held, client_id) else None)
 
         self._gate().add_done_callback(passed)
         return pushed
@@ -500,7 +500,7 @@ class RedisNode:
         client_id: str,
         cursor: str,
         connected: str,
-        report: tuple[int | None, int | None] | None = None,
+        report: tuple[int | None, int | None],
     ) -> bool | None:
         """Records the cursor of messages about to go out: whether they may (True; also when
         the record was bad data, which is rewritten), False when the session moved to another
@@ -520,19 +520,16 @@ class RedisNode:
         client_id: str,
         cursor: str,
         connected: str,
-        report: tuple[int | None, int | None] | None = None,
+        report: tuple[int | None, int | None],
     ) -> int:
         """Records the cursor of a session with the ack extension (and moves its deadline) with
         every other of this loop turn, in one round trip: 1, or 0 when it moved to another node.
-        With the ack extension, ``report`` is the core's ``ack_report``: the batch the client
-        acknowledged and the one the reply carries. Raises what Redis raises (for this session
-        alone when its record is bad data)."""
+        ``report`` is the core's ``ack_report``: the batch the client acknowledged and the one
+        the reply carries. Raises what Redis raises (for this session alone when its record is
+        bad data)."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        if report is None:
-            ack: tuple[str, str, str] = ("", "", "")
-        else:
-            acked, built = report
-            ack = ("1", "" if acked is None else str(acked), "" if built is None else str(built))
+        acked, built = report
+        ack = ("1", "" if acked is None else str(acked), "" if built is None else str(built))
         self._records.append((client_id, cursor, connected, ack, done))
         if len(self._records) == 1:
             asyncio.get_running_loop().call_soon(self._write_records)
@@ -540,7 +537,11 @@ class RedisNode:
 
     def _write_records(self) -> None:
         batch, self._records = self._records, []
-        task = asyncio.create_task(self._write_record_batch(batch))
+        self._in_background(self._write_record_batch(batch))
+
+    def _in_background(self, write: Coroutine[Any, Any, None]) -> None:
+        """Runs a write in a task of its own, cancelled when the node stops."""
+        task = asyncio.create_task(write)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
@@ -1154,9 +1155,7 @@ class RedisNode:
         log.warning("could not record where this node's sessions stand: %s", error)
 
     def _gate_refused(self, client_id: str, error: BaseException) -> None:
-        task = asyncio.create_task(self._rewrite(client_id, error))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._in_background(self._rewrite(client_id, error))
 
     async def _keep_alive(self) -> None:
         """Moves the deadline of every session here, and the life of its record, about three
@@ -1203,9 +1202,7 @@ class RedisNode:
         if what == "release":
             # In a task: the answer may wait for a take-over here, which waits for notes.
             asker, _, nonce = detail.partition(":")
-            task = asyncio.create_task(self._release(client_id, asker, nonce))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._in_background(self._release(client_id, asker, nonce))
             return
         engine = self.engine
         info = engine.session_info(client_id)
@@ -1392,6 +1389,11 @@ def acknowledged_batches(body: bytes) -> dict[str, int]:
         if isinstance(client_id, str) and type(acked) is int and acked >= 0:
             acknowledged[client_id] = acked
     return acknowledged
+
+
+def _goes_out(held: frozenset[str] | None, client_id: str) -> bool:
+    """Whether a gate's result (see gates.py) lets a session's drained messages go out."""
+    return held is not None and client_id not in held
 
 
 def _last_batch(fields: dict[bytes, bytes]) -> int:

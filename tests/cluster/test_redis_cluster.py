@@ -33,7 +33,7 @@ from support.cluster import (
     leave_without_ending,
 )
 from support.drivers import require
-from support.redis_servers import RedisCluster, redis_missing
+from support.redis_servers import RedisCluster, RedisServer, redis_missing
 
 PARTITIONS = 3
 # Channels that fall in every one of the three partitions.
@@ -270,6 +270,45 @@ async def test_the_url_of_any_node_finds_the_cluster_and_a_plain_server_stays_on
         await connection.aclose()
     with pytest.raises(ValueError, match="only database 0"):
         await connect(f"{redis_cluster_urls[0]}/1")
+
+
+def connected_clients(servers: list[RedisServer]) -> int:
+    total = 0
+    for server in servers:
+        with server.client() as client:
+            total += int(client.info("clients")["connected_clients"]) - 1  # not this one
+    return total
+
+
+@pytest.mark.parametrize("kind", ["cluster", "single"])
+async def test_a_connection_closed_opens_no_new_ones_for_a_late_command(
+    kind: str,
+    redis_cluster: RedisCluster,
+    redis_cluster_urls: list[str],
+    redis_server: RedisServer,
+) -> None:
+    """A node that has left may still have a command under way (a take-over waiting for an
+    answer): it meets Redis as away. redis-py would open new connections for it, and a Redis
+    Cluster client would initialize itself again, all of which nothing would ever close."""
+    from redis.exceptions import ConnectionError
+
+    servers = redis_cluster.nodes if kind == "cluster" else [redis_server]
+    url = redis_cluster_urls[0] if kind == "cluster" else redis_server.url
+    before = connected_clients(servers)
+    connection = await connect(url)
+    script = connection.script("return redis.call('INCR', KEYS[1])")
+    assert await script(keys=["t:{a}"]) == 1
+    assert connected_clients(servers) > before
+    await connection.aclose()
+    with pytest.raises(ConnectionError, match="closed its connections"):
+        await connection.redis.get("t:{a}")
+    with pytest.raises(ConnectionError, match="closed its connections"):
+        await script(keys=["t:{a}"])
+    pipeline = connection.redis.pipeline(transaction=False)
+    await script(keys=["t:{a}"], client=pipeline)
+    with pytest.raises(ConnectionError, match="closed its connections"):
+        await pipeline.execute()
+    await until(lambda: asyncio.to_thread(lambda: connected_clients(servers) == before), 5)
 
 
 async def test_a_cluster_declared_down_is_redis_away_not_bad_data(

@@ -123,6 +123,7 @@ class SingleRedis:
                     yield message["data"]
 
     async def aclose(self) -> None:
+        _leave(self.redis, self.reader)
         await self.redis.aclose()
         await self.reader.aclose()
         await self._pool.disconnect()
@@ -181,8 +182,17 @@ class ClusterRedis:
             await pool.disconnect()
 
     async def aclose(self) -> None:
+        _leave(self.redis, self.reader)
         await self.redis.aclose()
         await self.reader.aclose()
+
+
+def _leave(*clients: Any) -> None:
+    """Marks the node's clients closed for good: a command sent after raises (see
+    ``closed_error``). Not in the clients' own ``aclose``, which a Redis Cluster client calls itself
+    to start again after a failure."""
+    for client in clients:
+        client.left = True
 
 
 class _Eval:
@@ -222,6 +232,15 @@ def _torn_down(error: BaseException) -> Exception:
     return ConnectionError(f"the connection was closed under the command ({error!r})")
 
 
+def closed_error() -> Exception:
+    """What a command sent after the node closed its client raises. redis-py would open new
+    connections for it (a cluster client initializes itself again), which nothing would close:
+    a node that has left meets Redis as away instead."""
+    from redis.exceptions import ConnectionError
+
+    return ConnectionError("this node has closed its connections to Redis")
+
+
 _single_class: Any = None
 
 
@@ -235,14 +254,22 @@ def _single_client_class() -> Any:
     from redis.asyncio.client import Pipeline as RedisPipeline
 
     class Pipeline(RedisPipeline):
+        owner: Client
+
         async def execute(self, raise_on_error: bool = True) -> list[Any]:
+            if self.owner.left:
+                raise closed_error()
             try:
                 return await super().execute(raise_on_error)
             except TORN_DOWN as error:
                 raise _torn_down(error) from error
 
     class Client(Redis):
+        left = False
+
         async def execute_command(self, *args: Any, **options: Any) -> Any:
+            if self.left:
+                raise closed_error()
             execute: Any = super().execute_command  # untyped in redis-py
             try:
                 return await execute(*args, **options)
@@ -250,7 +277,11 @@ def _single_client_class() -> Any:
                 raise _torn_down(error) from error
 
         def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
-            return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+            pipeline = Pipeline(
+                self.connection_pool, self.response_callbacks, transaction, shard_hint
+            )
+            pipeline.owner = self
+            return pipeline
 
     _single_class = Client
     return Client
@@ -289,6 +320,9 @@ def _cluster_client_class() -> Any:
         async def execute(
             self, raise_on_error: bool = True, allow_redirections: bool = True
         ) -> list[Any]:
+            owner: Any = self.cluster_client  # our Client
+            if owner.left:
+                raise closed_error()
             try:
                 results = await super().execute(raise_on_error, allow_redirections)
             except passing as error:
@@ -305,7 +339,11 @@ def _cluster_client_class() -> Any:
             return results
 
     class Client(RedisCluster):
+        left = False
+
         async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            if self.left:
+                raise closed_error()
             try:
                 return await super().execute_command(*args, **kwargs)
             except passing as error:

@@ -206,9 +206,12 @@ class _Eval:
         from redis.asyncio.client import Pipeline
         from redis.asyncio.cluster import ClusterPipeline
 
-        self.source = source
+        from .turns import Batch
+
+        # Encoded once: the client sends bytes as they are.
+        self.source = source.encode()
         self.redis = redis
-        self._pipelines = (Pipeline, ClusterPipeline)
+        self._pipelines = (Pipeline, ClusterPipeline, Batch)
 
     async def __call__(
         self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None

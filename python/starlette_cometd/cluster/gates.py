@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .connection import REDIS_ERRORS, RESPONSE_ERRORS, Connection
 from .keys import GATE, MARK, Keys
+from .turns import Turns
 
 if TYPE_CHECKING:
     from .._core import Engine
@@ -53,6 +54,7 @@ class Gates:
     def __init__(
         self,
         connection: Connection,
+        turns: Turns,
         keys: Keys,
         node: str,
         engine: Engine,
@@ -61,6 +63,8 @@ class Gates:
         ttl_ms: int,
     ) -> None:
         self._redis = connection.redis
+        # A gate goes to Redis with the requests' writes of its turn.
+        self._turns = turns
         self._cluster = connection.cluster
         self._mark = connection.script(MARK)
         self._gate = connection.script(GATE)
@@ -293,7 +297,7 @@ class Gates:
         ended), or the error Redis raised for its record; and the gate's result (0: fenced).
         On one server all go in one round trip, in order; on a Redis Cluster the marks are in
         many slots, and all complete before the gate is written."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._turns.pipeline() as pipe:
             for client_id, before, after in writes:
                 await self._mark(
                     keys=[self._session_key(client_id)],

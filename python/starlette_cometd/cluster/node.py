@@ -43,6 +43,7 @@ from .keys import (
     Keys,
     offset_of,
 )
+from .turns import Batch, Turns
 
 if TYPE_CHECKING:
     from .._core import Engine, Outcome
@@ -117,6 +118,8 @@ class RedisNode:
         self._writes: set[asyncio.Task[None]] = set()
         # Where this node's other sessions stand (see gates.py), set when it starts.
         self._gates: Gates | None = None
+        # The requests' writes of each loop turn, sent as one (see turns.py).
+        self._turns: Turns | None = None
         # Take-overs waiting for another node to let a session go (by a nonce): where it stood.
         self._releases: dict[str, asyncio.Future[str]] = {}
         # Sessions being taken over here: a release asked meanwhile waits for it to end.
@@ -150,6 +153,7 @@ class RedisNode:
         self._session_ttl_ms = self._deadline_ms + RECORD_GRACE_MS
         # One server or a Redis Cluster, whichever the URL names (see connection.py).
         self._connection = connection = await connect(self.url)
+        self._turns = Turns(connection.redis)
         self._publish = connection.script(PUBLISH)
         self._claim = connection.script(CLAIM)
         self._record = connection.script(RECORD)
@@ -163,6 +167,7 @@ class RedisNode:
         context.engine.track_marks()
         self._gates = gates = Gates(
             connection,
+            self._turns,
             self.keys,
             self.id,
             context.engine,
@@ -200,6 +205,8 @@ class RedisNode:
         tasks = [*self._tasks, *self._writes, *(holds.writes if holds is not None else ())]
         if self._gates is not None:
             tasks += self._gates.tasks
+        if self._turns is not None:
+            tasks += self._turns.tasks
         self._tasks.clear()
         for task in tasks:
             task.cancel()
@@ -229,6 +236,11 @@ class RedisNode:
         """The client for requests: ``Redis``, or ``RedisCluster`` (the same commands)."""
         assert self._connection is not None
         return self._connection.redis
+
+    def _pipeline(self) -> Batch:
+        """A pipeline for a request's writes, sent with the others of this loop turn."""
+        assert self._turns is not None
+        return self._turns.pipeline()
 
     # What a request needs before and after the core acts on it
 
@@ -329,7 +341,7 @@ class RedisNode:
         engine = self.engine
         cursor, reports = drain.cursor, drain.reports
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._pipeline() as pipe:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
                 alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed, reports)
@@ -569,7 +581,7 @@ class RedisNode:
         """Writes a batch of the ack extension's records (one call each: their batches are
         kept, see RECORD), and their deadlines, in one round trip. Returns each session's
         result: 1, 0 (moved), or the error raised for its record."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._pipeline() as pipe:
             await self._touch(
                 keys=[self.keys.deadlines()],
                 args=[self._deadline_ms, *(record[0] for record in batch)],
@@ -588,7 +600,7 @@ class RedisNode:
         """Writes publishes the server itself made (``send``). Raises ``EngineUnavailable``."""
         try:
             await self._resume()
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._pipeline() as pipe:
                 for channel, message, excluded in relayed:
                     await self._queue_publish(pipe, channel, message, excluded)
                 await pipe.execute()
@@ -605,7 +617,7 @@ class RedisNode:
             here = self.engine.session_info(client_id) is not None
             if not here and not await self.redis.exists(self.keys.session(client_id)):
                 raise ClientNotFoundError(f"no session with client id {client_id}")
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._pipeline() as pipe:
                 await self._queue_publish(pipe, channel, message, None, client_id)
                 await pipe.execute()
         except _REDIS_ERRORS as error:

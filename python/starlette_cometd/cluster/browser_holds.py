@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .connection import REDIS_ERRORS, Connection
 from .keys import HOLD, Keys
+from .turns import Turns
 
 if TYPE_CHECKING:
     from .._core import Engine, HeldConnect
@@ -41,10 +42,17 @@ class BrowserHolds:
     """The long-polls held on this node, as registered in the cluster (see the module)."""
 
     def __init__(
-        self, connection: Connection, keys: Keys, limit: int, engine: Engine, parking: Parking
+        self,
+        connection: Connection,
+        turns: Turns,
+        keys: Keys,
+        limit: int,
+        engine: Engine,
+        parking: Parking,
     ) -> None:
         self._hold = connection.script(HOLD)
-        self._redis = connection.redis
+        # Registrations go to Redis with the requests' writes of their turn.
+        self._turns = turns
         self._keys = keys
         self._limit = limit
         self._engine = engine
@@ -113,7 +121,7 @@ class BrowserHolds:
 
     async def _write(self, changes: list[_Change]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._turns.pipeline() as pipe:
                 for browser, client_id, lives, _ in changes:
                     key = self._keys.held_by_browser(browser)
                     if lives is None:

@@ -101,6 +101,8 @@ class RedisNode:
         self._connection: Connection | None = None
         self._epochs: list[str | None] = [None] * partitions
         self._positions: list[int] = [0] * partitions
+        # The last cursor encoded (see _encode).
+        self._encoded: tuple[tuple[tuple[str | None, ...], tuple[int, ...]], str] = (((), ()), "")
         # How often each log started again (lost): a read begun before is of the old log.
         self._starts: list[int] = [0] * partitions
         # Set whenever the positions move, for a take-over waiting for them (see _reach).
@@ -187,7 +189,12 @@ class RedisNode:
         self._tasks.append(asyncio.create_task(self._end_orphans()))
         if self.max_held_per_browser >= 0:
             self._browser_holds = BrowserHolds(
-                connection, self.keys, self.max_held_per_browser, context.engine, context.parking
+                connection,
+                self._turns,
+                self.keys,
+                self.max_held_per_browser,
+                context.engine,
+                context.parking,
             )
             context.parking.registry = self._browser_holds
 
@@ -328,7 +335,7 @@ class RedisNode:
             # Taken now: a session let go from here on is one this gate holds back.
             assert self._gates is not None
             gate = self._gates.wait()
-        return Drain(self._cursor().encode(), reports, gate)
+        return Drain(self._encode(self._positions), reports, gate)
 
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
@@ -699,7 +706,7 @@ class RedisNode:
         self._report(f"session {client_id}", f"a session record Redis refused ({error})")
         info = self.engine.session_info(client_id)
         assert self._gates is not None
-        cursor = self._cursor().encode()
+        cursor = self._encode(self._positions)
         if info is not None and not info["ack"]:
             cursor = self._gates.standing(client_id)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -710,11 +717,12 @@ class RedisNode:
         if info is not None and not info["ack"]:
             self._gates.settle(client_id, cursor)
 
-    def _cursor(self) -> Cursor:
-        return Cursor(tuple(self._epochs), tuple(self._positions))
-
     def _encode(self, positions: Iterable[int]) -> str:
-        return Cursor(tuple(self._epochs), tuple(positions)).encode()
+        # Every reply and gate asks for the cursor; it changes only as the logs are read.
+        key = (tuple(self._epochs), tuple(positions))
+        if key != self._encoded[0]:
+            self._encoded = (key, Cursor(*key).encode())
+        return self._encoded[1]
 
     # Taking a session over
 

@@ -168,6 +168,18 @@ class LongPollingServiceContext:
         stats["held"] = len(self.parking) + sum(socket.held for socket in self._sockets)
         return stats
 
+    async def cluster_stats(self) -> dict[str, int]:
+        """:meth:`stats` for the whole cluster: every live process's counters added up (the
+        others' as they last reported them, a few seconds ago at most), and ``processes``, how
+        many. In one process, :meth:`stats` with ``processes`` 1. In a cluster it raises
+        :class:`EngineUnavailableError` if Redis is away."""
+        if self.cluster is None:
+            return {**self.stats(), "processes": 1}
+        try:
+            return await self.cluster.cluster_stats()
+        except EngineUnavailable as error:
+            raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
+
     def session_info(self, client_id: ClientId | str) -> dict[str, Any] | None:
         """A session's queued and dropped message counts and its subscriptions (sorted), or
         ``None`` (in a cluster: ``None`` for a session another process serves; see

@@ -5,16 +5,28 @@ session's end is one ``SessionRemoved`` in the whole cluster."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from starlette_cometd import (
     ClientNotFoundError,
+    EngineUnavailableError,
+    LongPollingServiceContext,
     LongPollingServiceContextBuilder,
     RemovalReason,
     SessionRemoved,
 )
+from starlette_cometd.cluster import node as node_module
 from support.cluster import Client, asgi_cluster, gather_until, leave_without_ending
+from support.redis_servers import RedisServer
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.1)
 
 
 async def test_send_and_send_to_client_from_any_process(redis_url: str) -> None:
@@ -95,3 +107,50 @@ async def test_a_session_whose_process_died_expires_once_in_the_cluster(redis_ur
         ]
         reply, _ = await client.connect()
         assert reply.get("error") == "402::session_unknown"
+
+
+async def test_cluster_stats_add_up_every_live_process(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cluster_stats`` from any process: every live process's counters added up, a process
+    that died counted no more once its last report lapsed, and Redis away an error."""
+    monkeypatch.setattr(node_module, "STATS_EVERY", 0.2)
+    async with asgi_cluster(redis_server.url, 3) as cluster:
+        for n in (0, 1, 1, 2):
+            assert (await Client(cluster.node_url(n)).handshake())["successful"] is True
+        assert [c.stats()["sessions"] for c in cluster.contexts] == [1, 2, 1]
+
+        async def added_up(contexts: list[LongPollingServiceContext], processes: int) -> bool:
+            for context in contexts:
+                totals = await context.cluster_stats()
+                if totals["processes"] != processes:
+                    return False
+                expected = {key: 0 for key in context.stats()}
+                for each in contexts:
+                    for key, value in each.stats().items():
+                        expected[key] += value
+                if {key: totals[key] for key in expected} != expected:
+                    return False
+            return True
+
+        await until(lambda: added_up(cluster.contexts, 3))
+        assert (await cluster.contexts[0].cluster_stats())["sessions"] == 4
+        # A process that dies (it does not take its report back, as one that stops does) is
+        # counted until its report lapses.
+        dying = cluster.contexts[2]
+        node = dying.cluster
+        assert node is not None
+
+        async def dies_silently() -> None:
+            return None
+
+        monkeypatch.setattr(node, "_leave_stats", dies_silently)
+        await leave_without_ending(dying)
+        await until(lambda: added_up(cluster.contexts[:2], 2))
+        assert (await cluster.contexts[0].cluster_stats())["sessions"] == 3
+        await asyncio.to_thread(redis_server.stop)
+        with pytest.raises(EngineUnavailableError):
+            await cluster.contexts[0].cluster_stats()
+    # One process: its own counters.
+    alone = LongPollingServiceContextBuilder().build()
+    assert await alone.cluster_stats() == {**alone.stats(), "processes": 1}

@@ -150,6 +150,13 @@ async def test_an_expired_session_is_removed_once_in_the_cluster(
         client = Client(cluster.url)
         await client.handshake()
         await client.connect()
+
+        async def counted() -> bool:
+            # The nodes' counters are in several slots: read from one node all the same.
+            totals = await cluster.contexts[0].cluster_stats()
+            return totals["processes"] == 3 and totals["sessions_created"] == 1
+
+        await until(counted, 15)
         [serving] = [c for c in cluster.contexts if c.session_info(client.client_id)]
         # Its process leaves the cluster without ending it (as a process killed would): one of
         # the others ends it once its deadline in the Redis Cluster passed.

@@ -207,6 +207,23 @@ if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 return ids
 """
 
+# Notes a node as alive for a while (see stats). KEYS: the nodes. ARGV: the node, for how long
+# (ms). Nodes whose time passed (they died) go.
+ALIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# The nodes alive now. KEYS: the nodes.
+NODES_ALIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+"""
+
 # Registers a browser's long-poll held on some node, unless the browser holds as many as it may
 # already (counting those on every node): 1 when registered, 0 when refused. KEYS: the
 # browser's held long-polls (member: the session, score: when the entry lapses, ms, so that
@@ -277,6 +294,14 @@ class Keys:
     def node_state(self, node: str) -> str:
         """A node's last gate (see gates.py)."""
         return f"{self.prefix}:{{n:{node}}}"
+
+    def nodes(self) -> str:
+        """The nodes alive (member: the node, score: until when, ms)."""
+        return f"{self.prefix}:{{nodes}}"
+
+    def node_stats(self, node: str) -> str:
+        """A node's counters, as it last reported them."""
+        return f"{self.prefix}:{{n:{node}}}:stats"
 
     def partition(self, channel: str) -> int:
         """A channel's partition: stable across processes and restarts."""

@@ -29,10 +29,12 @@ from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
 from .gates import Gates, marker, settled
 from .keys import (
+    ALIVE,
     ATTRIBUTES,
     CLAIM,
     CONNECTED,
     FENCE,
+    NODES_ALIVE,
     POP_EXPIRED,
     PUBLISH,
     RECORD,
@@ -71,6 +73,9 @@ STOP_WAIT = 2.0
 RELEASE_WAIT = 5.0
 # Sessions' records and deadlines are kept alive in batches of this many.
 KEEP_ALIVE_AT_ONCE = 1000
+# How often each node reports its counters (see cluster_stats); a node not heard of for three
+# times this long is taken for dead.
+STATS_EVERY = 5.0
 
 
 class EngineUnavailable(Exception):
@@ -166,6 +171,8 @@ class RedisNode:
         self._touch = connection.script(TOUCH)
         self._pop_expired = connection.script(POP_EXPIRED)
         self._attributes = connection.script(ATTRIBUTES)
+        self._alive = connection.script(ALIVE)
+        self._nodes_alive = connection.script(NODES_ALIVE)
         context.engine.track_marks()
         self._gates = gates = Gates(
             connection,
@@ -187,6 +194,7 @@ class RedisNode:
             self._tasks.append(asyncio.create_task(self._follow(partition)))
         self._listen()
         self._tasks.append(asyncio.create_task(self._end_orphans()))
+        self._tasks.append(asyncio.create_task(self._report_stats()))
         if self.max_held_per_browser >= 0:
             self._browser_holds = BrowserHolds(
                 connection,
@@ -226,6 +234,12 @@ class RedisNode:
                 where = _awaiting(task)
                 log.warning("node %s: a task did not end in time, left behind: %s", self.id, where)
         if self._connection is not None:
+            try:
+                await asyncio.wait_for(self._leave_stats(), STOP_WAIT)
+            except TimeoutError:
+                log.debug("node %s: its counters stay until they lapse", self.id)
+            except _REDIS_ERRORS as error:
+                log.debug("node %s: its counters stay until they lapse: %s", self.id, error)
             try:
                 await asyncio.wait_for(self._connection.aclose(), STOP_WAIT)
             except TimeoutError:
@@ -1322,6 +1336,64 @@ class RedisNode:
             "node": fields.get(b"n", b"").decode(errors="replace"),
             "attributes": self._context.attributes_of(fields),
         }
+
+    # The cluster's counters
+
+    async def cluster_stats(self) -> dict[str, int]:
+        """Every live node's counters added up (this node's as they are now, the others' as
+        they last reported them, at most ``STATS_EVERY`` seconds ago), and ``processes``, how
+        many nodes that is. Raises ``EngineUnavailable``."""
+        assert self._context is not None
+        total = dict(self._context.stats())
+        try:
+            nodes: Any = await self._nodes_alive(keys=[self.keys.nodes()])
+            others = [n.decode() for n in nodes if n.decode() != self.id]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in others:
+                    pipe.hgetall(self.keys.node_stats(node))
+                reported: list[Any] = await pipe.execute(raise_on_error=False)
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+        processes = 1
+        for fields in reported:
+            if isinstance(fields, Exception) or not fields:
+                continue  # bad data, or the node left since: not counted
+            processes += 1
+            for name, value in fields.items():
+                key = name.decode(errors="replace")
+                if key in total and value.isdigit():
+                    total[key] += int(value)
+        total["processes"] = processes
+        return total
+
+    async def _report_stats(self) -> None:
+        """Reports this node's counters every ``STATS_EVERY`` seconds, for ``cluster_stats``
+        on the others."""
+        assert self._context is not None
+        lives_ms = int(3 * STATS_EVERY * 1000)
+        while True:
+            key = self.keys.node_stats(self.id)
+            try:
+                async with self._pipeline() as pipe:
+                    pipe.hset(key, mapping=self._context.stats())
+                    pipe.pexpire(key, lives_ms)
+                    await self._alive(
+                        keys=[self.keys.nodes()], args=[self.id, lives_ms], client=pipe
+                    )
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.debug("node %s could not report its counters: %s", self.id, error)
+            await asyncio.sleep(STATS_EVERY)
+
+    async def _leave_stats(self) -> None:
+        """A node leaving is no longer counted."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.nodes(), self.id)
+            pipe.delete(self.keys.node_stats(self.id))
+            await pipe.execute()
 
     def _report(self, what: str, problem: str) -> None:
         if what not in self._reported:

@@ -1347,7 +1347,7 @@ class RedisNode:
         total = dict(self._context.stats())
         try:
             nodes: Any = await self._nodes_alive(keys=[self.keys.nodes()])
-            others = [n.decode() for n in nodes if n.decode() != self.id]
+            others = [node for node in (n.decode() for n in nodes) if node != self.id]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in others:
                     pipe.hgetall(self.keys.node_stats(node))

@@ -46,8 +46,13 @@ class LongPollingServiceContextBuilder:
 
     def __init__(self) -> None:
         # The engine's settings by name, as rust/config.rs names them; those not set keep the
-        # defaults written there. The builder sweeps by max_interval, so it passes that one.
-        self._engine: dict[str, Any] = {"max_interval": 60.0}
+        # defaults written there. The builder sweeps by max_interval, and a cluster counts
+        # sessions against the same limits as the core, so it passes those.
+        self._engine: dict[str, Any] = {
+            "max_interval": 60.0,
+            "max_sessions_per_cookie": 100,
+            "max_sessions_per_address": 10_000,
+        }
         self._events_capacity = 1024
         self._max_body_size = 1024 * 1024
         # Settings of the Python layer alone, passed to the context as they are.
@@ -293,6 +298,8 @@ class LongPollingServiceContextBuilder:
             self._cluster.session_ttl = held + settings["max_interval"] + 2.0
             self._cluster.trust_client_session = bool(settings.get("trust_client_session"))
             self._cluster.max_held_per_browser = settings.get("max_sessions_per_browser", 1)
+            self._cluster.max_sessions_per_cookie = settings["max_sessions_per_cookie"]
+            self._cluster.max_sessions_per_address = settings["max_sessions_per_address"]
         engine = Engine(**settings, connection_types=list(self._connection_types))
         context = LongPollingServiceContext(
             engine,

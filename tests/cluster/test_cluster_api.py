@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from starlette_cometd import (
     ClientNotFoundError,
@@ -75,7 +76,9 @@ async def test_remove_session_from_another_process_ends_it_once(redis_url: str) 
             await cluster.contexts[0].remove_session(client.client_id)
 
 
-async def test_a_session_whose_process_died_expires_once_in_the_cluster(redis_url: str) -> None:
+async def test_a_session_whose_process_died_expires_once_in_the_cluster(
+    redis_url: str, redis: Redis
+) -> None:
     def short() -> LongPollingServiceContextBuilder:
         return LongPollingServiceContextBuilder().timeout(0.5).max_interval(0.5)
 
@@ -107,6 +110,8 @@ async def test_a_session_whose_process_died_expires_once_in_the_cluster(redis_ur
         ]
         reply, _ = await client.connect()
         assert reply.get("error") == "402::session_unknown"
+        # Nor does it count against its cookie's limit any more.
+        assert await redis.zcard(f"cometd:{{qb:{client.cookies['BAYEUX_BROWSER']}}}") == 0
 
 
 async def test_cluster_stats_add_up_every_live_process(

@@ -177,12 +177,44 @@ async def test_an_expired_session_is_removed_once_in_the_cluster(
         with redis.RedisCluster.from_url(redis_cluster_urls[0]) as raw:
             assert raw.zscore("cometd:{deadlines}", client.client_id) is None
             assert raw.exists(f"cometd:{{s:{client.client_id}}}") == 0
+            # Nor does it count against its cookie's limit any more.
+            by_cookie = f"cometd:{{qb:{client.cookies['BAYEUX_BROWSER']}}}"
+            assert raw.zscore(by_cookie, client.client_id) is None
         await announced()
         assert [(str(e.client_id), e.reason) for e in removed] == [
             (client.client_id, RemovalReason.EXPIRED)
         ]
         reply, _ = await client.connect()
         assert reply.get("error") == "402::session_unknown"
+
+
+async def test_the_sessions_of_one_address_are_counted_over_the_redis_cluster(
+    stack: str, redis_cluster_urls: list[str]
+) -> None:
+    """The limit per address over the shards: a session gone without leaving its set (its end
+    never written) is found by a check of the full set, and counts no more."""
+    by_address = "cometd:{qa:127.0.0.1}"
+    with redis.RedisCluster.from_url(redis_cluster_urls[0]) as raw:
+        raw.delete(by_address)  # the Redis Cluster is the test session's
+        now_ms = int(raw.time()[0]) * 1000
+        raw.zadd(by_address, {"ab" * 20: now_ms - 60_000})
+    if stack == "native":
+        options = ("--redis-partitions", str(PARTITIONS), "--max-sessions-per-address", "2")
+        started = cli_cluster(redis_cluster_urls, 3, *options)
+    else:
+        started = asgi_cluster(redis_cluster_urls, 3, partitions=PARTITIONS, per_address=2)
+    async with started as cluster:
+        clients = [Client(cluster.url) for _ in range(3)]
+        replies = [await client.handshake() for client in clients]
+        assert [r.get("error") for r in replies] == [
+            None,
+            None,
+            "403:too_many_sessions_per_address:handshake_denied",
+        ]
+        with redis.RedisCluster.from_url(redis_cluster_urls[0]) as raw:
+            counted = {member.decode() for member in raw.zrange(by_address, 0, -1)}
+            assert counted == {clients[0].client_id, clients[1].client_id}
+            raw.delete(by_address)
 
 
 async def test_a_shard_stopped_is_an_outage_clients_are_told_of_then_recover_from(

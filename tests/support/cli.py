@@ -18,12 +18,13 @@ async def start_cli(port: int, *args: str, **options: Any) -> asyncio.subprocess
 
 
 async def wait_listening(url: str, process: asyncio.subprocess.Process) -> None:
-    """Returns once ``url`` answers a handshake POST; fails if the process exits first."""
+    """Returns once ``url`` answers a Bayeux POST (a connect of no session: it makes none, and
+    the tests count the sessions there are); fails if the process exits first."""
     async with httpx.AsyncClient() as http:
         for _ in range(200):
             assert process.returncode is None, "the server exited"
             try:
-                await http.post(url, json=[{"channel": "/meta/handshake"}])
+                await http.post(url, json=[{"channel": "/meta/connect", "clientId": "0"}])
                 return
             except httpx.TransportError:
                 await asyncio.sleep(0.05)

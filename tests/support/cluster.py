@@ -104,9 +104,11 @@ async def asgi_cluster(
     builder: Callable[[], LongPollingServiceContextBuilder] = LongPollingServiceContextBuilder,
     *,
     partitions: int = 1,
+    per_address: int | None = None,
 ) -> AsyncIterator[Cluster]:
     """``size`` nodes in this process, each its own context and uvicorn server on uvicorn's
-    own HTTP protocol, sharing the Redis at ``redis_url``, behind the proxy."""
+    own HTTP protocol, sharing the Redis at ``redis_url``, behind the proxy. Every client of a
+    test comes from one address: its sessions are not limited by it, unless ``per_address``."""
     ports = [free_port() for _ in range(size)]
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     contexts = []
@@ -114,7 +116,7 @@ async def asgi_cluster(
     try:
         for port, url in zip(ports, _urls(redis_url, size), strict=True):
             redis = builder().redis(url, partitions=partitions)
-            context = redis.max_sessions_per_address(None).build()
+            context = redis.max_sessions_per_address(per_address).build()
             app = Starlette(
                 routes=[CometdRoute("/cometd", RouterBuilder().build(context))],
                 lifespan=context.lifespan,

@@ -252,6 +252,39 @@ end
 return 1
 """
 
+# Counts a new session in the sessions of its cookie or of its address, unless as many are
+# counted already (see session_counts.py). KEYS: the set (member: the session, score: when it
+# was counted, ms), the marker of its last check. ARGV: the session, the limit, the set's time
+# to live (ms), how long between checks (ms). Returns 1 when counted; when full, -1 if the set
+# is due for a check (the caller checks it and tries again), else 0.
+COUNT_SESSION = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then return -1 end
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Takes out of a set of counted sessions those found gone: of the candidates (members without a
+# deadline), those counted more than a grace ago. KEYS: the set. ARGV: the grace (ms), then the
+# candidates. Returns how many went.
+UNCOUNT_GONE = """
+local t = redis.call('TIME')
+local before = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+local gone = 0
+for i = 2, #ARGV do
+  local counted = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if counted and tonumber(counted) < before then
+    gone = gone + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return gone
+"""
+
 # The hash slots of a Redis Cluster.
 SLOTS = 16384
 # Partitions at most: each is a log that every node follows with a read of its own.
@@ -286,6 +319,14 @@ class Keys:
     def held_by_browser(self, browser: str) -> str:
         """The long-polls a browser (its cookie) holds, on every node."""
         return f"{self.prefix}:{{b:{browser}}}"
+
+    def counted_by_browser(self, browser: str) -> str:
+        """The sessions of a browser (its cookie), on every node (see session_counts.py)."""
+        return f"{self.prefix}:{{qb:{browser}}}"
+
+    def counted_by_address(self, address: str) -> str:
+        """The sessions of a client address (see session_counts.py)."""
+        return f"{self.prefix}:{{qa:{address}}}"
 
     def node(self, node: str) -> str:
         """A node's control channel."""

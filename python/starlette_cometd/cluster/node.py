@@ -45,6 +45,7 @@ from .keys import (
     Keys,
     offset_of,
 )
+from .session_counts import SessionCounts
 from .turns import Batch, Turns
 
 if TYPE_CHECKING:
@@ -147,6 +148,11 @@ class RedisNode:
         #: (set by the builder, from ``max_sessions_per_browser``).
         self.max_held_per_browser = 1
         self._browser_holds: BrowserHolds | None = None
+        #: Sessions one cookie, and one client address, may have over the cluster; ``None`` for
+        #: no limit (set by the builder).
+        self.max_sessions_per_cookie: int | None = None
+        self.max_sessions_per_address: int | None = None
+        self._counts: SessionCounts | None = None
 
     # Life cycle
 
@@ -205,6 +211,15 @@ class RedisNode:
                 context.parking,
             )
             context.parking.registry = self._browser_holds
+        if self.max_sessions_per_cookie is not None or self.max_sessions_per_address is not None:
+            self._counts = SessionCounts(
+                connection,
+                self._turns,
+                self.keys,
+                self.max_sessions_per_cookie,
+                self.max_sessions_per_address,
+                self._session_ttl_ms,
+            )
 
     async def stop(self) -> None:
         """Leaves the cluster: its readers end and its connections close, each step within
@@ -330,6 +345,8 @@ class RedisNode:
                     borrowed[client_id] = node
                     self._borrowed.add(client_id)
                     self._load_attributes(client_id, fields)
+                    if self._counts is not None:
+                        self._counts.known(client_id, fields)
         except _RESPONSE_ERRORS as error:
             self._report("a borrowed session", f"a session record Redis refused ({error})")
         except _REDIS_ERRORS as error:
@@ -350,6 +367,26 @@ class RedisNode:
             assert self._gates is not None
             gate = self._gates.wait()
         return Drain(self._encode(self._positions), reports, gate)
+
+    async def count_sessions(self, outcome: Outcome, address: str | None) -> dict[str, str]:
+        """Counts the sessions a batch from ``address`` created against the limits per cookie
+        and per address over the cluster (see session_counts.py), before anything else about
+        them is written: returns those refused, each with its error (the caller forgets them).
+        Raises ``EngineUnavailable``."""
+        if self._counts is None:
+            return {}
+        new = {}
+        for kind, client_id, _ in outcome.events:
+            info = self.engine.session_info(client_id) if kind == "session_added" else None
+            if info is not None:
+                new[client_id] = info["browser"]
+        if not new:
+            return {}
+        try:
+            return await self._counts.count(new, address)
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
 
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
@@ -482,6 +519,9 @@ class RedisNode:
             elif kind == "session_removed":
                 pipe.delete(key)
                 pipe.zrem(self.keys.deadlines(), client_id)
+                if self._counts is not None:
+                    for set_key in self._counts.leave(client_id):
+                        pipe.zrem(set_key, client_id)
                 owner = borrowed.get(client_id)
                 if owner and owner != self.id:
                     told.append((owner, f"forget:{client_id}"))
@@ -653,20 +693,28 @@ class RedisNode:
         self._connected_noted.discard(client_id)
         self._kept_alive.pop(client_id, None)
         self._borrowed.discard(client_id)
+        if self._counts is not None:
+            self._counts.leave(client_id)
 
     def removed(self, client_ids: list[str]) -> None:
         """Sessions this node ended outside a request (expiry, the application): their records
         go, in the background."""
+        counted = self._counts
+        sets = [(s, c) for c in client_ids for s in counted.leave(c)] if counted else []
         for client_id in client_ids:
             self.forgotten(client_id)
         if client_ids:
-            self._tasks.append(asyncio.create_task(self._delete(client_ids)))
+            self._tasks.append(asyncio.create_task(self._delete(client_ids, sets)))
 
-    async def _delete(self, client_ids: list[str]) -> None:
+    async def _delete(self, client_ids: list[str], sets: list[tuple[str, str]]) -> None:
+        """Deletes sessions' records and deadlines, and takes them out of the ``sets`` they
+        were counted in (set, client id)."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(*(self.keys.session(c) for c in client_ids))
                 pipe.zrem(self.keys.deadlines(), *client_ids)
+                for set_key, client_id in sets:
+                    pipe.zrem(set_key, client_id)
                 await pipe.execute()
         except _REDIS_ERRORS as error:
             log.warning("could not delete %d session records: %s", len(client_ids), error)
@@ -708,6 +756,9 @@ class RedisNode:
             "n": self.id,
             "c": cursor,
         }
+        address = self._counts.address_of(client_id) if self._counts is not None else None
+        if address is not None:
+            record["q"] = address
         if info["connected"]:
             self._connected_noted.add(client_id)
         self._kept_alive[client_id] = asyncio.get_running_loop().time()
@@ -848,6 +899,8 @@ class RedisNode:
             engine.continue_ack_after(client_id, _last_batch(fields))
         if adopted:
             self._load_attributes(client_id, fields)
+            if self._counts is not None:
+                self._counts.known(client_id, fields)
             if connected:
                 self._connected_noted.add(client_id)
             assert self._gates is not None
@@ -1154,6 +1207,7 @@ class RedisNode:
                             pipe.delete(self.keys.session(client_id))
                         records = await pipe.execute(raise_on_error=False)
                     ended = list(zip(ids, records, strict=False))
+                    await self._uncount(ended)
             except asyncio.CancelledError:
                 raise
             except _REDIS_ERRORS as error:
@@ -1165,6 +1219,24 @@ class RedisNode:
             assert self._context is not None
             for client_id, record in ended:
                 self._context.end_orphan(client_id, record if isinstance(record, dict) else {})
+
+    async def _uncount(self, ended: list[tuple[str, Any]]) -> None:
+        """Takes sessions whose node died out of the sets they were counted in, as their
+        records (read as they ended) say."""
+        if self._counts is None:
+            return
+        counts = self._counts
+        leaving = [
+            (set_key, client_id)
+            for client_id, record in ended
+            if isinstance(record, dict)
+            for set_key in counts.sets_in_record(record)
+        ]
+        if leaving:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for set_key, client_id in leaving:
+                    pipe.zrem(set_key, client_id)
+                await pipe.execute(raise_on_error=False)
 
     async def _tell(self, node: str, note: str) -> int:
         """Sends a note to another node: how many listened (0 when that node is gone)."""
@@ -1214,6 +1286,8 @@ class RedisNode:
                         )
                         for client_id in batch:
                             pipe.pexpire(self.keys.session(client_id), self._session_ttl_ms)
+                        if self._counts is not None:
+                            self._counts.queue_keep_alive(pipe, batch)
                         await pipe.execute(raise_on_error=False)
                 except asyncio.CancelledError:
                     raise

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.datastructures import Headers
 
-from .._core import ClientId, HeldConnect, Outcome
+from .._core import ClientId, Engine, HeldConnect, Outcome
 from ..cluster.attributes import NotStorable, check
 from ..cluster.node import Drain, EngineUnavailable, acknowledged_batches, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
@@ -185,7 +185,7 @@ async def _recorded(
     """The rest of the fast path in a cluster, for a batch whose effects must be recorded (it
     may run a loop turn after the core acted: ``drain`` was taken then)."""
     try:
-        processed = await _commit(context, outcome, drain, {})
+        processed = await _commit(context, request, outcome, drain, {})
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -275,7 +275,7 @@ async def process_in_cluster(
         outcome = _process(context, request, body, alone)
         assert context.cluster is not None
         drain = context.cluster.drained(_drained(named, outcome))
-        return await _commit(context, outcome, drain, borrowed)
+        return await _commit(context, request, outcome, drain, borrowed)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
@@ -293,6 +293,7 @@ def _drained(named: list[tuple[str, bool, bool]], outcome: Outcome) -> list[str]
 
 async def _commit(
     context: LongPollingServiceContext,
+    request: Request,
     outcome: Outcome,
     drain: Drain,
     borrowed: dict[str, str],
@@ -304,7 +305,11 @@ async def _commit(
     node = context.cluster
     assert node is not None
     engine = context.engine
+    body = outcome.body
     try:
+        refused = await node.count_sessions(outcome, request.address)
+        if refused:
+            body = _refuse_sessions(engine, outcome, refused)
         moved = await node.commit(outcome, drain, borrowed)
     except EngineUnavailable:
         for kind, client_id, _ in outcome.events:
@@ -325,14 +330,36 @@ async def _commit(
             body = await node.delivered(hold.client_id, body, node.drained([hold.client_id]))
             return outcome, body, None
     if not moved:
-        return outcome, outcome.body, hold
+        return outcome, body, hold
     # Another node took a session meanwhile: it sends its messages, and a connect held here
     # for it ends now, so that the client's next connect finds it there.
     for client_id in moved:
         context.let_go(client_id)
     if hold is not None and hold.client_id in moved:
         return outcome, engine.complete_connect(hold, False), None
-    return outcome, replies_only(outcome.body), hold
+    return outcome, replies_only(body), hold
+
+
+def _refuse_sessions(engine: Engine, outcome: Outcome, refused: dict[str, str]) -> bytes:
+    """Undoes the sessions a batch created that the cluster refused (``refused``: each with
+    its error): they are forgotten, unannounced, and their handshakes' replies become the
+    refusal the core gives past a limit of its own. Returns the reply's body."""
+    for client_id in refused:
+        engine.forget(client_id)
+    # The outcome's own lists (each read returns the same one): neither announced nor bound.
+    events, bound = outcome.events, outcome.bound
+    events[:] = [e for e in events if not (e[0] == "session_added" and e[1] in refused)]
+    bound[:] = [client_id for client_id in bound if client_id not in refused]
+    replies: list[Message] = json.loads(outcome.body)  # the core's: objects, one per message
+    for index, reply in enumerate(replies):
+        named = reply.get("clientId")
+        if reply.get("channel") == "/meta/handshake" and named in refused:
+            error = refused[named]
+            denied: Message = {"channel": "/meta/handshake", "successful": False, "error": error}
+            if "id" in reply:
+                denied["id"] = reply["id"]
+            replies[index] = denied
+    return json.dumps(replies, separators=(",", ":")).encode()
 
 
 def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:

@@ -11,7 +11,9 @@ installed (a venv); runs alternate between the builds, each with a fresh server 
         --build old=/work/venv-old/bin/python --rounds 4
 
 Prints, per transport and build, the server's CPU microseconds per delivery of each round
-and their median. Needs `cargo build --release -p loadgen`.
+and their median. Needs `cargo build --release -p loadgen`. With `--redis`, each run's server
+uses the Redis engine, on a fresh `redis-server` of its own (also on core 0); the figure is
+still the server's CPU alone.
 """
 
 from __future__ import annotations
@@ -50,13 +52,43 @@ def accepts(python: str, option: str) -> bool:
     return option in usage
 
 
-def one_run(python: str, transport: str, rate: int, seconds: int) -> float:
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """An empty redis-server on a free port, pinned to the server's core, and its URL. A port
+    free when picked may be taken before Redis binds it (the load generator's connections of
+    the run before use ephemeral ports): then another is tried."""
+    for _ in range(5):
+        port = free_port()
+        redis = subprocess.Popen(
+            [
+                *("taskset", "-c", "0", "redis-server", "--port", str(port)),
+                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
+            ],
+            cwd="/tmp",
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            if redis.poll() is not None:
+                break  # it exited: the port was taken
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return redis, f"redis://127.0.0.1:{port}/0"
+            time.sleep(0.05)
+        redis.kill()
+        redis.wait()
+    raise RuntimeError("redis-server did not start")
+
+
+def one_run(python: str, transport: str, rate: int, seconds: int, redis: bool) -> float:
     """CPU microseconds the server spent per delivery, over one run."""
     port = free_port()
     extra = ["--max-sessions-per-address", "0"]
     command = [python, "-m", "starlette_cometd", "--port", str(port), "--log-level", "warning"]
     if accepts(python, extra[0]):
         command += extra
+    redis_server = None
+    if redis:
+        redis_server, url = start_redis()
+        command += ["--redis", url]
     server = subprocess.Popen(["taskset", "-c", "0", *command], cwd="/tmp")
     try:
         time.sleep(1.5)
@@ -79,6 +111,9 @@ def one_run(python: str, transport: str, rate: int, seconds: int) -> float:
     finally:
         server.terminate()
         server.wait()
+        if redis_server is not None:
+            redis_server.terminate()
+            redis_server.wait()
 
 
 def main() -> None:
@@ -88,14 +123,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="measured seconds per run")
     parser.add_argument("--lp-rate", type=int, default=800, help="long-polling publishes/s")
     parser.add_argument("--ws-rate", type=int, default=4000, help="WebSocket publishes/s")
+    parser.add_argument("--redis", action="store_true", help="the Redis engine, one process")
+    parser.add_argument("--transports", default="long-polling,websocket")
     args = parser.parse_args()
     builds = dict(build.split("=", 1) for build in args.build)
-    loads = (("long-polling", args.lp_rate), ("websocket", args.ws_rate))
+    rates = {"long-polling": args.lp_rate, "websocket": args.ws_rate}
+    loads = [(transport, rates[transport]) for transport in args.transports.split(",")]
     figures: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for transport, rate in loads:
             for name, python in builds.items():
-                figure = one_run(python, transport, rate, args.seconds)
+                figure = one_run(python, transport, rate, args.seconds, args.redis)
                 figures.setdefault((transport, name), []).append(figure)
     for (transport, name), runs in sorted(figures.items()):
         shown = " ".join(f"{run:.1f}" for run in runs)

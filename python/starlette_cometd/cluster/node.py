@@ -368,13 +368,15 @@ class RedisNode:
             gate = self._gates.wait()
         return Drain(self._encode(self._positions), reports, gate)
 
+    def counts_sessions(self) -> bool:
+        """Whether the sessions a batch creates are counted (see ``count_sessions``)."""
+        return self._counts is not None
+
     async def count_sessions(self, outcome: Outcome, address: str | None) -> dict[str, str]:
         """Counts the sessions a batch from ``address`` created against the limits per cookie
         and per address over the cluster (see session_counts.py), before anything else about
         them is written: returns those refused, each with its error (the caller forgets them).
         Raises ``EngineUnavailable``."""
-        if self._counts is None:
-            return {}
         new = {}
         for kind, client_id, _ in outcome.events:
             info = self.engine.session_info(client_id) if kind == "session_added" else None
@@ -382,6 +384,7 @@ class RedisNode:
                 new[client_id] = info["browser"]
         if not new:
             return {}
+        assert self._counts is not None
         try:
             return await self._counts.count(new, address)
         except _REDIS_ERRORS as error:
@@ -396,6 +399,12 @@ class RedisNode:
         that moved to another node meanwhile (their record names it, or this node let them go
         since): their messages must not go out with this reply.
         Raises ``EngineUnavailable``."""
+        if not outcome.relayed and not outcome.events and not borrowed and drain.gate is not None:
+            # Most of all a long-poll answered with messages: nothing to write but the gate.
+            noted = self._connected_noted
+            if all(report is None and c in noted for c, report in drain.reports.items()):
+                held = await drain.gate
+                return {c for c in drain.reports if not _goes_out(held, c)}
         engine = self.engine
         cursor, reports = drain.cursor, drain.reports
         try:

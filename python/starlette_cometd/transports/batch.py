@@ -307,9 +307,10 @@ async def _commit(
     engine = context.engine
     body = outcome.body
     try:
-        refused = await node.count_sessions(outcome, request.address)
-        if refused:
-            body = _refuse_sessions(engine, outcome, refused)
+        if outcome.events and node.counts_sessions():
+            refused = await node.count_sessions(outcome, request.address)
+            if refused:
+                body = _refuse_sessions(engine, outcome, refused)
         moved = await node.commit(outcome, drain, borrowed)
     except EngineUnavailable:
         for kind, client_id, _ in outcome.events:

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::channel::NameLimits;
+use crate::history::{valid_pattern, HistoryRule};
 
 /// Makes `Config`, its `Default` and `Config::from_py` from one line per setting:
 /// `/// doc`, `name: Type = default,`. `Type` must implement `Setting`.
@@ -103,6 +104,11 @@ settings! {
     /// instead of fanning it out: in a cluster, publishes go through the shared engine and
     /// come back to every process, which fans them out with `Engine.fan_out`.
     relay_publishes: bool = false,
+    /// The channels that keep a history for the replay extension: `(pattern, size, ttl)` rules,
+    /// the first matching pattern wins; ttl in seconds, 0 for none.
+    history: Vec<HistoryRule> = Vec::new(),
+    /// How many channels may keep a history at once (see `history.rs`).
+    max_history_channels: usize = 10_000,
 }
 
 /// The most `max_data_depth` may be: Python's `json`, which the hooks and Python clients use,
@@ -152,6 +158,37 @@ macro_rules! extracted_setting {
 }
 
 extracted_setting!(bool, usize, Option<usize>, i64, Vec<String>);
+
+/// History rules are `(pattern, size, ttl)` tuples: a broadcast channel or wildcard pattern,
+/// a positive size, a non-negative ttl in seconds (0: none).
+impl Setting for Vec<HistoryRule> {
+    fn from_py(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
+        let rules: Vec<(String, usize, f64)> = value.extract().map_err(|e| wrong_type(name, e))?;
+        rules
+            .into_iter()
+            .map(|(pattern, size, ttl)| {
+                if !valid_pattern(&pattern) {
+                    return Err(PyValueError::new_err(format!(
+                        "{name}: {pattern:?} is not a broadcast channel or pattern"
+                    )));
+                }
+                if size == 0 {
+                    return Err(PyValueError::new_err(format!(
+                        "{name}: size must be positive"
+                    )));
+                }
+                let ttl = Duration::try_from_secs_f64(ttl).map_err(|_| {
+                    PyValueError::new_err(format!("{name}: ttl must be non-negative, not {ttl}"))
+                })?;
+                Ok(HistoryRule {
+                    pattern,
+                    size,
+                    ttl: (!ttl.is_zero()).then_some(ttl),
+                })
+            })
+            .collect()
+    }
+}
 
 /// A value that is not of its setting's type, named.
 fn wrong_type(name: &str, error: PyErr) -> PyErr {

@@ -38,6 +38,20 @@ pub mod bayeux {
         format!("403:{reason}:subscription_invalid")
     }
 
+    /// A replay id that cannot be replayed after, in Salesforce's words (two spaces after the
+    /// first full stop, the id in braces as the client sent it): its clients parse it.
+    pub fn replay_id_invalid(id: &str) -> String {
+        format!(
+            "400::The replayId {{{id}}} you provided was invalid.  Please provide a valid ID, \
+             -2 to replay all events, or -1 to replay only new events."
+        )
+    }
+
+    /// A replay asked on a channel without history, or on a wildcard subscription.
+    pub fn replay_refused(channel: &str, problem: &str) -> String {
+        format!("400:{channel}:{problem}")
+    }
+
     /// A field of the wrong type or an unknown field, naming it.
     pub fn field(problem: &str, name: &str) -> String {
         let name: String = name

@@ -88,6 +88,21 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
+/// An object's members, in order, as raw values.
+pub type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+/// The members of a JSON object; `None` when `raw` is not an object.
+pub fn object_members(raw: &str) -> Option<Members<'_>> {
+    let fields: Fields<'_> = serde_json::from_str(raw).ok()?;
+    Some(
+        fields
+            .0
+            .into_iter()
+            .map(|(key, value)| (key.0, value))
+            .collect(),
+    )
+}
+
 /// Splits a request body into its messages: a JSON array of objects, or a single object.
 pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
     let text = std::str::from_utf8(body).map_err(|_| de::Error::custom("body is not UTF-8"))?;

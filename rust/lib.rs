@@ -14,6 +14,7 @@ pub mod shrink; // hash tables that give memory back after a flood
 // State.
 pub mod ack; // the ack extension's unacknowledged messages
 pub mod engine; // the engine boundary (trait Engine) and the in-memory engine
+pub mod history; // channels with a history: ids, retention, replay
 pub mod subscriptions; // channel and pattern -> sessions, matched once per session
 pub mod timesync; // the timesync extension's answer
 

@@ -222,6 +222,31 @@ class LongPollingServiceContextBuilder:
         self._engine["max_sessions_per_address"] = _limit(count, "max_sessions_per_address")
         return self
 
+    def history(self, pattern: str, *, size: int = 1000, ttl: Duration | None = None) -> Self:
+        """Keeps the last ``size`` messages of each channel matching ``pattern`` (a channel
+        or a wildcard such as ``/chat/**``), each for ``ttl`` at most (``None``: until pushed
+        out), for the replay extension: every message delivered on such a channel carries its
+        id in ``data.event.replayId`` (and ``data.event.createdDate``) when its data is an
+        object, and a client that subscribes with ``ext.replay`` = ``{channel: id}`` first
+        gets every message retained after that id. Several calls add rules; the first whose
+        pattern matches a channel applies. In memory only, for now: refused with ``redis()``."""
+        if not isinstance(pattern, str):
+            raise ValueError(f"history pattern must be a channel name, not {pattern!r}")
+        seconds = 0.0 if ttl is None else _seconds(ttl, "ttl")
+        if ttl is not None and seconds == 0:
+            raise ValueError("ttl must be positive, or None to keep messages until pushed out")
+        rules = self._engine.setdefault("history", [])
+        rules.append((pattern, _count(size, "size", 1), seconds))
+        return self
+
+    def max_history_channels(self, count: int) -> Self:
+        """How many channels may keep a history at once (default 10,000): past it, a new
+        channel's history pushes out the one whose last message is the oldest (a replay on it
+        after an id it may have lost is then refused), so that publishing on ever new names
+        cannot grow memory without bound."""
+        self._engine["max_history_channels"] = _count(count, "max_history_channels", 1)
+        return self
+
     def multi_session_interval(self, value: Duration) -> Self:
         """``advice.interval`` for connects refused under that limit (default 2 s)."""
         self._engine["multi_session_interval"] = _seconds(value, "multi_session_interval")
@@ -290,6 +315,11 @@ class LongPollingServiceContextBuilder:
 
     def build(self) -> LongPollingServiceContext:
         settings = dict(self._engine)
+        if self._cluster is not None and settings.get("history"):
+            raise ValueError(
+                "history() is not supported with redis() yet: a cluster's history must be "
+                "shared by every process (see issue 12)"
+            )
         if self._cluster is not None:
             settings["relay_publishes"] = True
             # A session's record outlives its longest silence on every node (a held connect,

@@ -16,6 +16,7 @@ use crate::ack::AckState;
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
 use crate::config::Config;
+use crate::history::{History, ReplayFrom, ReplayRefused};
 use crate::json::Body;
 use crate::message::Shared;
 use crate::shrink::ShrinkIfSparse;
@@ -43,6 +44,7 @@ pub struct MemoryEngine {
     dropped: u64,
     /// Tracked for a cluster node only (see `marks.rs`).
     marks: Option<Marks>,
+    history: History,
 }
 
 impl MemoryEngine {
@@ -73,6 +75,7 @@ impl MemoryEngine {
             delivered: 0,
             dropped: 0,
             marks: None,
+            history: History::new(config.history.clone(), config.max_history_channels),
             config,
         }
     }
@@ -228,6 +231,7 @@ impl Engine for MemoryEngine {
             }
         }
         self.sweep_cursor = 0;
+        self.history.sweep(now);
         true
     }
 
@@ -258,6 +262,8 @@ impl Engine for MemoryEngine {
             published: self.published,
             delivered: self.delivered,
             dropped: self.dropped,
+            history_channels: self.history.stats().0,
+            history_messages: self.history.stats().1,
         }
     }
 
@@ -371,6 +377,26 @@ impl Engine for MemoryEngine {
         } else if session.held.is_some() {
             session.woken = true;
             effects.wake.push(session.client_id);
+        }
+    }
+
+    fn broadcast_message(&mut self, channel: &str, data: &str, now: Instant) -> Shared {
+        self.history.message(channel, data, now)
+    }
+
+    fn replay(
+        &mut self,
+        channel: &str,
+        from: ReplayFrom,
+        now: Instant,
+    ) -> Result<Vec<Shared>, ReplayRefused> {
+        self.history.replay(channel, from, now)
+    }
+
+    fn deliver_replay(&mut self, key: SessionKey, messages: Vec<Shared>, effects: &mut Effects) {
+        self.sessions.get_mut(key).replay_allowance += messages.len();
+        for message in messages {
+            self.deliver(key, message, effects);
         }
     }
 

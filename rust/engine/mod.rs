@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use crate::client_id::Id;
 use crate::config::Config;
+use crate::history::{ReplayFrom, ReplayRefused};
 use crate::json::Body;
 use crate::message::Shared;
 
@@ -113,6 +114,22 @@ pub trait Engine {
     /// Queues `message` for one session, and tells its transport once per drain: a bound
     /// session's socket pushes, a held connect returns.
     fn deliver(&mut self, key: Self::Key, message: Shared, effects: &mut Effects);
+
+    // History (see history.rs).
+
+    /// The message subscribers of a broadcast `channel` receive for a publish of `data` (raw
+    /// JSON): on a channel with a history, numbered and retained.
+    fn broadcast_message(&mut self, channel: &str, data: &str, now: Instant) -> Shared;
+    /// The messages retained on `channel` after `from`, in order, or why not.
+    fn replay(
+        &mut self,
+        channel: &str,
+        from: ReplayFrom,
+        now: Instant,
+    ) -> Result<Vec<Shared>, ReplayRefused>;
+    /// Queues replayed messages for one session, before anything published after them. Its
+    /// queue's bound grows by as many until its next drain, so that a replay is never cut.
+    fn deliver_replay(&mut self, key: Self::Key, messages: Vec<Shared>, effects: &mut Effects);
 
     // Connects.
 
@@ -273,6 +290,9 @@ pub struct Stats {
     pub published: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Channels keeping a history, and the messages they retain.
+    pub history_channels: usize,
+    pub history_messages: usize,
 }
 
 /// One session as the API shows it (and as a cluster records it).

@@ -52,6 +52,9 @@ pub struct Session {
     pub held_counted: bool,
     /// Where its undelivered messages begin, for a cluster node (see `marks.rs`).
     pub mark: SessionMark,
+    /// How far its queue may hold more than its bound until its next drain: the messages of
+    /// a replay (see history.rs), which must all arrive.
+    pub replay_allowance: usize,
 }
 
 /// What `enqueue` did.
@@ -81,6 +84,7 @@ impl Session {
             connect_only: false,
             held_counted: false,
             mark: SessionMark::default(),
+            replay_allowance: 0,
         }
     }
 
@@ -88,7 +92,7 @@ impl Session {
     /// dropped and counted, so a slow client sees the newest messages and never grows memory.
     pub fn enqueue(&mut self, message: Shared, capacity: usize) -> Enqueued {
         let mut result = Enqueued::Queued;
-        if self.queue.len() >= capacity.max(1) {
+        if self.queue.len() >= capacity.max(1) + self.replay_allowance {
             self.queue.pop_front();
             self.dropped += 1;
             result = Enqueued::DroppedOldest;
@@ -110,6 +114,7 @@ impl Session {
     /// Takes every queued message, in order.
     pub fn drain(&mut self) -> impl Iterator<Item = Shared> + '_ {
         self.woken = false;
+        self.replay_allowance = 0;
         self.queue.drain(..)
     }
 
@@ -125,6 +130,8 @@ impl Session {
             self.drain_into(out);
             return (None, 0);
         };
+        // A replay is never cut, nor the messages unacknowledged when it came.
+        let capacity = capacity + self.replay_allowance;
         let (batch, messages, dropped) = ack.next_batch(self.drain(), capacity);
         self.ack = Some(ack);
         for message in &messages {

@@ -72,6 +72,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         let ext = ReplyExt {
             ack: batch.map(AckReply::Batch),
             timesync: self.timesync,
+            replay: false,
         };
         replies::connect_reply(&mut self.out, &client_id, message.id, &advice, &ext);
         Ok(())
@@ -126,6 +127,7 @@ pub fn complete_connect_with<E: Engine + ?Sized>(
     let mut ext = ReplyExt {
         ack: None,
         timesync: hold.timesync,
+        replay: false,
     };
     match engine.end_hold(&hold.client_id, hold.token, now) {
         None => match engine.take_ended_hold(hold.token) {

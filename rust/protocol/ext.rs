@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json::ObjectWriter;
+use crate::json::{object_members, Members, ObjectWriter};
 use crate::timesync::{Timesync, TimesyncRequest};
 
 /// What a message's `ext` asks of the built-in extensions.
@@ -13,6 +13,8 @@ pub struct ExtRequest {
     /// `ext.ack`: `true` on a handshake, the last batch received on a connect.
     pub ack: Option<AckField>,
     pub timesync: Option<TimesyncRequest>,
+    /// `ext.replay: true` on a handshake: the client speaks the replay extension.
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,6 +29,7 @@ pub fn read_ext(raw: Option<&RawValue>) -> ExtRequest {
     struct Ext {
         ack: Option<serde_json::Value>,
         timesync: Option<TimesyncRequest>,
+        replay: Option<serde_json::Value>,
     }
     let Some(ext) = raw.and_then(|raw| serde_json::from_str::<Ext>(raw.get()).ok()) else {
         return ExtRequest::default();
@@ -39,7 +42,24 @@ pub fn read_ext(raw: Option<&RawValue>) -> ExtRequest {
     ExtRequest {
         ack,
         timesync: ext.timesync.filter(TimesyncRequest::is_valid),
+        replay: ext.replay == Some(serde_json::Value::Bool(true)),
     }
+}
+
+/// A subscribe's `ext.replay`: per channel, the id after which it asks for the messages it
+/// missed, as sent (`None` without one, or when `ext` is not an object, as for any extension).
+/// A `replay` that is not an object (nor null) is `Err`.
+pub fn replay_map(raw: Option<&RawValue>) -> Result<Option<Members<'_>>, ()> {
+    let Some(members) = raw.and_then(|raw| object_members(raw.get())) else {
+        return Ok(None);
+    };
+    let Some((_, replay)) = members.into_iter().find(|(key, _)| key == "replay") else {
+        return Ok(None);
+    };
+    if replay.get() == "null" {
+        return Ok(None);
+    }
+    object_members(replay.get()).map(Some).ok_or(())
 }
 
 /// What the built-in extensions add to a reply's `ext`.
@@ -47,6 +67,8 @@ pub fn read_ext(raw: Option<&RawValue>) -> ExtRequest {
 pub struct ReplyExt {
     pub ack: Option<AckReply>,
     pub timesync: Option<Timesync>,
+    /// On a handshake: the server speaks the replay extension.
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +81,7 @@ pub enum AckReply {
 
 impl ReplyExt {
     pub fn write(&self, reply: &mut ObjectWriter<'_>) {
-        if self.ack.is_none() && self.timesync.is_none() {
+        if self.ack.is_none() && self.timesync.is_none() && !self.replay {
             return;
         }
         let mut bytes = Vec::with_capacity(96);
@@ -75,6 +97,9 @@ impl ReplyExt {
         }
         if let Some(timesync) = &self.timesync {
             timesync.write(&mut ext);
+        }
+        if self.replay {
+            ext.bool("replay", true);
         }
         ext.finish();
         reply.raw("ext", &bytes);

@@ -31,6 +31,8 @@ impl<E: Engine + ?Sized> Request<'_, E> {
                 .set_bound(key, Some(socket), &mut self.outcome.effects);
         }
         let mut reply_ext = self.timesync_ext();
+        // Echoed only when asked: a Salesforce client that was not asked sends no replay maps.
+        reply_ext.replay = ext.replay && !self.engine.config().history.is_empty();
         if self.engine.config().ack_extension && ext.ack == Some(AckField::Enabled(true)) {
             self.engine.enable_ack(key);
             reply_ext.ack = Some(AckReply::Enabled);

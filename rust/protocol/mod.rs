@@ -379,6 +379,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         ReplyExt {
             ack: None,
             timesync: self.timesync,
+            replay: false,
         }
     }
 

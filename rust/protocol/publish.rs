@@ -6,7 +6,6 @@ use crate::channel::{self, ChannelKind};
 use crate::engine::Engine;
 use crate::errors::bayeux;
 use crate::json::Message;
-use crate::message::delivered_message;
 
 impl<E: Engine + ?Sized> Request<'_, E> {
     pub(super) fn publish(&mut self, name: &str, message: &Message<'_>) -> Result<(), Failure> {
@@ -24,7 +23,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             // Without the publisher's id, as CometD does: a client that matches replies to its
             // requests by id (aiocometd over WebSocket) would take a delivery carrying the id
             // of one of its own pending requests for that request's reply.
-            let delivered = delivered_message(name, data.get().as_bytes());
+            let delivered = self.engine.broadcast_message(name, data.get(), self.now);
             self.engine
                 .publish_from(name, delivered, Some(key), &mut self.outcome.effects);
         }

@@ -1,11 +1,14 @@
 //! `/meta/subscribe` and `/meta/unsubscribe`: one channel or a list, all or nothing. Each name
 //! costs the same however many the session or the batch holds.
 
+use super::ext::replay_map;
 use super::{Failure, Request};
 use crate::channel::{self, ChannelKind};
 use crate::engine::{Engine, Event, SubscribeLimit};
 use crate::errors::bayeux;
+use crate::history::{ReplayFrom, ReplayRefused};
 use crate::json::{self, Message};
+use crate::message::Shared;
 
 impl<E: Engine + ?Sized> Request<'_, E> {
     pub(super) fn subscribe(
@@ -36,6 +39,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
                 ChannelKind::Broadcast | ChannelKind::Wildcard => broadcast.push(&**name),
             }
         }
+        let mut replayed = Vec::new();
         if subscribe {
             match self.engine.subscribe_limit(key, &broadcast) {
                 Some(SubscribeLimit::Subscriptions) => {
@@ -44,13 +48,18 @@ impl<E: Engine + ?Sized> Request<'_, E> {
                 Some(SubscribeLimit::Channels) => return Err(bayeux::TOO_MANY_CHANNELS.into()),
                 None => {}
             }
+            replayed = self.replayed(message, &broadcast)?;
         }
-        for name in broadcast {
+        for &name in &broadcast {
             if subscribe {
                 self.engine.subscribe(key, name);
             } else {
                 self.engine.unsubscribe(key, name);
             }
+        }
+        if !replayed.is_empty() {
+            self.engine
+                .deliver_replay(key, replayed, &mut self.outcome.effects);
         }
         let channels = names.iter().map(|n| n.to_string()).collect();
         self.outcome.effects.events.push(if subscribe {
@@ -68,5 +77,42 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             reply.raw("subscription", raw.get().as_bytes());
         });
         Ok(())
+    }
+
+    /// What a subscribe's `ext.replay` asks to be replayed on the channels it subscribes to,
+    /// in order; entries for other channels are passed over (Salesforce's clients send every
+    /// channel they track with every subscribe). Refused as a whole if any cannot be.
+    fn replayed(&mut self, message: &Message<'_>, names: &[&str]) -> Result<Vec<Shared>, Failure> {
+        let map =
+            replay_map(message.ext).map_err(|()| bayeux::field("invalid_type", "ext.replay"))?;
+        let Some(map) = map else {
+            return Ok(Vec::new());
+        };
+        let mut replayed = Vec::new();
+        for &name in names {
+            let Some((_, raw)) = map.iter().find(|(channel, _)| channel == name) else {
+                continue;
+            };
+            let from = serde_json::from_str::<i64>(raw.get())
+                .ok()
+                .and_then(ReplayFrom::from_id)
+                .ok_or_else(|| bayeux::replay_id_invalid(raw.get()))?;
+            if from == ReplayFrom::New {
+                continue;
+            }
+            if channel::classify(name) == Some(ChannelKind::Wildcard) {
+                return Err(bayeux::replay_refused(name, "replay_wildcard_unsupported").into());
+            }
+            match self.engine.replay(name, from, self.now) {
+                Ok(messages) => replayed.extend(messages),
+                Err(ReplayRefused::NoHistory) => {
+                    return Err(bayeux::replay_refused(name, "replay_not_available").into())
+                }
+                Err(ReplayRefused::InvalidId) => {
+                    return Err(bayeux::replay_id_invalid(raw.get()).into())
+                }
+            }
+        }
+        Ok(replayed)
     }
 }

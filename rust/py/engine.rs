@@ -242,9 +242,13 @@ impl PyEngine {
             return Err(CoreError::InvalidChannel(channel.to_owned()).into());
         }
         let data = to_json(data, self.config.max_data_depth)?;
-        let message = delivered_message(channel, &data);
+        // What to_json writes is JSON, so UTF-8.
+        let data = String::from_utf8(data).expect("JSON is UTF-8");
         let mut effects = Effects::default();
-        self.engine().publish(channel, message, &mut effects);
+        let mut engine = self.engine();
+        let message = engine.broadcast_message(channel, &data, Instant::now());
+        engine.publish(channel, message, &mut effects);
+        drop(engine);
         effects_outcome(py, effects)
     }
 
@@ -528,7 +532,7 @@ impl PyEngine {
         effects_outcome(py, effects)
     }
 
-    /// Counters: sessions, channels, published, delivered, dropped.
+    /// Counters: sessions, channels, published, delivered, dropped, what history keeps.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self.engine().stats();
         let dict = PyDict::new(py);
@@ -539,6 +543,8 @@ impl PyEngine {
         dict.set_item("published", stats.published)?;
         dict.set_item("delivered", stats.delivered)?;
         dict.set_item("dropped", stats.dropped)?;
+        dict.set_item("history_channels", stats.history_channels)?;
+        dict.set_item("history_messages", stats.history_messages)?;
         Ok(dict)
     }
 

@@ -21,10 +21,21 @@
 // Faye-only event: {"event": "transport", "state": "up"|"down"} when Faye's
 // dispatcher sees its transport fail or recover (Faye retries failed
 // requests by itself and makes no reply message for them).
+//
+// jsforce: `configure` with {"jsforce": {"instanceUrl", "channel", "replayId"}}
+// builds the Faye client as jsforce 3 does for Salesforce's Streaming API
+// (endpoint <instanceUrl>/cometd/50.0, an OAuth header), with its replay
+// extension for that channel; `status` then reports the id it would replay
+// from (`replay`), which the extension takes from data.event.replayId.
 
 import { createInterface } from "node:readline";
 import { emit } from "./protocol.mjs";
 import Faye from "faye";
+import jsforce from "jsforce";
+import { createRequire } from "node:module";
+
+// jsforce's streaming module is published for require() only.
+const { StreamingExtension } = createRequire(import.meta.url)("jsforce/api/streaming");
 
 const LEVELS = ["debug", "info", "warn", "error", "fatal"];
 
@@ -78,6 +89,7 @@ const subscriptions = new Map();    // channel -> Faye Subscription
 const sentUnsubscribes = new Map(); // message id -> { channel, tag }
 const unsubscribeTags = new Map();  // channel -> tag of the pending `unsubscribe`
 let resubscribing = null;   // { channels, pending: Set, results } after a re-handshake
+let replayExtension = null; // jsforce's replay extension, with the jsforce option
 let lastClientId = null;
 
 function requireClient() {
@@ -227,7 +239,7 @@ function newClient() {
     unsubscribeTags.clear();
 
     const owner = generation;
-    client = new Faye.Client(config.url, { ...(config.options || {}) });
+    client = config.jsforce ? jsforceClient(config.jsforce) : new Faye.Client(config.url, { ...(config.options || {}) });
     const wanted = config.transports || ["long-polling"];
     for (const type of FAYE_TRANSPORTS) {
         if (!wanted.includes(type)) {
@@ -240,6 +252,17 @@ function newClient() {
     client.on("transport:down", () => owner === generation && emit({ event: "transport", state: "down" }));
     client.on("transport:up", () => owner === generation && emit({ event: "transport", state: "up" }));
     return client;
+}
+
+// A Faye client built by jsforce, as an application of Salesforce's Streaming API builds it.
+function jsforceClient(options) {
+    const connection = new jsforce.Connection({
+        instanceUrl: options.instanceUrl,
+        accessToken: "token",
+        version: "50.0",
+    });
+    replayExtension = new StreamingExtension.Replay(options.channel, options.replayId);
+    return connection.streaming.createClient([replayExtension]);
 }
 
 function configure(cmd) {
@@ -409,6 +432,7 @@ function status(tag) {
         subscriptions: [...subscriptions.keys()],
         // The transport Faye currently sends through (a private field, for diagnostics).
         connectionType: client && client._dispatcher ? client._dispatcher.connectionType ?? null : null,
+        replay: replayExtension ? replayExtension._replay ?? null : null,
     });
 }
 

@@ -288,6 +288,30 @@ class FayeClient(DriverClient):
         return reason
 
 
+class JsforceClient(FayeClient):
+    """jsforce 3's client of Salesforce's Streaming API (npm ``jsforce``, pinned 3.10.16, the
+    last for Node.js 20): the Faye client it builds for ``<instance_url>/cometd/50.0``, with its
+    replay extension asking to replay ``channel`` from ``replay_id``. Through
+    tests/js/faye_driver.mjs; its ``status`` reports the id the extension would replay from."""
+
+    name = "jsforce client"
+
+    def __init__(self, instance_url: str, channel: str, replay_id: int) -> None:
+        super().__init__()
+        self.jsforce = {"instanceUrl": instance_url, "channel": channel, "replayId": replay_id}
+
+    async def send(self, cmd: dict[str, Any]) -> None:
+        if cmd.get("cmd") == "configure":
+            cmd = {**cmd, "jsforce": self.jsforce}
+        await super().send(cmd)
+
+    def missing(self) -> str | None:
+        reason = super().missing()
+        if reason is None and not (JS_DIR / "node_modules" / "jsforce").is_dir():
+            reason = "the jsforce npm package is missing (run: npm ci --prefix tests/js)"
+        return reason
+
+
 JAVA_DIR = TESTS_DIR / "java"
 JAVA_JAR = JAVA_DIR / "target" / "cometd-driver.jar"
 JAVA_BUILD = "mvn -q -f tests/java package"

@@ -350,3 +350,24 @@ class JavaClient(DriverClient):
 
     def missing(self) -> str | None:
         return _java_missing()
+
+
+class JavaReplayClient(JavaClient):
+    """The CometD Java client with Salesforce's replay extension as its Java connector
+    (EMP-Connector) has it (tests/java's ReplayExtension): it tracks the channels of
+    ``replay_from`` (channel: the id to replay from), sends the whole map with every subscribe
+    once the handshake reply says the server speaks replay, and keeps the last id it receives
+    on each; ``status`` reports them (``replay``) and whether replay was agreed
+    (``replaySupported``)."""
+
+    name = "CometD Java client with the replay extension"
+
+    def __init__(self, replay_from: dict[str, int]) -> None:
+        super().__init__()
+        self.replay_from = replay_from
+
+    async def send(self, cmd: dict[str, Any]) -> None:
+        if cmd.get("cmd") == "configure":
+            extensions = [*cmd.get("extensions", []), "replay"]
+            cmd = {**cmd, "extensions": extensions, "replay": self.replay_from}
+        await super().send(cmd)

@@ -59,7 +59,10 @@ import org.eclipse.jetty.util.ajax.JSON;
  *       Java client does not know are ignored by it.</li>
  *   <li>{@code configure} takes {@code "extensions"}: {@code "ack"} registers the client's
  *       {@code org.cometd.client.ext.AckExtension}, {@code "timesync"} its
- *       {@code TimesyncClientExtension}. There is no {@code remote_call} command and no
+ *       {@code TimesyncClientExtension}, {@code "replay"} the Salesforce replay extension
+ *       ({@link ReplayExtension}) tracking the channels of the command's {@code "replay"} map
+ *       (channel to the id to replay from), which {@code status} reports as it goes. There is
+ *       no {@code remote_call} command and no
  *       {@code instance} field: one driver runs one client.</li>
  * </ul>
  */
@@ -84,6 +87,8 @@ public final class Driver {
     private final AtomicBoolean handshook = new AtomicBoolean();
     private final AtomicBoolean exiting = new AtomicBoolean();
     private volatile DriverBayeuxClient client;
+    // The replay extension of the current client, when configured with one.
+    private volatile ReplayExtension replay;
     private HttpClient httpClient;
     private WebSocketContainer webSocketContainer;
 
@@ -343,11 +348,16 @@ public final class Driver {
             transports.subList(1, transports.size()).toArray(new ClientTransport[0]));
         // Client-level options (backoffIncrement, maxBackoff, ...); forwarded to the transports too.
         options.forEach(created::setOption);
+        replay = null;
         if (cmd.get("extensions") instanceof List<?> extensions) {
             for (Object extension : extensions) {
                 switch (String.valueOf(extension)) {
                     case "ack" -> created.addExtension(new AckExtension());
                     case "timesync" -> created.addExtension(new TimesyncClientExtension());
+                    case "replay" -> {
+                        replay = new ReplayExtension(replayFrom(cmd.get("replay")));
+                        created.addExtension(replay);
+                    }
                     default -> throw new IllegalArgumentException("unknown extension " + json.toJSON(extension));
                 }
             }
@@ -604,6 +614,19 @@ public final class Driver {
             "successful", reply.get("successful"), "error", reply.get("error"))));
     }
 
+    /** The configure command's {@code replay} map: channel to the id to replay from. */
+    private static Map<String, Long> replayFrom(Object given) {
+        Map<String, Long> from = new HashMap<>();
+        if (given instanceof Map<?, ?> map) {
+            for (Map.Entry<?, ?> entry : map.entrySet()) {
+                if (entry.getValue() instanceof Number id) {
+                    from.put(String.valueOf(entry.getKey()), id.longValue());
+                }
+            }
+        }
+        return from;
+    }
+
     private void status(Object tag) {
         DriverBayeuxClient current = client;
         List<String> channels;
@@ -616,7 +639,9 @@ public final class Driver {
             "state", current == null ? null : current.state().name(),
             "clientId", current == null ? null : current.getId(),
             "transport", transport == null ? null : transport.getName(),
-            "subscriptions", channels));
+            "subscriptions", channels,
+            "replay", replay == null ? null : replay.lastIds(),
+            "replaySupported", replay != null && replay.supported()));
     }
 
     private void exit(Object tag) {

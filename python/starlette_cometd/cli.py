@@ -56,6 +56,20 @@ def _partitions(text: str) -> int:
     return count
 
 
+def _history(text: str) -> tuple[str, int, float | None]:
+    """A history rule on the command line: ``PATTERN[:SIZE[:TTL]]``."""
+    pattern, _, rest = text.partition(":")
+    size_text, _, ttl_text = rest.partition(":")
+    try:
+        size = int(size_text) if size_text else 1000
+        ttl = float(ttl_text) if ttl_text else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PATTERN[:SIZE[:TTL]]") from None
+    if size < 1 or (ttl is not None and not ttl > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: SIZE must be positive, TTL too")
+    return pattern, size, ttl
+
+
 # Sessions live in the memory of the process that created them: with several workers, a
 # client's next request usually reaches another one, which does not know its session.
 _SEVERAL_WORKERS_NEED_REDIS = (
@@ -100,6 +114,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="offer the ack extension (the clients' AckExtension): messages travel in "
         "/meta/connect replies and are sent again until acknowledged",
+    )
+    parser.add_argument(
+        "--history",
+        type=_history,
+        action="append",
+        default=[],
+        metavar="PATTERN[:SIZE[:TTL]]",
+        help="keep the last SIZE messages (default 1000) of each channel matching PATTERN, for "
+        "TTL seconds at most, for the replay extension (repeatable; not with --redis yet)",
     )
     parser.add_argument(
         "--redis",
@@ -151,6 +174,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers > 1 and args.redis is None:
         parser.error(f"--workers {args.workers}: {_SEVERAL_WORKERS_NEED_REDIS}")
+    if args.history and args.redis is not None:
+        parser.error("--history is not supported with --redis yet")
+    for pattern, size, ttl in args.history:
+        try:  # the core says which patterns it takes
+            LongPollingServiceContextBuilder().history(pattern, size=size, ttl=ttl).build()
+        except ValueError as error:
+            parser.error(f"--history {pattern}: {error}")
     if args.cometd_js is not None:
         if not args.demo:
             parser.error("--cometd-js needs --demo")
@@ -231,6 +261,8 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         .max_sessions_per_cookie(args.max_sessions_per_cookie)
         .ack_extension(args.ack_extension)
     )
+    for pattern, size, ttl in args.history:
+        builder.history(pattern, size=size, ttl=ttl)
     if args.redis is not None:
         builder.redis(args.redis, prefix=args.redis_prefix, partitions=args.redis_partitions)
     context = builder.build()

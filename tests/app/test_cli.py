@@ -174,3 +174,42 @@ async def test_cli_serves_with_one_worker() -> None:
         assert reply["successful"] is True
     finally:
         await stop_cli(process)
+
+
+async def test_cli_keeps_a_history_for_the_replay_extension() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cometd"
+    process = await start_cli(port, "--history", "/chat/**:2", "--log-level", "warning")
+    try:
+        await wait_listening(url, process)
+        async with httpx.AsyncClient(timeout=20) as http:
+            publisher = await handshake(http, url)
+            batch = [
+                {"channel": "/chat/a", "clientId": publisher, "data": {"n": n}} for n in range(3)
+            ]
+            await post(http, url, *batch)
+            client_id = await handshake(http, url)
+            subscribe = {
+                "channel": "/meta/subscribe",
+                "clientId": client_id,
+                "subscription": "/chat/a",
+                "ext": {"replay": {"/chat/a": -2}},
+            }
+            [reply] = await post(http, url, subscribe)
+            assert reply["successful"] is True, reply
+            replies = await post(http, url, connect_message(client_id, timeout=0))
+        assert [r["data"]["n"] for r in replies if r["channel"] == "/chat/a"] == [1, 2]
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def test_cli_refuses_a_bad_history_rule() -> None:
+    port = free_port()
+    for rule in ("/chat/**:0", "/chat/**:ten", "/chat/**:10:-1"):
+        stderr = await refused(port, "--history", rule)
+        assert "argument --history:" in stderr, stderr
+    stderr = await refused(port, "--history", "/meta/**")
+    assert "is not a broadcast channel or pattern" in stderr, stderr
+    stderr = await refused(port, "--history", "/chat/**", "--redis", "redis://127.0.0.1:1/0")
+    assert "--history is not supported with --redis yet" in stderr

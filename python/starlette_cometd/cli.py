@@ -280,6 +280,10 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         proxy_headers=False,
         http=native_http_protocol(cometd, args.path),
     )
+    if sockets is None:
+        # Bound before anything starts: a port already taken ends the process at once (exit
+        # status 3), before the engine and a cluster's Redis tasks exist to be stopped.
+        sockets = [config.bind_socket()]
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
     if args.demo:
         log.info("Demo chat at http://%s:%d/", args.host, args.port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 import time
 
 import httpx
@@ -213,3 +214,24 @@ async def test_cli_refuses_a_bad_history_rule() -> None:
     assert "is not a broadcast channel or pattern" in stderr, stderr
     stderr = await refused(port, "--history", "/chat/**", "--redis", "redis://127.0.0.1:1/0")
     assert "--history is not supported with --redis yet" in stderr
+
+
+async def test_cli_exits_at_once_when_its_port_is_taken(redis_url: str) -> None:
+    """Bound before anything starts: with a cluster's Redis too, the process ends at once
+    with uvicorn's startup failure status, rather than hanging in the engine's shutdown."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        for extra in ((), ("--redis", redis_url)):
+            process = await start_cli(
+                port, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            try:
+                _, err = await asyncio.wait_for(process.communicate(), 15)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            assert process.returncode == 3, err.decode()
+            assert "Address already in use" in err.decode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ import websockets
 
 from support.bayeux import Message, connect_message, handshake, post, subscribe
 from support.cli import start_cli, stop_cli, wait_listening
+from support.cluster import cli_cluster
 from support.round_robin import RoundRobinProxy
 from support.servers import free_port
 from support.ws_client import exchange, receive, ws_session
@@ -193,3 +195,24 @@ async def test_the_backends_half_close_is_passed_on_and_the_client_may_still_sen
         writer.write_eof()
         assert await asyncio.wait_for(received, 5) == b"after your EOF"
         writer.close()
+
+
+async def test_a_node_restarted_on_a_port_taken_meanwhile_comes_back_on_another(
+    redis_url: str,
+) -> None:
+    """A killed node's port is an ephemeral one: any connection may take it before the node
+    restarts. It then comes back on another, and the proxy sends new connections there."""
+    async with cli_cluster(redis_url, 2) as cluster:
+        taken = cluster.ports[1]
+        await cluster.kill(1)
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", taken))
+            squatter.listen()
+            await cluster.restart(1)
+        assert cluster.ports[1] != taken
+        assert cluster.proxy.backends == cluster.ports
+        before = len(cluster.proxy.routed)
+        for _ in range(4):
+            async with httpx.AsyncClient(timeout=10) as http:  # a connection each
+                await handshake(http, cluster.url)
+        assert set(cluster.proxy.routed[before:]) == set(cluster.ports)

@@ -60,12 +60,23 @@ class Cluster:
 
     async def restart(self, node: int) -> None:
         """Starts a node process killed before again, on its port, and gives it new
-        connections once it listens."""
+        connections once it listens. Should something else have taken the port meanwhile (it
+        is an ephemeral one: any outgoing connection may get it), on another."""
         assert self.processes[node].returncode is not None, "still running"
-        port = self.ports[node]
-        self.processes[node] = process = await start_cli(port, *self.options[node])
-        await wait_listening(self.node_url(node), process)
-        self.proxy.put_back(port)
+        for attempt in range(3):
+            port = self.ports[node] if attempt == 0 else free_port()
+            self.processes[node] = process = await start_cli(port, *self.options[node])
+            try:
+                await wait_listening(f"http://127.0.0.1:{port}/cometd", process)
+            except AssertionError:
+                if process.returncode is None or attempt == 2:
+                    raise
+                continue  # it exited: the port was taken
+            if port != self.ports[node]:
+                self.proxy.move(self.ports[node], port)
+                self.ports[node] = port
+            self.proxy.put_back(port)
+            return
 
 
 def _urls(redis_url: str | Sequence[str], size: int) -> list[str]:

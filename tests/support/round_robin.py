@@ -43,6 +43,13 @@ class RoundRobinProxy:
     def put_back(self, backend: int) -> None:
         self._out.discard(backend)
 
+    def move(self, backend: int, to: int) -> None:
+        """A backend now listens on another port (taken out, it stays out)."""
+        self.backends[self.backends.index(backend)] = to
+        if backend in self._out:
+            self._out.discard(backend)
+            self._out.add(to)
+
     def _next_backend(self) -> int | None:
         for _ in self.backends:
             backend = self.backends[self._turn % len(self.backends)]

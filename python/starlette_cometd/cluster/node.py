@@ -160,6 +160,7 @@ class RedisNode:
         """Connects, reads where each log stands, and starts reading them and this node's
         control channel. Raises if Redis cannot be reached."""
         self._context = context
+        self._stopping = False
         # A record outlives its deadline, so that the node that ends a session whose node
         # died still finds its attributes to announce with its end.
         self._deadline_ms = int(self.session_ttl * 1000)
@@ -1063,7 +1064,7 @@ class RedisNode:
         gates = self._gates
         assert gates is not None
         log_key = self.keys.log(partition)
-        while True:
+        while not self._stopping:
             start = self._starts[partition]
             try:
                 read: Any = await reader.xread(
@@ -1176,7 +1177,7 @@ class RedisNode:
     async def _listen_for_control(self) -> None:
         """Other nodes tell this one to let go of sessions they took over."""
         assert self._connection is not None
-        while True:
+        while not self._stopping:
             try:
                 # Closed here when the task is cancelled, not whenever it is collected: its
                 # connection must not outlive the node.
@@ -1198,7 +1199,7 @@ class RedisNode:
     async def _end_orphans(self) -> None:
         """Ends the sessions whose deadline passed in Redis: those whose node died (a live node
         ends its sessions itself, sooner). Each is taken by one node, which announces it."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(ORPHANS_EVERY)
             ended: list[tuple[str, Any]] = []
             try:
@@ -1277,7 +1278,7 @@ class RedisNode:
         times per time to live (a session's messages and connects write nothing per session)."""
         loop = asyncio.get_running_loop()
         period = self.session_ttl / 3
-        while True:
+        while not self._stopping:
             await asyncio.sleep(period / 2)
             now = loop.time()
             here = set(self.engine.session_ids())
@@ -1455,7 +1456,7 @@ class RedisNode:
         on the others."""
         assert self._context is not None
         lives_ms = int(3 * STATS_EVERY * 1000)
-        while True:
+        while not self._stopping:
             key = self.keys.node_stats(self.id)
             try:
                 async with self._pipeline() as pipe:

@@ -1,6 +1,7 @@
 """Turns benches/results.json into benches/RESULTS.md, benches/latency.png (p99 latency
 against delivered messages/s for every server in S1 and S2) and benches/latency-s6.png (the
-same for S6, the Redis cluster). run.py calls it at the end;
+same for S6, the Redis cluster), with the figures of benches/cluster_cost.json and
+benches/replay.json where they are. run.py and replay.py call it at the end;
 it also runs alone: python benches/report.py [results.json]. Without matplotlib the table is
 still written and the plot is skipped."""
 
@@ -201,8 +202,9 @@ def _delivered(sc: dict[str, Any], server: str) -> float | None:
     return None if case is None else case["median"].get("delivered_per_s")
 
 
-def _targets(r: dict[str, Any]) -> list[str]:
-    """Issue 5's targets, each checked against this file's figures."""
+def _targets(r: dict[str, Any], replay: dict[str, Any] | None) -> list[str]:
+    """Issues 5, 11 and 12's targets, each checked against the figures (results.json, and
+    benches/replay.json for the replay)."""
     scenarios = r["scenarios"]
     rows: list[tuple[str, str, bool]] = []
     for name in ("S1", "S2"):
@@ -233,7 +235,9 @@ def _targets(r: dict[str, Any]) -> list[str]:
     if fan_out is not None:
         rows.append(("S5: under 50 ns per delivery", f"{fan_out:.1f} ns", fan_out < 50))
     rows += _s6_targets(scenarios.get("S6", {}))
-    lines = ["### Targets (issues 5 and 11)", "", "| target | project | met |", "|---|---|---|"]
+    rows += _s7_targets(scenarios.get("S7", {}), replay)
+    lines = ["### Targets (issues 5, 11 and 12)", "", "| target | project | met |"]
+    lines.append("|---|---|---|")
     for label, value, ok in rows:
         lines.append(f"| {label} | {value} | {'yes' if ok else 'no'} |")
     return [*lines, ""]
@@ -259,6 +263,116 @@ def _s6_targets(sc: dict[str, Any]) -> list[tuple[str, str, bool]]:
             label = f"S6 {transport}: Redis engine, one process, at least 0.5x in-memory"
             rows.append((label, f"{ours / memory:.2f}x", ours >= 0.5 * memory))
     return rows
+
+
+def _s7_targets(sc: dict[str, Any], replay: dict[str, Any] | None) -> list[tuple[str, str, bool]]:
+    """Issue 12: a replay of 10,000 retained messages in under 100 ms (the median of fresh
+    subscribers), and S1's load with a history on every room at least 0.8x without one."""
+    rows: list[tuple[str, str, bool]] = []
+    if replay is not None:
+        count = replay["replay"]["messages"]
+        for transport in ("websocket", "long-polling"):
+            case = replay["replay"][transport]
+            label = f"S7 {transport}: replay of {count:,} in memory under 100 ms"
+            shown = f"{case['median_ms']:.1f} ms (max {case['max_ms']:.1f})"
+            rows.append((label, shown, case["median_ms"] < 100))
+    table = {"servers": sc.get("long-polling", {})}
+    ours, without = _delivered(table, "starlette-cometd-history"), _delivered(table, PROJECT)
+    if ours is not None and without:
+        label = "S7 long-polling: S1 with a history on every room at least 0.8x S1"
+        rows.append((label, f"{ours / without:.2f}x", ours >= 0.8 * without))
+    return rows
+
+
+def _history_section(sc: dict[str, Any] | None, replay: dict[str, Any] | None) -> list[str]:
+    """S7 (issue 12): the replay of a channel's history, and what keeping one costs."""
+    lines = ["### S7: history and replay (issue 12)", ""]
+    if replay is not None:
+        lines += _replay_lines(replay)
+    if sc and sc.get("long-polling"):
+        lines += _history_sweep(sc)
+    return lines
+
+
+def _replay_lines(r: dict[str, Any]) -> list[str]:
+    replay, m = r["replay"], r["machine"]
+    rule = f'`--history "{replay["history"]}"`'
+    load = f"{_load(m['load_average_at_start'])} at start, {_load(r['load_average_at_end'])} at end"
+    lines = [
+        f"Replay measured {r['date']} with `{r['command']}` ({m['cpu']}, {m['cores']} cores, "
+        f"commit {m['git_commit']}; load average {load}). The CLI with {rule} on core 0, the "
+        f"clients (Python: websockets, httpx) on core 1. {replay['messages']:,} messages of "
+        f"{replay['data_bytes']:.0f} bytes of object data were published first; then "
+        f"{replay['subscribers']} fresh subscribers per transport, in turns, each subscribing "
+        "with `ext.replay` -2 (everything kept). WebSocket: from sending the subscribe to "
+        "receiving the frame that completes the last copy (a connect held meanwhile). "
+        "Long-polling: from sending the subscribe's POST, through its reply, to the end of the "
+        "reply of the connect sent next, which carries the copies. Both include the Python "
+        "client's own reading of the replies.",
+        "",
+        "| transport | median ms | max ms | each subscriber, ms | bytes received |",
+        "|---|---|---|---|---|",
+    ]
+    for transport in ("websocket", "long-polling"):
+        case = replay[transport]
+        runs = ", ".join(f"{v:.1f}" for v in case["runs_ms"])
+        lines.append(
+            f"| {transport} | {case['median_ms']:.1f} | {case['max_ms']:.1f} | {runs} "
+            f"| {case['bytes_received']:,} |"
+        )
+    lp = replay["long-polling"]
+    lines += [
+        "",
+        f"Long-polling: the subscribe's own reply came after {lp['subscribe_reply_median_ms']} "
+        f"ms (median); connect replies that carried the copies: {lp['connects']}.",
+        "",
+    ]
+    memory = r.get("memory")
+    if memory:
+        lines += [*_memory_line(memory), ""]
+    return lines
+
+
+def _memory_line(memory: dict[str, Any]) -> list[str]:
+    rule = f'`--history "{memory["history"]}"`'
+    return [
+        f"Memory: {memory['bytes_per_message']:,} bytes of server RSS per retained message "
+        f"({memory['messages']:,} messages of {memory['data_bytes']:.0f} bytes of object data "
+        f"on one channel, {rule}; VmRSS {memory['rss_before_kib']:,} KiB before, "
+        f"{memory['rss_after_kib']:,} KiB after, on a fresh server warmed up first by "
+        f"{memory['warm_up_publishes']:,} publishes on a channel without history)."
+    ]
+
+
+def _load(average: list[float] | None) -> str:
+    """A load average (1, 5, 15 min), rounded."""
+    return "n/a" if average is None else ", ".join(f"{v:.2f}" for v in average)
+
+
+def _history_sweep(sc: dict[str, Any]) -> list[str]:
+    servers = sc["long-polling"]
+    base = (servers.get(PROJECT) or {}).get("median", {}).get("delivered_per_s")
+    lines = [
+        f"S1's load (long-polling, {sc['clients']:,} clients in {sc['rooms']} rooms) on the CLI "
+        f'keeping a history of every room (`--history "{sc["history"]}"`), beside the CLI '
+        "without one; the servers take turns run by run.",
+        "",
+        *_when(sc),
+        "| server | delivered msgs/s (p99 <= 200 ms, none lost) | vs without history "
+        "| p99 ms there | publishes/s | load generator CPU (max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for server, case in servers.items():
+        med = case["median"]
+        v = med["delivered_per_s"]
+        lines.append(
+            f"| {server} | {_num(v)} | {_ratio(v, base)} | {_num(med['p99_ms'], 1)} "
+            f"| {_num(med['publishes_per_s'])} | {_num(med['loadgen_cpu_max'], 2)} |"
+        )
+    lines.append("")
+    failures = {server: _failures(case) for server, case in servers.items()}
+    notes = [f"- {server}: {why}" for server, why in failures.items() if why]
+    return [*lines, *notes, ""] if notes else lines
 
 
 def _micro_table(sc: dict[str, Any]) -> list[str]:
@@ -365,6 +479,8 @@ def _plot(r: dict[str, Any], names: tuple[str, ...], path: Path) -> bool:
 
 def write_report(results: Path, out_dir: Path = HERE) -> None:
     r = json.loads(results.read_text())
+    replay_file = out_dir / "replay.json"
+    replay = json.loads(replay_file.read_text()) if replay_file.exists() else None
     # A plot drawn before (where matplotlib was) stays linked when this run cannot draw it.
     plotted = _plot(r, ("S1", "S2"), out_dir / "latency.png") or (out_dir / "latency.png").exists()
     lines = [
@@ -379,7 +495,7 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
     ]
     if r.get("skipped"):
         lines += [f"Skipped: {r['skipped']}", ""]
-    lines += _targets(r)
+    lines += _targets(r, replay)
     for name in ("S1", "S2"):
         if name in r["scenarios"]:
             lines += _sweep_table(name, r["scenarios"][name])
@@ -398,6 +514,8 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
     costs = out_dir / "cluster_cost.json"
     if costs.exists():
         lines += _cost_tables(json.loads(costs.read_text()))
+    if "S7" in r["scenarios"] or replay is not None:
+        lines += _history_section(r["scenarios"].get("S7"), replay)
     lines += _notes(r)
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
 

@@ -1,7 +1,8 @@
 """Runs the benchmarks (issue 5): S1-S4 end to end against starlette-cometd (on uvicorn and on
 Granian), the fixed-bytes ceilings and the peers (axum_cometd, Faye, CometD Java), then the S5
 micro benchmarks, then S6 (issue 11: the S1 and S2 loads on the Redis engine, one process and
-two, beside Faye with faye-redis), and writes benches/results.json.
+two, beside Faye with faye-redis), then S7 (issue 12: S1's load with a history on every room,
+beside the same server without one), and writes benches/results.json.
 
     python benches/run.py --quick      # every scenario, small and once: a few minutes
     python benches/run.py              # the full scenarios, each figure a median of 3 runs
@@ -27,10 +28,18 @@ from report import write_report
 from runner.machine import describe_machine
 from runner.micro import run_micro
 from runner.procs import BuildFailed, build_tools, run_server
-from runner.scenarios import S6_SERVERS, SERVERS, full_settings, quick_settings
+from runner.scenarios import (
+    HISTORY_RULE,
+    S6_SERVERS,
+    S7_SERVERS,
+    SERVERS,
+    Server,
+    full_settings,
+    quick_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
 
 
 def median(values: list[float]) -> float | None:
@@ -44,16 +53,36 @@ def median(values: list[float]) -> float | None:
 def sweep_case(server: str, transport: str, s: dict[str, Any], runs: int) -> dict[str, Any]:
     """S1/S2: the highest rate that held, per run; the ceiling gets its closed-loop rate."""
     spec = SERVERS[server]
-    results = []
+    results = [_sweep_run(spec, transport, s) for _ in range(runs)]
+    return _sweep_summary(spec, results, s)
+
+
+def interleaved_sweeps(
+    names: list[str], transport: str, s: dict[str, Any], runs: int
+) -> dict[str, dict[str, Any]]:
+    """Sweeps of several servers taking turns run by run (S7), so that other work on a shared
+    machine weighs on each alike: their ratio is the figure."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for _ in range(runs):
-        if spec.ceiling:
-            args = ["--rps", "--clients", str(s["rps_clients"])]
-        else:
-            args = ["--sweep", "--clients", str(s["clients"]), "--rooms", str(s["rooms"])]
-            args += ["--rate", str(s["start_rate"]), "--sweep-factor", str(s["factor"])]
-            args += ["--sweep-refine", str(s["refine"]), "--drain", str(s["drain"])]
-        args += ["--duration", str(s["duration"]), "--warmup", str(s["warmup"])]
-        results.append(run_server(spec, transport, args, timeout=20, max_interval=60))
+        for name in names:
+            results[name].append(_sweep_run(SERVERS[name], transport, s))
+    return {name: _sweep_summary(SERVERS[name], found, s) for name, found in results.items()}
+
+
+def _sweep_run(spec: Server, transport: str, s: dict[str, Any]) -> dict[str, Any]:
+    if spec.ceiling:
+        args = ["--rps", "--clients", str(s["rps_clients"])]
+    else:
+        args = ["--sweep", "--clients", str(s["clients"]), "--rooms", str(s["rooms"])]
+        args += ["--rate", str(s["start_rate"]), "--sweep-factor", str(s["factor"])]
+        args += ["--sweep-refine", str(s["refine"]), "--drain", str(s["drain"])]
+    args += ["--duration", str(s["duration"]), "--warmup", str(s["warmup"])]
+    return run_server(spec, transport, args, timeout=20, max_interval=60)
+
+
+def _sweep_summary(
+    spec: Server, results: list[dict[str, Any]], s: dict[str, Any]
+) -> dict[str, Any]:
     ok = [r for r in results if "error" not in r]
     if spec.ceiling:
         summary = {"requests_per_s": median([r["requests_per_s"] for r in ok])}
@@ -199,7 +228,7 @@ def main() -> int:
         table.update(date=out["date"], command=out["command"], runs=runs)
         table.update(clients=s["clients"], rooms=s["rooms"])
         for server, spec in servers.items():
-            if transport in spec.transports and not spec.redis:
+            if transport in spec.transports and not spec.apart:
                 print(f"{name} {server} ...", file=sys.stderr, flush=True)
                 table["servers"][server] = sweep_case(server, transport, s, runs)
                 save()
@@ -209,7 +238,7 @@ def main() -> int:
         table["messages"] = s["burst_messages"]
         for transport in ("long-polling", "websocket"):
             for server, spec in servers.items():
-                if transport in spec.transports and not spec.ceiling and not spec.redis:
+                if transport in spec.transports and not spec.ceiling and not spec.apart:
                     print(f"S3 {transport} {server} ...", file=sys.stderr, flush=True)
                     table.setdefault(transport, {})[server] = burst_case(server, transport, s, runs)
                     save()
@@ -219,7 +248,7 @@ def main() -> int:
         for sessions, transport, hold in s["idle_cases"]:
             key = f"{sessions} {transport}" + ("" if hold else " (no held connect)")
             for server, spec in servers.items():
-                if transport in spec.transports and not spec.ceiling and not spec.redis:
+                if transport in spec.transports and not spec.ceiling and not spec.apart:
                     print(f"S4 {key} {server} ...", file=sys.stderr, flush=True)
                     table.setdefault(key, {})[server] = idle_case(
                         server, transport, sessions, hold, runs
@@ -240,6 +269,15 @@ def main() -> int:
                     cases = table.setdefault(transport, {})
                     cases[server] = sweep_case(server, transport, s, runs)
                     save()
+    if "S7" in scenarios:
+        # Only S1's transport: the history is kept the same whatever carries the messages.
+        table = out["scenarios"].setdefault("S7", {})
+        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(clients=s["clients"], rooms=s["rooms"], history=HISTORY_RULE)
+        names = [server for server in S7_SERVERS if server in servers]
+        print(f"S7 long-polling {', '.join(names)} ...", file=sys.stderr, flush=True)
+        table["long-polling"] = interleaved_sweeps(names, "long-polling", s, runs)
+        save()
     out["load_average_at_end"] = os.getloadavg()
     save()
     print(f"wrote {args.out}", file=sys.stderr)

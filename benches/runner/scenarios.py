@@ -34,6 +34,14 @@ class Server:
     # S6 only: the runner starts a Redis server of its own for every run and appends
     # `--redis URL` to the command.
     redis: bool = False
+    # S7 only (issue 12): the project keeping a history of every room, measured beside the
+    # project without one.
+    history: bool = False
+
+    @property
+    def apart(self) -> bool:
+        """A variant measured only in its own scenario (S6, S7), not in S1-S4."""
+        return self.redis or self.history
 
     def missing(self) -> str | None:
         for need in self.needs:
@@ -87,6 +95,15 @@ def _starlette_cometd(port: int, timeout: int, max_interval: int) -> list[str]:
         "--max-sessions-per-address",
         "0",
     ]
+
+
+# S7: the load generator's clients join /room/0 .. /room/N-1; each room keeps its last 1,000
+# messages, the CLI's default size.
+HISTORY_RULE = "/room/*:1000"
+
+
+def _starlette_cometd_history(port: int, timeout: int, max_interval: int) -> list[str]:
+    return [*_starlette_cometd(port, timeout, max_interval), "--history", HISTORY_RULE]
 
 
 def _granian(app_dir: str) -> Callable[[int, int, int], list[str]]:
@@ -198,6 +215,9 @@ SERVERS: dict[str, Server] = {
         ),
         redis=True,
     ),
+    "starlette-cometd-history": Server(
+        "starlette-cometd-history", _starlette_cometd_history, (LP, WS), history=True
+    ),
 }
 
 # S6 measures these under the S1 and S2 loads: the in-memory engine (the same run's baseline),
@@ -208,6 +228,10 @@ S6_SERVERS = (
     "starlette-cometd-redis-2w",
     "faye-redis",
 )
+
+
+# S7 measures S1's load on these in one run: the ratio is the cost of keeping a history.
+S7_SERVERS = ("starlette-cometd", "starlette-cometd-history")
 
 
 def _idle_cases(sizes: tuple[int, int]) -> list[tuple[int, str, bool]]:

@@ -208,6 +208,15 @@ impl History {
         (self.channels.len(), self.retained)
     }
 
+    /// The oldest id retained on any channel; 0 when none is.
+    pub fn oldest(&self) -> u64 {
+        self.channels
+            .values()
+            .filter_map(|history| history.retained.front().map(|entry| entry.id))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Drops what outlived its time to live, and the channels left empty (their next message
     /// starts them again: an id from before is then refused, as it should be, since the
     /// messages after it are gone).
@@ -365,6 +374,7 @@ mod tests {
         );
         assert_eq!(history.replay("/other", ReplayFrom::New, now), Ok(vec![]));
         assert_eq!(history.stats(), (1, 3));
+        assert_eq!(history.oldest(), all[2]);
     }
 
     #[test]

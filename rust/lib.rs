@@ -48,5 +48,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "ContextClosedError",
         py.get_type::<py::errors::ContextClosedError>(),
     )?;
+    m.add("ReplayIdError", py.get_type::<py::errors::ReplayIdError>())?;
     Ok(())
 }

@@ -5,6 +5,7 @@ from ._core import (
     ClientNotFoundError,
     ContextClosedError,
     InvalidChannelError,
+    ReplayIdError,
     SendError,
 )
 from .builder import LongPollingServiceContextBuilder
@@ -45,6 +46,7 @@ __all__ = [
     "Message",
     "MessageRefused",
     "RemovalReason",
+    "ReplayIdError",
     "RouterBuilder",
     "SecurityPolicy",
     "SendError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
@@ -163,10 +164,24 @@ class LongPollingServiceContext:
 
     def stats(self) -> dict[str, int]:
         """Counters: sessions (alive now), sessions_created and sessions_removed (since the
-        start), channels, published, delivered, dropped (queue overflow), held."""
+        start), channels, published, delivered, dropped (queue overflow), held; what the
+        history keeps: history_channels, history_messages and history_oldest_id (0: none)."""
         stats = self.engine.stats()
         stats["held"] = len(self.parking) + sum(socket.held for socket in self._sockets)
         return stats
+
+    async def history(self, channel: str, after: int = -2) -> list[dict[str, Any]]:
+        """The messages kept on ``channel`` (see the builder's ``history``) after the id
+        ``after`` (-2, the default: every one kept; -1: none), oldest first, each as its
+        subscribers receive it (``channel``, ``data``, the id in ``data.event.replayId`` for
+        object data): for an application's own catch-up endpoint. Raises
+        :class:`ReplayIdError` with the replay extension's error for a channel without
+        history or an id that cannot be read after (pushed out, from before a restart, never
+        given), and :class:`InvalidChannelError` for a name that is not a broadcast channel."""
+        kept: list[dict[str, Any]] = [
+            json.loads(message) for message in self.engine.history(channel, after)
+        ]
+        return kept
 
     async def cluster_stats(self) -> dict[str, int]:
         """:meth:`stats` for the whole cluster: every live process's counters added up (the

@@ -264,6 +264,7 @@ impl Engine for MemoryEngine {
             dropped: self.dropped,
             history_channels: self.history.stats().0,
             history_messages: self.history.stats().1,
+            history_oldest_id: self.history.oldest(),
         }
     }
 

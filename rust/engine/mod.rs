@@ -293,6 +293,8 @@ pub struct Stats {
     /// Channels keeping a history, and the messages they retain.
     pub history_channels: usize,
     pub history_messages: usize,
+    /// The oldest id retained (0: none).
+    pub history_oldest_id: u64,
 }
 
 /// One session as the API shows it (and as a cluster records it).

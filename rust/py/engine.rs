@@ -11,12 +11,14 @@ use crate::channel::{self, ChannelKind, TooBig};
 use crate::client_id::Id;
 use crate::config::Config;
 use crate::engine::{address_key, Effects, Engine, MemoryEngine, RemoveReason, SocketId};
-use crate::errors::CoreError;
+use crate::errors::{bayeux, CoreError};
+use crate::history::{ReplayFrom, ReplayRefused};
 use crate::json;
 use crate::message::{delivered_message, Shared};
 use crate::protocol::{self, RequestInfo, Transport};
 
 use super::client_id::parse_id;
+use super::errors::ReplayIdError;
 use super::json::to_json;
 use super::outcome::{effects_outcome, outcome, PyHold, PyOutcome};
 
@@ -545,7 +547,33 @@ impl PyEngine {
         dict.set_item("dropped", stats.dropped)?;
         dict.set_item("history_channels", stats.history_channels)?;
         dict.set_item("history_messages", stats.history_messages)?;
+        dict.set_item("history_oldest_id", stats.history_oldest_id)?;
         Ok(dict)
+    }
+
+    /// The messages kept on a broadcast `channel` after the id `after` (-2: all of them, -1:
+    /// none), each as subscribers receive it; raises `ReplayIdError` with the replay
+    /// extension's error for a channel without history or an id that cannot be read after.
+    fn history<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        after: i64,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        self.check_name(channel)?;
+        if channel::classify(channel) != Some(ChannelKind::Broadcast) {
+            return Err(CoreError::InvalidChannel(channel.to_owned()).into());
+        }
+        let invalid = || ReplayIdError::new_err(bayeux::replay_id_invalid(&after.to_string()));
+        let from = ReplayFrom::from_id(after).ok_or_else(invalid)?;
+        match self.engine().replay(channel, from, Instant::now()) {
+            Ok(messages) => Ok(messages.iter().map(|m| PyBytes::new(py, m)).collect()),
+            Err(ReplayRefused::InvalidId) => Err(invalid()),
+            Err(ReplayRefused::NoHistory) => Err(ReplayIdError::new_err(bayeux::replay_refused(
+                channel,
+                "replay_not_available",
+            ))),
+        }
     }
 
     /// One session's queue length, dropped count and subscriptions; `None` if unknown.

@@ -31,6 +31,13 @@ create_exception!(
     "The context has been closed."
 );
 
+create_exception!(
+    starlette_cometd,
+    ReplayIdError,
+    PyValueError,
+    "The history cannot be read after that id (see the replay extension's errors)."
+);
+
 impl From<CoreError> for PyErr {
     fn from(error: CoreError) -> PyErr {
         let text = error.to_string();

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import websockets
 
-from starlette_cometd import LongPollingServiceContextBuilder
+from starlette_cometd import InvalidChannelError, LongPollingServiceContextBuilder, ReplayIdError
 from support.bayeux import connect_message, handshake, post
 from support.servers import ServeFactory, Server
 
@@ -266,3 +266,26 @@ def test_history_settings_are_checked() -> None:
         LongPollingServiceContextBuilder().history("/a", ttl=0)
     with pytest.raises(ValueError, match="redis"):
         LongPollingServiceContextBuilder().history("/a").redis("redis://127.0.0.1:1/0").build()
+
+
+async def test_the_application_reads_the_history_and_its_figures(serve: ServeFactory) -> None:
+    server = await serve(with_history(size=3))
+    context = server.context
+    assert await context.history("/chat/a") == []
+    assert context.stats()["history_oldest_id"] == 0
+    for n in range(4):
+        await context.send("/chat/a", {"n": n})
+    kept = await context.history("/chat/a")
+    assert [m["data"]["n"] for m in kept] == [1, 2, 3]
+    assert {m["channel"] for m in kept} == {"/chat/a"}
+    ids = [m["data"]["event"]["replayId"] for m in kept]
+    assert [m["data"]["n"] for m in await context.history("/chat/a", ids[0])] == [2, 3]
+    assert await context.history("/chat/a", -1) == []
+    assert context.stats()["history_oldest_id"] == ids[0]
+    with pytest.raises(ReplayIdError) as refused:
+        await context.history("/chat/a", ids[0] - 2)
+    assert str(refused.value) == invalid(str(ids[0] - 2))
+    with pytest.raises(ReplayIdError, match="400:/news:replay_not_available"):
+        await context.history("/news")
+    with pytest.raises(InvalidChannelError):
+        await context.history("/chat/*")

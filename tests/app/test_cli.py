@@ -105,20 +105,26 @@ async def test_cli_session_limits() -> None:
         await process.wait()
 
 
-async def refused(port: int, *args: str) -> str:
-    """Runs the CLI, expecting it to refuse its arguments: exit status 2 at once, before any
-    port is bound. Returns what it wrote on stderr."""
+async def exited(port: int, *args: str, seconds: float = 30) -> tuple[int | None, bytes, str]:
+    """Runs the CLI until it exits on its own (it is killed, and the wait fails, past
+    ``seconds``): its exit status, stdout and stderr."""
     process = await start_cli(
         port, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        out, err = await asyncio.wait_for(process.communicate(), seconds)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    stderr = err.decode()
-    assert process.returncode == 2, stderr
+    return process.returncode, out, err.decode()
+
+
+async def refused(port: int, *args: str) -> str:
+    """Runs the CLI, expecting it to refuse its arguments: exit status 2 at once, before any
+    port is bound. Returns what it wrote on stderr."""
+    status, out, stderr = await exited(port, *args)
+    assert status == 2, stderr
     assert out == b""
     # uvicorn never started: it logs both lines at the default log level once it serves.
     assert "CometD endpoint at" not in stderr
@@ -224,14 +230,6 @@ async def test_cli_exits_at_once_when_its_port_is_taken(redis_url: str) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         for extra in ((), ("--redis", redis_url)):
-            process = await start_cli(
-                port, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-            )
-            try:
-                _, err = await asyncio.wait_for(process.communicate(), 15)
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-            assert process.returncode == 3, err.decode()
-            assert "Address already in use" in err.decode()
+            status, _, stderr = await exited(port, *extra, seconds=15)
+            assert status == 3, stderr
+            assert "Address already in use" in stderr

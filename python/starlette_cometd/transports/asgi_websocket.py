@@ -126,11 +126,13 @@ class WebSocketConnection(BoundSessions):
         )
         reply = submit(self._context, request, body)
         if inspect.isawaitable(reply):
-            reply = await reply
+            reply = await self.waited_reply(reply)
         if reply.body:
             self._queue(reply.body)
         if reply.hold is not None:
             self._hold(reply.hold)
+        if self._flushes:
+            self._start_writer()  # the pushes that waited for the reply
 
     def _queue(self, frame: bytes | Awaitable[bytes]) -> None:
         if self._gone:
@@ -149,7 +151,7 @@ class WebSocketConnection(BoundSessions):
     async def _write_pending(self) -> None:
         """Writes until nothing is left, then ends; the next frame starts a new writer."""
         try:
-            while self._frames or self._flushes:
+            while self._frames or (self._flushes and not self._replying):
                 if self._frames:
                     frame = self._frames[0]
                     if not isinstance(frame, bytes):

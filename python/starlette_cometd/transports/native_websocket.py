@@ -225,8 +225,9 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
                     submit(self._context, self._request, item) if isinstance(item, bytes) else item
                 )
                 if inspect.isawaitable(reply):
-                    reply = await reply
+                    reply = await self.waited_reply(reply)
                 self._send_reply(reply)
+                self._flush()  # the pushes that waited for the reply
         except Exception:
             log.exception("a batch failed on the native WebSocket; the socket closes")
             self._fail(INTERNAL_ERROR)
@@ -268,7 +269,13 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        while self._flushes and not self._paused and self._transport and not self._failed:
+        while (
+            self._flushes
+            and not self._replying
+            and not self._paused
+            and self._transport
+            and not self._failed
+        ):
             body = self._next_push()
             if body is not None:
                 self._output(body)

@@ -19,6 +19,7 @@ from ..cookies import is_browser_id, new_browser_id
 
 if TYPE_CHECKING:
     from ..context import LongPollingServiceContext
+    from .batch import Reply
 
 # Every socket's number, which the core records as the owner of the sessions bound to it.
 _numbers = itertools.count(1)
@@ -43,6 +44,8 @@ class BoundSessions:
         self.sessions: set[str] = set()
         # Sessions with messages to push, in order (a dict as an ordered set).
         self._flushes: dict[str, None] = {}
+        # Set while a batch's reply waits (see waited_reply): pushes wait for it.
+        self._replying = False
 
     @property
     def held(self) -> int:
@@ -69,6 +72,16 @@ class BoundSessions:
         """Messages are waiting for a session on this socket: send them soon."""
         self._flushes[client_id] = None
         self._flush_soon()
+
+    async def waited_reply(self, pending: Awaitable[Reply]) -> Reply:
+        """The reply of a batch that must wait (a cluster's writes, the application's hooks).
+        Pushes wait for it: a connect reply carries the messages its session had queued, and
+        those queued while it waits must go out after them, not before."""
+        self._replying = True
+        try:
+            return await pending
+        finally:
+            self._replying = False
 
     def _next_push(self) -> bytes | Awaitable[bytes | None] | None:
         """The messages of the next session waiting to push, as one JSON array; ``None`` when

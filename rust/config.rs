@@ -121,6 +121,15 @@ impl Config {
         self.connection_types.iter().any(|t| t == connection_type)
     }
 
+    /// How many replayed messages a session may have undelivered at once: as many as ten
+    /// channels with the largest history keep (at least its queue's bound). A replay past it
+    /// is refused (until the session's next connect takes what it has), so that asking again
+    /// and again without reading cannot grow a queue without bound.
+    pub fn max_replayed(&self) -> usize {
+        let largest = self.history.iter().map(|rule| rule.size).max().unwrap_or(0);
+        (largest * REPLAYED_CHANNELS).max(self.queue_capacity)
+    }
+
     /// How long and how deep channel names may be.
     pub fn name_limits(&self) -> NameLimits {
         NameLimits {
@@ -129,6 +138,9 @@ impl Config {
         }
     }
 }
+
+/// How many channels' whole history a session may have replayed and undelivered at once.
+const REPLAYED_CHANNELS: usize = 10;
 
 /// A setting's type, read from the Python value given for it.
 trait Setting: Sized {

@@ -7,6 +7,11 @@
 //! across restarts (while fewer than 1,000 messages a millisecond are kept on average and the
 //! clock does not go back) and an id from before a restart is below every id since: it is
 //! refused, so its client knows it cannot be recovered.
+//!
+//! A node of a cluster keeps nothing here: the cluster's Redis does, in one stream per channel
+//! written by the script that logs the message (which gives the id, so every node's copy of a
+//! message is the same bytes). The message then leaves this core with `RELAYED_ID` in place of
+//! its id, and a replay reads what the node fetched for the batch beforehand (`set_feed`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,13 +56,15 @@ impl ReplayFrom {
 }
 
 /// Why a replay is refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplayRefused {
     /// The channel keeps no history.
     NoHistory,
     /// The id is not one the channel can replay after: pushed out, from before a restart, or
     /// never given.
     InvalidId,
+    /// More than the session may have replayed and undelivered (`Config::max_replayed`).
+    TooMany,
 }
 
 struct Retained {
@@ -74,8 +81,20 @@ struct ChannelHistory {
     evicted: u64,
 }
 
+/// What a relayed message carries in place of its id, where the cluster's publish script
+/// splices the id in: the message ends with `"replayId":?}}}` (no JSON text can end with `?}}}`,
+/// since a `?` outside a string is not JSON, so a publisher's data can never pass for it).
+pub const RELAYED_ID: &str = "?";
+
+/// The replays a node fetched for one batch: by channel and the id asked after (-2 for all),
+/// the messages, or why not.
+pub type ReplayFeed = FxHashMap<(Box<str>, i64), Result<Vec<Shared>, ReplayRefused>>;
+
 pub struct History {
     rules: Vec<HistoryRule>,
+    /// A cluster's node: messages are numbered and kept by the cluster, not here.
+    relay: bool,
+    feed: ReplayFeed,
     /// How many channels may keep a history at once: past it, a new channel pushes out the
     /// one whose last message is the oldest, so that publishing on ever new names cannot grow
     /// memory without bound.
@@ -91,13 +110,15 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(rules: Vec<HistoryRule>, max_channels: usize) -> Self {
+    pub fn new(rules: Vec<HistoryRule>, max_channels: usize, relay: bool) -> Self {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
         let base = now_ms * 1000;
         Self {
             rules,
+            relay,
+            feed: ReplayFeed::default(),
             max_channels: max_channels.max(1),
             last: base,
             channels: FxHashMap::default(),
@@ -111,10 +132,16 @@ impl History {
         !self.rules.is_empty()
     }
 
-    fn rule(&self, channel: &str) -> Option<&HistoryRule> {
+    /// The rule that gives `channel` its history, if any.
+    pub fn rule(&self, channel: &str) -> Option<&HistoryRule> {
         self.rules
             .iter()
             .find(|rule| channel::matches(&rule.pattern, channel))
+    }
+
+    /// What the next replays read on a cluster's node (see `ReplayFeed`), in place of the last.
+    pub fn set_feed(&mut self, feed: ReplayFeed) {
+        self.feed = feed;
     }
 
     /// The message subscribers of `channel` receive for a publish of `data` (raw JSON): on a
@@ -124,10 +151,14 @@ impl History {
         let Some(rule) = self.rule(channel) else {
             return delivered_message(channel, data.as_bytes());
         };
+        let created = created_date(SystemTime::now());
+        if self.relay {
+            return delivered_with_event(channel, data, RELAYED_ID, &created);
+        }
         let (size, ttl) = (rule.size.max(1), rule.ttl);
         self.last += 1;
         let id = self.last;
-        let message = delivered_with_event(channel, data, id, &created_date(SystemTime::now()));
+        let message = delivered_with_event(channel, data, &id.to_string(), &created);
         if !self.channels.contains_key(channel) && self.channels.len() >= self.max_channels {
             self.drop_stalest();
         }
@@ -171,6 +202,14 @@ impl History {
         let Some(rule) = self.rule(channel) else {
             return Err(ReplayRefused::NoHistory);
         };
+        if self.relay {
+            let asked = match from {
+                ReplayFrom::After(id) => id,
+                _ => -2,
+            };
+            let fed = self.feed.get(&(channel.into(), asked)).cloned();
+            return fed.unwrap_or(Err(ReplayRefused::InvalidId));
+        }
         let ttl = rule.ttl;
         let (dropped_up_to, last) = (self.dropped_up_to, self.last);
         let Some(history) = self.channels.get_mut(channel) else {
@@ -312,6 +351,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn history(size: usize, ttl: Option<Duration>) -> History {
         let rule = HistoryRule {
@@ -319,7 +359,7 @@ mod tests {
             size,
             ttl,
         };
-        History::new(vec![rule], 2)
+        History::new(vec![rule], 2, false)
     }
 
     fn ids(messages: &[Shared]) -> Vec<u64> {
@@ -407,6 +447,36 @@ mod tests {
             .replay("/chat/b", ReplayFrom::After(a as i64), now)
             .unwrap();
         assert_eq!(ids(&kept), [b]);
+    }
+
+    #[test]
+    fn a_clusters_node_keeps_nothing_and_replays_what_it_was_fed() {
+        let rule = HistoryRule {
+            pattern: "/chat/**".into(),
+            size: 10,
+            ttl: None,
+        };
+        let mut history = History::new(vec![rule], 2, true);
+        let now = Instant::now();
+        let message = history.message("/chat/a", r#"{"a":1}"#, now);
+        assert!(
+            message.ends_with(br#""replayId":?}}}"#),
+            "the id is the cluster's to give"
+        );
+        assert_eq!(history.stats(), (0, 0));
+        let fed: Shared = Arc::from(&br#"{"channel":"/chat/a","data":{}}"#[..]);
+        let mut feed = ReplayFeed::default();
+        feed.insert(("/chat/a".into(), 7), Ok(vec![fed.clone()]));
+        feed.insert(("/chat/a".into(), -2), Err(ReplayRefused::InvalidId));
+        history.set_feed(feed);
+        let after = history.replay("/chat/a", ReplayFrom::After(7), now);
+        assert_eq!(after, Ok(vec![fed]));
+        let all = history.replay("/chat/a", ReplayFrom::All, now);
+        assert_eq!(all, Err(ReplayRefused::InvalidId));
+        let unread = history.replay("/chat/a", ReplayFrom::After(8), now);
+        assert_eq!(unread, Err(ReplayRefused::InvalidId), "not fed");
+        let other = history.replay("/news", ReplayFrom::All, now);
+        assert_eq!(other, Err(ReplayRefused::NoHistory));
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub fn delivered_message(channel: &str, data: &[u8]) -> Shared {
 /// A delivered message of a channel with a history: as `delivered_message`, with its id and
 /// creation date in `data.event.replayId` and `data.event.createdDate`, where Salesforce's
 /// clients read them (any members of those names the publisher set give way). Data that is not
-/// an object, or whose `event` is not one, goes as it was sent, without them.
-pub fn delivered_with_event(channel: &str, data: &str, id: u64, created: &str) -> Shared {
+/// an object, or whose `event` is not one, goes as it was sent, without them. `id` is written
+/// as it is (a number, or `history::RELAYED_ID`), last of all, so the message ends with it.
+pub fn delivered_with_event(channel: &str, data: &str, id: &str, created: &str) -> Shared {
     let Some(members) = object_members(data) else {
         return delivered_message(channel, data.as_bytes());
     };
@@ -46,7 +47,7 @@ pub fn delivered_with_event(channel: &str, data: &str, id: u64, created: &str) -
     let mut created_json = Vec::with_capacity(32);
     write_string(&mut created_json, created);
     write_member(&mut event_bytes, "createdDate", &created_json);
-    write_member(&mut event_bytes, "replayId", id.to_string().as_bytes());
+    write_member(&mut event_bytes, "replayId", id.as_bytes());
     event_bytes.push(b'}');
     let mut data_bytes = Vec::with_capacity(data.len() + event_bytes.len() + 16);
     data_bytes.push(b'{');
@@ -80,19 +81,19 @@ mod tests {
         let message = delivered_with_event(
             "/a",
             r#"{"x":1,"event":{"type":"t","replayId":5}}"#,
-            9,
+            "9",
             date,
         );
         let expected = r#"{"channel":"/a","data":{"x":1,"event":{"type":"t","createdDate":"2026-11-30T10:00:00.000Z","replayId":9}}}"#;
         assert_eq!(std::str::from_utf8(&message).unwrap(), expected);
-        let bare = delivered_with_event("/a", "{}", 9, date);
+        let bare = delivered_with_event("/a", "{}", "9", date);
         let expected = r#"{"channel":"/a","data":{"event":{"createdDate":"2026-11-30T10:00:00.000Z","replayId":9}}}"#;
         assert_eq!(std::str::from_utf8(&bare).unwrap(), expected);
-        let escaped = delivered_with_event("/a", r#"{"a\"b":"c"}"#, 9, date);
+        let escaped = delivered_with_event("/a", r#"{"a\"b":"c"}"#, "9", date);
         let value: serde_json::Value = serde_json::from_slice(&escaped).unwrap();
         assert_eq!(value["data"]["a\"b"], "c");
         for other in ["[1]", "\"s\"", "3", "null", r#"{"event":[1]}"#] {
-            let message = delivered_with_event("/a", other, 9, date);
+            let message = delivered_with_event("/a", other, "9", date);
             assert_eq!(
                 *message,
                 *delivered_message("/a", other.as_bytes()),

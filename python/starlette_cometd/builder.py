@@ -229,7 +229,8 @@ class LongPollingServiceContextBuilder:
         id in ``data.event.replayId`` (and ``data.event.createdDate``) when its data is an
         object, and a client that subscribes with ``ext.replay`` = ``{channel: id}`` first
         gets every message retained after that id. Several calls add rules; the first whose
-        pattern matches a channel applies. In memory only, for now: refused with ``redis()``."""
+        pattern matches a channel applies. With ``redis()``, the history is the cluster's, kept
+        in Redis and shared by every process (see ``docs/cluster.md``)."""
         if not isinstance(pattern, str):
             raise ValueError(f"history pattern must be a channel name, not {pattern!r}")
         seconds = 0.0 if ttl is None else _seconds(ttl, "ttl")
@@ -243,7 +244,8 @@ class LongPollingServiceContextBuilder:
         """How many channels may keep a history at once (default 10,000): past it, a new
         channel's history pushes out the one whose last message is the oldest (a replay on it
         after an id it may have lost is then refused), so that publishing on ever new names
-        cannot grow memory without bound."""
+        cannot grow memory without bound. With ``redis()``, shared out over the partitions:
+        each keeps this many divided by their number, rounded up."""
         self._engine["max_history_channels"] = _count(count, "max_history_channels", 1)
         return self
 
@@ -315,13 +317,10 @@ class LongPollingServiceContextBuilder:
 
     def build(self) -> LongPollingServiceContext:
         settings = dict(self._engine)
-        if self._cluster is not None and settings.get("history"):
-            raise ValueError(
-                "history() is not supported with redis() yet: a cluster's history must be "
-                "shared by every process (see issue 12)"
-            )
         if self._cluster is not None:
             settings["relay_publishes"] = True
+            self._cluster.keeps_history = bool(settings.get("history"))
+            self._cluster.max_history_channels = settings.get("max_history_channels", 10_000)
             # A session's record outlives its longest silence on every node (a held connect,
             # then max_interval), by a margin: the node serving it ends it first.
             held = settings.get("timeout", 20.0) + settings.get("interval", 0.0)

@@ -174,8 +174,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers > 1 and args.redis is None:
         parser.error(f"--workers {args.workers}: {_SEVERAL_WORKERS_NEED_REDIS}")
-    if args.history and args.redis is not None:
-        parser.error("--history is not supported with --redis yet")
     for pattern, size, ttl in args.history:
         try:  # the core says which patterns it takes
             LongPollingServiceContextBuilder().history(pattern, size=size, ttl=ttl).build()

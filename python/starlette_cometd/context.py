@@ -178,9 +178,22 @@ class LongPollingServiceContext:
         :class:`ReplayIdError` with the replay extension's error for a channel without
         history or an id that cannot be read after (pushed out, from before a restart, never
         given), and :class:`InvalidChannelError` for a name that is not a broadcast channel."""
-        kept: list[dict[str, Any]] = [
-            json.loads(message) for message in self.engine.history(channel, after)
-        ]
+        engine = self.engine
+        if self.cluster is not None and (after == -2 or after >= 0):
+            # Read from the cluster's history; the core then answers as in memory, errors
+            # included.
+            try:
+                messages = await self.cluster.read_history(channel, after)
+            except EngineUnavailable as error:
+                raise EngineUnavailableError(f"the cluster's Redis: {error}") from error
+            engine.set_replay_feed([(channel, after, messages, False)])
+        try:
+            kept: list[dict[str, Any]] = [
+                json.loads(message) for message in engine.history(channel, after)
+            ]
+        finally:
+            if self.cluster is not None:
+                engine.set_replay_feed([])
         return kept
 
     async def cluster_stats(self) -> dict[str, int]:

@@ -56,6 +56,11 @@ impl MemoryEngine {
         session
     }
 
+    /// What channels keep a history, and, on a cluster's node, what replays read.
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
+    }
+
     /// The client ids of every session here.
     pub fn session_ids(&self) -> impl Iterator<Item = Id> + '_ {
         self.sessions.iter().map(|(_, session)| session.client_id)
@@ -75,7 +80,11 @@ impl MemoryEngine {
             delivered: 0,
             dropped: 0,
             marks: None,
-            history: History::new(config.history.clone(), config.max_history_channels),
+            history: History::new(
+                config.history.clone(),
+                config.max_history_channels,
+                config.relay_publishes,
+            ),
             config,
         }
     }
@@ -392,6 +401,10 @@ impl Engine for MemoryEngine {
         now: Instant,
     ) -> Result<Vec<Shared>, ReplayRefused> {
         self.history.replay(channel, from, now)
+    }
+
+    fn replayed_undelivered(&self, key: SessionKey) -> usize {
+        self.session(key).replay_allowance
     }
 
     fn deliver_replay(&mut self, key: SessionKey, messages: Vec<Shared>, effects: &mut Effects) {

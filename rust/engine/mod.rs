@@ -127,6 +127,8 @@ pub trait Engine {
         from: ReplayFrom,
         now: Instant,
     ) -> Result<Vec<Shared>, ReplayRefused>;
+    /// How many replayed messages the session has not taken yet (see `Config::max_replayed`).
+    fn replayed_undelivered(&self, key: Self::Key) -> usize;
     /// Queues replayed messages for one session, before anything published after them. Its
     /// queue's bound grows by as many until its next drain, so that a replay is never cut.
     fn deliver_replay(&mut self, key: Self::Key, messages: Vec<Shared>, effects: &mut Effects);

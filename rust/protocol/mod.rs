@@ -13,6 +13,7 @@ mod subscribe;
 
 pub use connect::{complete_connect, complete_connect_with, Hold};
 pub use push::drain_queue;
+pub(crate) use subscribe::asked_replays;
 
 use std::time::Instant;
 

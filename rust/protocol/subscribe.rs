@@ -9,6 +9,7 @@ use crate::errors::bayeux;
 use crate::history::{ReplayFrom, ReplayRefused};
 use crate::json::{self, Message};
 use crate::message::Shared;
+use serde_json::value::RawValue;
 
 impl<E: Engine + ?Sized> Request<'_, E> {
     pub(super) fn subscribe(
@@ -49,6 +50,11 @@ impl<E: Engine + ?Sized> Request<'_, E> {
                 None => {}
             }
             replayed = self.replayed(message, &broadcast)?;
+            let undelivered = self.engine.replayed_undelivered(key) + replayed.len();
+            if !replayed.is_empty() && undelivered > self.engine.config().max_replayed() {
+                let name = broadcast.first().copied().unwrap_or_default();
+                return Err(bayeux::replay_refused(name, "replay_limit_exceeded").into());
+            }
         }
         for &name in &broadcast {
             if subscribe {
@@ -80,19 +86,12 @@ impl<E: Engine + ?Sized> Request<'_, E> {
     }
 
     /// What a subscribe's `ext.replay` asks to be replayed on the channels it subscribes to,
-    /// in order; entries for other channels are passed over (Salesforce's clients send every
-    /// channel they track with every subscribe). Refused as a whole if any cannot be.
+    /// in order. Refused as a whole if any cannot be.
     fn replayed(&mut self, message: &Message<'_>, names: &[&str]) -> Result<Vec<Shared>, Failure> {
-        let map =
-            replay_map(message.ext).map_err(|()| bayeux::field("invalid_type", "ext.replay"))?;
-        let Some(map) = map else {
-            return Ok(Vec::new());
-        };
+        let asked = asked_replays(message.ext, names)
+            .map_err(|()| bayeux::field("invalid_type", "ext.replay"))?;
         let mut replayed = Vec::new();
-        for &name in names {
-            let Some((_, raw)) = map.iter().find(|(channel, _)| channel == name) else {
-                continue;
-            };
+        for (name, raw) in asked {
             let from = serde_json::from_str::<i64>(raw.get())
                 .ok()
                 .and_then(ReplayFrom::from_id)
@@ -111,8 +110,30 @@ impl<E: Engine + ?Sized> Request<'_, E> {
                 Err(ReplayRefused::InvalidId) => {
                     return Err(bayeux::replay_id_invalid(raw.get()).into())
                 }
+                Err(ReplayRefused::TooMany) => {
+                    return Err(bayeux::replay_refused(name, "replay_limit_exceeded").into())
+                }
             }
         }
         Ok(replayed)
     }
+}
+
+/// The ids a subscribe's `ext` asks to replay after on the channels it subscribes to (`names`),
+/// in their order, as sent; entries for other channels are passed over (Salesforce's clients
+/// send every channel they track with every subscribe). Err when `ext.replay` is not an object.
+pub(crate) fn asked_replays<'a, 'e>(
+    ext: Option<&'e RawValue>,
+    names: &[&'a str],
+) -> Result<Vec<(&'a str, &'e RawValue)>, ()> {
+    let Some(map) = replay_map(ext)? else {
+        return Ok(Vec::new());
+    };
+    Ok(names
+        .iter()
+        .filter_map(|&name| {
+            let (_, raw) = map.iter().find(|(channel, _)| channel == name)?;
+            Some((name, *raw))
+        })
+        .collect())
 }

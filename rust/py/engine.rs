@@ -313,6 +313,86 @@ impl PyEngine {
         named
     }
 
+    /// The replays a batch's subscribes ask for, as `(client id, channel, id)`: on a cluster's
+    /// node, what must be read from the cluster's history (`set_replay_feed`) before the batch
+    /// is processed, where its session lives. Ids that are not integers, `-1`, wildcards and
+    /// channels without history are left out: the subscribe refuses or ignores them itself.
+    fn replays(&self, body: &[u8]) -> Vec<(String, String, i64)> {
+        let Ok(messages) = json::split_batch(body) else {
+            return Vec::new();
+        };
+        let mut engine = self.engine();
+        let history = engine.history_mut();
+        let mut replays = Vec::new();
+        for raw in messages {
+            let Ok((message, channel)) = protocol::read(raw, self.config.max_data_depth) else {
+                continue;
+            };
+            let client_id = message.client_id.and_then(json::as_str);
+            let names = message.subscription.and_then(json::as_str_list);
+            let (Some(client_id), Some(names)) = (client_id, names) else {
+                continue;
+            };
+            if channel != "/meta/subscribe" {
+                continue;
+            }
+            let names: Vec<&str> = names.iter().map(|name| &**name).collect();
+            let Ok(asked) = protocol::asked_replays(message.ext, &names) else {
+                continue;
+            };
+            for (name, raw) in asked {
+                let id = serde_json::from_str::<i64>(raw.get()).ok();
+                let wanted = id.filter(|&id| ReplayFrom::from_id(id).is_some() && id != -1);
+                if let Some(id) = wanted {
+                    if channel::classify(name) == Some(ChannelKind::Broadcast)
+                        && history.rule(name).is_some()
+                    {
+                        replays.push((client_id.to_string(), name.to_owned(), id));
+                    }
+                }
+            }
+        }
+        replays
+    }
+
+    /// What the next batch's replays read (see `replays`): `(channel, id asked after, the
+    /// messages as subscribers receive them or None when that id cannot be replayed after,
+    /// whether they were not read for being more than a session may take at once)`.
+    #[allow(clippy::type_complexity)]
+    fn set_replay_feed(&self, feed: Vec<(String, i64, Option<Vec<Bound<'_, PyBytes>>>, bool)>) {
+        let feed = feed
+            .into_iter()
+            .map(|(channel, after, messages, too_many)| {
+                let fed = match messages {
+                    _ if too_many => Err(ReplayRefused::TooMany),
+                    None => Err(ReplayRefused::InvalidId),
+                    // Garbage under the history's key is passed over, as in the log.
+                    Some(list) => Ok(list
+                        .iter()
+                        .map(|m| m.as_bytes())
+                        .filter(|m| is_json_object(m))
+                        .map(Shared::from)
+                        .collect()),
+                };
+                ((channel.into_boxed_str(), after), fed)
+            })
+            .collect();
+        self.engine().history_mut().set_feed(feed);
+    }
+
+    /// How many replayed messages a session may have undelivered at once (a replay past it
+    /// is refused): what a cluster's node reads for one batch at most.
+    fn max_replayed(&self) -> usize {
+        self.config.max_replayed()
+    }
+
+    /// The history `channel` keeps, `(size, ttl in ms or None)`, or None for none.
+    fn history_rule(&self, channel: &str) -> Option<(usize, Option<u64>)> {
+        let mut engine = self.engine();
+        let rule = engine.history_mut().rule(channel)?;
+        Some((rule.size.max(1), rule.ttl.map(|ttl| ttl.as_millis() as u64)))
+    }
+
     /// Takes in a session another process of a cluster served until now (see
     /// `Engine::adopt`), with its subscriptions, whether it uses the ack extension and whether
     /// its first connect was answered. False if a session with that id is here already.
@@ -569,10 +649,15 @@ impl PyEngine {
         match self.engine().replay(channel, from, Instant::now()) {
             Ok(messages) => Ok(messages.iter().map(|m| PyBytes::new(py, m)).collect()),
             Err(ReplayRefused::InvalidId) => Err(invalid()),
-            Err(ReplayRefused::NoHistory) => Err(ReplayIdError::new_err(bayeux::replay_refused(
-                channel,
-                "replay_not_available",
-            ))),
+            Err(refused) => {
+                let problem = match refused {
+                    ReplayRefused::TooMany => "replay_limit_exceeded",
+                    _ => "replay_not_available",
+                };
+                Err(ReplayIdError::new_err(bayeux::replay_refused(
+                    channel, problem,
+                )))
+            }
         }
     }
 

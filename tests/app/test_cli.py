@@ -218,8 +218,6 @@ async def test_cli_refuses_a_bad_history_rule() -> None:
         assert "argument --history:" in stderr, stderr
     stderr = await refused(port, "--history", "/meta/**")
     assert "is not a broadcast channel or pattern" in stderr, stderr
-    stderr = await refused(port, "--history", "/chat/**", "--redis", "redis://127.0.0.1:1/0")
-    assert "--history is not supported with --redis yet" in stderr
 
 
 async def test_cli_exits_at_once_when_its_port_is_taken(redis_url: str) -> None:

@@ -256,6 +256,41 @@ async def test_a_replay_is_never_cut_with_the_ack_extension_either(serve: ServeF
         assert [m["data"]["n"] for m in messages] == list(range(800))
 
 
+def asked_again(client_id: str, channel: str, times: int) -> list[Message]:
+    """A batch that subscribes ``times`` to ``channel`` replaying all, unsubscribing between."""
+    subscribe: Message = {
+        "channel": "/meta/subscribe",
+        "clientId": client_id,
+        "subscription": channel,
+        "ext": {"replay": {channel: -2}},
+    }
+    unsubscribe: Message = {**subscribe, "channel": "/meta/unsubscribe", "ext": {}}
+    return [subscribe, unsubscribe] * (times - 1) + [subscribe]
+
+
+async def test_replays_asked_again_and_again_without_reading_are_bounded(
+    serve: ServeFactory,
+) -> None:
+    """A session may have ten channels' worth of its largest history replayed and undelivered
+    (here 10 x 20 = 200, its queue holding 5): past that a replay is refused, and nothing of
+    it subscribed, until a connect takes what it has."""
+    server = await serve(with_history(size=20).client_channel_capacity(5))
+    async with httpx.AsyncClient(timeout=30) as http:
+        await published(http, server, 20, "/chat/a")
+        client_id = await handshake(http, server.ip_url)
+        replies = await post(http, server.ip_url, *asked_again(client_id, "/chat/a", 10))
+        assert all(r["successful"] for r in replies), replies
+        [refused] = await post(http, server.ip_url, *asked_again(client_id, "/chat/a", 1))
+        assert refused["successful"] is False
+        assert refused["error"] == "400:/chat/a:replay_limit_exceeded"
+        info = server.context.session_info(client_id)
+        assert info is not None and info["queued"] == 200 and info["dropped"] == 0
+        assert info["subscriptions"] == ["/chat/a"], "the refused one changed nothing"
+        assert len(await delivered(http, server, client_id)) == 200
+        [again] = await post(http, server.ip_url, *asked_again(client_id, "/chat/a", 1))
+        assert again["successful"] is True, again
+
+
 def test_history_settings_are_checked() -> None:
     for pattern in ("/meta/x", "/service/**", "chat", "/a/*/b"):
         with pytest.raises(ValueError, match=f'"{re.escape(pattern)}" is not a broadcast'):
@@ -264,8 +299,8 @@ def test_history_settings_are_checked() -> None:
         LongPollingServiceContextBuilder().history("/a", size=0)
     with pytest.raises(ValueError, match="ttl"):
         LongPollingServiceContextBuilder().history("/a", ttl=0)
-    with pytest.raises(ValueError, match="redis"):
-        LongPollingServiceContextBuilder().history("/a").redis("redis://127.0.0.1:1/0").build()
+    clustered = LongPollingServiceContextBuilder().history("/a").redis("redis://127.0.0.1:1/0")
+    assert clustered.build().cluster is not None, "a cluster keeps its history in Redis"
 
 
 async def test_the_application_reads_the_history_and_its_figures(serve: ServeFactory) -> None:

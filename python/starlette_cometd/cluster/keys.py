@@ -297,9 +297,11 @@ class Keys:
     partitions: int
     _heads: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _logs: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         tags = partition_tags(self.partitions)
+        object.__setattr__(self, "_tags", tuple(tags))
         object.__setattr__(self, "_heads", tuple(f"{self.prefix}:{{{t}}}:head" for t in tags))
         object.__setattr__(self, "_logs", tuple(f"{self.prefix}:{{{t}}}:log" for t in tags))
 
@@ -311,6 +313,18 @@ class Keys:
 
     def log(self, partition: int) -> str:
         return self._logs[partition]
+
+    def history(self, partition: int, channel: str) -> str:
+        """A channel's history (see history.py), beside its partition's log."""
+        return f"{self.prefix}:{{{self._tags[partition]}}}:h:{channel}"
+
+    def history_meta(self, partition: int, channel: str) -> str:
+        """Which ids a channel's history can replay after (see history.py)."""
+        return f"{self.prefix}:{{{self._tags[partition]}}}:hm:{channel}"
+
+    def history_channels(self, partition: int) -> str:
+        """The channels a partition keeps a history of, by when it expires (see history.py)."""
+        return f"{self.prefix}:{{{self._tags[partition]}}}:hc"
 
     def deadlines(self) -> str:
         """Every session's deadline, so that one node ends a session whose node died."""

@@ -28,6 +28,7 @@ from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
 from .gates import Gates, marker, settled
+from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayable
 from .keys import (
     ALIVE,
     ATTRIBUTES,
@@ -153,6 +154,10 @@ class RedisNode:
         self.max_sessions_per_cookie: int | None = None
         self.max_sessions_per_address: int | None = None
         self._counts: SessionCounts | None = None
+        #: Whether channels keep a history, and how many at most (set by the builder).
+        self.keeps_history = False
+        self.max_history_channels = 10_000
+        self._kept: ClusterHistory | None = None
 
     # Life cycle
 
@@ -180,6 +185,13 @@ class RedisNode:
         self._attributes = connection.script(ATTRIBUTES)
         self._alive = connection.script(ALIVE)
         self._nodes_alive = connection.script(NODES_ALIVE)
+        if self.keeps_history:
+            self._kept = ClusterHistory(
+                self.keys,
+                connection.script(PUBLISH_KEPT),
+                connection.script(READ_KEPT),
+                self.max_history_channels,
+            )
         context.engine.track_marks()
         self._gates = gates = Gates(
             connection,
@@ -679,6 +691,80 @@ class RedisNode:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
 
+    async def replay_feed(
+        self, replays: Iterable[tuple[str, int]]
+    ) -> list[tuple[str, int, list[bytes] | None, bool]]:
+        """What the replays a batch asks for (channel, id; -2: every message kept) read, for
+        the core's ``set_replay_feed``: the messages after each id up to where this node's
+        fan-out of the log stands, or None when that id cannot be replayed after (see
+        cluster/history.py). No more than a session may take at once is read: past it, a
+        replay is marked as too many. The caller processes the batch with no wait after this
+        returns. Raises ``EngineUnavailable``."""
+        kept = self._kept
+        assert kept is not None
+        budget = self.engine.max_replayed()
+        reads: dict[tuple[str, int], Kept | None] = {}
+        unread: list[tuple[str, int]] = []  # past the budget
+        try:
+            await self._resume()
+            for channel, after in dict.fromkeys(replays):
+                if budget < 0:
+                    unread.append((channel, after))
+                    continue
+                read = await kept.read(channel, None if after == -2 else after)
+                reads[(channel, after)] = read
+                budget -= len(read.entries)
+            # Until this node's fan-out stands no further than each read saw: the messages
+            # between reach the session from nowhere else.
+            while behind := [
+                (key, read)
+                for key, read in reads.items()
+                if read is not None and self._positions[self.keys.partition(key[0])] > read.head
+            ]:
+                for (channel, after), read in behind:
+                    since = None if read.base is None else read.base + read.head
+                    if since is None and after != -2:
+                        since = after
+                    reads[(channel, after)] = joined(read, await kept.read(channel, since))
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+        feed: list[tuple[str, int, list[bytes] | None, bool]] = [
+            (channel, after, None, True) for channel, after in unread
+        ]
+        for (channel, after), found in reads.items():
+            partition = self.keys.partition(channel)
+            if found is not None and found.epoch != self._epochs[partition]:
+                raise EngineUnavailable("the cluster's Redis lost its data: this node catches up")
+            rule = self.engine.history_rule(channel)
+            chosen = None
+            if found is not None and rule is not None:
+                chosen = replayable(found, None if after == -2 else after, rule[1])
+            if found is None or chosen is None:
+                feed.append((channel, after, None, False))
+                continue
+            cut = self._positions[partition]
+            entries = found.entries
+            messages = [entries[i][1] for i in chosen if entries[i][0] <= cut]
+            feed.append((channel, after, messages, False))
+        return feed
+
+    async def read_history(self, channel: str, after: int) -> list[bytes] | None:
+        """The messages kept on ``channel`` after the id ``after`` (-2: all), or None when
+        that id cannot be read after. Raises ``EngineUnavailable``."""
+        kept = self._kept
+        rule = self.engine.history_rule(channel)
+        if kept is None or rule is None:
+            return None
+        try:
+            await self._resume()
+            read = await kept.read(channel, None if after == -2 else after)
+        except _REDIS_ERRORS as error:
+            self._suspect = True
+            raise EngineUnavailable(str(error)) from error
+        chosen = replayable(read, None if after == -2 else after, rule[1])
+        return None if chosen is None else [read.entries[i][1] for i in chosen]
+
     async def send_to(self, client_id: str, channel: str, message: bytes) -> None:
         """Carries a message to one session, wherever it is served: through the log, so that it
         takes its place among the session's other messages and survives the session moving.
@@ -739,7 +825,21 @@ class RedisNode:
         excluded: str | None,
         to: str | None = None,
     ) -> None:
-        await self._queue_entry(pipe, self.keys.partition(channel), channel, message, excluded, to)
+        partition = self.keys.partition(channel)
+        rule = self.engine.history_rule(channel) if self._kept and to is None else None
+        if rule is None:
+            await self._queue_entry(pipe, partition, channel, message, excluded, to)
+            return
+        assert self._kept is not None
+        args: list[str | bytes | int] = [
+            secrets.token_hex(8),
+            self.history,
+            channel,
+            message,
+            excluded or "",
+            "",
+        ]
+        await self._kept.publish(pipe, partition, args, channel, rule)
 
     async def _queue_entry(
         self,

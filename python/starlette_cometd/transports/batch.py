@@ -163,7 +163,7 @@ def _in_cluster(
     assert node is not None
     engine = context.engine
     named = engine.named_sessions(body)
-    if not node.may_act_now() or not all(here for _, here, _ in named):
+    if not node.may_act_now() or not all(here for _, here, _ in named) or _replays(context, body):
         return _clustered(context, request, body)
     outcome = _process(context, request, body, None)
     drained = _drained(named, outcome)
@@ -228,11 +228,15 @@ async def bring_here(
     """Brings here the sessions a batch (``body``) names (``engine.named_sessions``): a
     session it connects is taken over from the node that served it (its messages go where it
     connects; with the ack extension, from the batch the connect acknowledges); any other is
-    only borrowed for the batch, added to ``borrowed`` with the node serving it. Raises
-    ``EngineUnavailable``."""
+    only borrowed for the batch, added to ``borrowed`` with the node serving it. A session
+    that subscribes with a replay is taken over too: its replay is read where it lives (see
+    cluster/history.py). Raises ``EngineUnavailable``."""
     node = context.cluster
     assert node is not None
     engine = context.engine
+    replaying = {client_id for client_id, _, _ in _replays(context, body)}
+    if replaying:
+        named = [(c, here, connects or c in replaying) for c, here, connects in named]
     await node.ready()
     # Another node may take a session back while this one waits on Redis (the client's
     # requests run at once on several nodes): until every session is here when nothing
@@ -269,16 +273,35 @@ async def process_in_cluster(
     and the connect to hold, or, when the cluster's Redis cannot be reached, an unsuccessful
     reply with advice to retry."""
     engine = context.engine
+    node = context.cluster
+    assert node is not None
     named = engine.named_sessions(body)
     try:
         await bring_here(context, request, body, named, borrowed)
-        outcome = _process(context, request, body, alone)
-        assert context.cluster is not None
-        drain = context.cluster.drained(_drained(named, outcome))
+        replays = _replays(context, body)
+        if replays:
+            # Read up to where this node's fan-out stands, and processed with no wait since:
+            # what comes after reaches the session from the fan-out.
+            engine.set_replay_feed(await node.replay_feed([(c, a) for _, c, a in replays]))
+        try:
+            outcome = _process(context, request, body, alone)
+        finally:
+            if replays:
+                engine.set_replay_feed([])
+        drain = node.drained(_drained(named, outcome))
         return await _commit(context, request, outcome, drain, borrowed)
     except EngineUnavailable as error:
         log.warning("the cluster's Redis is unavailable: %s", error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
+
+
+def _replays(context: LongPollingServiceContext, body: bytes) -> list[tuple[str, str, int]]:
+    """The replays a batch's subscribes ask for in a cluster that keeps a history (see
+    ``engine.replays``); the core looks only at a batch that names them."""
+    node = context.cluster
+    if node is None or not node.keeps_history or b'"replay"' not in body:
+        return []
+    return context.engine.replays(body)
 
 
 def _drained(named: list[tuple[str, bool, bool]], outcome: Outcome) -> list[str]:

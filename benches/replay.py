@@ -4,6 +4,7 @@ server in resident memory.
 
     python benches/replay.py                                  # 10,000 messages, 5 subscribers
     python benches/replay.py --repeats 2 --memory-messages 20000 --out /tmp/replay.json
+    python benches/replay.py --redis                          # the Redis engine's history
 
 The server is the CLI pinned to core 0 (`--history "/replay/**:10000"
 --max-sessions-per-address 0`); this script pins itself to core 1 and is every client. A
@@ -23,9 +24,14 @@ measured on a fresh server with `--history "/mem/**:N"`: VmRSS before and after 
 messages to one channel (after a warm-up of the same publishes on a channel without history,
 so buffers that any publishing needs are already there), divided by N.
 
-Writes --out (by default benches/replay.json, then RESULTS.md again through report.py: its
-S7 section and targets) and prints a summary. The figures include the Python clients' own
-reading of some 2 MB of replies. Needs httpx and websockets, as the project's tests do.
+With --redis the history is the Redis engine's: a fresh redis-server (also on core 0) and two
+CLI processes with `--redis`; the publisher fills the history through one, and the
+subscribers replay through the other, so every copy is read from Redis. No memory figure then.
+
+Writes --out (by default benches/replay.json, or benches/replay-redis.json with --redis; then
+RESULTS.md again through report.py: its S7 section and targets) and prints a summary. The
+figures include the Python clients' own reading of some 2 MB of replies. Needs httpx and
+websockets, as the project's tests do.
 """
 
 from __future__ import annotations
@@ -46,7 +52,15 @@ from typing import Any
 import httpx
 from report import write_report
 from runner.machine import describe_machine
-from runner.procs import LOADGEN_CORE, SERVER_CORE, _free_port, _rss_kib, _stop, _wait_listening
+from runner.procs import (
+    LOADGEN_CORE,
+    SERVER_CORE,
+    RedisServer,
+    _free_port,
+    _rss_kib,
+    _stop,
+    _wait_listening,
+)
 from websockets.sync.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +82,15 @@ def _marker(channel: str) -> bytes:
 
 
 @contextmanager
-def cli_server(history: str) -> Iterator[tuple[int, int]]:
+def cli_server(history: str, redis_url: str | None = None) -> Iterator[tuple[int, int]]:
     """The CLI on a free port, pinned to the server's core, keeping a history under the
-    rule ``history``: yields (port, pid)."""
+    rule ``history`` (with ``redis_url``, as a node of that Redis): yields (port, pid)."""
     port = _free_port()
     command = [sys.executable, "-m", "starlette_cometd", "--port", str(port)]
     command += ["--log-level", "warning", "--max-sessions-per-address", "0"]
     command += ["--history", history]
+    if redis_url is not None:
+        command += ["--redis", redis_url]
     server = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], cwd=ROOT)
     try:
         _wait_listening(port, server)
@@ -255,11 +271,33 @@ def measure_replay(messages: int, payload: int, repeats: int) -> dict[str, Any]:
     alternating the transports so that other work on the machine hits both alike."""
     rule = f"/replay/**:{messages}"
     with cli_server(rule) as (port, _pid):
-        data_bytes = publish(port, CHANNEL, messages, payload)
-        runs: dict[str, list[dict[str, float]]] = {"websocket": [], "long-polling": []}
-        for _ in range(repeats):
-            runs["websocket"].append(replay_websocket(port, messages))
-            runs["long-polling"].append(replay_long_polling(port, messages))
+        return _replays(rule, port, port, messages, payload, repeats)
+
+
+def measure_replay_on_redis(messages: int, payload: int, repeats: int) -> dict[str, Any]:
+    """As ``measure_replay``, on the Redis engine: published through one process, replayed
+    through another."""
+    rule = f"/replay/**:{messages}"
+    redis = RedisServer()
+    try:
+        with (
+            cli_server(rule, redis.url) as (publisher, _),
+            cli_server(rule, redis.url) as (subscriber, _),
+        ):
+            figures = _replays(rule, publisher, subscriber, messages, payload, repeats)
+        return {"engine": "redis", **figures}
+    finally:
+        redis.stop()
+
+
+def _replays(
+    rule: str, publisher: int, subscriber: int, messages: int, payload: int, repeats: int
+) -> dict[str, Any]:
+    data_bytes = publish(publisher, CHANNEL, messages, payload)
+    runs: dict[str, list[dict[str, float]]] = {"websocket": [], "long-polling": []}
+    for _ in range(repeats):
+        runs["websocket"].append(replay_websocket(subscriber, messages))
+        runs["long-polling"].append(replay_long_polling(subscriber, messages))
     return {
         "history": rule,
         "messages": messages,
@@ -331,12 +369,17 @@ def main() -> int:
         help="messages retained for the memory figure (100,000; 0 skips it)",
     )
     parser.add_argument(
+        "--redis", action="store_true", help="the Redis engine's history (no memory figure)"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "benches" / "replay.json",
-        help="where the figures go (RESULTS.md is rewritten only for one in benches/)",
+        help="where the figures go (benches/replay.json, or replay-redis.json with --redis; "
+        "RESULTS.md is rewritten only for one in benches/)",
     )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = ROOT / "benches" / ("replay-redis.json" if args.redis else "replay.json")
     # The clients' core: the server has core 0 (taskset), as in the other benchmarks.
     os.sched_setaffinity(0, {int(LOADGEN_CORE)})
     out: dict[str, Any] = {
@@ -346,8 +389,9 @@ def main() -> int:
         "pinning": {"server": f"taskset -c {SERVER_CORE}", "clients": f"core {LOADGEN_CORE}"},
     }
     print("replay ...", file=sys.stderr, flush=True)
-    out["replay"] = measure_replay(args.messages, args.payload, args.repeats)
-    if args.memory_messages:
+    measure = measure_replay_on_redis if args.redis else measure_replay
+    out["replay"] = measure(args.messages, args.payload, args.repeats)
+    if args.memory_messages and not args.redis:
         print("memory ...", file=sys.stderr, flush=True)
         out["memory"] = measure_memory(args.memory_messages, args.payload)
     out["load_average_at_end"] = os.getloadavg()

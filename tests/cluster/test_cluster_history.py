@@ -278,3 +278,54 @@ async def test_the_history_in_redis_is_bounded(kept: ClusterOf, redis: Redis) ->
         await publish(cluster, 0, "/chat/a", range(10))
         [stream] = await redis.keys("cometd:*:h:/chat/a")
         assert await redis.xlen(stream) == 2
+
+
+async def test_a_replay_not_yet_delivered_moves_with_its_session(kept: ClusterOf) -> None:
+    """Its subscribe on one process, its next connect on another (a load balancer without
+    sticky sessions): the replay queued on the first goes with the session, before what was
+    published after it, once."""
+    async with kept() as cluster:
+        await publish(cluster, 0, "/chat/a", range(5))
+        client = Client(cluster.node_url(1))
+        await client.handshake()
+        assert (await subscribe(client, "/chat/a", -2))["successful"] is True
+        await publish(cluster, 0, "/chat/a", range(5, 8))
+        client.url = cluster.node_url(2)
+        assert numbers(await gather_until(client, 8)) == list(range(8))
+        # Delivered now: it does not come again when the session moves on.
+        client.url = cluster.node_url(0)
+        await publish(cluster, 1, "/chat/a", range(8, 9))
+        assert numbers(await gather_until(client, 1)) == [8]
+        reply, rest = await client.connect(advice={"timeout": 0})
+        assert reply["successful"] is True and rest == []
+
+
+async def test_every_request_on_another_process_misses_nothing(kept: ClusterOf) -> None:
+    """Behind a round-robin proxy each request of the client reaches the next process: its
+    replay and what is published meanwhile come once, in order, wherever it connects."""
+    async with kept() as cluster:
+        await publish(cluster, 0, "/chat/a", range(20))
+        client = Client(cluster.url)
+        await client.handshake()
+        await client.connect(advice={"timeout": 0})
+        assert (await subscribe(client, "/chat/a", -2))["successful"] is True
+        await publish(cluster, 1, "/chat/a", range(20, 30))
+        received = await gather_until(client, 30)
+        assert numbers(received) == list(range(30))
+
+
+async def test_bad_replays_in_a_record_are_passed_over(kept: ClusterOf, redis: Redis) -> None:
+    async with kept() as cluster:
+        await publish(cluster, 0, "/chat/a", range(3))
+        client = Client(cluster.node_url(0))
+        await client.handshake()
+        assert (await subscribe(client, "/chat/a", -1))["successful"] is True
+        key = f"cometd:{{s:{client.client_id}}}"
+        for garbage in ["{", "[1, 2]", '[["/chat/a", "x", 1]]', '[["/chat/a", -2, 1e400]]']:
+            await redis.hset(key, "rp", garbage)
+            client.url = cluster.node_url(1 if client.url == cluster.node_url(2) else 2)
+            reply, messages = await client.connect(advice={"timeout": 0})
+            assert reply["successful"] is True, reply
+            assert messages == []
+        await publish(cluster, 0, "/chat/a", range(3, 4))
+        assert numbers(await gather_until(client, 1)) == [3]

@@ -46,6 +46,7 @@ from .keys import (
     Keys,
     offset_of,
 )
+from .pending_replays import RECORD_REPLAYS, PendingReplays, Replay, recorded, spliced
 from .session_counts import SessionCounts
 from .turns import Batch, Turns
 
@@ -158,6 +159,9 @@ class RedisNode:
         self.keeps_history = False
         self.max_history_channels = 10_000
         self._kept: ClusterHistory | None = None
+        self._pending_replays: PendingReplays | None = None
+        # Where the last replay_feed cut each replay: (channel, id) -> offset.
+        self._cuts: dict[tuple[str, int], int] = {}
 
     # Life cycle
 
@@ -191,6 +195,9 @@ class RedisNode:
                 connection.script(PUBLISH_KEPT),
                 connection.script(READ_KEPT),
                 self.max_history_channels,
+            )
+            self._pending_replays = PendingReplays(
+                self.keys, connection.script(RECORD_REPLAYS), self._in_background
             )
         context.engine.track_marks()
         self._gates = gates = Gates(
@@ -379,7 +386,27 @@ class RedisNode:
             # Taken now: a session let go from here on is one this gate holds back.
             assert self._gates is not None
             gate = self._gates.wait()
+            self._replays_wait_for(gate, reports)
         return Drain(self._encode(self._positions), reports, gate)
+
+    def _replays_wait_for(
+        self, gate: asyncio.Future[frozenset[str] | None], client_ids: Iterable[str]
+    ) -> None:
+        """The replays queued for sessions just drained are delivered once ``gate`` lets
+        their messages go out (see pending_replays.py)."""
+        pending = self._pending_replays
+        draining = pending.draining(client_ids) if pending is not None else None
+        if not draining:
+            return
+
+        def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
+            if not gate.cancelled():
+                held = gate.result()
+                out = [c for c in draining if _goes_out(held, c)]
+                assert pending is not None
+                pending.passed(draining, out)
+
+        gate.add_done_callback(passed)
 
     def counts_sessions(self) -> bool:
         """Whether the sessions a batch creates are counted (see ``count_sessions``)."""
@@ -425,6 +452,8 @@ class RedisNode:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
                 alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed, reports)
+                if self._pending_replays is not None:
+                    await self._pending_replays.record(pipe)
                 if alive:
                     await self._touch(
                         keys=[self.keys.deadlines()],
@@ -583,7 +612,9 @@ class RedisNode:
             held = gate.result()
             pushed.set_result(body if _goes_out(held, client_id) else None)
 
-        self._gate().add_done_callback(passed)
+        gate = self._gate()
+        gate.add_done_callback(passed)
+        self._replays_wait_for(gate, [client_id])
         return pushed
 
     def _gate(self) -> asyncio.Future[frozenset[str] | None]:
@@ -732,6 +763,7 @@ class RedisNode:
         feed: list[tuple[str, int, list[bytes] | None, bool]] = [
             (channel, after, None, True) for channel, after in unread
         ]
+        self._cuts = {}
         for (channel, after), found in reads.items():
             partition = self.keys.partition(channel)
             if found is not None and found.epoch != self._epochs[partition]:
@@ -747,7 +779,30 @@ class RedisNode:
             entries = found.entries
             messages = [entries[i][1] for i in chosen if entries[i][0] <= cut]
             feed.append((channel, after, messages, False))
+            if messages:
+                self._cuts[(channel, after)] = cut
         return feed
+
+    def replayed(self, outcome: Outcome, replays: list[tuple[str, str, int]]) -> None:
+        """Notes the replays a batch queued (those of its subscribes that succeeded, read by
+        the last ``replay_feed``): they move with their session until delivered (see
+        pending_replays.py), recorded with the batch's other changes."""
+        pending = self._pending_replays
+        if pending is None:
+            return
+        subscribed = {
+            (client_id, channel)
+            for kind, client_id, channels in outcome.events
+            if kind == "subscribe"
+            for channel in channels
+        }
+        for client_id, channel, after in replays:
+            cut = self._cuts.get((channel, after))
+            info = self.engine.session_info(client_id)
+            if cut is None or (client_id, channel) not in subscribed or info is None:
+                continue
+            if not info["ack"]:
+                pending.queued(client_id, [(channel, after, cut)])
 
     async def read_history(self, channel: str, after: int) -> list[bytes] | None:
         """The messages kept on ``channel`` after the id ``after`` (-2: all), or None when
@@ -791,6 +846,8 @@ class RedisNode:
         self._borrowed.discard(client_id)
         if self._counts is not None:
             self._counts.leave(client_id)
+        if self._pending_replays is not None:
+            self._pending_replays.forget(client_id)
 
     def removed(self, client_ids: list[str]) -> None:
         """Sessions this node ended outside a request (expiry, the application): their records
@@ -987,6 +1044,10 @@ class RedisNode:
             if not await self._settle(keys=[key], args=[self.id, standing]):
                 log.debug("node %s: session %s was claimed again meanwhile", self.id, client_id)
                 return
+        replays, replays_version = recorded(fields) if not ack else ([], 0)
+        # Replays not delivered yet go with it (see pending_replays.py): read before what it
+        # missed, which must be queued with no wait once read.
+        again = await self._replays_again(replays, subscriptions) if replays else []
         missed = await self._missed_since(cursor)
         if missed is None:
             # What it missed is no longer kept (or the logs were lost): it cannot be
@@ -1017,6 +1078,13 @@ class RedisNode:
             if not ack:
                 self._gates.settle(client_id, standing.decode())
             self._kept_alive[client_id] = asyncio.get_running_loop().time()
+            for (channel, _, cut), messages in again:
+                partition = self.keys.partition(channel)
+                replayed = [(channel, message, None, client_id) for message in messages]
+                missed[partition] = spliced(missed[partition], channel, cut, replayed)
+            if self._pending_replays is not None:
+                kept = [replay for replay, _ in again]
+                self._pending_replays.adopted(client_id, kept, replays_version)
             self._catch_up(client_id, subscriptions, missed, self._gates.stamp_at(cursor.encode()))
         if ack and node != self.id:
             await self._tell(node, f"forget:{client_id}")
@@ -1059,7 +1127,11 @@ class RedisNode:
         return int(gate or 0), cursor
 
     def _catch_up(
-        self, client_id: str, subscriptions: list[str], missed: list[list[Entry]], stamp: int
+        self,
+        client_id: str,
+        subscriptions: list[str],
+        missed: list[list[tuple[int, Entry]]],
+        stamp: int,
     ) -> None:
         """Queues for a session just taken over what it missed: each log's messages on its
         channels and those sent to it alone, in order. Its subscription changes met on the
@@ -1073,7 +1145,7 @@ class RedisNode:
         for partition, entries in enumerate(missed):
             changes = 0
             pending: list[tuple[str, bytes, str | None, bool]] = []
-            for channel, message, excluded, to in entries:
+            for _, (channel, message, excluded, to) in entries:
                 if to not in (None, client_id):
                     continue  # sent to another session alone
                 if channel != SUBSCRIPTION_CHANGE:
@@ -1092,7 +1164,32 @@ class RedisNode:
         if most:
             engine.resubscribe(client_id, kept)
 
-    async def _missed_since(self, cursor: Cursor) -> list[list[Entry]] | None:
+    async def _replays_again(
+        self, replays: list[Replay], subscriptions: list[str]
+    ) -> list[tuple[Replay, list[bytes]]]:
+        """The messages of a session's replays not delivered yet (channel, id, cut): each
+        channel's history after the id up to the cut. A replay of a channel it no longer
+        subscribes to, or whose messages went meanwhile, is passed over (logged)."""
+        kept = self._kept
+        again: list[tuple[Replay, list[bytes]]] = []
+        for replay in replays:
+            channel, after, cut = replay
+            rule = self.engine.history_rule(channel)
+            if kept is None or rule is None or channel not in subscriptions:
+                continue
+            since = None if after == -2 else after
+            read = await kept.read(channel, since)
+            chosen = replayable(read, since, rule[1])
+            if chosen is None or read.epoch != self._epochs[self.keys.partition(channel)]:
+                log.warning(
+                    "a replay of %s after %s moving with its session is lost", channel, after
+                )
+                continue
+            messages = [read.entries[i][1] for i in chosen if read.entries[i][0] <= cut]
+            again.append((replay, messages))
+        return again
+
+    async def _missed_since(self, cursor: Cursor) -> list[list[tuple[int, Entry]]] | None:
         """Every entry of each log after ``cursor`` up to where this node's fan-out stands, in
         order; read until this node's position is reached after the last read (it moves
         meanwhile). ``None`` when they cannot all be had. Raises ``EngineUnavailable`` when
@@ -1102,7 +1199,7 @@ class RedisNode:
         for partition, epoch in enumerate(cursor.epochs):
             if epoch is not None and epoch != self._epochs[partition]:
                 return None
-        missed: list[list[Entry]] = [[] for _ in range(self.keys.partitions)]
+        missed: list[list[tuple[int, Entry]]] = [[] for _ in range(self.keys.partitions)]
         while True:
             behind = [p for p in range(self.keys.partitions) if read_to[p] < self._positions[p]]
             if not behind:
@@ -1116,9 +1213,10 @@ class RedisNode:
                     return None  # trimmed away, or lost
                 for entry_id, fields in entries:
                     entry = _entry(fields)
+                    offset = offset_of(entry_id)
                     if entry is not None:
-                        missed[partition].append(entry)
-                    read_to[partition] = offset_of(entry_id)
+                        missed[partition].append((offset, entry))
+                    read_to[partition] = offset
 
     async def _reach(self, cursor: Cursor) -> None:
         """Waits until this node's fan-out stands at ``cursor`` or past it in every log of the

@@ -288,6 +288,8 @@ async def process_in_cluster(
         finally:
             if replays:
                 engine.set_replay_feed([])
+        if replays:
+            node.replayed(outcome, replays)
         drain = node.drained(_drained(named, outcome))
         return await _commit(context, request, outcome, drain, borrowed)
     except EngineUnavailable as error:

@@ -199,7 +199,8 @@ class LongPollingServiceContext:
     async def cluster_stats(self) -> dict[str, int]:
         """:meth:`stats` for the whole cluster: every live process's counters added up (the
         others' as they last reported them, a few seconds ago at most), and ``processes``, how
-        many. In one process, :meth:`stats` with ``processes`` 1. In a cluster it raises
+        many; the history's figures are the cluster's, read from Redis. In one process,
+        :meth:`stats` with ``processes`` 1. In a cluster it raises
         :class:`EngineUnavailableError` if Redis is away."""
         if self.cluster is None:
             return {**self.stats(), "processes": 1}

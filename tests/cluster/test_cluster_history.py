@@ -175,16 +175,26 @@ async def test_a_session_served_elsewhere_is_taken_over_to_replay(kept: ClusterO
         assert numbers(await gather_until(client, 1)) == [3]
 
 
-async def test_the_application_reads_the_clusters_history(redis_url: str) -> None:
+@pytest.mark.parametrize("redis_kind", ["redis", "redis-cluster"])
+async def test_the_application_reads_the_clusters_history(
+    redis_kind: str, request: pytest.FixtureRequest
+) -> None:
     def builder() -> LongPollingServiceContextBuilder:
         return LongPollingServiceContextBuilder().timeout(1).history("/chat/**", size=3)
 
-    async with asgi_cluster(redis_url, 2, builder) as cluster:
+    urls = request.getfixturevalue("redis_url" if redis_kind == "redis" else "redis_cluster_urls")
+    async with asgi_cluster(urls, 2, builder, partitions=3) as cluster:
         one, other = cluster.contexts
         for n in range(4):
             await one.send("/chat/a", {"n": n})
         kept = await other.history("/chat/a")
         assert numbers(kept) == [1, 2, 3]
+        await one.send("/chat/b", {"n": 0})
+        figures = await other.cluster_stats()
+        assert figures["history_channels"] == 2
+        assert figures["history_messages"] == 4
+        assert figures["history_oldest_id"] == kept[0]["data"]["event"]["replayId"]
+        assert other.stats()["history_messages"] == 0, "a process keeps none itself"
         after = await other.history("/chat/a", after=kept[0]["data"]["event"]["replayId"])
         assert after == kept[1:]
         assert await other.history("/chat/a", after=-1) == []

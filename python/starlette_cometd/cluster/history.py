@@ -201,6 +201,37 @@ class ClusterHistory:
             entries=[_entry(entry_id, fields) for entry_id, fields in entries],
         )
 
+    async def figures(self, redis: Any) -> dict[str, int]:
+        """What the cluster's history keeps, for ``cluster_stats``: its channels, their
+        messages, and the oldest id kept (0: none). Reads every channel kept (bounded by
+        ``max_history_channels``), a pipelined round trip per partition."""
+        keys = self.keys
+        channels = messages = 0
+        oldest: int | None = None
+        for partition in range(keys.partitions):
+            names: list[bytes] = await redis.zrange(keys.history_channels(partition), 0, -1)
+            base = await redis.hget(keys.head(partition), "rb")
+            if not names or base is None:
+                continue
+            async with redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    stream = keys.history(partition, name.decode(errors="replace"))
+                    pipe.xlen(stream)
+                    pipe.xrange(stream, count=1)
+                found: list[Any] = await pipe.execute(raise_on_error=False)
+            channels += len(names)
+            for length, first in zip(found[::2], found[1::2], strict=True):
+                if isinstance(length, int):
+                    messages += length
+                if isinstance(first, list) and first:
+                    kept_id = int(base) + offset_of(first[0][0])
+                    oldest = kept_id if oldest is None else min(oldest, kept_id)
+        return {
+            "history_channels": channels,
+            "history_messages": messages,
+            "history_oldest_id": oldest or 0,
+        }
+
 
 def replayable(kept: Kept, after: int | None, ttl_ms: int | None) -> list[int] | None:
     """Which of ``kept.entries`` (their indexes) a replay after ``after`` (None: every message

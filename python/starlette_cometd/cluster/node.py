@@ -1634,6 +1634,8 @@ class RedisNode:
                 for node in others:
                     pipe.hgetall(self.keys.node_stats(node))
                 reported: list[Any] = await pipe.execute(raise_on_error=False)
+            # The history is the cluster's, not the processes': read where it is kept.
+            history = await self._kept.figures(self.redis) if self._kept is not None else {}
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
@@ -1647,6 +1649,7 @@ class RedisNode:
                 if key in total and value.isdigit():
                     total[key] += int(value)
         total["processes"] = processes
+        total.update(history)
         return total
 
     async def _report_stats(self) -> None:

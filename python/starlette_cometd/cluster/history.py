@@ -28,18 +28,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import Keys, offset_of
+from .keys import EPOCH, Keys, offset_of
 
 # Publishes one message on a channel with a history: PUBLISH (see keys.py), then the history.
 # KEYS: the head, the log, the channel's stream, its meta hash, the partition's channels kept.
 # ARGV: as PUBLISH (1-6), then the size kept, the ttl in ms (0: none), the channels a partition
 # keeps at most, the prefixes of a channel's stream and meta keys. Returns the epoch and offset.
-PUBLISH_KEPT = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-end
+PUBLISH_KEPT = (
+    EPOCH
+    + """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local base = redis.call('HGET', KEYS[1], 'rb')
@@ -98,6 +95,7 @@ redis.call('HSET', KEYS[4], 'last', id)
 redis.call('ZADD', KEYS[5], now + (ttl > 0 and ttl or 1e13), ARGV[3])
 return {epoch, offset}
 """
+)
 
 # Reads a channel's history after an id. KEYS: the head, the channel's stream, its meta hash.
 # ARGV: the id ("" for every message kept). Returns the partition's epoch, base, offset and

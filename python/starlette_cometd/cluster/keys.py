@@ -12,17 +12,24 @@ from dataclasses import dataclass, field
 # kept, the channel, the message, the publisher to leave out ("" for none). Returns the
 # partition's epoch and the message's offset. ARGV[6]: the session it is sent to alone ("" for
 # a broadcast).
-PUBLISH = """
+# The partition's epoch (KEYS[1]: its head), made from ARGV[1] when it has none.
+EPOCH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
+"""
+
+PUBLISH = (
+    EPOCH
+    + """
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset,
            'c', ARGV[3], 'm', ARGV[4], 'x', ARGV[5], 't', ARGV[6])
 return {epoch, offset}
 """
+)
 
 # Takes a session over for this node. KEYS: the session hash. ARGV: this node, the session's
 # time to live in ms, the request's browser cookie, "1" when sessions are trusted without it,

@@ -224,9 +224,13 @@ async def test_a_history_lost_with_redis_refuses_the_ids_from_before(
 
     async with asgi_cluster(redis_url, 2, builder) as cluster:
         one, other = cluster.contexts
+        for n in range(5):  # the log's first entries, before anything was kept
+            await one.send("/news", {"n": n})
         await one.send("/chat/a", {"n": 0})
         [before] = await other.history("/chat/a")
         seen = before["data"]["event"]["replayId"]
+        # Redis's clock in ms x 1,000, plus one, whatever the log held before.
+        assert seen % 1000 == 1, seen
         redis_server.stop()
         redis_server.start()  # empty
         await once_back(lambda: one.send("/chat/a", {"n": 1}))

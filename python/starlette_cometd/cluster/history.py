@@ -24,6 +24,7 @@ gap and no duplicate at the seam."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,11 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local base = redis.call('HGET', KEYS[1], 'rb')
 if not base then
-  base = string.format('%.0f', now * 1000)
-  redis.call('HSET', KEYS[1], 'rb', base, 'dropped', base)
+  -- The log's next entry gets the id now x 1,000 + 1, whatever its offset: an id given before
+  -- Redis lost the partition stays below every id since.
+  local before = tonumber(redis.call('HGET', KEYS[1], 'offset') or 0)
+  base = string.format('%.0f', now * 1000 - before)
+  redis.call('HSET', KEYS[1], 'rb', base, 'dropped', string.format('%.0f', now * 1000))
 end
 base = tonumber(base)
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
@@ -176,7 +180,7 @@ class ClusterHistory:
 
     async def read(self, channel: str, after: int | None) -> Kept:
         """The channel's messages kept after the id ``after`` (None: all), with what says
-        whether they are all there is."""
+        whether they are all there is. Raises ValueError for bad data under its keys."""
         partition = self.keys.partition(channel)
         keys = self.keys
         found: list[Any] = await self._read(
@@ -188,6 +192,7 @@ class ClusterHistory:
             args=["" if after is None else str(after)],
         )
         epoch, base, head, dropped, evicted, now_ms, entries = found
+        # Bad data under these keys raises ValueError: that history cannot be read.
         base_id = int(base) if base is not None else None
         return Kept(
             epoch=epoch.decode() if epoch is not None else None,
@@ -221,9 +226,10 @@ class ClusterHistory:
             for length, first in zip(found[::2], found[1::2], strict=True):
                 if isinstance(length, int):
                     messages += length
-                if isinstance(first, list) and first:
-                    kept_id = int(base) + offset_of(first[0][0])
-                    oldest = kept_id if oldest is None else min(oldest, kept_id)
+                with contextlib.suppress(ValueError):  # bad data: not counted
+                    if isinstance(first, list) and first:
+                        kept_id = int(base) + offset_of(first[0][0])
+                        oldest = kept_id if oldest is None else min(oldest, kept_id)
         return {
             "history_channels": channels,
             "history_messages": messages,
@@ -260,8 +266,12 @@ def joined(first: Kept, more: Kept) -> Kept | None:
         return more  # nothing was kept then: the later read was of everything
     if more.base != first.base or more.epoch != first.epoch:
         return None
-    if more.evicted is None or more.evicted > first.base + first.head:
-        return None
+    if more.evicted is None:
+        # Not kept now: had it been, its messages went meanwhile.
+        if first.evicted is not None:
+            return None
+    elif more.evicted > first.base + first.head:
+        return None  # messages after the first read's head were pushed out
     return Kept(
         epoch=more.epoch,
         base=more.base,

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("starlette_cometd.cluster")
 
+# Distinct replays one batch may read (each a round trip): past it, refused as too many.
+MAX_REPLAY_READS = 100
 # Entries read from a log at once.
 READ_BATCH = 1000
 # How long a blocking read waits before it looks again (and notices a stop).
@@ -402,9 +404,8 @@ class RedisNode:
         def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
             if not gate.cancelled():
                 held = gate.result()
-                out = [c for c in draining if _goes_out(held, c)]
                 assert pending is not None
-                pending.passed(draining, out)
+                pending.passed(c for c in draining if _goes_out(held, c))
 
         gate.add_done_callback(passed)
 
@@ -728,23 +729,21 @@ class RedisNode:
         """What the replays a batch asks for (channel, id; -2: every message kept) read, for
         the core's ``set_replay_feed``: the messages after each id up to where this node's
         fan-out of the log stands, or None when that id cannot be replayed after (see
-        cluster/history.py). No more than a session may take at once is read: past it, a
-        replay is marked as too many. The caller processes the batch with no wait after this
-        returns. Raises ``EngineUnavailable``."""
-        kept = self._kept
-        assert kept is not None
+        cluster/history.py). No more than a session may take at once is read, in at most
+        ``MAX_REPLAY_READS`` reads: past that, a replay is marked as too many. The caller
+        processes the batch with no wait after this returns. Raises ``EngineUnavailable``."""
         budget = self.engine.max_replayed()
         reads: dict[tuple[str, int], Kept | None] = {}
         unread: list[tuple[str, int]] = []  # past the budget
         try:
             await self._resume()
             for channel, after in dict.fromkeys(replays):
-                if budget < 0:
+                if budget < 0 or len(reads) >= MAX_REPLAY_READS:
                     unread.append((channel, after))
                     continue
-                read = await kept.read(channel, None if after == -2 else after)
+                read = await self._read_kept(channel, None if after == -2 else after)
                 reads[(channel, after)] = read
-                budget -= len(read.entries)
+                budget -= len(read.entries) if read is not None else 0
             # Until this node's fan-out stands no further than each read saw: the messages
             # between reach the session from nowhere else.
             while behind := [
@@ -756,7 +755,8 @@ class RedisNode:
                     since = None if read.base is None else read.base + read.head
                     if since is None and after != -2:
                         since = after
-                    reads[(channel, after)] = joined(read, await kept.read(channel, since))
+                    more = await self._read_kept(channel, since)
+                    reads[(channel, after)] = None if more is None else joined(read, more)
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
@@ -767,6 +767,7 @@ class RedisNode:
         for (channel, after), found in reads.items():
             partition = self.keys.partition(channel)
             if found is not None and found.epoch != self._epochs[partition]:
+                self._suspect = True  # the next request finds out what was lost
                 raise EngineUnavailable("the cluster's Redis lost its data: this node catches up")
             rule = self.engine.history_rule(channel)
             chosen = None
@@ -782,6 +783,19 @@ class RedisNode:
             if messages:
                 self._cuts[(channel, after)] = cut
         return feed
+
+    async def _read_kept(self, channel: str, after: int | None) -> Kept | None:
+        """A channel's history after an id (see ClusterHistory.read); None, reported, when bad
+        data under its keys keeps it from being read."""
+        assert self._kept is not None
+        try:
+            return await self._kept.read(channel, after)
+        except _RESPONSE_ERRORS as error:
+            problem = f"a history Redis refused to read ({error})"
+        except ValueError as error:
+            problem = f"a history that cannot be read ({error})"
+        self._report(f"history {channel}", problem)
+        return None
 
     def replayed(self, outcome: Outcome, replays: list[tuple[str, str, int]]) -> None:
         """Notes the replays a batch queued (those of its subscribes that succeeded, read by
@@ -1172,21 +1186,27 @@ class RedisNode:
         subscribes to, or whose messages went meanwhile, is passed over (logged)."""
         kept = self._kept
         again: list[tuple[Replay, list[bytes]]] = []
+        reach = [0] * self.keys.partitions
         for replay in replays:
             channel, after, cut = replay
             rule = self.engine.history_rule(channel)
             if kept is None or rule is None or channel not in subscriptions:
                 continue
             since = None if after == -2 else after
-            read = await kept.read(channel, since)
-            chosen = replayable(read, since, rule[1])
-            if chosen is None or read.epoch != self._epochs[self.keys.partition(channel)]:
+            read = await self._read_kept(channel, since)
+            chosen = replayable(read, since, rule[1]) if read is not None else None
+            partition = self.keys.partition(channel)
+            if read is None or chosen is None or read.epoch != self._epochs[partition]:
                 log.warning(
                     "a replay of %s after %s moving with its session is lost", channel, after
                 )
                 continue
             messages = [read.entries[i][1] for i in chosen if read.entries[i][0] <= cut]
             again.append((replay, messages))
+            reach[partition] = max(reach[partition], cut)
+        # This node's fan-out past each cut first: what it fans out from there on is not the
+        # replays', and would otherwise reach the session twice.
+        await self._reach(Cursor(tuple(self._epochs), tuple(reach)))
         return again
 
     async def _missed_since(self, cursor: Cursor) -> list[list[tuple[int, Entry]]] | None:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from .connection import REDIS_ERRORS
 from .keys import Keys
 
 log = logging.getLogger("starlette_cometd.cluster")
@@ -59,6 +60,8 @@ class PendingReplays:
         self._record = record
         self._background = background
         self._pending: dict[str, list[Replay]] = {}
+        # Drained into a reply or push that waits for its gate: still named by the record.
+        self._in_flight: dict[str, list[Replay]] = {}
         self._versions: dict[str, int] = {}
         self._to_record: set[str] = set()
 
@@ -76,6 +79,7 @@ class PendingReplays:
 
     def forget(self, client_id: str) -> None:
         self._pending.pop(client_id, None)
+        self._in_flight.pop(client_id, None)
         self._versions.pop(client_id, None)
         self._to_record.discard(client_id)
 
@@ -85,22 +89,34 @@ class PendingReplays:
             await self._write(client_id, pipe)
         self._to_record.clear()
 
-    def draining(self, client_ids: Iterable[str]) -> dict[str, list[Replay]]:
-        """The replays that go with the queues just drained (until they are out)."""
-        return {c: self._pending.pop(c) for c in client_ids if c in self._pending}
+    def draining(self, client_ids: Iterable[str]) -> list[str]:
+        """Of the sessions whose queues were just drained, those that had replays queued:
+        they are in flight until the gate the drain waits for passes (see ``passed``)."""
+        draining = [c for c in client_ids if c in self._pending]
+        for client_id in draining:
+            self._in_flight.setdefault(client_id, []).extend(self._pending.pop(client_id))
+        return draining
 
-    def passed(self, draining: dict[str, list[Replay]], out: Iterable[str]) -> None:
-        """The gate those queues waited for passed: the replays of the sessions in ``out``
-        went out; those of the others moved with their sessions, named by their records."""
+    def passed(self, out: Iterable[str]) -> None:
+        """The gate a drain waited for passed: the replays in flight of the sessions in
+        ``out`` went out, and their records stop naming them (the others moved with their
+        sessions, and their records still name them)."""
         for client_id in out:
-            if client_id in draining:
-                self._background(self._write(client_id, None))
+            if self._in_flight.pop(client_id, None) is not None:
+                self._background(self._cleared(client_id))
+
+    async def _cleared(self, client_id: str) -> None:
+        try:
+            await self._write(client_id, None)
+        except REDIS_ERRORS as error:
+            # The record names them still: a node taking the session over sends them again.
+            log.debug("could not record that %s's replays went out: %s", client_id, error)
 
     async def _write(self, client_id: str, pipe: Any) -> None:
         version = self._versions.get(client_id, 0) + 1
         self._versions[client_id] = version
-        pending = self._pending.get(client_id)
-        text = json.dumps(pending) if pending else ""
+        named = self._in_flight.get(client_id, []) + self._pending.get(client_id, [])
+        text = json.dumps(named) if named else ""
         await self._record(keys=[self._keys.session(client_id)], args=[version, text], client=pipe)
 
 

@@ -278,7 +278,8 @@ async def process_in_cluster(
     named = engine.named_sessions(body)
     try:
         await bring_here(context, request, body, named, borrowed)
-        replays = _replays(context, body)
+        # Those of sessions here (the rest are answered 402 by the core): each is a read.
+        replays = [r for r in _replays(context, body) if engine.session_info(r[0]) is not None]
         if replays:
             # Read up to where this node's fan-out stands, and processed with no wait since:
             # what comes after reaches the session from the fan-out.

@@ -23,6 +23,7 @@ from .events import (
     Subscribe,
     Unsubscribe,
 )
+from .health import health_route
 from .hooks import Extension, Message, MessageRefused, SecurityPolicy, ServerSession
 from .router import CometdApp, CometdRoute, RouterBuilder, mount
 from .transports.native_http import native_http_protocol
@@ -55,6 +56,7 @@ __all__ = [
     "SessionRemoved",
     "Subscribe",
     "Unsubscribe",
+    "health_route",
     "mount",
     "native_http_protocol",
 ]

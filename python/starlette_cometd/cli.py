@@ -19,6 +19,7 @@ from . import demo, workers
 from .builder import LongPollingServiceContextBuilder
 from .cluster.keys import MAX_PARTITIONS
 from .context import LongPollingServiceContext
+from .health import health_route
 from .router import CometdApp, CometdRoute, RouterBuilder
 from .transports.native_http import native_http_protocol
 
@@ -122,7 +123,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="PATTERN[:SIZE[:TTL]]",
         help="keep the last SIZE messages (default 1000) of each channel matching PATTERN, for "
-        "TTL seconds at most, for the replay extension (repeatable; not with --redis yet)",
+        "TTL seconds at most, for the replay extension (repeatable; with --redis, the "
+        "cluster's history, kept in Redis)",
+    )
+    parser.add_argument(
+        "--health",
+        metavar="PATH",
+        help="answer GET PATH (such as /health) with 200 when the server is ready, 503 when "
+        "not (shutting down, or its Redis not answering), with the reasons as JSON",
     )
     parser.add_argument(
         "--redis",
@@ -186,7 +194,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--cometd-js: {problem}")
     if args.demo and (problem := demo.path_conflict(args.path)):
         parser.error(f"--demo: {problem}")
+    if args.health is not None and (problem := _health_path_problem(args)):
+        parser.error(f"--health: {problem}")
     return args
+
+
+def _health_path_problem(args: argparse.Namespace) -> str | None:
+    """Why the health path cannot be served beside the CometD endpoint (and the demo)."""
+    health, cometd = args.health.rstrip("/"), args.path.rstrip("/")
+    if not args.health.startswith("/"):
+        return f"{args.health!r} must start with /"
+    if health == cometd or health.startswith(cometd + "/"):
+        return f"{args.health!r} is the CometD endpoint's path ({args.path}) or under it"
+    if args.demo and health == "":
+        return "/ is the demo's page"
+    return None
 
 
 def build_app(
@@ -265,6 +287,8 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         builder.redis(args.redis, prefix=args.redis_prefix, partitions=args.redis_partitions)
     context = builder.build()
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
+    if args.health is not None:
+        routes.append(health_route(context, args.health))
     app, cometd = build_app(context, args.path, routes)
     # Long-polling POSTs to the endpoint are answered by the native protocol; everything else
     # goes through uvicorn as usual. No access log and no proxy-header rewriting: both cost on

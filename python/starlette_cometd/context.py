@@ -409,6 +409,19 @@ class LongPollingServiceContext:
 
     # Life cycle.
 
+    @property
+    def started(self) -> bool:
+        """Whether the context serves: started (its lifespan ran, or a first request came),
+        and, in a cluster, joined it."""
+        joined = self.cluster is None or self._cluster_started
+        return self._sweeper is not None and joined and not self.closed
+
+    async def health(self) -> dict[str, Any]:
+        """Whether this process can serve (see :func:`starlette_cometd.health.health`)."""
+        from .health import health
+
+        return await health(self)
+
     def start(self) -> None:
         """Starts the expiry sweeper on the running loop (done on first use anyway)."""
         if self._sweeper is None and not self.closed:

@@ -323,6 +323,12 @@ class RedisNode:
         self._listener = asyncio.create_task(self._listen_for_control())
         self._tasks.append(self._listener)
 
+    async def ping(self) -> None:
+        """Raises unless Redis answers now (a health probe)."""
+        if self._stopping or self._connection is None:
+            raise EngineUnavailable("the node is not running")
+        await self.redis.ping()
+
     async def take_over(
         self,
         client_ids: Iterable[str],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import socket
 from collections.abc import Sequence
@@ -133,6 +134,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "not (shutting down, or its Redis not answering), with the reasons as JSON",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help="serve Prometheus metrics at PATH, such as /metrics (needs the metrics extra); "
+        "in a cluster, of every process",
+    )
+    parser.add_argument(
         "--redis",
         metavar="URL",
         help="join the cluster sharing the Redis at URL (redis://host:6379/0, or any node of a "
@@ -194,19 +201,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--cometd-js: {problem}")
     if args.demo and (problem := demo.path_conflict(args.path)):
         parser.error(f"--demo: {problem}")
-    if args.health is not None and (problem := _health_path_problem(args)):
-        parser.error(f"--health: {problem}")
+    for option in ("health", "metrics"):
+        path = getattr(args, option)
+        if path is not None and (problem := _route_path_problem(path, args)):
+            parser.error(f"--{option}: {problem}")
+    if args.health is not None and args.health == args.metrics:
+        parser.error("--health and --metrics need paths of their own")
+    if args.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+        parser.error("--metrics needs the metrics extra: pip install 'starlette-cometd[metrics]'")
     return args
 
 
-def _health_path_problem(args: argparse.Namespace) -> str | None:
-    """Why the health path cannot be served beside the CometD endpoint (and the demo)."""
-    health, cometd = args.health.rstrip("/"), args.path.rstrip("/")
-    if not args.health.startswith("/"):
-        return f"{args.health!r} must start with /"
-    if health == cometd or health.startswith(cometd + "/"):
-        return f"{args.health!r} is the CometD endpoint's path ({args.path}) or under it"
-    if args.demo and health == "":
+def _route_path_problem(path: str, args: argparse.Namespace) -> str | None:
+    """Why ``path`` cannot be served beside the CometD endpoint (and the demo)."""
+    route, cometd = path.rstrip("/"), args.path.rstrip("/")
+    if not path.startswith("/"):
+        return f"{path!r} must start with /"
+    if route == cometd or route.startswith(cometd + "/"):
+        return f"{path!r} is the CometD endpoint's path ({args.path}) or under it"
+    if args.demo and route == "":
         return "/ is the demo's page"
     return None
 
@@ -289,6 +302,10 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
     routes = demo.demo_routes(args.path, args.cometd_js) if args.demo else []
     if args.health is not None:
         routes.append(health_route(context, args.health))
+    if args.metrics is not None:
+        from .metrics import metrics_route  # the metrics extra's prometheus-client
+
+        routes.append(metrics_route(context, args.metrics))
     app, cometd = build_app(context, args.path, routes)
     # Long-polling POSTs to the endpoint are answered by the native protocol; everything else
     # goes through uvicorn as usual. No access log and no proxy-header rewriting: both cost on

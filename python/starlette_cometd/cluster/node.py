@@ -1648,11 +1648,24 @@ class RedisNode:
     # The cluster's counters
 
     async def cluster_stats(self) -> dict[str, int]:
-        """Every live node's counters added up (this node's as they are now, the others' as
-        they last reported them, at most ``STATS_EVERY`` seconds ago), and ``processes``, how
-        many nodes that is. Raises ``EngineUnavailable``."""
+        """Every live node's counters added up (see ``node_stats``), ``processes``, how many
+        nodes that is, and the history's figures, the cluster's. Raises
+        ``EngineUnavailable``."""
+        nodes, history = await self.node_stats()
+        total: dict[str, int] = {}
+        for stats in nodes.values():
+            for key, value in stats.items():
+                total[key] = total.get(key, 0) + value
+        total["processes"] = len(nodes)
+        total.update(history)
+        return total
+
+    async def node_stats(self) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+        """Each live node's counters (this node's as they are now, the others' as they last
+        reported them, at most ``STATS_EVERY`` seconds ago), by node, and the history's
+        figures (read from Redis; none without a history). Raises ``EngineUnavailable``."""
         assert self._context is not None
-        total = dict(self._context.stats())
+        mine = dict(self._context.stats())
         try:
             nodes: Any = await self._nodes_alive(keys=[self.keys.nodes()])
             others = [node for node in (n.decode() for n in nodes) if node != self.id]
@@ -1665,18 +1678,16 @@ class RedisNode:
         except _REDIS_ERRORS as error:
             self._suspect = True
             raise EngineUnavailable(str(error)) from error
-        processes = 1
-        for fields in reported:
+        found = {self.id: mine}
+        for node, fields in zip(others, reported, strict=True):
             if isinstance(fields, Exception) or not fields:
                 continue  # bad data, or the node left since: not counted
-            processes += 1
-            for name, value in fields.items():
-                key = name.decode(errors="replace")
-                if key in total and value.isdigit():
-                    total[key] += int(value)
-        total["processes"] = processes
-        total.update(history)
-        return total
+            found[node] = {
+                key: int(value)
+                for name, value in fields.items()
+                if (key := name.decode(errors="replace")) in mine and value.isdigit()
+            }
+        return found, history
 
     async def _report_stats(self) -> None:
         """Reports this node's counters every ``STATS_EVERY`` seconds, for ``cluster_stats``

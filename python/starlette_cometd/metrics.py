@@ -1,0 +1,91 @@
+"""Prometheus metrics (the ``metrics`` extra: prometheus-client), named as Centrifugo names its
+own, under a ``bayeux_`` prefix.
+
+Nothing is counted on the hot path for them: a scrape reads the counters the core keeps anyway
+(``stats()``), so serving metrics costs nothing between scrapes. In a cluster (the Redis
+engine, or ``--workers``), a scrape on any process reports every live process, each under its
+``node`` label, as the processes last reported their counters to Redis (every few seconds):
+behind one port shared by several workers, whichever answers the scrape tells of all. Labels
+are never per channel or per client, so the series stay few."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from .context import LongPollingServiceContext
+
+# (counter in stats(), metric name, help, whether it only grows)
+_METRICS = [
+    ("sessions", "bayeux_node_num_sessions", "Sessions alive now.", False),
+    ("held", "bayeux_node_num_held_connects", "/meta/connect requests held now.", False),
+    ("channels", "bayeux_node_num_channels", "Channels and patterns with subscribers.", False),
+    ("sessions_created", "bayeux_node_sessions_created", "Sessions made (handshakes).", True),
+    ("sessions_removed", "bayeux_node_sessions_removed", "Sessions ended, for any reason.", True),
+    ("published", "bayeux_node_messages_published", "Messages published.", True),
+    ("delivered", "bayeux_node_messages_delivered", "Copies queued for sessions.", True),
+    ("dropped", "bayeux_node_messages_dropped", "Copies dropped from full queues.", True),
+]
+# The history's, the whole server's (in a cluster, kept in Redis, not by any one process).
+_HISTORY = [
+    ("history_channels", "bayeux_history_num_channels", "Channels keeping a history."),
+    ("history_messages", "bayeux_history_num_messages", "Messages the histories keep."),
+]
+
+
+class _Snapshot(Collector):
+    """The counters of one scrape, per node (``None`` for a process alone), and the
+    history's."""
+
+    def __init__(self, nodes: dict[str | None, dict[str, int]], history: dict[str, int]) -> None:
+        self._nodes = nodes
+        self._history = history
+
+    def collect(self) -> Iterator[Metric]:
+        for key, name, text in _HISTORY:
+            yield GaugeMetricFamily(name, text, value=self._history.get(key, 0))
+        labels = ["node"] if any(node is not None for node in self._nodes) else []
+        for key, name, text, grows in _METRICS:
+            family: CounterMetricFamily | GaugeMetricFamily
+            if grows:
+                family = CounterMetricFamily(name, text, labels=labels)
+            else:
+                family = GaugeMetricFamily(name, text, labels=labels)
+            for node, stats in self._nodes.items():
+                if key in stats:
+                    family.add_metric([node] if node is not None else [], stats[key])
+            yield family
+
+
+async def exposition(context: LongPollingServiceContext, accept: str = "") -> tuple[bytes, str]:
+    """The metrics as a scrape reads them now, and their content type: Prometheus's text
+    format, or OpenMetrics when ``accept`` (the scrape's Accept header) asks for it."""
+    if context.cluster is None:
+        stats = context.stats()
+        nodes: dict[str | None, dict[str, int]] = {None: stats}
+        history = stats
+    else:
+        reported, history = await context.cluster.node_stats()
+        nodes = {node: stats for node, stats in reported.items()}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(nodes, history))
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type
+
+
+def metrics_route(context: LongPollingServiceContext, path: str = "/metrics") -> Route:
+    """A route answering GET at ``path`` with the metrics, for Prometheus to scrape."""
+
+    async def scrape(request: Request) -> Response:
+        body, content_type = await exposition(context, request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
+
+    return Route(path, scrape, methods=["GET"], name="cometd-metrics")

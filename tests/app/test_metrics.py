@@ -1,0 +1,108 @@
+"""Prometheus metrics (issue 13): a scrape reads what the core counts, parsed here with
+prometheus-client's own parser; on one process from an application's route and the CLI's
+--metrics, and in a cluster, where any process tells of every one, each under its node."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+
+from starlette_cometd import CometdRoute, LongPollingServiceContextBuilder, RouterBuilder
+from starlette_cometd.metrics import metrics_route
+from support.bayeux import handshake, post
+from support.cli import start_cli, stop_cli, wait_listening
+from support.cluster import Client, cli_cluster
+from support.servers import free_port, start_uvicorn, stop_uvicorn
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(http: httpx.AsyncClient, url: str) -> Samples:
+    reply = await http.get(url)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")  # Prometheus 2
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+async def test_an_application_serves_what_the_core_counts() -> None:
+    context = LongPollingServiceContextBuilder().history("/chat/**").build()
+    app = Starlette(
+        routes=[metrics_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
+        lifespan=context.lifespan,
+    )
+    port = free_port()
+    server, task = await start_uvicorn(app, port, "auto")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            client_id = await handshake(http, f"{base}/cometd")
+            subscribe = {"channel": "/meta/subscribe", "clientId": client_id}
+            await post(http, f"{base}/cometd", {**subscribe, "subscription": "/chat/a"})
+            publish = {"channel": "/chat/a", "clientId": client_id, "data": {"n": 1}}
+            await post(http, f"{base}/cometd", publish)
+            samples = await scrape(http, f"{base}/metrics")
+            accept = {"accept": "application/openmetrics-text; version=1.0.0"}
+            open_metrics = await http.get(f"{base}/metrics", headers=accept)
+    finally:
+        await stop_uvicorn(server, task)
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.endswith("# EOF\n")
+    assert samples[("bayeux_node_num_sessions", ())] == 1
+    assert samples[("bayeux_node_num_channels", ())] == 1
+    assert samples[("bayeux_node_sessions_created_total", ())] == 1
+    assert samples[("bayeux_node_messages_published_total", ())] == 1
+    assert samples[("bayeux_node_messages_delivered_total", ())] == 1
+    assert samples[("bayeux_node_messages_dropped_total", ())] == 0
+    assert samples[("bayeux_history_num_messages", ())] == 1
+
+
+async def test_the_cli_serves_metrics_beside_the_endpoint() -> None:
+    port = free_port()
+    process = await start_cli(port, "--metrics", "/metrics", "--log-level", "warning")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_listening(f"{base}/cometd", process)
+        async with httpx.AsyncClient(timeout=10) as http:
+            await handshake(http, f"{base}/cometd")
+            samples = await scrape(http, f"{base}/metrics")
+    finally:
+        await stop_cli(process)
+    assert samples[("bayeux_node_num_sessions", ())] == 1
+
+
+async def test_any_process_of_a_cluster_tells_of_every_one(redis_url: str) -> None:
+    async with cli_cluster(redis_url, 2, "--metrics", "/metrics") as cluster:
+        for node in range(2):
+            await Client(cluster.node_url(node)).handshake()
+        url = cluster.node_url(0).replace("/cometd", "/metrics")
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(100):  # the other reports its counters every few seconds
+                samples = await scrape(http, url)
+                sessions = {
+                    labels: value
+                    for (name, labels), value in samples.items()
+                    if name == "bayeux_node_num_sessions"
+                }
+                if len(sessions) == 2 and all(v == 1 for v in sessions.values()):
+                    break
+                await asyncio.sleep(0.2)
+        assert len(sessions) == 2 and all(v == 1 for v in sessions.values()), sessions
+        assert all(dict(labels).keys() == {"node"} for labels in sessions)
+
+
+@pytest.mark.parametrize(
+    "options", [("--metrics", "metrics"), ("--metrics", "/x", "--health", "/x")]
+)
+async def test_the_cli_refuses_metrics_it_cannot_serve(options: tuple[str, ...]) -> None:
+    process = await start_cli(free_port(), *options, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await process.communicate()
+    assert process.returncode == 2
+    assert b"--" in stderr and b"error" in stderr, stderr

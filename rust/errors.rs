@@ -63,6 +63,28 @@ pub mod bayeux {
     }
 }
 
+/// What kind of error a Bayeux error string is, for counting: `code:message`, where the message
+/// is the string's last part when it is a name (those come from this module, a bounded set),
+/// `replay_id_invalid` for Salesforce's text, and `other` otherwise.
+pub fn kind_of(error: &str) -> String {
+    let code = error
+        .get(..3)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()));
+    let code = code.unwrap_or("000");
+    let message = error.rsplit(':').next().unwrap_or_default();
+    let named = !message.is_empty()
+        && message.len() <= 40
+        && message.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let message = if named {
+        message
+    } else if error.starts_with("400::The replayId") {
+        "replay_id_invalid"
+    } else {
+        "other"
+    };
+    format!("{code}:{message}")
+}
+
 /// Failures of the Python-facing API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoreError {
@@ -104,3 +126,21 @@ impl fmt::Display for CoreError {
 }
 
 impl std::error::Error for CoreError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_by_a_bounded_kind() {
+        assert_eq!(kind_of(bayeux::SESSION_UNKNOWN), "402:session_unknown");
+        assert_eq!(kind_of(bayeux::TOO_MANY_CHANNELS), "403:create_denied");
+        let replay = bayeux::replay_refused("/chat/a", "replay_limit_exceeded");
+        assert_eq!(kind_of(&replay), "400:replay_limit_exceeded");
+        assert_eq!(
+            kind_of(&bayeux::replay_id_invalid("7")),
+            "400:replay_id_invalid"
+        );
+        assert_eq!(kind_of("nonsense: With Words"), "000:other");
+    }
+}

@@ -164,8 +164,10 @@ class LongPollingServiceContext:
 
     def stats(self) -> dict[str, int]:
         """Counters: sessions (alive now), sessions_created and sessions_removed (since the
-        start), channels, published, delivered, dropped (queue overflow), held; what the
-        history keeps: history_channels, history_messages and history_oldest_id (0: none)."""
+        start; of those removed, sessions_disconnected, sessions_expired and
+        sessions_ended_by_server), channels, published, delivered, dropped (queue overflow),
+        held; what the history keeps: history_channels, history_messages and
+        history_oldest_id (0: none)."""
         stats = self.engine.stats()
         stats["held"] = len(self.parking) + sum(socket.held for socket in self._sockets)
         return stats

@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .cluster.keys import ERRORS
+
 if TYPE_CHECKING:
     from .context import LongPollingServiceContext
 
@@ -30,6 +32,19 @@ _METRICS = [
     ("channels", "bayeux_node_num_channels", "Channels and patterns with subscribers.", False),
     ("sessions_created", "bayeux_node_sessions_created", "Sessions made (handshakes).", True),
     ("sessions_removed", "bayeux_node_sessions_removed", "Sessions ended, for any reason.", True),
+    (
+        "sessions_disconnected",
+        "bayeux_node_sessions_disconnected",
+        "Sessions ended by their client's /meta/disconnect.",
+        True,
+    ),
+    ("sessions_expired", "bayeux_node_sessions_expired", "Sessions ended by expiry.", True),
+    (
+        "sessions_ended_by_server",
+        "bayeux_node_sessions_ended_by_server",
+        "Sessions ended by the application.",
+        True,
+    ),
     ("published", "bayeux_node_messages_published", "Messages published.", True),
     ("delivered", "bayeux_node_messages_delivered", "Copies queued for sessions.", True),
     ("dropped", "bayeux_node_messages_dropped", "Copies dropped from full queues.", True),
@@ -63,6 +78,17 @@ class _Snapshot(Collector):
                 if key in stats:
                     family.add_metric([node] if node is not None else [], stats[key])
             yield family
+        errors = CounterMetricFamily(
+            "bayeux_node_reply_errors",
+            "Unsuccessful replies, by Bayeux error code and name.",
+            labels=[*labels, "code", "error"],
+        )
+        for node, stats in self._nodes.items():
+            for key, count in stats.items():
+                if key.startswith(ERRORS):
+                    code, _, error = key.removeprefix(ERRORS).partition(":")
+                    errors.add_metric([*([node] if node is not None else []), code, error], count)
+        yield errors
 
 
 async def exposition(context: LongPollingServiceContext, accept: str = "") -> tuple[bytes, str]:
@@ -70,7 +96,10 @@ async def exposition(context: LongPollingServiceContext, accept: str = "") -> tu
     format, or OpenMetrics when ``accept`` (the scrape's Accept header) asks for it."""
     if context.cluster is None:
         stats = context.stats()
-        nodes: dict[str | None, dict[str, int]] = {None: stats}
+        errors = context.engine.error_counts()
+        nodes: dict[str | None, dict[str, int]] = {
+            None: {**stats, **{ERRORS + kind: n for kind, n in errors.items()}}
+        }
         history = stats
     else:
         reported, history = await context.cluster.node_stats()

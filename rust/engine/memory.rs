@@ -16,11 +16,13 @@ use crate::ack::AckState;
 use crate::channel::{self, ChannelKind};
 use crate::client_id::Id;
 use crate::config::Config;
+use crate::errors::kind_of;
 use crate::history::{History, ReplayFrom, ReplayRefused};
 use crate::json::Body;
 use crate::message::Shared;
 use crate::shrink::ShrinkIfSparse;
 use crate::subscriptions::{SessionKey, SubscriptionIndex};
+use rustc_hash::FxHashMap;
 use rustc_hash::FxHashSet;
 
 /// A sweep looks at this many slots at most per call...
@@ -45,6 +47,10 @@ pub struct MemoryEngine {
     /// Tracked for a cluster node only (see `marks.rs`).
     marks: Option<Marks>,
     history: History,
+    /// Sessions removed, by reason (disconnected, expired, by the application).
+    removed_by: [u64; 3],
+    /// Unsuccessful replies by kind: a bounded set of static names (see `errors::kind_of`).
+    errors: FxHashMap<String, u64>,
 }
 
 impl MemoryEngine {
@@ -59,6 +65,13 @@ impl MemoryEngine {
     /// What channels keep a history, and, on a cluster's node, what replays read.
     pub fn history_mut(&mut self) -> &mut History {
         &mut self.history
+    }
+
+    /// Unsuccessful replies so far, by kind (see `errors::kind_of`).
+    pub fn error_counts(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.errors
+            .iter()
+            .map(|(kind, count)| (kind.as_str(), *count))
     }
 
     /// The client ids of every session here.
@@ -80,6 +93,8 @@ impl MemoryEngine {
             delivered: 0,
             dropped: 0,
             marks: None,
+            removed_by: [0; 3],
+            errors: FxHashMap::default(),
             history: History::new(
                 config.history.clone(),
                 config.max_history_channels,
@@ -213,6 +228,12 @@ impl Engine for MemoryEngine {
         }
         if reason != RemoveReason::Moved {
             self.sessions_removed += 1;
+            let by = match reason {
+                RemoveReason::Disconnected => 0,
+                RemoveReason::Expired => 1,
+                _ => 2,
+            };
+            self.removed_by[by] += 1;
             effects
                 .events
                 .push(Event::SessionRemoved(session.client_id, reason));
@@ -267,6 +288,9 @@ impl Engine for MemoryEngine {
             sessions: self.sessions.len(),
             sessions_created: self.sessions_created,
             sessions_removed: self.sessions_removed,
+            sessions_disconnected: self.removed_by[0],
+            sessions_expired: self.removed_by[1],
+            sessions_ended_by_server: self.removed_by[2],
             channels: self.index.channel_count(),
             published: self.published,
             delivered: self.delivered,
@@ -275,6 +299,10 @@ impl Engine for MemoryEngine {
             history_messages: self.history.stats().1,
             history_oldest_id: self.history.oldest(),
         }
+    }
+
+    fn count_error(&mut self, error: &str) {
+        *self.errors.entry(kind_of(error)).or_insert(0) += 1;
     }
 
     fn subscribe_limit(&self, key: SessionKey, names: &[&str]) -> Option<SubscribeLimit> {

@@ -75,6 +75,8 @@ pub trait Engine {
     /// The session's queue length, dropped count and subscriptions (sorted).
     fn session_info(&self, key: Self::Key) -> SessionInfo;
     fn stats(&self) -> Stats;
+    /// Counts an unsuccessful reply by its kind (see `errors::kind_of`).
+    fn count_error(&mut self, error: &str);
 
     // Subscriptions and messages.
 
@@ -288,6 +290,10 @@ pub struct Stats {
     /// receivers kept.
     pub sessions_created: u64,
     pub sessions_removed: u64,
+    /// Of those removed: by a disconnect, by expiry, by the application.
+    pub sessions_disconnected: u64,
+    pub sessions_expired: u64,
+    pub sessions_ended_by_server: u64,
     pub channels: usize,
     pub published: u64,
     pub delivered: u64,

@@ -320,6 +320,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         subscription: Option<&RawValue>,
         error: &str,
     ) {
+        self.engine.count_error(error);
         if error == bayeux::SESSION_UNKNOWN {
             return replies::unknown_session(&mut self.out, channel, id, subscription);
         }
@@ -343,6 +344,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
     /// Appends an unsuccessful reply to a message whose channel may not be known.
     fn fail(&mut self, channel: Option<&str>, id: Option<&RawValue>, error: &str) {
         let Some(channel) = channel else {
+            self.engine.count_error(error);
             let mut reply = self.out.object();
             reply.bool("successful", false).string("error", error);
             if let Some(id) = id {

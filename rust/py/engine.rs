@@ -621,6 +621,9 @@ impl PyEngine {
         dict.set_item("sessions", stats.sessions)?;
         dict.set_item("sessions_created", stats.sessions_created)?;
         dict.set_item("sessions_removed", stats.sessions_removed)?;
+        dict.set_item("sessions_disconnected", stats.sessions_disconnected)?;
+        dict.set_item("sessions_expired", stats.sessions_expired)?;
+        dict.set_item("sessions_ended_by_server", stats.sessions_ended_by_server)?;
         dict.set_item("channels", stats.channels)?;
         dict.set_item("published", stats.published)?;
         dict.set_item("delivered", stats.delivered)?;
@@ -628,6 +631,15 @@ impl PyEngine {
         dict.set_item("history_channels", stats.history_channels)?;
         dict.set_item("history_messages", stats.history_messages)?;
         dict.set_item("history_oldest_id", stats.history_oldest_id)?;
+        Ok(dict)
+    }
+
+    /// Unsuccessful replies so far, by kind: `{"402:session_unknown": n, ...}`.
+    fn error_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (kind, count) in self.engine().error_counts() {
+            dict.set_item(kind, count)?;
+        }
         Ok(dict)
     }
 

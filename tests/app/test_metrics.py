@@ -48,6 +48,14 @@ async def test_an_application_serves_what_the_core_counts() -> None:
             await post(http, f"{base}/cometd", {**subscribe, "subscription": "/chat/a"})
             publish = {"channel": "/chat/a", "clientId": client_id, "data": {"n": 1}}
             await post(http, f"{base}/cometd", publish)
+            # Refusals, counted by kind whatever channel or id they name.
+            for channel in ("/chat/b", "/chat/c"):
+                unknown = {"channel": "/meta/subscribe", "clientId": "0" * 40}
+                await post(http, f"{base}/cometd", {**unknown, "subscription": channel})
+                asking = {**subscribe, "subscription": channel, "ext": {"replay": {channel: 9}}}
+                await post(http, f"{base}/cometd", asking)
+            gone = await handshake(http, f"{base}/cometd")
+            await post(http, f"{base}/cometd", {"channel": "/meta/disconnect", "clientId": gone})
             samples = await scrape(http, f"{base}/metrics")
             accept = {"accept": "application/openmetrics-text; version=1.0.0"}
             open_metrics = await http.get(f"{base}/metrics", headers=accept)
@@ -57,7 +65,15 @@ async def test_an_application_serves_what_the_core_counts() -> None:
     assert open_metrics.text.endswith("# EOF\n")
     assert samples[("bayeux_node_num_sessions", ())] == 1
     assert samples[("bayeux_node_num_channels", ())] == 1
-    assert samples[("bayeux_node_sessions_created_total", ())] == 1
+    assert samples[("bayeux_node_sessions_created_total", ())] == 2
+    assert samples[("bayeux_node_sessions_disconnected_total", ())] == 1
+    assert samples[("bayeux_node_sessions_expired_total", ())] == 0
+    errors = {
+        dict(labels)["error"]: (dict(labels)["code"], value)
+        for (name, labels), value in samples.items()
+        if name == "bayeux_node_reply_errors_total"
+    }
+    assert errors == {"session_unknown": ("402", 2), "replay_id_invalid": ("400", 2)}
     assert samples[("bayeux_node_messages_published_total", ())] == 1
     assert samples[("bayeux_node_messages_delivered_total", ())] == 1
     assert samples[("bayeux_node_messages_dropped_total", ())] == 0

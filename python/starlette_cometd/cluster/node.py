@@ -34,6 +34,7 @@ from .keys import (
     ATTRIBUTES,
     CLAIM,
     CONNECTED,
+    ERRORS,
     FENCE,
     NODES_ALIVE,
     POP_EXPIRED,
@@ -1655,17 +1656,18 @@ class RedisNode:
         total: dict[str, int] = {}
         for stats in nodes.values():
             for key, value in stats.items():
-                total[key] = total.get(key, 0) + value
+                if not key.startswith(ERRORS):
+                    total[key] = total.get(key, 0) + value
         total["processes"] = len(nodes)
         total.update(history)
         return total
 
     async def node_stats(self) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
         """Each live node's counters (this node's as they are now, the others' as they last
-        reported them, at most ``STATS_EVERY`` seconds ago), by node, and the history's
-        figures (read from Redis; none without a history). Raises ``EngineUnavailable``."""
-        assert self._context is not None
-        mine = dict(self._context.stats())
+        reported them, at most ``STATS_EVERY`` seconds ago), by node, with its unsuccessful
+        replies by kind under ``ERRORS``-prefixed keys, and the history's figures (read from
+        Redis; none without a history). Raises ``EngineUnavailable``."""
+        mine = self._counters()
         try:
             nodes: Any = await self._nodes_alive(keys=[self.keys.nodes()])
             others = [node for node in (n.decode() for n in nodes) if node != self.id]
@@ -1685,9 +1687,16 @@ class RedisNode:
             found[node] = {
                 key: int(value)
                 for name, value in fields.items()
-                if (key := name.decode(errors="replace")) in mine and value.isdigit()
+                if ((key := name.decode(errors="replace")) in mine or key.startswith(ERRORS))
+                and value.isdigit()
             }
         return found, history
+
+    def _counters(self) -> dict[str, int]:
+        """This node's counters as ``node_stats`` gives them."""
+        assert self._context is not None
+        errors = self.engine.error_counts()
+        return {**self._context.stats(), **{ERRORS + kind: n for kind, n in errors.items()}}
 
     async def _report_stats(self) -> None:
         """Reports this node's counters every ``STATS_EVERY`` seconds, for ``cluster_stats``
@@ -1698,7 +1707,7 @@ class RedisNode:
             key = self.keys.node_stats(self.id)
             try:
                 async with self._pipeline() as pipe:
-                    pipe.hset(key, mapping=self._context.stats())
+                    pipe.hset(key, mapping=self._counters())
                     pipe.pexpire(key, lives_ms)
                     await self._alive(
                         keys=[self.keys.nodes()], args=[self.id, lives_ms], client=pipe

@@ -21,6 +21,7 @@ from .builder import LongPollingServiceContextBuilder
 from .cluster.keys import MAX_PARTITIONS
 from .context import LongPollingServiceContext
 from .health import health_route
+from .logs import log_config
 from .router import CometdApp, CometdRoute, RouterBuilder
 from .transports.native_http import native_http_protocol
 
@@ -173,6 +174,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
     )
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text, or as one JSON object each (time, level, logger, message)",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="also serve a browser chat demo at / (it loads the CometD JavaScript library "
@@ -315,6 +322,7 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=log_config(args.log_level, args.log_format),
         access_log=False,
         proxy_headers=False,
         http=native_http_protocol(cometd, args.path),

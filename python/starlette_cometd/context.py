@@ -46,6 +46,7 @@ from .hooks import (
     Service,
     extension_passes,
 )
+from .logs import log_session_events, sessions_log
 from .transports.held_connects import Parking, Wakeup
 from .transports.message_json import TrackedMessage
 
@@ -536,6 +537,8 @@ class LongPollingServiceContext:
         events = outcome.events
         if not events:
             return
+        if sessions_log.isEnabledFor(logging.INFO):
+            log_session_events(events)
         if self._hub.listening:
             for event in _events(events, headers or Headers(), data, self._server_sessions):
                 self._hub.publish(event)

@@ -166,11 +166,13 @@ class LongPollingServiceContext:
     def stats(self) -> dict[str, int]:
         """Counters: sessions (alive now), sessions_created and sessions_removed (since the
         start; of those removed, sessions_disconnected, sessions_expired and
-        sessions_ended_by_server), channels, published, delivered, dropped (queue overflow),
-        held; what the history keeps: history_channels, history_messages and
-        history_oldest_id (0: none)."""
+        sessions_ended_by_server), sessions_websocket (bound to a WebSocket now),
+        subscriptions, channels, published, delivered, dropped (queue overflow), held,
+        events_missed (by the application's event receivers); what the history keeps:
+        history_channels, history_messages and history_oldest_id (0: none)."""
         stats = self.engine.stats()
         stats["held"] = len(self.parking) + sum(socket.held for socket in self._sockets)
+        stats["events_missed"] = self._hub.missed
         return stats
 
     async def history(self, channel: str, after: int = -2) -> list[dict[str, Any]]:

@@ -219,6 +219,8 @@ class EventHub:
         self._capacity = capacity
         self._receivers: weakref.WeakSet[CometdEventReceiver] = weakref.WeakSet()
         self.closed = False
+        #: Events every receiver missed so far, added up (see ``CometdEventReceiver``).
+        self.missed = 0
 
     def receiver(self) -> CometdEventReceiver:
         receiver = CometdEventReceiver(self._capacity)
@@ -234,7 +236,9 @@ class EventHub:
 
     def publish(self, event: Event) -> None:
         for receiver in list(self._receivers):
+            missed = receiver.missed
             receiver._push(event)
+            self.missed += receiver.missed - missed
 
     def close(self) -> None:
         self.closed = True

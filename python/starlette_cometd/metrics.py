@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 # (counter in stats(), metric name, help, whether it only grows)
 _METRICS = [
     ("sessions", "bayeux_node_num_sessions", "Sessions alive now.", False),
+    (
+        "sessions_websocket",
+        "bayeux_node_num_sessions_websocket",
+        "Of those, on a WebSocket.",
+        False,
+    ),
+    ("subscriptions", "bayeux_node_num_subscriptions", "Subscriptions, patterns too.", False),
     ("held", "bayeux_node_num_held_connects", "/meta/connect requests held now.", False),
     ("channels", "bayeux_node_num_channels", "Channels and patterns with subscribers.", False),
     ("sessions_created", "bayeux_node_sessions_created", "Sessions made (handshakes).", True),
@@ -48,6 +55,10 @@ _METRICS = [
     ("published", "bayeux_node_messages_published", "Messages published.", True),
     ("delivered", "bayeux_node_messages_delivered", "Copies queued for sessions.", True),
     ("dropped", "bayeux_node_messages_dropped", "Copies dropped from full queues.", True),
+    ("events_missed", "bayeux_node_events_missed", "Events receivers missed.", True),
+    ("redis_round_trips", "bayeux_redis_round_trips", "Round trips of batched writes.", True),
+    ("redis_errors", "bayeux_redis_errors", "Redis failures met.", True),
+    ("redis_recoveries", "bayeux_redis_recoveries", "Redis found back after one.", True),
 ]
 # The history's, the whole server's (in a cluster, kept in Redis, not by any one process).
 _HISTORY = [

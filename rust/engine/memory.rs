@@ -284,7 +284,15 @@ impl Engine for MemoryEngine {
     }
 
     fn stats(&self) -> Stats {
+        // One pass over the sessions: stats are read every few seconds, not per request.
+        let (mut websocket, mut subscriptions) = (0, 0);
+        for (_, session) in self.sessions.iter() {
+            websocket += usize::from(session.socket.is_some());
+            subscriptions += session.subscriptions.len();
+        }
         Stats {
+            sessions_websocket: websocket,
+            subscriptions,
             sessions: self.sessions.len(),
             sessions_created: self.sessions_created,
             sessions_removed: self.sessions_removed,

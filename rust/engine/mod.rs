@@ -294,6 +294,10 @@ pub struct Stats {
     pub sessions_disconnected: u64,
     pub sessions_expired: u64,
     pub sessions_ended_by_server: u64,
+    /// Sessions bound to a WebSocket now (the others poll over HTTP).
+    pub sessions_websocket: usize,
+    /// Subscriptions of every session, patterns included.
+    pub subscriptions: usize,
     pub channels: usize,
     pub published: u64,
     pub delivered: u64,

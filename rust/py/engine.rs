@@ -624,6 +624,8 @@ impl PyEngine {
         dict.set_item("sessions_disconnected", stats.sessions_disconnected)?;
         dict.set_item("sessions_expired", stats.sessions_expired)?;
         dict.set_item("sessions_ended_by_server", stats.sessions_ended_by_server)?;
+        dict.set_item("sessions_websocket", stats.sessions_websocket)?;
+        dict.set_item("subscriptions", stats.subscriptions)?;
         dict.set_item("channels", stats.channels)?;
         dict.set_item("published", stats.published)?;
         dict.set_item("delivered", stats.delivered)?;

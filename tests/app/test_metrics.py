@@ -33,7 +33,9 @@ async def scrape(http: httpx.AsyncClient, url: str) -> Samples:
 
 
 async def test_an_application_serves_what_the_core_counts() -> None:
-    context = LongPollingServiceContextBuilder().history("/chat/**").build()
+    builder = LongPollingServiceContextBuilder().history("/chat/**")
+    context = builder.events_channel_capacity(1).build()
+    receiver = context.rx()  # never read: it misses what passes its capacity
     app = Starlette(
         routes=[metrics_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
         lifespan=context.lifespan,
@@ -45,7 +47,8 @@ async def test_an_application_serves_what_the_core_counts() -> None:
         async with httpx.AsyncClient(timeout=10) as http:
             client_id = await handshake(http, f"{base}/cometd")
             subscribe = {"channel": "/meta/subscribe", "clientId": client_id}
-            await post(http, f"{base}/cometd", {**subscribe, "subscription": "/chat/a"})
+            for channel in ("/chat/a", "/news"):
+                await post(http, f"{base}/cometd", {**subscribe, "subscription": channel})
             publish = {"channel": "/chat/a", "clientId": client_id, "data": {"n": 1}}
             await post(http, f"{base}/cometd", publish)
             # Refusals, counted by kind whatever channel or id they name.
@@ -64,8 +67,11 @@ async def test_an_application_serves_what_the_core_counts() -> None:
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.endswith("# EOF\n")
     assert samples[("bayeux_node_num_sessions", ())] == 1
-    assert samples[("bayeux_node_num_channels", ())] == 1
+    assert samples[("bayeux_node_num_sessions_websocket", ())] == 0
+    assert samples[("bayeux_node_num_subscriptions", ())] == 2
+    assert samples[("bayeux_node_num_channels", ())] == 2
     assert samples[("bayeux_node_sessions_created_total", ())] == 2
+    assert samples[("bayeux_node_events_missed_total", ())] == receiver.missed > 0
     assert samples[("bayeux_node_sessions_disconnected_total", ())] == 1
     assert samples[("bayeux_node_sessions_expired_total", ())] == 0
     errors = {
@@ -112,6 +118,8 @@ async def test_any_process_of_a_cluster_tells_of_every_one(redis_url: str) -> No
                 await asyncio.sleep(0.2)
         assert len(sessions) == 2 and all(v == 1 for v in sessions.values()), sessions
         assert all(dict(labels).keys() == {"node"} for labels in sessions)
+        trips = [v for (name, _), v in samples.items() if name == "bayeux_redis_round_trips_total"]
+        assert len(trips) == 2 and all(v > 0 for v in trips), "the handshakes were written"
 
 
 @pytest.mark.parametrize(

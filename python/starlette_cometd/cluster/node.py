@@ -125,6 +125,9 @@ class RedisNode:
         # data meanwhile (once, under the lock, whichever request or reader comes first).
         self._suspect = False
         self._resuming = asyncio.Lock()
+        # Failures met and recoveries from them, for the metrics.
+        self._redis_errors = 0
+        self._redis_recoveries = 0
         # Cursors of the ack extension's sessions to record at the end of this loop turn, and
         # the writes under way.
         self._records: list[_Record] = []
@@ -314,7 +317,7 @@ class RedisNode:
         try:
             await self._resume()
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
 
     def _listen(self) -> None:
@@ -351,7 +354,7 @@ class RedisNode:
                 acked = acknowledged.get(client_id)
                 await self._adopt(client_id, address, browser, trusted, acked)
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
 
     async def borrow(self, client_ids: Iterable[str], address: str | None) -> dict[str, str]:
@@ -379,7 +382,7 @@ class RedisNode:
         except _RESPONSE_ERRORS as error:
             self._report("a borrowed session", f"a session record Redis refused ({error})")
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
         return borrowed
 
@@ -436,7 +439,7 @@ class RedisNode:
         try:
             return await self._counts.count(new, address)
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
 
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
@@ -526,7 +529,7 @@ class RedisNode:
             for node, note in told:
                 await self._tell(node, note)
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
         return moved
 
@@ -645,7 +648,7 @@ class RedisNode:
             await self._rewrite(client_id, error)
             return True
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             log.warning("could not record the delivery of %s: %s", client_id, error)
             return None
 
@@ -727,7 +730,7 @@ class RedisNode:
                     await self._queue_publish(pipe, channel, message, excluded)
                 await pipe.execute()
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
 
     async def replay_feed(
@@ -765,7 +768,7 @@ class RedisNode:
                     more = await self._read_kept(channel, since)
                     reads[(channel, after)] = None if more is None else joined(read, more)
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
         feed: list[tuple[str, int, list[bytes] | None, bool]] = [
             (channel, after, None, True) for channel, after in unread
@@ -774,7 +777,7 @@ class RedisNode:
         for (channel, after), found in reads.items():
             partition = self.keys.partition(channel)
             if found is not None and found.epoch != self._epochs[partition]:
-                self._suspect = True  # the next request finds out what was lost
+                self._failed()  # the next request finds out what was lost
                 raise EngineUnavailable("the cluster's Redis lost its data: this node catches up")
             rule = self.engine.history_rule(channel)
             chosen = None
@@ -836,7 +839,7 @@ class RedisNode:
             await self._resume()
             read = await kept.read(channel, None if after == -2 else after)
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
         chosen = replayable(read, None if after == -2 else after, rule[1])
         return None if chosen is None else [read.entries[i][1] for i in chosen]
@@ -854,7 +857,7 @@ class RedisNode:
                 await self._queue_publish(pipe, channel, message, None, client_id)
                 await pipe.execute()
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
 
     def forgotten(self, client_id: str) -> None:
@@ -1330,7 +1333,7 @@ class RedisNode:
     async def _check_later(self) -> None:
         """After a log read failed: Redis may have lost its data meanwhile; checked after a
         pause (a failure again is met by the next read)."""
-        self._suspect = True
+        self._failed()
         await asyncio.sleep(RETRY_DELAY)
         try:
             await self._resume()
@@ -1375,6 +1378,11 @@ class RedisNode:
         except (ValueError, TypeError, KeyError) as error:
             self._report(f"partition {partition}", f"a subscription change refused ({error})")
 
+    def _failed(self) -> None:
+        """Redis failed (or may have lost its data): checked again before this node acts."""
+        self._suspect = True
+        self._redis_errors += 1
+
     async def _resume(self) -> None:
         """After Redis failed, before this node acts again: if Redis lost its data meanwhile
         (restarted empty), every session here is gone with it, and their clients must
@@ -1386,6 +1394,7 @@ class RedisNode:
                 return  # another request or reader checked meanwhile
             heads = await self._read_heads()
             self._suspect = False
+            self._redis_recoveries += 1
             if [epoch for epoch, _ in heads] != self._epochs:
                 # The logs lost start again: read them from their new start. Those kept (on a
                 # Redis Cluster, those of the shards that kept their data) go on.
@@ -1492,7 +1501,7 @@ class RedisNode:
             self._listen()
 
     def _gate_failed(self, error: BaseException) -> None:
-        self._suspect = True
+        self._failed()
         log.warning("could not record where this node's sessions stand: %s", error)
 
     def _gate_refused(self, client_id: str, error: BaseException) -> None:
@@ -1617,7 +1626,7 @@ class RedisNode:
                 if result and owner and owner != self.id:
                     await self._tell(owner, f"attributes:{client_id}")
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
 
     async def session_record(self, client_id: str) -> dict[str, Any] | None:
@@ -1630,7 +1639,7 @@ class RedisNode:
             self._report(f"session {client_id}", f"a session record Redis refused ({error})")
             return None
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
         record = self._parse_record(client_id, fields) if fields else None
         if record is None:
@@ -1678,7 +1687,7 @@ class RedisNode:
             # The history is the cluster's, not the processes': read where it is kept.
             history = await self._kept.figures(self.redis) if self._kept is not None else {}
         except _REDIS_ERRORS as error:
-            self._suspect = True
+            self._failed()
             raise EngineUnavailable(str(error)) from error
         found = {self.id: mine}
         for node, fields in zip(others, reported, strict=True):
@@ -1696,7 +1705,13 @@ class RedisNode:
         """This node's counters as ``node_stats`` gives them."""
         assert self._context is not None
         errors = self.engine.error_counts()
-        return {**self._context.stats(), **{ERRORS + kind: n for kind, n in errors.items()}}
+        redis = {
+            "redis_round_trips": self._turns.round_trips if self._turns is not None else 0,
+            "redis_errors": self._redis_errors,
+            "redis_recoveries": self._redis_recoveries,
+        }
+        errors_by_kind = {ERRORS + kind: n for kind, n in errors.items()}
+        return {**self._context.stats(), **redis, **errors_by_kind}
 
     async def _report_stats(self) -> None:
         """Reports this node's counters every ``STATS_EVERY`` seconds, for ``cluster_stats``

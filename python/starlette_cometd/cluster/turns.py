@@ -69,6 +69,8 @@ class Turns:
         self._queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
         self._sending = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Round trips made (one per loop turn with writes), for the metrics.
+        self.round_trips = 0
 
     def pipeline(self) -> Batch:
         return Batch(self)
@@ -93,6 +95,7 @@ class Turns:
     async def _round_trip(
         self, queued: list[tuple[list[Command], asyncio.Future[list[Any]]]]
     ) -> None:
+        self.round_trips += 1
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for commands, _ in queued:

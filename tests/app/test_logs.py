@@ -17,7 +17,8 @@ async def run_and_read_log(*options: str) -> list[str]:
     """Starts the CLI with ``options``, makes one session, publishes, disconnects it, stops
     the server and returns what it logged."""
     port = free_port()
-    process = await start_cli(port, *options, stderr=asyncio.subprocess.PIPE)
+    pipe = asyncio.subprocess.PIPE
+    process = await start_cli(port, *options, stdout=pipe, stderr=pipe)
     url = f"http://127.0.0.1:{port}/cometd"
     try:
         await wait_listening(url, process)
@@ -28,8 +29,10 @@ async def run_and_read_log(*options: str) -> list[str]:
             await post(http, url, {"channel": "/meta/disconnect", "clientId": client_id})
     finally:
         await stop_cli(process)
-    assert process.stderr is not None
-    return (await process.stderr.read()).decode().splitlines()
+    assert process.stdout is not None and process.stderr is not None
+    # uvicorn writes its access log to standard output, and the rest to standard error.
+    out, err = await process.stdout.read(), await process.stderr.read()
+    return (err + out).decode().splitlines()
 
 
 async def test_each_session_made_and_ended_is_one_line() -> None:
@@ -50,3 +53,13 @@ async def test_json_lines_for_a_log_collector() -> None:
         "ended (disconnected)",
     ]
     assert all(r["level"] == "info" and r["time"].endswith("Z") for r in sessions)
+
+
+async def test_the_access_log_is_one_line_per_request_when_asked() -> None:
+    quiet = await run_and_read_log("--log-level", "info")
+    assert not [line for line in quiet if "POST /cometd" in line], "off by default"
+    lines = await run_and_read_log("--log-level", "info", "--access-log")
+    served = [line for line in lines if '"POST /cometd HTTP/1.1" 200' in line]
+    # The handshake, three publishes and the disconnect (the readiness probe's too).
+    assert len(served) >= 5, lines
+    assert served[-1].split(" - ")[0].endswith("127.0.0.1"), served[-1]

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from ..router import CometdApp
 
 log = logging.getLogger("starlette_cometd")
+# uvicorn's access log, which the native path writes to as uvicorn does (when it is on).
+access_log = logging.getLogger("uvicorn.access")
 
 _CRLF = b"\r\n"
 _STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
@@ -425,6 +427,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         parts += [_CRLF, body]
         transport.write(b"".join(parts))
         self._server_state.total_requests += 1
+        if self._config.access_log and access_log.isEnabledFor(logging.INFO):
+            # uvicorn's access formatter reads these five arguments.
+            path = self._url.decode("latin-1")
+            access_log.info('%s - "%s %s HTTP/%s" %d', self._address, "POST", path, "1.1", status)
         if not keep_alive:
             self._close_after_reply()
 

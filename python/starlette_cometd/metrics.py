@@ -10,17 +10,23 @@ are never per channel or per client, so the series stay few."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .cluster.keys import ERRORS
+from .counters import DURATIONS, ERRORS, flat_counters
 
 if TYPE_CHECKING:
     from .context import LongPollingServiceContext
@@ -60,6 +66,11 @@ _METRICS = [
     ("redis_errors", "bayeux_redis_errors", "Redis failures met.", True),
     ("redis_recoveries", "bayeux_redis_recoveries", "Redis found back after one.", True),
 ]
+# The core's histograms (see rust/engine/durations.rs): (name in the core, metric, help).
+_HISTOGRAMS = [
+    ("batches", "bayeux_node_batch_duration_seconds", "How long the core took per batch."),
+    ("fan_outs", "bayeux_node_broadcast_duration_seconds", "How long each fan-out took."),
+]
 # The history's, the whole server's (in a cluster, kept in Redis, not by any one process).
 _HISTORY = [
     ("history_channels", "bayeux_history_num_channels", "Channels keeping a history."),
@@ -71,9 +82,15 @@ class _Snapshot(Collector):
     """The counters of one scrape, per node (``None`` for a process alone), and the
     history's."""
 
-    def __init__(self, nodes: dict[str | None, dict[str, int]], history: dict[str, int]) -> None:
+    def __init__(
+        self,
+        nodes: dict[str | None, dict[str, int]],
+        history: dict[str, int],
+        bounds: list[float],
+    ) -> None:
         self._nodes = nodes
         self._history = history
+        self._bounds = bounds
 
     def collect(self) -> Iterator[Metric]:
         for key, name, text in _HISTORY:
@@ -100,6 +117,22 @@ class _Snapshot(Collector):
                     code, _, error = key.removeprefix(ERRORS).partition(":")
                     errors.add_metric([*([node] if node is not None else []), code, error], count)
         yield errors
+        yield from self._histograms(labels)
+
+    def _histograms(self, labels: list[str]) -> Iterator[Metric]:
+        for key, name, text in _HISTOGRAMS:
+            family = HistogramMetricFamily(name, text, labels=labels)
+            for node, stats in self._nodes.items():
+                # Per bucket, one past the last bound too; Prometheus counts them cumulated.
+                counts = [
+                    stats.get(f"{DURATIONS}{key}:{i}", 0) for i in range(len(self._bounds) + 1)
+                ]
+                cumulative = itertools.accumulate(counts)
+                bounds = [f"{bound:g}" for bound in self._bounds] + ["+Inf"]
+                buckets = list(zip(bounds, cumulative, strict=True))
+                total = stats.get(f"{DURATIONS}{key}:sum_us", 0) / 1e6
+                family.add_metric([node] if node is not None else [], buckets, total)
+            yield family
 
 
 async def exposition(context: LongPollingServiceContext, accept: str = "") -> tuple[bytes, str]:
@@ -107,16 +140,14 @@ async def exposition(context: LongPollingServiceContext, accept: str = "") -> tu
     format, or OpenMetrics when ``accept`` (the scrape's Accept header) asks for it."""
     if context.cluster is None:
         stats = context.stats()
-        errors = context.engine.error_counts()
-        nodes: dict[str | None, dict[str, int]] = {
-            None: {**stats, **{ERRORS + kind: n for kind, n in errors.items()}}
-        }
+        nodes: dict[str | None, dict[str, int]] = {None: {**stats, **flat_counters(context.engine)}}
         history = stats
     else:
         reported, history = await context.cluster.node_stats()
         nodes = {node: stats for node, stats in reported.items()}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(nodes, history))
+    [(_, bounds, _, _), *_] = context.engine.durations()  # the same on every node
+    registry.register(_Snapshot(nodes, history, bounds))
     encode, content_type = choose_encoder(accept)
     return encode(registry), content_type
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::durations::Durations;
 use super::holds::{HoldEnd, Holds};
 use super::marks::Marks;
 use super::quotas::{Address, Exceeded, Quotas};
@@ -51,6 +52,9 @@ pub struct MemoryEngine {
     removed_by: [u64; 3],
     /// Unsuccessful replies by kind: a bounded set of static names (see `errors::kind_of`).
     errors: FxHashMap<String, u64>,
+    /// How long batches and fan-outs took (see durations.rs).
+    pub batches: Durations,
+    pub fan_outs: Durations,
 }
 
 impl MemoryEngine {
@@ -95,6 +99,8 @@ impl MemoryEngine {
             marks: None,
             removed_by: [0; 3],
             errors: FxHashMap::default(),
+            batches: Durations::default(),
+            fan_outs: Durations::default(),
             history: History::new(
                 config.history.clone(),
                 config.max_history_channels,
@@ -382,6 +388,7 @@ impl Engine for MemoryEngine {
         effects: &mut Effects,
     ) -> usize {
         debug_assert_eq!(channel::classify(channel), Some(ChannelKind::Broadcast));
+        let started = Instant::now();
         self.publish_seq += 1;
         self.published += 1;
         let seq = self.publish_seq;
@@ -401,6 +408,7 @@ impl Engine for MemoryEngine {
         for &key in &targets {
             self.deliver(key, Arc::clone(&message), effects);
         }
+        self.fan_outs.record(started.elapsed());
         targets.len()
     }
 

@@ -3,6 +3,7 @@
 //! handle a lookup returned, so another engine (Redis: several processes sharing sessions) can
 //! stand behind it without touching the protocol. `MemoryEngine` is the embedded default.
 
+pub mod durations;
 mod holds;
 mod marks;
 mod memory;

@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::channel::{self, ChannelKind, TooBig};
 use crate::client_id::Id;
 use crate::config::Config;
+use crate::engine::durations::BOUNDS_US;
 use crate::engine::{address_key, Effects, Engine, MemoryEngine, RemoveReason, SocketId};
 use crate::errors::{bayeux, CoreError};
 use crate::history::{ReplayFrom, ReplayRefused};
@@ -128,7 +129,11 @@ impl PyEngine {
             multiplexed,
             alone,
         };
-        let result = protocol::process(&mut *self.engine(), body, info, Instant::now());
+        let mut engine = self.engine();
+        let started = Instant::now();
+        let result = protocol::process(&mut *engine, body, info, started);
+        engine.batches.record(started.elapsed());
+        drop(engine);
         outcome(
             py,
             result.status,
@@ -634,6 +639,19 @@ impl PyEngine {
         dict.set_item("history_messages", stats.history_messages)?;
         dict.set_item("history_oldest_id", stats.history_oldest_id)?;
         Ok(dict)
+    }
+
+    /// How long the core took, as histograms: `{"batches": ..., "fan_outs": ...}`, each
+    /// `(bucket bounds in seconds, count per bucket with one more past the last bound, sum in
+    /// seconds)`.
+    #[allow(clippy::type_complexity)]
+    fn durations(&self) -> Vec<(&'static str, Vec<f64>, Vec<u64>, f64)> {
+        let engine = self.engine();
+        let bounds: Vec<f64> = BOUNDS_US.iter().map(|&us| us as f64 / 1e6).collect();
+        [("batches", engine.batches), ("fan_outs", engine.fan_outs)]
+            .into_iter()
+            .map(|(name, d)| (name, bounds.clone(), d.counts.to_vec(), d.sum.as_secs_f64()))
+            .collect()
     }
 
     /// Unsuccessful replies so far, by kind: `{"402:session_unknown": n, ...}`.

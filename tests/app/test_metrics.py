@@ -80,6 +80,12 @@ async def test_an_application_serves_what_the_core_counts() -> None:
         if name == "bayeux_node_reply_errors_total"
     }
     assert errors == {"session_unknown": ("402", 2), "replay_id_invalid": ("400", 2)}
+    # Every batch the core processed, and the one fan-out (to the publisher itself).
+    batches = samples[("bayeux_node_batch_duration_seconds_count", ())]
+    assert batches >= 9
+    assert samples[("bayeux_node_batch_duration_seconds_bucket", (("le", "+Inf"),))] == batches
+    assert samples[("bayeux_node_batch_duration_seconds_sum", ())] > 0
+    assert samples[("bayeux_node_broadcast_duration_seconds_count", ())] == 1
     assert samples[("bayeux_node_messages_published_total", ())] == 1
     assert samples[("bayeux_node_messages_delivered_total", ())] == 1
     assert samples[("bayeux_node_messages_dropped_total", ())] == 0

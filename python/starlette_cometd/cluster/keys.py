@@ -292,9 +292,6 @@ end
 return gone
 """
 
-# The prefix of a node's counts of unsuccessful replies among its counters (node.node_stats).
-ERRORS = "e:"
-
 # The hash slots of a Redis Cluster.
 SLOTS = 16384
 # Partitions at most: each is a log that every node follows with a read of its own.

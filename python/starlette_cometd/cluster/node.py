@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import ClientNotFoundError, SendError
+from ..counters import DURATIONS, ERRORS, flat_counters
 from .attributes import FIELD
 from .browser_holds import BrowserHolds
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
@@ -34,7 +35,6 @@ from .keys import (
     ATTRIBUTES,
     CLAIM,
     CONNECTED,
-    ERRORS,
     FENCE,
     NODES_ALIVE,
     POP_EXPIRED,
@@ -1665,7 +1665,7 @@ class RedisNode:
         total: dict[str, int] = {}
         for stats in nodes.values():
             for key, value in stats.items():
-                if not key.startswith(ERRORS):
+                if not key.startswith((ERRORS, DURATIONS)):
                     total[key] = total.get(key, 0) + value
         total["processes"] = len(nodes)
         total.update(history)
@@ -1704,14 +1704,12 @@ class RedisNode:
     def _counters(self) -> dict[str, int]:
         """This node's counters as ``node_stats`` gives them."""
         assert self._context is not None
-        errors = self.engine.error_counts()
         redis = {
             "redis_round_trips": self._turns.round_trips if self._turns is not None else 0,
             "redis_errors": self._redis_errors,
             "redis_recoveries": self._redis_recoveries,
         }
-        errors_by_kind = {ERRORS + kind: n for kind, n in errors.items()}
-        return {**self._context.stats(), **redis, **errors_by_kind}
+        return {**self._context.stats(), **redis, **flat_counters(self.engine)}
 
     async def _report_stats(self) -> None:
         """Reports this node's counters every ``STATS_EVERY`` seconds, for ``cluster_stats``

@@ -9,6 +9,8 @@ installed (a venv); runs alternate between the builds, each with a fresh server 
 
     python benches/ab_cpu.py --build new=/work/venv-main/bin/python \\
         --build old=/work/venv-old/bin/python --rounds 4
+    python benches/ab_cpu.py --build "on=/work/venv-main/bin/python --metrics /metrics" \\
+        --build off=/work/venv-main/bin/python   # a build with options of its server's own
 
 Prints, per transport and build, the server's CPU microseconds per delivery of each round
 and their median. Needs `cargo build --release -p loadgen`. With `--redis`, each run's server
@@ -78,13 +80,16 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def one_run(python: str, transport: str, rate: int, seconds: int, redis: bool) -> float:
-    """CPU microseconds the server spent per delivery, over one run."""
+def one_run(build: str, transport: str, rate: int, seconds: int, redis: bool) -> float:
+    """CPU microseconds the server spent per delivery, over one run; ``build`` is a Python
+    interpreter, then any options of the server's own."""
+    python, *options = build.split()
     port = free_port()
     extra = ["--max-sessions-per-address", "0"]
     command = [python, "-m", "starlette_cometd", "--port", str(port), "--log-level", "warning"]
     if accepts(python, extra[0]):
         command += extra
+    command += options
     redis_server = None
     if redis:
         redis_server, url = start_redis()
@@ -118,7 +123,9 @@ def one_run(python: str, transport: str, rate: int, seconds: int, redis: bool) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--build", action="append", required=True, help="NAME=PYTHON")
+    parser.add_argument(
+        "--build", action="append", required=True, help="NAME=PYTHON [SERVER OPTIONS]"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8, help="measured seconds per run")
     parser.add_argument("--lp-rate", type=int, default=800, help="long-polling publishes/s")

@@ -26,8 +26,12 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from runner.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / "target" / "release" / "loadgen"
@@ -132,7 +136,14 @@ def main() -> None:
     parser.add_argument("--ws-rate", type=int, default=4000, help="WebSocket publishes/s")
     parser.add_argument("--redis", action="store_true", help="the Redis engine, one process")
     parser.add_argument("--transports", default="long-polling,websocket")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write the figures there as JSON (benches/metrics-overhead.json is shown in "
+        "RESULTS.md: name the builds on and off)",
+    )
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
     builds = dict(build.split("=", 1) for build in args.build)
     rates = {"long-polling": args.lp_rate, "websocket": args.ws_rate}
     loads = [(transport, rates[transport]) for transport in args.transports.split(",")]
@@ -145,6 +156,25 @@ def main() -> None:
     for (transport, name), runs in sorted(figures.items()):
         shown = " ".join(f"{run:.1f}" for run in runs)
         print(f"{transport:13} {name:10} median {statistics.median(runs):6.1f} us ({shown})")
+    if args.out is not None:
+        results: dict[str, Any] = {
+            "command": " ".join(["python", "benches/ab_cpu.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": describe_machine(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
+            "rates": {transport: rate for transport, rate in loads},
+            "builds": args.build,
+            "cpu_us_per_delivery": {
+                transport: {
+                    name: {"median": statistics.median(runs), "runs": runs}
+                    for (t, name), runs in sorted(figures.items())
+                    if t == transport
+                }
+                for transport, _ in loads
+            },
+        }
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import logging.config
+import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,12 +230,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _route_path_problem(path: str, args: argparse.Namespace) -> str | None:
     """Why ``path`` cannot be served beside the CometD endpoint (and the demo)."""
     route, cometd = path.rstrip("/"), args.path.rstrip("/")
-    if not path.startswith("/"):
-        return f"{path!r} must start with /"
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+        return f"{path!r} is not a plain path (/health, /ops/metrics)"
     if route == cometd or route.startswith(cometd + "/"):
         return f"{path!r} is the CometD endpoint's path ({args.path}) or under it"
-    if args.demo and route == "":
-        return "/ is the demo's page"
+    if args.demo and demo.serves(route):
+        return f"{path!r} is one of the demo's paths"
     return None
 
 
@@ -292,6 +294,8 @@ class _Server(uvicorn.Server):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.workers > 1:
+        # The supervisor's own lines, as its workers' (each configures its own).
+        logging.config.dictConfig(log_config(args.log_level, args.log_format))
         return workers.supervise(args, serve)
     serve(args)
     return 0

@@ -54,6 +54,8 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
         "level": level.upper() if level != "trace" else "DEBUG",
         "propagate": False,
     }
+    # Every other library's warnings (asyncio's, redis-py's) in the same format.
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
     if fmt == "json":
         for formatter in config["formatters"].values():
             formatter.clear()

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .cluster.node import EngineUnavailable
 from .counters import DURATIONS, ERRORS, flat_counters
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ _METRICS = [
     ("subscriptions", "bayeux_node_num_subscriptions", "Subscriptions, patterns too.", False),
     ("held", "bayeux_node_num_held_connects", "/meta/connect requests held now.", False),
     ("channels", "bayeux_node_num_channels", "Channels and patterns with subscribers.", False),
-    ("sessions_created", "bayeux_node_sessions_created", "Sessions made (handshakes).", True),
+    ("sessions_created", "bayeux_node_handshakes", "Sessions made (handshakes accepted).", True),
     ("sessions_removed", "bayeux_node_sessions_removed", "Sessions ended, for any reason.", True),
     (
         "sessions_disconnected",
@@ -143,8 +144,14 @@ async def exposition(context: LongPollingServiceContext, accept: str = "") -> tu
         nodes: dict[str | None, dict[str, int]] = {None: {**stats, **flat_counters(context.engine)}}
         history = stats
     else:
-        reported, history = await context.cluster.node_stats()
-        nodes = {node: stats for node, stats in reported.items()}
+        node = context.cluster
+        try:
+            reported, history = await node.node_stats(reported=True)
+        except EngineUnavailable:
+            # Redis away (or the node not started): this process's own, as they are.
+            reported = {node.id: {**context.stats(), **flat_counters(context.engine)}}
+            history = {}
+        nodes = {name: stats for name, stats in reported.items()}
     registry = CollectorRegistry(auto_describe=False)
     [(_, bounds, _, _), *_] = context.engine.durations()  # the same on every node
     registry.register(_Snapshot(nodes, history, bounds))

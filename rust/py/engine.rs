@@ -654,6 +654,12 @@ impl PyEngine {
             .collect()
     }
 
+    /// Counts an unsuccessful reply the Python layer made (the application's hooks, a
+    /// cluster's refusals), with those the core makes.
+    fn count_error(&self, error: &str) {
+        self.engine().count_error(error);
+    }
+
     /// Unsuccessful replies so far, by kind: `{"402:session_unknown": n, ...}`.
     fn error_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);

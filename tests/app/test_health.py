@@ -80,9 +80,18 @@ async def test_the_cli_is_ready_while_its_redis_answers(redis_server: RedisServe
         await stop_cli(process)
 
 
-@pytest.mark.parametrize("path", ["health", "/cometd", "/cometd/health"])
-async def test_the_cli_refuses_a_health_path_it_cannot_serve(path: str) -> None:
-    process = await start_cli(free_port(), "--health", path, stderr=asyncio.subprocess.PIPE)
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--health", "health"),
+        ("--health", "/cometd"),
+        ("--health", "/cometd/health"),
+        ("--health", "/{x}"),
+        ("--health", "/style.css", "--demo"),
+    ],
+)
+async def test_the_cli_refuses_a_health_path_it_cannot_serve(options: tuple[str, ...]) -> None:
+    process = await start_cli(free_port(), *options, stderr=asyncio.subprocess.PIPE)
     _, stderr = await process.communicate()
     assert process.returncode == 2
     assert b"--health:" in stderr, stderr

@@ -11,7 +11,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from starlette_cometd import CometdRoute, LongPollingServiceContextBuilder, RouterBuilder
+from starlette_cometd import (
+    CometdRoute,
+    LongPollingServiceContextBuilder,
+    Message,
+    RouterBuilder,
+    SecurityPolicy,
+    ServerSession,
+)
 from starlette_cometd.metrics import metrics_route
 from support.bayeux import handshake, post
 from support.cli import start_cli, stop_cli, wait_listening
@@ -70,7 +77,7 @@ async def test_an_application_serves_what_the_core_counts() -> None:
     assert samples[("bayeux_node_num_sessions_websocket", ())] == 0
     assert samples[("bayeux_node_num_subscriptions", ())] == 2
     assert samples[("bayeux_node_num_channels", ())] == 2
-    assert samples[("bayeux_node_sessions_created_total", ())] == 2
+    assert samples[("bayeux_node_handshakes_total", ())] == 2
     assert samples[("bayeux_node_events_missed_total", ())] == receiver.missed > 0
     assert samples[("bayeux_node_sessions_disconnected_total", ())] == 1
     assert samples[("bayeux_node_sessions_expired_total", ())] == 0
@@ -136,3 +143,31 @@ async def test_the_cli_refuses_metrics_it_cannot_serve(options: tuple[str, ...])
     _, stderr = await process.communicate()
     assert process.returncode == 2
     assert b"--" in stderr and b"error" in stderr, stderr
+
+
+class NoSubscribing(SecurityPolicy):
+    async def can_subscribe(self, session: ServerSession, channel: str, message: Message) -> bool:
+        return False
+
+
+async def test_refusals_made_by_the_applications_hooks_are_counted_too() -> None:
+    context = LongPollingServiceContextBuilder().build()
+    context.security_policy = NoSubscribing()
+    app = Starlette(
+        routes=[metrics_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
+        lifespan=context.lifespan,
+    )
+    port = free_port()
+    server, task = await start_uvicorn(app, port, "auto")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            client_id = await handshake(http, f"{base}/cometd")
+            subscribe = {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/a"}
+            [refused] = await post(http, f"{base}/cometd", subscribe)
+            assert refused["successful"] is False
+            samples = await scrape(http, f"{base}/metrics")
+    finally:
+        await stop_uvicorn(server, task)
+    denied = (("code", "403"), ("error", "subscribe_denied"))
+    assert samples[("bayeux_node_reply_errors_total", denied)] == 1

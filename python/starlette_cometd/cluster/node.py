@@ -1671,26 +1671,33 @@ class RedisNode:
         total.update(history)
         return total
 
-    async def node_stats(self) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    async def node_stats(
+        self, reported: bool = False
+    ) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
         """Each live node's counters (this node's as they are now, the others' as they last
-        reported them, at most ``STATS_EVERY`` seconds ago), by node, with its unsuccessful
-        replies by kind under ``ERRORS``-prefixed keys, and the history's figures (read from
-        Redis; none without a history). Raises ``EngineUnavailable``."""
+        reported them, at most ``STATS_EVERY`` seconds ago; with ``reported``, this node's as
+        it last reported them too, so that whichever node is asked, a counter never reads
+        less than it did), by node, with the core's counters beyond them (see counters.py),
+        and the history's figures (read from Redis; none without a history). Raises
+        ``EngineUnavailable``."""
+        if self._context is None or self._connection is None:
+            raise EngineUnavailable("the node is not running")
         mine = self._counters()
         try:
             nodes: Any = await self._nodes_alive(keys=[self.keys.nodes()])
-            others = [node for node in (n.decode() for n in nodes) if node != self.id]
+            alive = [n.decode() for n in nodes]
+            others = [node for node in alive if reported or node != self.id]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in others:
                     pipe.hgetall(self.keys.node_stats(node))
-                reported: list[Any] = await pipe.execute(raise_on_error=False)
+                answers: list[Any] = await pipe.execute(raise_on_error=False)
             # The history is the cluster's, not the processes': read where it is kept.
             history = await self._kept.figures(self.redis) if self._kept is not None else {}
         except _REDIS_ERRORS as error:
             self._failed()
             raise EngineUnavailable(str(error)) from error
         found = {self.id: mine}
-        for node, fields in zip(others, reported, strict=True):
+        for node, fields in zip(others, answers, strict=True):
             if isinstance(fields, Exception) or not fields:
                 continue  # bad data, or the node left since: not counted
             found[node] = {

@@ -57,6 +57,12 @@ def render_index(cometd_path: str, library_url: str) -> str:
     return template.replace("{{import_map}}", import_map).replace("{{cometd_path}}", endpoint)
 
 
+def serves(path: str) -> bool:
+    """Whether ``path`` is one of the demo's (its page, assets, or the local library's)."""
+    names = {"", *(f"/{name}" for name in _ASSETS)}
+    return path in names or path == LOCAL_PREFIX or path.startswith(LOCAL_PREFIX + "/")
+
+
 def demo_routes(cometd_path: str, cometd_js: Path | None = None) -> list[BaseRoute]:
     """The demo's routes: the page at ``/``, its script and style, and the library when
     ``cometd_js`` (a directory holding the npm ``cometd`` package's files) is given."""

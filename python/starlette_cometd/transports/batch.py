@@ -382,11 +382,15 @@ def _refuse_sessions(engine: Engine, outcome: Outcome, refused: dict[str, str]) 
         named = reply.get("clientId")
         if reply.get("channel") == "/meta/handshake" and named in refused:
             error = refused[named]
+            engine.count_error(error)
             denied: Message = {"channel": "/meta/handshake", "successful": False, "error": error}
             if "id" in reply:
                 denied["id"] = reply["id"]
             replies[index] = denied
     return json.dumps(replies, separators=(",", ":")).encode()
+
+
+UNAVAILABLE = "503::engine_unavailable"
 
 
 def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
@@ -402,10 +406,11 @@ def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
             _reply(
                 message,
                 successful=False,
-                error="503::engine_unavailable",
+                error=UNAVAILABLE,
                 advice={"reconnect": "retry", "interval": 1000},
             )
         )
+        context.engine.count_error(UNAVAILABLE)
     return json.dumps(replies, separators=(",", ":")).encode()
 
 
@@ -508,6 +513,7 @@ class _Hooked:
                 # and every other session carry on.
                 log.exception("the application's hooks failed on %.200r", raw)
                 failed = _reply(named, successful=False, error="500::server_error")
+                self.context.engine.count_error("500::server_error")
                 self.parts.append(dumps(failed).encode())
         parts = [part for part in self.parts if part]
         # A held connect stands alone, and its reply comes later: nothing goes out now (as on
@@ -685,6 +691,9 @@ class _Hooked:
             self.parts.append(reply[1:-1])
 
     async def _send(self, session: ServerSession | None, reply: Message) -> None:
+        error = reply.get("error")
+        if reply.get("successful") is False and isinstance(error, str):
+            self.context.engine.count_error(error)  # as the core counts its own
         for extension in reversed(self.hooks.extensions):
             if not await extension_passes(extension.outgoing, session, reply):
                 return

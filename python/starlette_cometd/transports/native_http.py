@@ -430,7 +430,10 @@ class CometdHttpProtocol(asyncio.Protocol):
         if self._config.access_log and access_log.isEnabledFor(logging.INFO):
             # uvicorn's access formatter reads these five arguments.
             path = self._url.decode("latin-1")
-            access_log.info('%s - "%s %s HTTP/%s" %d', self._address, "POST", path, "1.1", status)
+            # As uvicorn's access log names the client: host:port.
+            peer = transport.get_extra_info("peername")
+            client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) > 1 else "-"
+            access_log.info('%s - "%s %s HTTP/%s" %d', client, "POST", path, "1.1", status)
         if not keep_alive:
             self._close_after_reply()
 

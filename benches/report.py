@@ -548,7 +548,8 @@ def _overhead_table(o: dict[str, Any]) -> list[str]:
         f"{_load(o['load_average_at_end'])} at end). The server's CPU per delivered message at "
         "a fixed load well below saturation (1,000 clients in 100 rooms; server on core 0, load "
         "generator on core 1), runs taking turns: a steadier measure than the sweeps' knee on "
-        "this shared machine.",
+        "this shared machine. One build: the core counts what the metrics read (its "
+        "histograms included) whether they are served or not; on serves them at /metrics.",
         "",
         "| transport | publishes/s | off, µs per delivery | on, µs per delivery | on / off |",
         "|---|---|---|---|---|",

@@ -56,7 +56,7 @@ _METRICS = [
     (
         "sessions_ended_by_server",
         "bayeux_node_sessions_ended_by_server",
-        "Sessions ended by the application.",
+        "Sessions ended by the server: the application, or lost with Redis's data.",
         True,
     ),
     ("published", "bayeux_node_messages_published", "Messages published.", True),

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
 
-from starlette_cometd import CometdRoute, LongPollingServiceContextBuilder, RouterBuilder
+from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.metrics import metrics_route
-from support.servers import free_port, start_uvicorn, stop_uvicorn
+from support.servers import beside_cometd
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana" / "starlette-cometd.json"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")
@@ -29,17 +28,11 @@ def queried_metrics() -> set[str]:
 
 async def test_every_metric_the_dashboard_queries_is_served() -> None:
     context = LongPollingServiceContextBuilder().history("/chat/**").build()
-    app = Starlette(
-        routes=[metrics_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
-        lifespan=context.lifespan,
-    )
-    port = free_port()
-    server, task = await start_uvicorn(app, port, "auto")
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-    finally:
-        await stop_uvicorn(server, task)
+    async with (
+        beside_cometd(context, metrics_route(context)) as base,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        text = (await http.get(f"{base}/metrics")).text
     families = {family.name for family in text_string_to_metric_families(text)}
     for name in sorted(queried_metrics()):
         family = next((name.removesuffix(s) for s in SUFFIXES if name.endswith(s)), name)

@@ -8,40 +8,31 @@ import asyncio
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from starlette_cometd import (
-    CometdRoute,
     LongPollingServiceContextBuilder,
-    RouterBuilder,
     health_route,
 )
 from support.bayeux import handshake
 from support.cli import start_cli, stop_cli, wait_listening
 from support.redis_servers import RedisServer
-from support.servers import free_port, start_uvicorn, stop_uvicorn
+from support.servers import beside_cometd, free_port
 
 
 async def test_an_application_mounts_the_health_route() -> None:
     context = LongPollingServiceContextBuilder().build()
-    app = Starlette(
-        routes=[health_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
-        lifespan=context.lifespan,
-    )
-    port = free_port()
-    server, task = await start_uvicorn(app, port, "auto")
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            reply = await http.get(f"http://127.0.0.1:{port}/health")
-            assert reply.status_code == 200
-            assert reply.json() == {"status": "ok", "engine": "memory", "problems": []}
-            assert (await http.head(f"http://127.0.0.1:{port}/health")).status_code == 200
-            context.begin_shutdown()
-            reply = await http.get(f"http://127.0.0.1:{port}/health")
-            assert reply.status_code == 503
-            assert reply.json()["problems"] == ["the server is shutting down"]
-    finally:
-        await stop_uvicorn(server, task)
+    async with (
+        beside_cometd(context, health_route(context)) as base,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        reply = await http.get(f"{base}/health")
+        assert reply.status_code == 200
+        assert reply.json() == {"status": "ok", "engine": "memory", "problems": []}
+        assert (await http.head(f"{base}/health")).status_code == 200
+        context.begin_shutdown()
+        reply = await http.get(f"{base}/health")
+        assert reply.status_code == 503
+        assert reply.json()["problems"] == ["the server is shutting down"]
 
 
 async def test_a_context_not_started_is_not_ready() -> None:

@@ -9,13 +9,10 @@ import asyncio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
 
 from starlette_cometd import (
-    CometdRoute,
     LongPollingServiceContextBuilder,
     Message,
-    RouterBuilder,
     SecurityPolicy,
     ServerSession,
 )
@@ -23,7 +20,7 @@ from starlette_cometd.metrics import metrics_route
 from support.bayeux import handshake, post
 from support.cli import start_cli, stop_cli, wait_listening
 from support.cluster import Client, cli_cluster
-from support.servers import free_port, start_uvicorn, stop_uvicorn
+from support.servers import beside_cometd, free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -43,34 +40,27 @@ async def test_an_application_serves_what_the_core_counts() -> None:
     builder = LongPollingServiceContextBuilder().history("/chat/**")
     context = builder.events_channel_capacity(1).build()
     receiver = context.rx()  # never read: it misses what passes its capacity
-    app = Starlette(
-        routes=[metrics_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
-        lifespan=context.lifespan,
-    )
-    port = free_port()
-    server, task = await start_uvicorn(app, port, "auto")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            client_id = await handshake(http, f"{base}/cometd")
-            subscribe = {"channel": "/meta/subscribe", "clientId": client_id}
-            for channel in ("/chat/a", "/news"):
-                await post(http, f"{base}/cometd", {**subscribe, "subscription": channel})
-            publish = {"channel": "/chat/a", "clientId": client_id, "data": {"n": 1}}
-            await post(http, f"{base}/cometd", publish)
-            # Refusals, counted by kind whatever channel or id they name.
-            for channel in ("/chat/b", "/chat/c"):
-                unknown = {"channel": "/meta/subscribe", "clientId": "0" * 40}
-                await post(http, f"{base}/cometd", {**unknown, "subscription": channel})
-                asking = {**subscribe, "subscription": channel, "ext": {"replay": {channel: 9}}}
-                await post(http, f"{base}/cometd", asking)
-            gone = await handshake(http, f"{base}/cometd")
-            await post(http, f"{base}/cometd", {"channel": "/meta/disconnect", "clientId": gone})
-            samples = await scrape(http, f"{base}/metrics")
-            accept = {"accept": "application/openmetrics-text; version=1.0.0"}
-            open_metrics = await http.get(f"{base}/metrics", headers=accept)
-    finally:
-        await stop_uvicorn(server, task)
+    async with (
+        beside_cometd(context, metrics_route(context)) as base,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        client_id = await handshake(http, f"{base}/cometd")
+        subscribe = {"channel": "/meta/subscribe", "clientId": client_id}
+        for channel in ("/chat/a", "/news"):
+            await post(http, f"{base}/cometd", {**subscribe, "subscription": channel})
+        publish = {"channel": "/chat/a", "clientId": client_id, "data": {"n": 1}}
+        await post(http, f"{base}/cometd", publish)
+        # Refusals, counted by kind whatever channel or id they name.
+        for channel in ("/chat/b", "/chat/c"):
+            unknown = {"channel": "/meta/subscribe", "clientId": "0" * 40}
+            await post(http, f"{base}/cometd", {**unknown, "subscription": channel})
+            asking = {**subscribe, "subscription": channel, "ext": {"replay": {channel: 9}}}
+            await post(http, f"{base}/cometd", asking)
+        gone = await handshake(http, f"{base}/cometd")
+        await post(http, f"{base}/cometd", {"channel": "/meta/disconnect", "clientId": gone})
+        samples = await scrape(http, f"{base}/metrics")
+        accept = {"accept": "application/openmetrics-text; version=1.0.0"}
+        open_metrics = await http.get(f"{base}/metrics", headers=accept)
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.endswith("# EOF\n")
     assert samples[("bayeux_node_num_sessions", ())] == 1
@@ -153,21 +143,14 @@ class NoSubscribing(SecurityPolicy):
 async def test_refusals_made_by_the_applications_hooks_are_counted_too() -> None:
     context = LongPollingServiceContextBuilder().build()
     context.security_policy = NoSubscribing()
-    app = Starlette(
-        routes=[metrics_route(context), CometdRoute("/cometd", RouterBuilder().build(context))],
-        lifespan=context.lifespan,
-    )
-    port = free_port()
-    server, task = await start_uvicorn(app, port, "auto")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            client_id = await handshake(http, f"{base}/cometd")
-            subscribe = {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/a"}
-            [refused] = await post(http, f"{base}/cometd", subscribe)
-            assert refused["successful"] is False
-            samples = await scrape(http, f"{base}/metrics")
-    finally:
-        await stop_uvicorn(server, task)
+    async with (
+        beside_cometd(context, metrics_route(context)) as base,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        client_id = await handshake(http, f"{base}/cometd")
+        subscribe = {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/a"}
+        [refused] = await post(http, f"{base}/cometd", subscribe)
+        assert refused["successful"] is False
+        samples = await scrape(http, f"{base}/metrics")
     denied = (("code", "403"), ("error", "subscribe_denied"))
     assert samples[("bayeux_node_reply_errors_total", denied)] == 1

@@ -103,6 +103,18 @@ async def running(app: Any) -> AsyncIterator[int]:
         await stop_uvicorn(server, task)
 
 
+@asynccontextmanager
+async def beside_cometd(context: LongPollingServiceContext, *routes: Any) -> AsyncIterator[str]:
+    """An application serving ``routes`` (an operator's: health, metrics) beside the CometD
+    endpoint at /cometd, on uvicorn's own protocol, for the block; yields its base URL."""
+    app = Starlette(
+        routes=[*routes, CometdRoute("/cometd", RouterBuilder().build(context))],
+        lifespan=context.lifespan,
+    )
+    async with running(app) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class NativeServer:
     """The endpoint and a plain route beside it, served by the native protocol."""

@@ -259,6 +259,19 @@ def replayable(kept: Kept, after: int | None, ttl_ms: int | None) -> list[int] |
     return fresh
 
 
+def replayed_messages(
+    kept: Kept, after: int, ttl_ms: int | None, cut: int | None = None
+) -> list[bytes] | None:
+    """The messages a replay after the id ``after`` (-2: every message kept) gets from
+    ``kept``, up to the offset ``cut`` when given; None when that id cannot be replayed after
+    (see ``replayable``)."""
+    chosen = replayable(kept, None if after == -2 else after, ttl_ms)
+    if chosen is None:
+        return None
+    entries = kept.entries
+    return [entries[i][1] for i in chosen if cut is None or entries[i][0] <= cut]
+
+
 def joined(first: Kept, more: Kept) -> Kept | None:
     """``first`` with what a later read after its head found (``more``), or None when messages
     between the two went meanwhile, or the partition was lost."""

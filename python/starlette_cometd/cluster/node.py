@@ -29,7 +29,7 @@ from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
 from .gates import Gates, marker, settled
-from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayable
+from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayed_messages
 from .keys import (
     ALIVE,
     ATTRIBUTES,
@@ -166,8 +166,6 @@ class RedisNode:
         self.max_history_channels = 10_000
         self._kept: ClusterHistory | None = None
         self._pending_replays: PendingReplays | None = None
-        # Where the last replay_feed cut each replay: (channel, id) -> offset.
-        self._cuts: dict[tuple[str, int], int] = {}
 
     # Life cycle
 
@@ -735,13 +733,14 @@ class RedisNode:
 
     async def replay_feed(
         self, replays: Iterable[tuple[str, int]]
-    ) -> list[tuple[str, int, list[bytes] | None, bool]]:
+    ) -> tuple[list[tuple[str, int, list[bytes] | None, bool]], dict[tuple[str, int], int]]:
         """What the replays a batch asks for (channel, id; -2: every message kept) read, for
         the core's ``set_replay_feed``: the messages after each id up to where this node's
         fan-out of the log stands, or None when that id cannot be replayed after (see
-        cluster/history.py). No more than a session may take at once is read, in at most
-        ``MAX_REPLAY_READS`` reads: past that, a replay is marked as too many. The caller
-        processes the batch with no wait after this returns. Raises ``EngineUnavailable``."""
+        cluster/history.py); and where each replay with messages was cut (for ``replayed``).
+        No more than a session may take at once is read, in at most ``MAX_REPLAY_READS``
+        reads: past that, a replay is marked as too many. The caller processes the batch with
+        no wait after this returns. Raises ``EngineUnavailable``."""
         budget = self.engine.max_replayed()
         reads: dict[tuple[str, int], Kept | None] = {}
         unread: list[tuple[str, int]] = []  # past the budget
@@ -773,26 +772,21 @@ class RedisNode:
         feed: list[tuple[str, int, list[bytes] | None, bool]] = [
             (channel, after, None, True) for channel, after in unread
         ]
-        self._cuts = {}
+        cuts: dict[tuple[str, int], int] = {}
         for (channel, after), found in reads.items():
             partition = self.keys.partition(channel)
             if found is not None and found.epoch != self._epochs[partition]:
                 self._failed()  # the next request finds out what was lost
                 raise EngineUnavailable("the cluster's Redis lost its data: this node catches up")
             rule = self.engine.history_rule(channel)
-            chosen = None
-            if found is not None and rule is not None:
-                chosen = replayable(found, None if after == -2 else after, rule[1])
-            if found is None or chosen is None:
-                feed.append((channel, after, None, False))
-                continue
             cut = self._positions[partition]
-            entries = found.entries
-            messages = [entries[i][1] for i in chosen if entries[i][0] <= cut]
+            messages = None
+            if found is not None and rule is not None:
+                messages = replayed_messages(found, after, rule[1], cut)
             feed.append((channel, after, messages, False))
             if messages:
-                self._cuts[(channel, after)] = cut
-        return feed
+                cuts[(channel, after)] = cut
+        return feed, cuts
 
     async def _read_kept(self, channel: str, after: int | None) -> Kept | None:
         """A channel's history after an id (see ClusterHistory.read); None, reported, when bad
@@ -807,9 +801,14 @@ class RedisNode:
         self._report(f"history {channel}", problem)
         return None
 
-    def replayed(self, outcome: Outcome, replays: list[tuple[str, str, int]]) -> None:
-        """Notes the replays a batch queued (those of its subscribes that succeeded, read by
-        the last ``replay_feed``): they move with their session until delivered (see
+    def replayed(
+        self,
+        outcome: Outcome,
+        replays: list[tuple[str, str, int]],
+        cuts: dict[tuple[str, int], int],
+    ) -> None:
+        """Notes the replays a batch queued (those of its subscribes that succeeded, cut where
+        ``replay_feed`` says): they move with their session until delivered (see
         pending_replays.py), recorded with the batch's other changes."""
         pending = self._pending_replays
         if pending is None:
@@ -821,7 +820,7 @@ class RedisNode:
             for channel in channels
         }
         for client_id, channel, after in replays:
-            cut = self._cuts.get((channel, after))
+            cut = cuts.get((channel, after))
             info = self.engine.session_info(client_id)
             if cut is None or (client_id, channel) not in subscribed or info is None:
                 continue
@@ -831,18 +830,16 @@ class RedisNode:
     async def read_history(self, channel: str, after: int) -> list[bytes] | None:
         """The messages kept on ``channel`` after the id ``after`` (-2: all), or None when
         that id cannot be read after. Raises ``EngineUnavailable``."""
-        kept = self._kept
         rule = self.engine.history_rule(channel)
-        if kept is None or rule is None:
+        if self._kept is None or rule is None:
             return None
         try:
             await self._resume()
-            read = await kept.read(channel, None if after == -2 else after)
+            read = await self._read_kept(channel, None if after == -2 else after)
         except _REDIS_ERRORS as error:
             self._failed()
             raise EngineUnavailable(str(error)) from error
-        chosen = replayable(read, None if after == -2 else after, rule[1])
-        return None if chosen is None else [read.entries[i][1] for i in chosen]
+        return None if read is None else replayed_messages(read, after, rule[1])
 
     async def send_to(self, client_id: str, channel: str, message: bytes) -> None:
         """Carries a message to one session, wherever it is served: through the log, so that it
@@ -1202,16 +1199,16 @@ class RedisNode:
             rule = self.engine.history_rule(channel)
             if kept is None or rule is None or channel not in subscriptions:
                 continue
-            since = None if after == -2 else after
-            read = await self._read_kept(channel, since)
-            chosen = replayable(read, since, rule[1]) if read is not None else None
+            read = await self._read_kept(channel, None if after == -2 else after)
             partition = self.keys.partition(channel)
-            if read is None or chosen is None or read.epoch != self._epochs[partition]:
+            messages = None
+            if read is not None and read.epoch == self._epochs[partition]:
+                messages = replayed_messages(read, after, rule[1], cut)
+            if messages is None:
                 log.warning(
                     "a replay of %s after %s moving with its session is lost", channel, after
                 )
                 continue
-            messages = [read.entries[i][1] for i in chosen if read.entries[i][0] <= cut]
             again.append((replay, messages))
             reach[partition] = max(reach[partition], cut)
         # This node's fan-out past each cut first: what it fans out from there on is not the

@@ -224,17 +224,21 @@ async def bring_here(
     body: bytes,
     named: list[tuple[str, bool, bool]],
     borrowed: dict[str, str],
+    replays: list[tuple[str, str, int]] | None = None,
 ) -> None:
     """Brings here the sessions a batch (``body``) names (``engine.named_sessions``): a
     session it connects is taken over from the node that served it (its messages go where it
     connects; with the ack extension, from the batch the connect acknowledges); any other is
     only borrowed for the batch, added to ``borrowed`` with the node serving it. A session
-    that subscribes with a replay is taken over too: its replay is read where it lives (see
-    cluster/history.py). Raises ``EngineUnavailable``."""
+    that subscribes with a replay (``replays``: the batch's, when the caller has them) is
+    taken over too: its replay is read where it lives (see cluster/history.py). Raises
+    ``EngineUnavailable``."""
     node = context.cluster
     assert node is not None
     engine = context.engine
-    replaying = {client_id for client_id, _, _ in _replays(context, body)}
+    if replays is None:
+        replays = _replays(context, body)
+    replaying = {client_id for client_id, _, _ in replays}
     if replaying:
         named = [(c, here, connects or c in replaying) for c, here, connects in named]
     await node.ready()
@@ -276,21 +280,23 @@ async def process_in_cluster(
     node = context.cluster
     assert node is not None
     named = engine.named_sessions(body)
+    asked = _replays(context, body)
     try:
-        await bring_here(context, request, body, named, borrowed)
+        await bring_here(context, request, body, named, borrowed, asked)
         # Those of sessions here (the rest are answered 402 by the core): each is a read.
-        replays = [r for r in _replays(context, body) if engine.session_info(r[0]) is not None]
+        replays = [r for r in asked if engine.session_info(r[0]) is not None]
         if replays:
             # Read up to where this node's fan-out stands, and processed with no wait since:
             # what comes after reaches the session from the fan-out.
-            engine.set_replay_feed(await node.replay_feed([(c, a) for _, c, a in replays]))
+            feed, cuts = await node.replay_feed([(c, a) for _, c, a in replays])
+            engine.set_replay_feed(feed)
         try:
             outcome = _process(context, request, body, alone)
         finally:
             if replays:
                 engine.set_replay_feed([])
         if replays:
-            node.replayed(outcome, replays)
+            node.replayed(outcome, replays, cuts)
         drain = node.drained(_drained(named, outcome))
         return await _commit(context, request, outcome, drain, borrowed)
     except EngineUnavailable as error:

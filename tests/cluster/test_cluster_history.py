@@ -343,3 +343,30 @@ async def test_bad_replays_in_a_record_are_passed_over(kept: ClusterOf, redis: R
             assert messages == []
         await publish(cluster, 0, "/chat/a", range(3, 4))
         assert numbers(await gather_until(client, 1)) == [3]
+
+
+async def test_a_replay_passed_over_when_moving_leaves_the_record(
+    kept: ClusterOf, redis: Redis
+) -> None:
+    """A replay still named when its session moves, of a channel it left meanwhile, is not
+    queued, and the record stops naming it: a later move must not queue it after the session
+    subscribes again."""
+    async with kept() as cluster:
+        await publish(cluster, 0, "/chat/a", range(3))
+        client = Client(cluster.node_url(1))
+        await client.handshake()
+        assert (await subscribe(client, "/chat/a", -2))["successful"] is True
+        key = f"cometd:{{s:{client.client_id}}}"
+        assert await redis.hget(key, "rp"), "named until delivered"
+        [left] = await client.send(
+            {
+                "channel": "/meta/unsubscribe",
+                "clientId": client.client_id,
+                "subscription": "/chat/a",
+            }
+        )
+        assert left["successful"] is True
+        client.url = cluster.node_url(2)
+        reply, messages = await client.connect(advice={"timeout": 0})
+        assert reply["successful"] is True and messages == []
+        assert await redis.hget(key, "rp") is None

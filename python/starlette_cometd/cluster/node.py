@@ -1105,7 +1105,7 @@ class RedisNode:
                 missed[partition] = spliced(missed[partition], channel, cut, replayed)
             if self._pending_replays is not None:
                 kept = [replay for replay, _ in again]
-                self._pending_replays.adopted(client_id, kept, replays_version)
+                self._pending_replays.adopted(client_id, kept, replays, replays_version)
             self._catch_up(client_id, subscriptions, missed, self._gates.stamp_at(cursor.encode()))
         if ack and node != self.id:
             await self._tell(node, f"forget:{client_id}")

@@ -71,11 +71,18 @@ class PendingReplays:
         pending.extend(replay for replay in replays if replay not in pending)
         self._to_record.add(client_id)
 
-    def adopted(self, client_id: str, replays: list[Replay], version: int) -> None:
-        """A session taken over with replays queued again here (its record's version)."""
+    def adopted(
+        self, client_id: str, replays: list[Replay], named: list[Replay], version: int
+    ) -> None:
+        """A session taken over with ``replays`` queued again here, of the ``named`` ones its
+        record (of that version) named. Those passed over (lost, or of a channel it left) are
+        written out of the record with the batch's changes: a later take-over must not queue
+        them, once the session subscribes again, after what it got since."""
         self._versions[client_id] = version
         if replays:
             self._pending[client_id] = list(replays)
+        if len(replays) < len(named):
+            self._to_record.add(client_id)
 
     def forget(self, client_id: str) -> None:
         self._pending.pop(client_id, None)

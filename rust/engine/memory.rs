@@ -67,6 +67,10 @@ impl MemoryEngine {
     }
 
     /// What channels keep a history, and, on a cluster's node, what replays read.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     pub fn history_mut(&mut self) -> &mut History {
         &mut self.history
     }

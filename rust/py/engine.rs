@@ -326,8 +326,8 @@ impl PyEngine {
         let Ok(messages) = json::split_batch(body) else {
             return Vec::new();
         };
-        let mut engine = self.engine();
-        let history = engine.history_mut();
+        let engine = self.engine();
+        let history = engine.history();
         let mut replays = Vec::new();
         for raw in messages {
             let Ok((message, channel)) = protocol::read(raw, self.config.max_data_depth) else {
@@ -393,8 +393,8 @@ impl PyEngine {
 
     /// The history `channel` keeps, `(size, ttl in ms or None)`, or None for none.
     fn history_rule(&self, channel: &str) -> Option<(usize, Option<u64>)> {
-        let mut engine = self.engine();
-        let rule = engine.history_mut().rule(channel)?;
+        let engine = self.engine();
+        let rule = engine.history().rule(channel)?;
         Some((rule.size.max(1), rule.ttl.map(|ttl| ttl.as_millis() as u64)))
     }
 

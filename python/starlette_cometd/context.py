@@ -46,7 +46,7 @@ from .hooks import (
     Service,
     extension_passes,
 )
-from .logs import log_session_events, sessions_log
+from .logs import RefusalLog, log_session_events, sessions_log
 from .transports.held_connects import Parking, Wakeup
 from .transports.message_json import TrackedMessage
 
@@ -104,6 +104,8 @@ class LongPollingServiceContext:
         self.connection_types = connection_types
         self.cors = cors
         self.hooks = Hooks()
+        #: The log of unsuccessful replies, which bounds how many lines a second it writes.
+        self.refusals: Final[RefusalLog] = RefusalLog()
         self._server_sessions: dict[str, ServerSession] = {}
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
@@ -536,6 +538,9 @@ class LongPollingServiceContext:
         if push:
             for socket, client_id in self._on_sockets(push):
                 socket.push(client_id)
+        refused = outcome.refused
+        if refused:
+            self.refusals.log(refused, outcome.refused_left_out)
         events = outcome.events
         if not events:
             return

@@ -1,35 +1,97 @@
 """Logs: what an operator reads of the server's life, as uvicorn logs its own.
 
 ``starlette_cometd.sessions`` logs one line per session lifecycle event at INFO (a handshake, an
-end with its reason), nothing per message; ``starlette_cometd`` and ``starlette_cometd.cluster``
-log what goes wrong. ``log_config`` is the CLI's logging configuration: uvicorn's own, with
-these loggers beside uvicorn's, as text or one JSON object per line."""
+end with its reason), nothing per message; ``starlette_cometd.errors`` one line per unsuccessful
+reply at INFO (the session, the channel, the Bayeux error), at most ``REFUSALS_PER_SECOND`` a
+second so that a flood of bad requests cannot flood the log (the metrics count them all);
+``starlette_cometd`` and ``starlette_cometd.cluster`` log what goes wrong in the server.
+
+``log_config`` is the CLI's logging configuration: uvicorn's own, with these loggers beside
+uvicorn's, as text or one JSON object per line."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
 sessions_log = logging.getLogger("starlette_cometd.sessions")
+errors_log = logging.getLogger("starlette_cometd.errors")
+
+REFUSALS_PER_SECOND = 20
+# What a client wrote is cut to this many characters in a line.
+_LONGEST_QUOTED = 200
 
 
 def log_session_events(events: list[tuple[str, str, Any]]) -> None:
     """One INFO line per session made or ended among a batch's events."""
     for kind, client_id, detail in events:
+        extra = {"client_id": client_id}
         if kind == "session_added":
-            sessions_log.info("session %s: handshake", client_id)
+            sessions_log.info("session %s: handshake", client_id, extra=extra)
         elif kind == "session_removed":
-            sessions_log.info("session %s: ended (%s)", client_id, detail)
+            sessions_log.info("session %s: ended (%s)", client_id, detail, extra=extra)
+
+
+def printable(text: str) -> str:
+    """``text``, which a client wrote, fit for one log line: control characters escaped, cut
+    to ``_LONGEST_QUOTED`` characters."""
+    text = text[:_LONGEST_QUOTED]
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class RefusalLog:
+    """Logs unsuccessful replies, at most ``REFUSALS_PER_SECOND`` lines a second; the number
+    left out is logged with the next second's first line."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._logged = 0
+        self._left_out = 0
+
+    def log(self, refused: Iterable[tuple[str | None, str | None, str]], left_out: int = 0) -> None:
+        """Logs ``refused`` (session, channel, error), within the bound; ``left_out`` more
+        were not even listed."""
+        if not errors_log.isEnabledFor(logging.INFO):
+            return
+        second = int(time.monotonic())
+        if second != self._second:
+            if self._left_out:
+                errors_log.info("%d more unsuccessful replies were not logged", self._left_out)
+            self._second, self._logged, self._left_out = second, 0, 0
+        self._left_out += left_out
+        for client_id, channel, error in refused:
+            if self._logged >= REFUSALS_PER_SECOND:
+                self._left_out += 1
+                continue
+            self._logged += 1
+            client_id = printable(client_id) if client_id is not None else None
+            channel = printable(channel) if channel is not None else None
+            error = printable(error)
+            errors_log.info(
+                "session %s: %s refused: %s",
+                client_id or "-",
+                channel or "a message",
+                error,
+                extra={"client_id": client_id, "channel": channel, "error": error},
+            )
+
+
+# What a line may be about, as fields of its JSON object (``extra`` of the logging call).
+_FIELDS = ("client_id", "channel", "error")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, and the
-    exception's traceback when there is one."""
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the session,
+    channel and Bayeux error a line is about, and the exception's traceback when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -40,6 +102,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for field in _FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                line[field] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

@@ -233,6 +233,22 @@ pub struct Effects {
     pub release: Vec<Id>,
     /// Publishes handed back instead of fanned out (`relay_publishes`).
     pub relayed: Vec<Relayed>,
+    /// Unsuccessful replies, for the log (at most `MAX_REFUSALS_LOGGED` per request)...
+    pub refused: Vec<Refusal>,
+    /// ...and how many more there were.
+    pub refused_left_out: usize,
+}
+
+/// The most unsuccessful replies one request hands to the log; the counts have them all.
+pub const MAX_REFUSALS_LOGGED: usize = 16;
+
+/// An unsuccessful reply: the session that asked (when the message named a well-formed client
+/// id), the channel (when the message had one) and the error.
+#[derive(Debug)]
+pub struct Refusal {
+    pub client_id: Option<Id>,
+    pub channel: Option<Box<str>>,
+    pub error: Box<str>,
 }
 
 /// A publish for the cluster to carry to every process.

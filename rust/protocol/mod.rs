@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::client_id::Id;
 use crate::config::Config;
-use crate::engine::{Address, Caller, Effects, Engine, SocketId};
+use crate::engine::{Address, Caller, Effects, Engine, Refusal, SocketId, MAX_REFUSALS_LOGGED};
 use crate::errors::bayeux;
 use crate::json::{self, Body, FieldError, Message, ObjectWriter};
 use crate::timesync::Timesync;
@@ -134,7 +134,16 @@ pub fn process<E: Engine + ?Sized>(
             outcome.body = b"[]".to_vec();
             return outcome;
         }
-        Err(e) => return bad_request(outcome, "400::json_malformed", &e.to_string()),
+        Err(e) => {
+            let error = "400::json_malformed";
+            engine.count_error(error);
+            outcome.effects.refused.push(Refusal {
+                client_id: None,
+                channel: None,
+                error: error.into(),
+            });
+            return bad_request(outcome, error, &e.to_string());
+        }
     };
     let mut request = Request {
         engine,
@@ -146,6 +155,7 @@ pub fn process<E: Engine + ?Sized>(
         now,
         alone: info.alone.unwrap_or(messages.len() == 1),
         timesync: None,
+        client: None,
         out: Body::new(),
         outcome: &mut outcome,
     };
@@ -261,6 +271,8 @@ struct Request<'r, E: Engine + ?Sized> {
     alone: bool,
     /// The timesync answer for the message being handled, if it asked and it is enabled.
     timesync: Option<Timesync>,
+    /// The client id the message being handled named, if any, for the log.
+    client: Option<&'r RawValue>,
     out: Body,
     outcome: &'r mut Outcome,
 }
@@ -268,13 +280,15 @@ struct Request<'r, E: Engine + ?Sized> {
 /// A reply failed with this error string.
 type Failure = std::borrow::Cow<'static, str>;
 
-impl<E: Engine + ?Sized> Request<'_, E> {
-    fn handle(&mut self, raw: &RawValue) {
+impl<'r, E: Engine + ?Sized> Request<'r, E> {
+    fn handle(&mut self, raw: &'r RawValue) {
         let max_depth = self.engine.config().max_data_depth;
+        self.client = None;
         let (message, channel) = match read(raw, max_depth) {
             Ok(read) => read,
             Err(Unreadable { id, error }) => return self.fail(None, id, &error),
         };
+        self.client = message.client_id;
         let id = message.id;
         // Nothing nested deeper than `max_data_depth` is read further, let alone delivered.
         if let Some(field) = &message.too_deep {
@@ -320,7 +334,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
         subscription: Option<&RawValue>,
         error: &str,
     ) {
-        self.engine.count_error(error);
+        self.count_refusal(Some(channel), error);
         if error == bayeux::SESSION_UNKNOWN {
             return replies::unknown_session(&mut self.out, channel, id, subscription);
         }
@@ -344,7 +358,7 @@ impl<E: Engine + ?Sized> Request<'_, E> {
     /// Appends an unsuccessful reply to a message whose channel may not be known.
     fn fail(&mut self, channel: Option<&str>, id: Option<&RawValue>, error: &str) {
         let Some(channel) = channel else {
-            self.engine.count_error(error);
+            self.count_refusal(None, error);
             let mut reply = self.out.object();
             reply.bool("successful", false).string("error", error);
             if let Some(id) = id {
@@ -353,6 +367,23 @@ impl<E: Engine + ?Sized> Request<'_, E> {
             return reply.finish();
         };
         self.refuse(channel, id, None, error);
+    }
+
+    /// Counts an unsuccessful reply by its kind and hands it to the log.
+    fn count_refusal(&mut self, channel: Option<&str>, error: &str) {
+        self.engine.count_error(error);
+        let effects = &mut self.outcome.effects;
+        if effects.refused.len() < MAX_REFUSALS_LOGGED {
+            // Read only now: most messages are not refused.
+            let client_id = self.client.and_then(json::as_str);
+            effects.refused.push(Refusal {
+                client_id: client_id.and_then(|id| Id::parse(&id)),
+                channel: channel.map(Into::into),
+                error: error.into(),
+            });
+        } else {
+            effects.refused_left_out += 1;
+        }
     }
 
     /// Appends a successful reply to a meta message: channel, clientId, then `extra` fields.

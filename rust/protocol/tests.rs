@@ -530,3 +530,51 @@ fn messages_the_hooks_must_not_see_are_told_apart() {
     assert!(refused(json!([1])));
     assert!(refused(json!("text")));
 }
+
+#[test]
+fn unsuccessful_replies_are_handed_to_the_log_a_bounded_number_per_request() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let id = session(&mut engine, browser);
+    let (_, outcome) = run(
+        &mut engine,
+        browser,
+        json!([{"channel": "/a/*", "clientId": id}, {"channel": "/b", "clientId": "nope"}]),
+    );
+    let refused: Vec<_> = outcome
+        .effects
+        .refused
+        .iter()
+        .map(|r| {
+            (
+                r.client_id.map(|c| c.to_string()),
+                r.channel.as_deref(),
+                &*r.error,
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (Some(id.clone()), Some("/a/*"), "405::channel_invalid"),
+            (None, Some("/b"), bayeux::SESSION_UNKNOWN),
+        ]
+    );
+    let flood: Vec<Value> = (0..MAX_REFUSALS_LOGGED + 5)
+        .map(|n| json!({"channel": "/a", "clientId": id, "data": n, "unknown": 1}))
+        .collect();
+    let (replies, outcome) = run(&mut engine, browser, Value::Array(flood));
+    assert!(replies.iter().all(|reply| reply["successful"] == false));
+    assert_eq!(outcome.effects.refused.len(), MAX_REFUSALS_LOGGED);
+    assert_eq!(outcome.effects.refused_left_out, 5);
+    let malformed = process(
+        &mut engine,
+        b"[{",
+        RequestInfo::new(Some(browser), Transport::LongPolling),
+        Instant::now(),
+    );
+    assert_eq!(
+        malformed.effects.refused[0].error.as_ref(),
+        "400::json_malformed"
+    );
+}

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::client_id::Id;
-use crate::engine::{Effects, Event, Relayed};
+use crate::engine::{Effects, Event, Refusal, Relayed};
 use crate::protocol::Hold;
 
 /// A `/meta/connect` being held; opaque to Python except for what the waiter needs.
@@ -60,6 +60,13 @@ pub struct PyOutcome {
     /// `None` when there is none, which is always without that setting.
     #[pyo3(get)]
     relayed: Option<Py<PyList>>,
+    /// `(client_id, channel, error)` for each unsuccessful reply, client id and channel `None`
+    /// when the message named none usable; `None` when every reply succeeded.
+    #[pyo3(get)]
+    refused: Option<Py<PyList>>,
+    /// How many more unsuccessful replies there were than `refused` lists.
+    #[pyo3(get)]
+    refused_left_out: usize,
 }
 
 /// Client ids as a list of str.
@@ -115,7 +122,23 @@ pub fn outcome(
         bound: ids(py, &effects.bound)?,
         new_browser: new_browser.map(|b| PyString::new(py, &b.to_string()).unbind()),
         relayed: relayed(py, effects.relayed)?,
+        refused: refused(py, effects.refused)?,
+        refused_left_out: effects.refused_left_out,
     })
+}
+
+/// The unsuccessful replies as `(client_id, channel, error)` tuples.
+fn refused(py: Python<'_>, refused: Vec<Refusal>) -> PyResult<Option<Py<PyList>>> {
+    if refused.is_empty() {
+        return Ok(None);
+    }
+    let list = PyList::empty(py);
+    for refusal in refused {
+        let client_id = refusal.client_id.map(|id| id.to_string());
+        let item = (client_id, refusal.channel.as_deref(), &*refusal.error);
+        list.append(item.into_pyobject(py)?)?;
+    }
+    Ok(Some(list.unbind()))
 }
 
 /// The relayed publishes as `(channel, message bytes, excluded client id or None)` tuples.

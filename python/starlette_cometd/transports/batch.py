@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.datastructures import Headers
 
-from .._core import ClientId, Engine, HeldConnect, Outcome
+from .._core import ClientId, HeldConnect, Outcome
 from ..cluster.attributes import NotStorable, check
 from ..cluster.node import Drain, EngineUnavailable, acknowledged_batches, replies_only
 from ..hooks import Hooks, Message, MessageRefused, ServerSession, extension_passes
@@ -342,7 +342,7 @@ async def _commit(
         if outcome.events and node.counts_sessions():
             refused = await node.count_sessions(outcome, request.address)
             if refused:
-                body = _refuse_sessions(engine, outcome, refused)
+                body = _refuse_sessions(context, outcome, refused)
         moved = await node.commit(outcome, drain, borrowed)
     except EngineUnavailable:
         for kind, client_id, _ in outcome.events:
@@ -373,10 +373,13 @@ async def _commit(
     return outcome, replies_only(body), hold
 
 
-def _refuse_sessions(engine: Engine, outcome: Outcome, refused: dict[str, str]) -> bytes:
+def _refuse_sessions(
+    context: LongPollingServiceContext, outcome: Outcome, refused: dict[str, str]
+) -> bytes:
     """Undoes the sessions a batch created that the cluster refused (``refused``: each with
     its error): they are forgotten, unannounced, and their handshakes' replies become the
     refusal the core gives past a limit of its own. Returns the reply's body."""
+    engine = context.engine
     for client_id in refused:
         engine.forget(client_id)
     # The outcome's own lists (each read returns the same one): neither announced nor bound.
@@ -388,7 +391,7 @@ def _refuse_sessions(engine: Engine, outcome: Outcome, refused: dict[str, str]) 
         named = reply.get("clientId")
         if reply.get("channel") == "/meta/handshake" and named in refused:
             error = refused[named]
-            engine.count_error(error)
+            count_refusal(context, None, "/meta/handshake", error)
             denied: Message = {"channel": "/meta/handshake", "successful": False, "error": error}
             if "id" in reply:
                 denied["id"] = reply["id"]
@@ -397,6 +400,19 @@ def _refuse_sessions(engine: Engine, outcome: Outcome, refused: dict[str, str]) 
 
 
 UNAVAILABLE = "503::engine_unavailable"
+
+
+def count_refusal(
+    context: LongPollingServiceContext, message: Any, channel: str | None, error: str
+) -> None:
+    """Counts an unsuccessful reply by its kind and logs it, as the core does its own: the
+    session and channel are ``message``'s, when it names them, or ``channel``."""
+    client_id = None
+    if isinstance(message, dict):
+        named, channel = message.get("clientId"), message.get("channel", channel)
+        client_id = named if isinstance(named, str) else None
+    context.engine.count_error(error)
+    context.refusals.log([(client_id, channel if isinstance(channel, str) else None, error)])
 
 
 def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
@@ -416,7 +432,7 @@ def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
                 advice={"reconnect": "retry", "interval": 1000},
             )
         )
-        context.engine.count_error(UNAVAILABLE)
+        count_refusal(context, message, None, UNAVAILABLE)
     return json.dumps(replies, separators=(",", ":")).encode()
 
 
@@ -519,7 +535,7 @@ class _Hooked:
                 # and every other session carry on.
                 log.exception("the application's hooks failed on %.200r", raw)
                 failed = _reply(named, successful=False, error="500::server_error")
-                self.context.engine.count_error("500::server_error")
+                count_refusal(self.context, message.value, None, "500::server_error")
                 self.parts.append(dumps(failed).encode())
         parts = [part for part in self.parts if part]
         # A held connect stands alone, and its reply comes later: nothing goes out now (as on
@@ -699,7 +715,8 @@ class _Hooked:
     async def _send(self, session: ServerSession | None, reply: Message) -> None:
         error = reply.get("error")
         if reply.get("successful") is False and isinstance(error, str):
-            self.context.engine.count_error(error)  # as the core counts its own
+            client_id = str(session.client_id) if session is not None else None
+            count_refusal(self.context, {"clientId": client_id, **reply}, None, error)
         for extension in reversed(self.hooks.extensions):
             if not await extension_passes(extension.outgoing, session, reply):
                 return

@@ -21,6 +21,8 @@ pub struct SubscriptionIndex {
     /// `/a/b/**` by 2): matching looks at ancestors no deeper than the deepest of them.
     any_depth_by_segments: Vec<usize>,
     subscriber_capacity: usize,
+    /// Subscriptions of all sessions, kept as they change so that counting them costs nothing.
+    subscriptions: usize,
 }
 
 impl SubscriptionIndex {
@@ -32,6 +34,7 @@ impl SubscriptionIndex {
             any_depth: FxHashMap::default(),
             any_depth_by_segments: Vec::new(),
             subscriber_capacity,
+            subscriptions: 0,
         }
     }
 
@@ -57,11 +60,14 @@ impl SubscriptionIndex {
         let capacity = self.subscriber_capacity;
         let (table, key) = self.table(name);
         if let Some(set) = table.get_mut(key) {
-            return set.insert(session);
+            let added = set.insert(session);
+            self.subscriptions += usize::from(added);
+            return added;
         }
         let mut set = FxHashSet::with_capacity_and_hasher(capacity, Default::default());
         set.insert(session);
         table.insert(key.into(), set);
+        self.subscriptions += 1;
         if let Pattern::AnyDepth(key) = channel::pattern(name) {
             let depth = segments(key);
             if self.any_depth_by_segments.len() <= depth {
@@ -88,6 +94,7 @@ impl SubscriptionIndex {
                 self.forget_any_depth(segments(key));
             }
         }
+        self.subscriptions -= usize::from(removed);
         removed
     }
 
@@ -118,6 +125,11 @@ impl SubscriptionIndex {
     }
 
     /// How many distinct channels and patterns have at least one subscriber.
+    /// Subscriptions of all sessions: each (session, channel or pattern) once.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+    }
+
     pub fn channel_count(&self) -> usize {
         self.exact.len() + self.one_segment.len() + self.any_depth.len()
     }

@@ -50,6 +50,8 @@ pub struct MemoryEngine {
     history: History,
     /// Sessions removed, by reason (disconnected, expired, by the application).
     removed_by: [u64; 3],
+    /// Sessions bound to a WebSocket, kept as bindings change so that stats cost nothing.
+    on_sockets: usize,
     /// Unsuccessful replies by kind: a bounded set of static names (see `errors::kind_of`).
     errors: FxHashMap<String, u64>,
     /// How long batches and fan-outs took (see durations.rs).
@@ -73,6 +75,17 @@ impl MemoryEngine {
 
     pub fn history_mut(&mut self) -> &mut History {
         &mut self.history
+    }
+
+    /// The sessions on a socket and the subscriptions, counted one session at a time: what
+    /// `stats` keeps as they change.
+    #[cfg(test)]
+    pub fn recounted(&self) -> (usize, usize) {
+        let sessions = self.sessions.iter().map(|(_, session)| session);
+        sessions.fold((0, 0), |(sockets, subscriptions), session| {
+            let bound = usize::from(session.socket.is_some());
+            (sockets + bound, subscriptions + session.subscriptions.len())
+        })
     }
 
     /// Unsuccessful replies so far, by kind (see `errors::kind_of`).
@@ -102,6 +115,7 @@ impl MemoryEngine {
             dropped: 0,
             marks: None,
             removed_by: [0; 3],
+            on_sockets: 0,
             errors: FxHashMap::default(),
             batches: Durations::default(),
             fan_outs: Durations::default(),
@@ -233,6 +247,7 @@ impl Engine for MemoryEngine {
             return;
         };
         self.quotas.release(&session.browser, session.address);
+        self.on_sockets -= usize::from(session.socket.is_some());
         for name in &session.subscriptions {
             self.index.unsubscribe(name, key);
         }
@@ -294,15 +309,10 @@ impl Engine for MemoryEngine {
     }
 
     fn stats(&self) -> Stats {
-        // One pass over the sessions: stats are read every few seconds, not per request.
-        let (mut websocket, mut subscriptions) = (0, 0);
-        for (_, session) in self.sessions.iter() {
-            websocket += usize::from(session.socket.is_some());
-            subscriptions += session.subscriptions.len();
-        }
+        // Counts kept as they change: no pass over the sessions, however many there are.
         Stats {
-            sessions_websocket: websocket,
-            subscriptions,
+            sessions_websocket: self.on_sockets,
+            subscriptions: self.index.subscription_count(),
             sessions: self.sessions.len(),
             sessions_created: self.sessions_created,
             sessions_removed: self.sessions_removed,
@@ -555,8 +565,10 @@ impl Engine for MemoryEngine {
     }
 
     fn set_bound(&mut self, key: SessionKey, socket: Option<SocketId>, effects: &mut Effects) {
-        let session = self.session_mut(key);
+        let session = self.sessions.get_mut(key);
+        let was_bound = session.socket.is_some();
         session.socket = socket;
+        self.on_sockets = self.on_sockets + usize::from(socket.is_some()) - usize::from(was_bound);
         if socket.is_some() {
             session.claimed = true;
             effects.bound.push(session.client_id);
@@ -586,9 +598,10 @@ impl Engine for MemoryEngine {
             return;
         }
         self.release_held(key, effects);
-        let session = self.session_mut(key);
+        let session = self.sessions.get_mut(key);
         session.socket = None;
         session.woken = false;
+        self.on_sockets -= 1;
         self.touch(key, now);
     }
 

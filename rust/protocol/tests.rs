@@ -578,3 +578,63 @@ fn unsuccessful_replies_are_handed_to_the_log_a_bounded_number_per_request() {
         "400::json_malformed"
     );
 }
+
+#[test]
+fn stats_keep_count_of_sockets_and_subscriptions_through_any_sequence() {
+    let mut engine = engine();
+    let browser = Id::generate();
+    let channels = ["/a", "/a/*", "/**", "/b/c", "/b/*"];
+    let mut ids: Vec<String> = Vec::new();
+    // A fixed pseudo-random walk: the same steps on every run.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as usize % n
+    };
+    for step in 0..2_000 {
+        let transport = next(3);
+        let info = match transport {
+            0 => RequestInfo::new(Some(browser), Transport::LongPolling),
+            socket => RequestInfo::socket(Some(browser), socket as SocketId),
+        };
+        let id = ids.get(next(ids.len().max(1))).cloned().unwrap_or_default();
+        let channel = channels[next(channels.len())];
+        let message = match next(7) {
+            0 => json!({"channel": "/meta/handshake"}),
+            1 => json!({"channel": "/meta/connect", "clientId": id}),
+            2 => json!({"channel": "/meta/subscribe", "clientId": id, "subscription": channel}),
+            3 => json!({"channel": "/meta/unsubscribe", "clientId": id, "subscription": channel}),
+            4 => json!({"channel": "/meta/disconnect", "clientId": id}),
+            5 => {
+                if let Some(parsed) = Id::parse(&id) {
+                    let socket = 1 + next(2) as SocketId;
+                    engine.unbind(&parsed, socket, Instant::now(), &mut Effects::default());
+                }
+                continue;
+            }
+            _ => {
+                if let Some(key) = Id::parse(&id).and_then(|id| engine.key_of(&id)) {
+                    engine.remove(key, RemoveReason::Removed, &mut Effects::default());
+                }
+                continue;
+            }
+        };
+        let body = serde_json::to_vec(&json!([message])).unwrap();
+        let outcome = process(&mut engine, &body, info, Instant::now());
+        if let Ok(replies) = serde_json::from_slice::<Vec<Value>>(&outcome.body) {
+            if let Some(new) = replies[0]["clientId"].as_str() {
+                if !ids.iter().any(|known| known == new) {
+                    ids.push(new.to_owned());
+                }
+            }
+        }
+        let stats = engine.stats();
+        let counted = (stats.sessions_websocket, stats.subscriptions);
+        assert_eq!(counted, engine.recounted(), "after step {step}");
+    }
+    let stats = engine.stats();
+    assert!(
+        stats.sessions_websocket > 0 && stats.subscriptions > 0,
+        "the walk went somewhere"
+    );
+}

@@ -12,8 +12,14 @@ installed (a venv); runs alternate between the builds, each with a fresh server 
     python benches/ab_cpu.py --build "on=/work/venv-main/bin/python --metrics /metrics" \\
         --build off=/work/venv-main/bin/python   # a build with options of its server's own
 
+    python benches/ab_cpu.py --churn --build "info=/work/venv-main/bin/python --log-level info" \
+        --build warning=/work/venv-main/bin/python   # sessions made and ended, not messages
+
 Prints, per transport and build, the server's CPU microseconds per delivery of each round
-and their median. Needs `cargo build --release -p loadgen`. With `--redis`, each run's server
+and their median. With `--churn`, the load is instead 20 long-polling clients each making a
+session and ending it (a handshake, then a disconnect) as fast as the server answers, and the
+figure is CPU microseconds per session; the server's standard error goes to a file then, as a
+deployment's log would. Needs `cargo build --release -p loadgen`. With `--redis`, each run's server
 uses the Redis engine, on a fresh `redis-server` of its own (also on core 0); the figure is
 still the server's CPU alone.
 """
@@ -27,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -84,9 +91,22 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
+def load_command(transport: str, rate: int, seconds: int, port: int) -> list[str]:
+    """The load generator's command: ``rate`` publishes/s to 1,000 clients in 100 rooms, or
+    for "churn" sessions made and ended as fast as the server goes."""
+    url = f"http://127.0.0.1:{port}/cometd"
+    timing = ["--duration", str(seconds), "--warmup", "2"]
+    if transport == "churn":
+        load = ["--transport", "long-polling", "--rps", "--churn", "--clients", "20"]
+    else:
+        load = ["--transport", transport, "--clients", "1000", "--rooms", "100"]
+        load += ["--rate", str(rate)]
+    return ["taskset", "-c", "1", str(LOADGEN), "--url", url, *load, *timing]
+
+
 def one_run(build: str, transport: str, rate: int, seconds: int, redis: bool) -> float:
-    """CPU microseconds the server spent per delivery, over one run; ``build`` is a Python
-    interpreter, then any options of the server's own."""
+    """CPU microseconds the server spent per delivery (per session for "churn"), over one run;
+    ``build`` is a Python interpreter, then any options of the server's own."""
     python, *options = build.split()
     port = free_port()
     extra = ["--max-sessions-per-address", "0"]
@@ -98,31 +118,34 @@ def one_run(build: str, transport: str, rate: int, seconds: int, redis: bool) ->
     if redis:
         redis_server, url = start_redis()
         command += ["--redis", url]
-    server = subprocess.Popen(["taskset", "-c", "0", *command], cwd="/tmp")
-    try:
-        time.sleep(1.5)
-        before = cpu_seconds(server.pid)
-        load = subprocess.run(
-            [
-                *("taskset", "-c", "1", str(LOADGEN)),
-                *("--url", f"http://127.0.0.1:{port}/cometd", "--transport", transport),
-                *("--clients", "1000", "--rooms", "100", "--rate", str(rate)),
-                *("--duration", str(seconds), "--warmup", "2"),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        used = cpu_seconds(server.pid) - before
-        # One step in this mode; "best" is set only when it held the p99 bound.
-        delivered = json.loads(load.stdout)["steps"][-1]["delivered"]
-        return used / max(delivered, 1) * 1e6
-    finally:
-        server.terminate()
-        server.wait()
-        if redis_server is not None:
-            redis_server.terminate()
-            redis_server.wait()
+    # Churn's log lines go to a file, as a deployment's would (its cost is what is measured).
+    with tempfile.TemporaryFile() as log:
+        stderr = log if transport == "churn" else None
+        server = subprocess.Popen(["taskset", "-c", "0", *command], cwd="/tmp", stderr=stderr)
+        try:
+            time.sleep(1.5)
+            before = cpu_seconds(server.pid)
+            load = subprocess.run(
+                load_command(transport, rate, seconds, port),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            used = cpu_seconds(server.pid) - before
+        finally:
+            server.terminate()
+            server.wait()
+            if redis_server is not None:
+                redis_server.terminate()
+                redis_server.wait()
+    report = json.loads(load.stdout)
+    if transport == "churn":
+        if report["errors"]:
+            raise RuntimeError(f"{report['errors']} sessions failed")
+        return used / max(report["replies"], 1) * 1e6
+    # One step in this mode; "best" is set only when it held the p99 bound.
+    delivered = report["steps"][-1]["delivered"]
+    return used / max(delivered, 1) * 1e6
 
 
 def main() -> None:
@@ -137,16 +160,23 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true", help="the Redis engine, one process")
     parser.add_argument("--transports", default="long-polling,websocket")
     parser.add_argument(
+        "--churn", action="store_true", help="sessions made and ended instead of messages"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
-        help="also write the figures there as JSON (benches/metrics-overhead.json is shown in "
-        "RESULTS.md: name the builds on and off)",
+        help="also write the figures there as JSON (RESULTS.md shows "
+        "benches/metrics-overhead.json, builds named on and off, and benches/log-cost.json, "
+        "--churn with builds named info and warning)",
     )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
     builds = dict(build.split("=", 1) for build in args.build)
     rates = {"long-polling": args.lp_rate, "websocket": args.ws_rate}
     loads = [(transport, rates[transport]) for transport in args.transports.split(",")]
+    if args.churn:
+        loads = [("churn", 0)]
+    unit = "session" if args.churn else "delivery"
     figures: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for transport, rate in loads:
@@ -165,7 +195,7 @@ def main() -> None:
             "load_average_at_end": os.getloadavg(),
             "rates": {transport: rate for transport, rate in loads},
             "builds": args.build,
-            "cpu_us_per_delivery": {
+            f"cpu_us_per_{unit}": {
                 transport: {
                     name: {"median": statistics.median(runs), "runs": runs}
                     for (t, name), runs in sorted(figures.items())

@@ -530,6 +530,9 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
     overhead = out_dir / "metrics-overhead.json"
     if overhead.exists():
         lines += _overhead_table(json.loads(overhead.read_text()))
+    log_cost = out_dir / "log-cost.json"
+    if log_cost.exists():
+        lines += _log_cost_table(json.loads(log_cost.read_text()))
     if "S7" in r["scenarios"] or replays:
         lines += _history_section(r["scenarios"].get("S7"), replays)
     lines += _notes(r)
@@ -563,6 +566,33 @@ def _overhead_table(o: dict[str, Any]) -> list[str]:
             f"| {on['median']:.1f} | {on['median'] / off['median']:.3f} |"
         )
     return [*lines, ""]
+
+
+def _log_cost_table(o: dict[str, Any]) -> list[str]:
+    """Issue 13: what the INFO lines of sessions made and ended cost, the server's CPU per
+    session with --log-level info and warning (benches/ab_cpu.py --churn --out)."""
+    m = o["machine"]
+    builds = o["cpu_us_per_session"]["churn"]
+    info, warning = builds["info"], builds["warning"]
+    runs = ", ".join(f"{run:.1f}" for run in info["runs"])
+    quiet = ", ".join(f"{run:.1f}" for run in warning["runs"])
+    return [
+        "### Session logs at INFO (issue 13)",
+        "",
+        f"Measured {o['date']} with `{o['command']}` ({m['cpu']}, {m['cores']} cores, commit "
+        f"{m['git_commit']}; load average {_load(o['load_average_at_start'])} at start, "
+        f"{_load(o['load_average_at_end'])} at end). 20 long-polling clients each make a "
+        "session and end it (a handshake, then a disconnect: two requests, and at INFO two "
+        "lines) as fast as the server answers; the server's CPU per session, its standard "
+        "error written to a file. Loads that keep their sessions (S1 to S6) log nothing per "
+        "message, so only a churn of sessions pays this.",
+        "",
+        "| --log-level | µs per session (median) | runs | info / warning |",
+        "|---|---|---|---|",
+        f"| warning | {warning['median']:.1f} | {quiet} | |",
+        f"| info | {info['median']:.1f} | {runs} | {info['median'] / warning['median']:.2f} |",
+        "",
+    ]
 
 
 def _cost_tables(c: dict[str, Any]) -> list[str]:

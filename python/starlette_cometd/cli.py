@@ -23,7 +23,7 @@ from .builder import LongPollingServiceContextBuilder
 from .cluster.keys import MAX_PARTITIONS
 from .context import LongPollingServiceContext
 from .health import health_route
-from .logs import log_config
+from .logs import log_config, skip_unused_record_fields
 from .router import CometdApp, CometdRoute, RouterBuilder
 from .transports.native_http import native_http_protocol
 
@@ -293,6 +293,7 @@ class _Server(uvicorn.Server):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    skip_unused_record_fields()
     if args.workers > 1:
         # The supervisor's own lines, as its workers' (each configures its own).
         logging.config.dictConfig(log_config(args.log_level, args.log_format))

@@ -92,6 +92,10 @@ pub struct Args {
     /// its /meta/connect as soon as the reply arrives.
     #[arg(long)]
     pub rps: bool,
+    /// With --rps over long-polling: each round is a session's whole life instead, a
+    /// handshake then a disconnect (what a server logs per session).
+    #[arg(long)]
+    pub churn: bool,
     /// Client sockets bind round-robin to 127.0.0.1 .. 127.0.0.N (more ephemeral ports).
     #[arg(long, default_value_t = 4)]
     pub sources: u8,

@@ -1,5 +1,6 @@
 //! Closed-loop request rate, for the ceiling server that answers every request with fixed
-//! bytes: each client sends its next /meta/connect as soon as the previous reply arrives.
+//! bytes: each client sends its next /meta/connect as soon as the previous reply arrives. With
+//! `--churn`, each round is a session's life instead: a handshake, then a disconnect.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,7 @@ pub async fn run(cfg: Arc<Config>, args: &Args) -> Result<Value, String> {
         latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap()),
     });
     let tasks: Vec<_> = (0..args.clients)
-        .map(|_| tokio::spawn(client(cfg.clone(), window.clone())))
+        .map(|_| tokio::spawn(client(cfg.clone(), window.clone(), args.churn)))
         .collect();
     let pb = crate::progress::bar((args.warmup + args.duration) as u64, "rps", args.quiet);
     tokio::time::sleep_until(from.into()).await;
@@ -60,7 +61,7 @@ pub async fn run(cfg: Arc<Config>, args: &Args) -> Result<Value, String> {
     }))
 }
 
-async fn client(cfg: Arc<Config>, w: Arc<Window>) {
+async fn client(cfg: Arc<Config>, w: Arc<Window>, churn: bool) {
     let connect = bayeux::batch([bayeux::connect("0", cfg.transport, false)]);
     let record = |sent: Instant| {
         let now = Instant::now();
@@ -75,11 +76,15 @@ async fn client(cfg: Arc<Config>, w: Arc<Window>) {
             let mut conn = HttpConn::new(cfg.endpoint.clone());
             while Instant::now() < w.to {
                 let sent = Instant::now();
-                match conn
-                    .post(&cfg.connect_path(), connect.clone(), "", REQUEST_LIMIT)
-                    .await
-                {
-                    Ok(r) if r.status == 200 => record(sent),
+                let round = if churn {
+                    session_life(&mut conn, &cfg).await
+                } else {
+                    conn.post(&cfg.connect_path(), connect.clone(), "", REQUEST_LIMIT)
+                        .await
+                        .map(|r| r.status)
+                };
+                match round {
+                    Ok(200) => record(sent),
                     _ => {
                         w.errors.fetch_add(1, Relaxed);
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -114,4 +119,26 @@ async fn client(cfg: Arc<Config>, w: Arc<Window>) {
             }
         }
     }
+}
+
+/// A handshake, then a disconnect of the session it made (with its cookie); the status of the
+/// disconnect's reply, 0 if it was unsuccessful.
+async fn session_life(conn: &mut HttpConn, cfg: &Config) -> Result<u16, String> {
+    let handshake = bayeux::handshake(cfg.transport);
+    let reply = conn
+        .post(&cfg.handshake_path(), handshake, "", REQUEST_LIMIT)
+        .await?;
+    let client_id = bayeux::parse(&reply.body)?
+        .into_iter()
+        .find_map(|m| m.client_id)
+        .ok_or("a handshake without a clientId")?;
+    let disconnect = format!(r#"[{{"channel":"/meta/disconnect","clientId":"{client_id}"}}]"#);
+    let cookie = reply.cookies.join("; ");
+    let reply = conn
+        .post(&cfg.connect_path(), disconnect, &cookie, REQUEST_LIMIT)
+        .await?;
+    let ended = bayeux::parse(&reply.body)?
+        .iter()
+        .any(|m| m.is("/meta/disconnect") && m.successful == Some(true));
+    Ok(if ended { reply.status } else { 0 })
 }

@@ -142,9 +142,9 @@ def one_run(build: str, transport: str, rate: int, seconds: int, redis: bool) ->
     if transport == "churn":
         if report["errors"]:
             raise RuntimeError(f"{report['errors']} sessions failed")
-        return used / max(report["replies"], 1) * 1e6
+        return used / max(int(report["replies"]), 1) * 1e6
     # One step in this mode; "best" is set only when it held the p99 bound.
-    delivered = report["steps"][-1]["delivered"]
+    delivered = int(report["steps"][-1]["delivered"])
     return used / max(delivered, 1) * 1e6
 
 

@@ -19,6 +19,7 @@ _MARKER = re.compile(r"^<!-- --8<-- \[(?:start|end):[\w-]+\] -->\n?", re.MULTILI
 _PAGES = {
     "docs/cluster.md": "cluster.md",
     "docs/demo.png": "demo.png",
+    "docs/grafana/dashboard.png": "grafana/dashboard.png",
     "benches/RESULTS.md": "benchmarks.md",
     "benches/latency.png": "latency.png",
     "benches/latency-s6.png": "latency-s6.png",

@@ -244,20 +244,21 @@ def build_app(
 ) -> tuple[ASGIApp, CometdApp]:
     """The ASGI app to serve, and the CometD endpoint inside it."""
     cometd = RouterBuilder().build(context)
-    if not extra_routes:
-        # Nothing else to serve: no Starlette routing or middleware on the hot path.
-        return _Standalone(CometdRoute(path, cometd), cometd), cometd
-    routes = [*extra_routes, CometdRoute(path, cometd)]
-    return Starlette(routes=routes, lifespan=context.lifespan), cometd
+    # The endpoint is matched first, without Starlette's routing and middleware in front (the
+    # requests the native protocol leaves to the app: callback-polling, CORS preflights);
+    # only the other routes (health, metrics, the demo) go through a Starlette router.
+    others = Starlette(routes=list(extra_routes)) if extra_routes else None
+    return _Standalone(CometdRoute(path, cometd), cometd, others), cometd
 
 
 class _Standalone:
-    """The CometD app alone at its path: requests elsewhere get 404, and the app runs the
-    lifespan itself."""
+    """The CometD app at its path, and ``others`` (an ASGI app) for every other request, or
+    404 without it; the CometD app runs the lifespan itself."""
 
-    def __init__(self, route: CometdRoute, app: CometdApp) -> None:
+    def __init__(self, route: CometdRoute, app: CometdApp, others: ASGIApp | None) -> None:
         self._route = route
         self._app = app
+        self._others = others
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -266,6 +267,8 @@ class _Standalone:
         match, child = self._route.matches(scope)
         if match is Match.FULL:
             await self._app({**scope, **child}, receive, send)
+        elif self._others is not None:
+            await self._others(scope, receive, send)
         elif scope["type"] == "http":
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b""})

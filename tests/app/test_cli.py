@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import socket
 import time
+from urllib.parse import quote
 
 import httpx
+import websockets
 
 from support.bayeux import connect_message, handshake, post
 from support.cli import start_cli, stop_cli, wait_listening
@@ -231,3 +234,29 @@ async def test_cli_exits_at_once_when_its_port_is_taken(redis_url: str) -> None:
             status, _, stderr = await exited(port, *extra, seconds=15)
             assert status == 3, stderr
             assert "Address already in use" in stderr
+
+
+async def test_health_and_metrics_routes_sit_beside_the_endpoint_not_in_front() -> None:
+    # The endpoint is matched first: callback-polling and WebSockets are served as without
+    # the extra routes, which answer on their own paths; any other path is still 404.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cometd"
+    options = ("--health", "/health", "--metrics", "/metrics", "--log-level", "warning")
+    process = await start_cli(port, *options)
+    try:
+        await wait_listening(url, process)
+        async with httpx.AsyncClient(timeout=10) as http:
+            message = quote(json.dumps([{"channel": "/meta/handshake"}]), safe="")
+            polled = await http.get(f"{url}?jsonp=cb&message={message}")
+            assert polled.status_code == 200 and polled.text.startswith("cb(")
+            assert '"successful":true' in polled.text
+            assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+            metrics = await http.get(f"http://127.0.0.1:{port}/metrics")
+            assert "bayeux_node_handshakes_total 1.0" in metrics.text
+            assert (await http.get(f"http://127.0.0.1:{port}/elsewhere")).status_code == 404
+        async with websockets.connect(url.replace("http://", "ws://")) as ws:
+            await ws.send(json.dumps([{"channel": "/meta/handshake"}]))
+            [reply] = json.loads(await ws.recv())
+            assert reply["successful"] is True
+    finally:
+        await stop_cli(process)

@@ -17,6 +17,7 @@ from starlette_cometd.logs import REFUSALS_PER_SECOND
 from support.bayeux import handshake, post
 from support.cli import start_cli, stop_cli, wait_listening
 from support.servers import ServeFactory, free_port
+from support.ws_client import exchange, socket, ws_session
 
 
 async def run_and_read_log(*options: str) -> list[str]:
@@ -92,7 +93,11 @@ async def test_unsuccessful_replies_name_the_session_channel_and_error(
     await post(http, server.url, {"channel": "/a", "clientId": "f" * 40, "data": 1})
     await post(http, server.url, {"channel": "/a", "clientId": "junk\n", "data": 1})
     assert (await http.post(server.url, content=b"[{")).status_code == 400
-    server.context.security_policy = NoSecrets()
+    async with socket(server) as ws:  # over a WebSocket too, on its own session
+        on_socket = await ws_session(ws)
+        await exchange(ws, {"channel": "/a/*", "clientId": on_socket, "data": 1})
+        server.context.security_policy = NoSecrets()
+        await exchange(ws, {"channel": "/secret/y", "clientId": on_socket, "data": 1})
     await post(http, server.url, {"channel": "/secret/x", "clientId": client_id, "data": 1})
     got = [(r.client_id, r.channel, r.error) for r in refusals(caplog)]  # type: ignore[attr-defined]
     assert got == [
@@ -100,6 +105,8 @@ async def test_unsuccessful_replies_name_the_session_channel_and_error(
         ("f" * 40, "/a", "402::session_unknown"),
         (None, "/a", "402::session_unknown"),  # not a client id: not named as one
         (None, None, "400::json_malformed"),
+        (on_socket, "/a/*", "405::channel_invalid"),
+        (on_socket, "/secret/y", "403:denied_by_security_policy:publish_denied"),
         (client_id, "/secret/x", "403:denied_by_security_policy:publish_denied"),
     ]
     lines = [r.getMessage() for r in refusals(caplog)]

@@ -124,12 +124,12 @@ impl SubscriptionIndex {
         }
     }
 
-    /// How many distinct channels and patterns have at least one subscriber.
     /// Subscriptions of all sessions: each (session, channel or pattern) once.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions
     }
 
+    /// How many distinct channels and patterns have at least one subscriber.
     pub fn channel_count(&self) -> usize {
         self.exact.len() + self.one_segment.len() + self.any_depth.len()
     }

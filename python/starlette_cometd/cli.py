@@ -296,7 +296,6 @@ class _Server(uvicorn.Server):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    skip_unused_record_fields()
     if args.workers > 1:
         # The supervisor's own lines, as its workers' (each configures its own).
         logging.config.dictConfig(log_config(args.log_level, args.log_format))
@@ -307,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) -> None:
     """Runs one server process (on ``sockets`` its supervisor bound, if it has one)."""
+    skip_unused_record_fields()  # here: a worker is a new interpreter that runs only this
     builder = (
         LongPollingServiceContextBuilder()
         .timeout(args.timeout)

@@ -582,6 +582,7 @@ class LongPollingServiceContext:
                 self.apply(outcome)
                 if not done:
                     await asyncio.sleep(0)
+            self.refusals.flush()
 
 
 def _events(

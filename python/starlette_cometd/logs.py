@@ -42,15 +42,15 @@ def log_session_events(events: list[tuple[str, str, Any]]) -> None:
 def printable(text: str) -> str:
     """``text``, which a client wrote, fit for one log line: control characters escaped, cut
     to ``_LONGEST_QUOTED`` characters."""
-    text = text[:_LONGEST_QUOTED]
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text[:_LONGEST_QUOTED]
 
 
 class RefusalLog:
-    """Logs unsuccessful replies, at most ``REFUSALS_PER_SECOND`` lines a second; the number
-    left out is logged with the next second's first line."""
+    """Logs unsuccessful replies, at most ``REFUSALS_PER_SECOND`` lines a second (in each
+    process); the number left out is logged in the next second, by the next refusal or by
+    ``flush``, which the sweeper calls every second."""
 
     def __init__(self) -> None:
         self._second = 0
@@ -62,11 +62,7 @@ class RefusalLog:
         were not even listed."""
         if not errors_log.isEnabledFor(logging.INFO):
             return
-        second = int(time.monotonic())
-        if second != self._second:
-            if self._left_out:
-                errors_log.info("%d more unsuccessful replies were not logged", self._left_out)
-            self._second, self._logged, self._left_out = second, 0, 0
+        self.flush()
         self._left_out += left_out
         for client_id, channel, error in refused:
             if self._logged >= REFUSALS_PER_SECOND:
@@ -84,6 +80,15 @@ class RefusalLog:
                 extra={"client_id": client_id, "channel": channel, "error": error},
             )
 
+    def flush(self) -> None:
+        """Starts a new second if this one is over, logging how many the last left out."""
+        second = int(time.monotonic())
+        if second == self._second:
+            return
+        if self._left_out:
+            errors_log.info("%d more unsuccessful replies were not logged", self._left_out)
+        self._second, self._logged, self._left_out = second, 0, 0
+
 
 class TextFormatter(logging.Formatter):
     """The line uvicorn's default formatter writes (``INFO:     message``), without its copy
@@ -94,6 +99,8 @@ class TextFormatter(logging.Formatter):
         line = f"{level}:{' ' * (8 - len(level))} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
         return line
 
 

@@ -518,6 +518,7 @@ class _Hooked:
             # Not a batch at all, or an empty one: the core answers, and acts on nothing.
             request = self.request
             outcome = engine.process(body, self.browser, request.transport, socket=request.socket)
+            self.context.apply(outcome)  # its refusal, logged
             return HookedReply(outcome.status, outcome.body, None, None)
         alone = len(batch) == 1
         for raw, readable in batch:

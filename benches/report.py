@@ -68,7 +68,12 @@ def _when(sc: dict[str, Any]) -> list[str]:
     """When and how a scenario was measured, where it differs from the file's latest run."""
     if "date" not in sc:
         return []
-    return [f"Measured {sc['date']} with `{sc['command']}`, median of {sc['runs']} run(s).", ""]
+    # Figures merged before the runs named their machine say only when.
+    on = f" on {sc['cpu']}" if "cpu" in sc else ""
+    return [
+        f"Measured {sc['date']}{on} with `{sc['command']}`, median of {sc['runs']} run(s).",
+        "",
+    ]
 
 
 def _burst_tables(sc: dict[str, Any]) -> list[str]:
@@ -503,7 +508,7 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
         f"{r['runs_per_figure']} run(s)); regenerate with that command. Setup and method: "
         "[README.md](README.md).",
         "",
-        f"Machine: {_machine(r)}.",
+        f"Machine of that latest run (a scenario measured on another says so): {_machine(r)}.",
         "",
     ]
     if r.get("skipped"):

@@ -206,6 +206,8 @@ def main() -> int:
         "skipped": skipped,
         "scenarios": {},
     }
+    # Each scenario names the CPU it ran on: merged figures may come from other machines.
+    cpu = out["machine"]["cpu"]
     if args.merge and args.out.exists():
         # Each scenario keeps the date and command it was measured with.
         previous = json.loads(args.out.read_text())
@@ -225,7 +227,7 @@ def main() -> int:
         if name not in scenarios:
             continue
         table = out["scenarios"].setdefault(name, {"transport": transport, "servers": {}})
-        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(date=out["date"], command=out["command"], runs=runs, cpu=cpu)
         table.update(clients=s["clients"], rooms=s["rooms"])
         for server, spec in servers.items():
             if transport in spec.transports and not spec.apart:
@@ -234,7 +236,7 @@ def main() -> int:
                 save()
     if "S3" in scenarios:
         table = out["scenarios"].setdefault("S3", {"subscribers": s["burst_clients"]})
-        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(date=out["date"], command=out["command"], runs=runs, cpu=cpu)
         table["messages"] = s["burst_messages"]
         for transport in ("long-polling", "websocket"):
             for server, spec in servers.items():
@@ -244,7 +246,12 @@ def main() -> int:
                     save()
     if "S4" in scenarios:
         table = out["scenarios"].setdefault("S4", {})
-        out["s4_measured"] = {"date": out["date"], "command": out["command"], "runs": runs}
+        out["s4_measured"] = {
+            "date": out["date"],
+            "command": out["command"],
+            "runs": runs,
+            "cpu": cpu,
+        }
         for sessions, transport, hold in s["idle_cases"]:
             key = f"{sessions} {transport}" + ("" if hold else " (no held connect)")
             for server, spec in servers.items():
@@ -256,11 +263,11 @@ def main() -> int:
                     save()
     if "S5" in scenarios:
         print("S5 micro benchmarks ...", file=sys.stderr, flush=True)
-        out["scenarios"]["S5"] = {"date": out["date"], **run_micro()}
+        out["scenarios"]["S5"] = {"date": out["date"], "cpu": cpu, **run_micro()}
         save()
     if "S6" in scenarios:
         table = out["scenarios"].setdefault("S6", {})
-        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(date=out["date"], command=out["command"], runs=runs, cpu=cpu)
         table.update(clients=s["clients"], rooms=s["rooms"])
         for transport in ("long-polling", "websocket"):
             for server, spec in servers.items():
@@ -272,7 +279,7 @@ def main() -> int:
     if "S7" in scenarios:
         # Only S1's transport: the history is kept the same whatever carries the messages.
         table = out["scenarios"].setdefault("S7", {})
-        table.update(date=out["date"], command=out["command"], runs=runs)
+        table.update(date=out["date"], command=out["command"], runs=runs, cpu=cpu)
         table.update(clients=s["clients"], rooms=s["rooms"], history=HISTORY_RULE)
         names = [server for server in S7_SERVERS if server in servers]
         print(f"S7 long-polling {', '.join(names)} ...", file=sys.stderr, flush=True)

@@ -136,12 +136,7 @@ pub fn process<E: Engine + ?Sized>(
         }
         Err(e) => {
             let error = "400::json_malformed";
-            engine.count_error(error);
-            outcome.effects.refused.push(Refusal {
-                client_id: None,
-                channel: None,
-                error: error.into(),
-            });
+            count_refusal(engine, &mut outcome.effects, None, None, error);
             return bad_request(outcome, error, &e.to_string());
         }
     };
@@ -204,6 +199,29 @@ pub fn refused_before_hooks(config: &Config, raw: &RawValue) -> bool {
             .subscription
             .and_then(json::as_str_list)
             .is_some_and(|names| names.iter().any(|name| too_big(name)))
+}
+
+/// Counts an unsuccessful reply by its kind and hands it to the log, at most
+/// `MAX_REFUSALS_LOGGED` per request (the rest are counted as left out). `client` is the
+/// message's `clientId` field, read only here: most messages are not refused.
+fn count_refusal<E: Engine + ?Sized>(
+    engine: &mut E,
+    effects: &mut Effects,
+    client: Option<&RawValue>,
+    channel: Option<&str>,
+    error: &str,
+) {
+    engine.count_error(error);
+    if effects.refused.len() == MAX_REFUSALS_LOGGED {
+        effects.refused_left_out += 1;
+        return;
+    }
+    let client_id = client.and_then(json::as_str);
+    effects.refused.push(Refusal {
+        client_id: client_id.and_then(|id| Id::parse(&id)),
+        channel: channel.map(Into::into),
+        error: error.into(),
+    });
 }
 
 /// The whole body is unusable: answer 400 with one unsuccessful message naming the problem.
@@ -369,21 +387,10 @@ impl<'r, E: Engine + ?Sized> Request<'r, E> {
         self.refuse(channel, id, None, error);
     }
 
-    /// Counts an unsuccessful reply by its kind and hands it to the log.
+    /// Counts an unsuccessful reply to the message being handled, and hands it to the log.
     fn count_refusal(&mut self, channel: Option<&str>, error: &str) {
-        self.engine.count_error(error);
         let effects = &mut self.outcome.effects;
-        if effects.refused.len() < MAX_REFUSALS_LOGGED {
-            // Read only now: most messages are not refused.
-            let client_id = self.client.and_then(json::as_str);
-            effects.refused.push(Refusal {
-                client_id: client_id.and_then(|id| Id::parse(&id)),
-                channel: channel.map(Into::into),
-                error: error.into(),
-            });
-        } else {
-            effects.refused_left_out += 1;
-        }
+        count_refusal(self.engine, effects, self.client, channel, error);
     }
 
     /// Appends a successful reply to a meta message: channel, clientId, then `extra` fields.

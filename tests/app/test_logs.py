@@ -18,6 +18,7 @@ from starlette_cometd.hooks import Message
 from starlette_cometd.logs import REFUSALS_PER_SECOND
 from support.bayeux import handshake, post
 from support.cli import start_cli, stop_cli, wait_listening
+from support.logs import refusal_records, refusals_logged
 from support.servers import ServeFactory, free_port
 from support.ws_client import exchange, socket, ws_session
 
@@ -80,10 +81,6 @@ class NoSecrets(SecurityPolicy):
         return not channel.startswith("/secret")
 
 
-def refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "starlette_cometd.errors"]
-
-
 async def test_unsuccessful_replies_name_the_session_channel_and_error(
     serve: ServeFactory, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -102,7 +99,7 @@ async def test_unsuccessful_replies_name_the_session_channel_and_error(
         await exchange(ws, {"channel": "/secret/y", "clientId": on_socket, "data": 1})
     await post(http, server.url, {"channel": "/secret/x", "clientId": client_id, "data": 1})
     assert (await http.post(server.url, content=b"[{")).status_code == 400  # with hooks now
-    got = [(r.client_id, r.channel, r.error) for r in refusals(caplog)]  # type: ignore[attr-defined]
+    got = refusals_logged(caplog)
     assert got == [
         (client_id, "/a\\nforged line", "405::channel_invalid"),
         ("f" * 40, "/a", "402::session_unknown"),
@@ -113,10 +110,10 @@ async def test_unsuccessful_replies_name_the_session_channel_and_error(
         (client_id, "/secret/x", "403:denied_by_security_policy:publish_denied"),
         (None, None, "400::json_malformed"),
     ]
-    lines = [r.getMessage() for r in refusals(caplog)]
+    lines = [r.getMessage() for r in refusal_records(caplog)]
     assert lines[0] == f"session {client_id}: /a\\nforged line refused: 405::channel_invalid"
     assert lines[3] == "session -: a message refused: 400::json_malformed"
-    assert all(r.levelno == logging.INFO for r in refusals(caplog))
+    assert all(r.levelno == logging.INFO for r in refusal_records(caplog))
 
 
 async def test_a_flood_of_bad_requests_is_logged_a_few_lines_a_second(
@@ -132,7 +129,7 @@ async def test_a_flood_of_bad_requests_is_logged_a_few_lines_a_second(
     spanned = math.ceil(time.monotonic() - started) + 1  # the seconds the flood touched
     # No refusal follows: the sweeper, each second, logs how many were left out.
     await asyncio.sleep(2.1)
-    lines = [r.getMessage() for r in refusals(caplog)]
+    lines = [r.getMessage() for r in refusal_records(caplog)]
     left_out = [line for line in lines if line.endswith("unsuccessful replies were not logged")]
     assert left_out, lines
     logged = len(lines) - len(left_out)

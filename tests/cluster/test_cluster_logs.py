@@ -12,6 +12,7 @@ import pytest
 from starlette_cometd import LongPollingServiceContextBuilder, SecurityPolicy, ServerSession
 from starlette_cometd.hooks import Message
 from support.cluster import Client, asgi_cluster
+from support.logs import refusals_logged
 from support.redis_servers import RedisServer
 
 
@@ -39,11 +40,7 @@ async def test_refusals_are_logged_by_every_process(
         stranger.client_id = "e" * 40
         for n in range(3):
             assert (await stranger.publish("/a", n))["error"] == "402::session_unknown"
-    logged = [
-        (r.client_id, r.channel, r.error)  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "starlette_cometd.errors"
-    ]
+    logged = refusals_logged(caplog)
     assert logged == [
         *[(client.client_id, "/secret/x", "403:denied_by_security_policy:publish_denied")] * 3,
         *[(client.client_id, "/bad/*", "405::channel_invalid")] * 3,
@@ -61,9 +58,5 @@ async def test_requests_refused_while_redis_is_away_are_logged(
         await asyncio.to_thread(redis_server.stop)
         for n in range(2):
             assert (await client.publish("/a", n))["error"] == "503::engine_unavailable"
-    logged = [
-        (r.client_id, r.channel, r.error)  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "starlette_cometd.errors"
-    ]
+    logged = refusals_logged(caplog)
     assert logged == [(client.client_id, "/a", "503::engine_unavailable")] * 2

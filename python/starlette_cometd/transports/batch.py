@@ -403,16 +403,21 @@ UNAVAILABLE = "503::engine_unavailable"
 
 
 def count_refusal(
-    context: LongPollingServiceContext, message: Any, channel: str | None, error: str
+    context: LongPollingServiceContext, client_id: Any, channel: Any, error: str
 ) -> None:
-    """Counts an unsuccessful reply by its kind and logs it, as the core does its own: the
-    session and channel are ``message``'s, when it names them, or ``channel``."""
-    client_id = None
-    if isinstance(message, dict):
-        named, channel = message.get("clientId"), message.get("channel", channel)
-        client_id = named if isinstance(named, str) else None
+    """Counts an unsuccessful reply by its kind and logs it, as the core does its own, with
+    the session and channel it was about (each left out unless a str)."""
+    client_id = client_id if isinstance(client_id, str) else None
+    channel = channel if isinstance(channel, str) else None
     context.engine.count_error(error)
-    context.refusals.log([(client_id, channel if isinstance(channel, str) else None, error)])
+    context.refusals.log([(client_id, channel, error)])
+
+
+def _named(message: Any) -> tuple[Any, Any]:
+    """The client id and channel a message (any JSON value) names, for ``count_refusal``."""
+    if not isinstance(message, dict):
+        return None, None
+    return message.get("clientId"), message.get("channel")
 
 
 def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
@@ -432,7 +437,7 @@ def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
                 advice={"reconnect": "retry", "interval": 1000},
             )
         )
-        count_refusal(context, message, None, UNAVAILABLE)
+        count_refusal(context, *_named(message), UNAVAILABLE)
     return json.dumps(replies, separators=(",", ":")).encode()
 
 
@@ -536,7 +541,7 @@ class _Hooked:
                 # and every other session carry on.
                 log.exception("the application's hooks failed on %.200r", raw)
                 failed = _reply(named, successful=False, error="500::server_error")
-                count_refusal(self.context, message.value, None, "500::server_error")
+                count_refusal(self.context, *_named(message.value), "500::server_error")
                 self.parts.append(dumps(failed).encode())
         parts = [part for part in self.parts if part]
         # A held connect stands alone, and its reply comes later: nothing goes out now (as on
@@ -717,7 +722,7 @@ class _Hooked:
         error = reply.get("error")
         if reply.get("successful") is False and isinstance(error, str):
             client_id = str(session.client_id) if session is not None else None
-            count_refusal(self.context, {"clientId": client_id, **reply}, None, error)
+            count_refusal(self.context, client_id, reply.get("channel"), error)
         for extension in reversed(self.hooks.extensions):
             if not await extension_passes(extension.outgoing, session, reply):
                 return

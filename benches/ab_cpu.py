@@ -16,12 +16,12 @@ installed (a venv); runs alternate between the builds, each with a fresh server 
         --build warning=/work/venv-main/bin/python   # sessions made and ended, not messages
 
 Prints, per transport and build, the server's CPU microseconds per delivery of each round
-and their median. With `--churn`, the load is instead 20 long-polling clients each making a
-session and ending it (a handshake, then a disconnect) as fast as the server answers, and the
-figure is CPU microseconds per session; the server's standard error goes to a file then, as a
-deployment's log would. Needs `cargo build --release -p loadgen`. With `--redis`, each run's server
-uses the Redis engine, on a fresh `redis-server` of its own (also on core 0); the figure is
-still the server's CPU alone.
+and their median, and the p99 latency of each round's deliveries. With `--churn`, the load is
+instead 20 long-polling clients each making a session and ending it (a handshake, then a
+disconnect) as fast as the server answers, and the figure is CPU microseconds per session; the
+server's standard error goes to a file then, as a deployment's log would. Needs `cargo build
+--release -p loadgen`. With `--redis`, each run's server uses the Redis engine, on a fresh
+`redis-server` of its own (also on core 0); the figure is still the server's CPU alone.
 """
 
 from __future__ import annotations
@@ -106,9 +106,12 @@ def load_command(transport: str, rate: int, seconds: int, port: int) -> list[str
     return ["taskset", "-c", "1", str(LOADGEN), "--url", url, *load, *timing]
 
 
-def one_run(build: str, transport: str, rate: int, seconds: int, redis: bool) -> float:
-    """CPU microseconds the server spent per delivery (per session for "churn"), over one run;
-    ``build`` is a Python interpreter, then any options of the server's own."""
+def one_run(
+    build: str, transport: str, rate: int, seconds: int, redis: bool
+) -> tuple[float, float | None]:
+    """CPU microseconds the server spent per delivery (per session for "churn"), over one run,
+    and the p99 latency of those deliveries in ms (``None`` for "churn"); ``build`` is a Python
+    interpreter, then any options of the server's own."""
     python, *options = build.split()
     port = free_port()
     extra = ["--max-sessions-per-address", "0"]
@@ -144,10 +147,10 @@ def one_run(build: str, transport: str, rate: int, seconds: int, redis: bool) ->
     if transport == "churn":
         if report["errors"]:
             raise RuntimeError(f"{report['errors']} sessions failed")
-        return used / max(int(report["replies"]), 1) * 1e6
+        return used / max(int(report["replies"]), 1) * 1e6, None
     # One step in this mode; "best" is set only when it held the p99 bound.
-    delivered = int(report["steps"][-1]["delivered"])
-    return used / max(delivered, 1) * 1e6
+    step = report["steps"][-1]
+    return used / max(int(step["delivered"]), 1) * 1e6, float(step["latency"]["p99_ms"])
 
 
 def main() -> None:
@@ -180,14 +183,21 @@ def main() -> None:
         loads = [("churn", 0)]
     unit = "session" if args.churn else "delivery"
     figures: dict[tuple[str, str], list[float]] = {}
+    p99s: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for transport, rate in loads:
             for name, python in builds.items():
-                figure = one_run(python, transport, rate, args.seconds, args.redis)
+                figure, p99 = one_run(python, transport, rate, args.seconds, args.redis)
                 figures.setdefault((transport, name), []).append(figure)
+                if p99 is not None:
+                    p99s.setdefault((transport, name), []).append(p99)
     for (transport, name), runs in sorted(figures.items()):
         shown = " ".join(f"{run:.1f}" for run in runs)
         print(f"{transport:13} {name:10} median {statistics.median(runs):6.1f} us ({shown})")
+        if (transport, name) in p99s:
+            latencies = p99s[transport, name]
+            shown = " ".join(f"{p99:.1f}" for p99 in latencies)
+            print(f"{'':24} p99 median {statistics.median(latencies):6.1f} ms ({shown})")
     if args.out is not None:
         results: dict[str, Any] = {
             "command": " ".join(["python", "benches/ab_cpu.py", *sys.argv[1:]]),
@@ -204,6 +214,15 @@ def main() -> None:
                     if t == transport
                 }
                 for transport, _ in loads
+            },
+            "p99_ms": {
+                transport: {
+                    name: {"median": statistics.median(runs), "runs": runs}
+                    for (t, name), runs in sorted(p99s.items())
+                    if t == transport
+                }
+                for transport, _ in loads
+                if transport != "churn"
             },
         }
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -538,6 +538,10 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
     log_cost = out_dir / "log-cost.json"
     if log_cost.exists():
         lines += _log_cost_table(json.loads(log_cost.read_text()))
+    gc_runs = [(label, out_dir / f"gc-tuning-{name}.json") for name, label in GC_RUNS.items()]
+    gc_found = {label: json.loads(path.read_text()) for label, path in gc_runs if path.exists()}
+    if gc_found:
+        lines += _gc_table(gc_found)
     if "S7" in r["scenarios"] or replays:
         lines += _history_section(r["scenarios"].get("S7"), replays)
     lines += _notes(r)
@@ -598,6 +602,49 @@ def _log_cost_table(o: dict[str, Any]) -> list[str]:
         f"| info | {info['median']:.1f} | {runs} | {info['median'] / warning['median']:.2f} |",
         "",
     ]
+
+
+# benches/gc-tuning-NAME.json, and how the garbage collector's table names each.
+GC_RUNS = {"memory": "in-memory", "redis": "Redis", "redis-knee": "Redis, near its knee"}
+
+
+def _gc_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The garbage collector as the CLI tunes it (tune_gc) against Python's defaults
+    (--default-gc): the server's CPU per delivery and the p99 at a fixed load, on each engine
+    (benches/ab_cpu.py --out benches/gc-tuning-ENGINE.json)."""
+    lines = [
+        "### Garbage collector",
+        "",
+        "The server's CPU per delivered message and the p99 latency at a fixed load (1,000 "
+        "clients in 100 rooms; server, and Redis, on core 0, load generator on core 1), with "
+        "the CLI's `tune_gc()` and with Python's defaults (`--default-gc`), runs taking turns. "
+        "Below saturation the CPU per delivery is what to read; near the knee the CPU is all "
+        "taken either way, and the collector's pauses show in the p99.",
+        "",
+    ]
+    for engine, o in runs.items():
+        m = o["machine"]
+        lines.append(
+            f"- {engine}: measured {o['date']} with `{o['command']}` ({m['cpu']}, {m['cores']} "
+            f"cores, commit {m['git_commit']}; load average {_load(o['load_average_at_start'])} "
+            f"at start, {_load(o['load_average_at_end'])} at end)"
+        )
+    lines += [
+        "",
+        "| engine | transport | publishes/s | µs per delivery, default | tuned | tuned / default "
+        "| p99 ms, default | tuned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for engine, o in runs.items():
+        for transport, builds in o["cpu_us_per_delivery"].items():
+            cpu = {name: builds[name]["median"] for name in ("default", "tuned")}
+            p99 = {name: o["p99_ms"][transport][name]["median"] for name in ("default", "tuned")}
+            lines.append(
+                f"| {engine} | {transport} | {o['rates'][transport]:,} | {cpu['default']:.1f} "
+                f"| {cpu['tuned']:.1f} | {cpu['tuned'] / cpu['default']:.2f} "
+                f"| {p99['default']:.1f} | {p99['tuned']:.1f} |"
+            )
+    return [*lines, ""]
 
 
 def _cost_tables(c: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from .events import (
     Subscribe,
     Unsubscribe,
 )
+from .gc_tuning import tune_gc
 from .health import health_route
 from .hooks import Extension, Message, MessageRefused, SecurityPolicy, ServerSession
 from .router import CometdApp, CometdRoute, RouterBuilder, mount
@@ -59,4 +60,5 @@ __all__ = [
     "health_route",
     "mount",
     "native_http_protocol",
+    "tune_gc",
 ]

@@ -22,6 +22,7 @@ from . import demo, workers
 from .builder import LongPollingServiceContextBuilder
 from .cluster.keys import MAX_PARTITIONS
 from .context import LongPollingServiceContext
+from .gc_tuning import tune_gc
 from .health import health_route
 from .logs import log_config, skip_unused_record_fields
 from .router import CometdApp, CometdRoute, RouterBuilder
@@ -180,6 +181,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="log every request served, one line each, as uvicorn's access log does (off by "
         "default: a line per request costs on the busiest path)",
+    )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep Python's garbage collector settings (by default each worker calls "
+        "tune_gc() before it serves: see the README)",
     )
     parser.add_argument(
         "--log-format",
@@ -348,4 +355,6 @@ def serve(args: argparse.Namespace, sockets: list[socket.socket] | None = None) 
     log.info("CometD endpoint at http://%s:%d%s", args.host, args.port, args.path)
     if args.demo:
         log.info("Demo chat at http://%s:%d/", args.host, args.port)
+    if not args.default_gc:
+        tune_gc()
     _Server(config, context).run(sockets=sockets)

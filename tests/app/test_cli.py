@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from urllib.parse import quote
 
 import httpx
+import pytest
 import websockets
 
 from support.bayeux import connect_message, handshake, post
@@ -184,6 +186,36 @@ async def test_cli_serves_with_one_worker() -> None:
         assert reply["successful"] is True
     finally:
         await stop_cli(process)
+
+
+@pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "default-gc"])
+async def test_cli_worker_tunes_its_garbage_collector_then_serves(tuned: bool) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cometd"
+    options = ("--workers", "1", "--log-level", "debug", *(() if tuned else ("--default-gc",)))
+    process = await start_cli(port, *options, stderr=asyncio.subprocess.PIPE)
+    try:
+        await wait_listening(url, process)
+        async with httpx.AsyncClient(timeout=20) as http:
+            client_id = await handshake(http, url)
+            [reply] = await post(http, url, connect_message(client_id))
+        assert reply["successful"] is True
+    finally:
+        await stop_cli(process)
+    assert process.stderr is not None
+    stderr = (await process.stderr.read()).decode()
+    assert "Traceback" not in stderr
+    found = re.search(
+        r"garbage collector: (\d+) objects set aside, young generation collected every (\d+)",
+        stderr,
+    )
+    if not tuned:
+        assert found is None, stderr
+        return
+    assert found is not None, stderr
+    # The modules and the application, frozen in the worker before it served.
+    assert int(found[1]) > 10_000
+    assert int(found[2]) == 50_000
 
 
 async def test_cli_keeps_a_history_for_the_replay_extension() -> None:

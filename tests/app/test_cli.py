@@ -170,26 +170,9 @@ async def test_cli_refuses_a_worker_count_below_one_or_not_a_number() -> None:
         assert "Redis" not in stderr
 
 
-async def test_cli_serves_with_one_worker() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/cometd"
-    process = await start_cli(port, "--workers", "1", "--log-level", "warning")
-    try:
-        await wait_listening(url, process)
-        async with httpx.AsyncClient(timeout=20) as http:
-            client_id = await handshake(http, url)
-            [reply] = await post(
-                http,
-                url,
-                {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/a"},
-            )
-        assert reply["successful"] is True
-    finally:
-        await stop_cli(process)
-
-
 @pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "default-gc"])
 async def test_cli_worker_tunes_its_garbage_collector_then_serves(tuned: bool) -> None:
+    """With ``--workers 1`` the server is a worker process under a supervisor, as with more."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/cometd"
     options = ("--workers", "1", "--log-level", "debug", *(() if tuned else ("--default-gc",)))

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import demo, workers
+from .accepting import Acceptor
 from .builder import LongPollingServiceContextBuilder
 from .cluster.keys import MAX_PARTITIONS
 from .context import LongPollingServiceContext
@@ -284,12 +285,34 @@ class _Standalone:
 
 
 class _Server(uvicorn.Server):
-    """Releases held connects as soon as a stop is asked for: uvicorn otherwise waits for
-    every open request, held connects included, before the lifespan ends."""
+    """uvicorn's server, which also takes new connections in batches (see accepting.py), and
+    releases held connects as soon as a stop is asked for: uvicorn otherwise waits for every
+    open request, held connects included, before the lifespan ends."""
 
     def __init__(self, config: uvicorn.Config, context: LongPollingServiceContext) -> None:
         super().__init__(config)
         self._context = context
+        self._acceptors: list[Acceptor] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets is None or self.should_exit or self.config.ssl is not None:
+            return
+        # Beside uvicorn's server, which takes one new connection per loop turn.
+        loop = asyncio.get_running_loop()
+        self._acceptors = [Acceptor(loop, sock, self._new_protocol) for sock in sockets]
+
+    def _new_protocol(self) -> asyncio.Protocol:
+        """A connection's protocol, made as uvicorn's server makes it."""
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        return protocol
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for acceptor in self._acceptors:
+            acceptor.close()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         try:

@@ -1,11 +1,11 @@
 """Accepting connections in batches.
 
 libuv, under uvloop, accepts one connection per turn of the event loop (since libuv's pull
-request 3696 of 2022, "don't accept() connections in a loop"). A busy server's turn takes tens of milliseconds, so on the
-benchmark machine a burst of 1,000 new connections (clients arriving, or coming back after a
-restart) waited in the kernel's queue for up to 10 s, at about 40 accepts a second, while the
-connections already open were served. An ``Acceptor`` watches a duplicate of the listening
-socket and takes every waiting connection (up to a bound) each time it is ready.
+request 3696 of 2022, "don't accept() connections in a loop"). A busy server's turn takes tens
+of milliseconds, so on the benchmark machine a burst of 1,000 new connections (clients arriving,
+or coming back after a restart) waited in the kernel's queue for up to 10 s, at about 40 accepts
+a second, while the connections already open were served. An ``Acceptor`` watches a duplicate of
+the listening socket and takes every waiting connection (up to a bound) each time it is ready.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ request 3696 of 2022, "don't accept() connections in a loop"). A busy server's t
 of milliseconds, so on the benchmark machine a burst of 1,000 new connections (clients arriving,
 or coming back after a restart) waited in the kernel's queue for up to 10 s, at about 40 accepts
 a second, while the connections already open were served. An ``Acceptor`` watches a duplicate of
-the listening socket and takes every waiting connection (up to a bound) each time it is ready.
+the listening socket and takes the waiting connections (up to a bound) each time it is ready.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 log = logging.getLogger("starlette_cometd")
 
-# Connections taken per readiness of the listening socket: a bound on one turn's work.
-MAX_ACCEPTS = 256
+# Connections taken per readiness of the listening socket: a bound on one turn's work, and
+# small enough that with several workers (each woken by the same readiness) each takes a share.
+MAX_ACCEPTS = 64
 # After accept() failed (no file descriptor left, say): how long the acceptor stands aside.
 # libuv's own watcher of the socket still takes one connection per turn meanwhile.
 PAUSE_AFTER_ERROR = 0.5
@@ -49,6 +50,8 @@ class Acceptor:
                 connection, _ = self._socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue  # gone before it was taken: that connection alone
             except OSError as error:
                 log.warning("accepting a connection failed: %s", error)
                 self._loop.remove_reader(self._socket.fileno())
@@ -76,3 +79,9 @@ class Acceptor:
         self._closed = True
         self._loop.remove_reader(self._socket.fileno())
         self._socket.close()
+
+    async def started(self) -> None:
+        """Returns once every connection taken so far has its protocol (and so is among the
+        server's connections, which a shutdown ends)."""
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)

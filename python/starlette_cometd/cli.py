@@ -300,7 +300,10 @@ class _Server(uvicorn.Server):
             return
         # Beside uvicorn's server, which takes one new connection per loop turn.
         loop = asyncio.get_running_loop()
-        self._acceptors = [Acceptor(loop, sock, self._new_protocol) for sock in sockets]
+        try:
+            self._acceptors = [Acceptor(loop, sock, self._new_protocol) for sock in sockets]
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            self._acceptors = []
 
     def _new_protocol(self) -> asyncio.Protocol:
         """A connection's protocol, made as uvicorn's server makes it."""
@@ -312,6 +315,9 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for acceptor in self._acceptors:
             acceptor.close()
+        # Connections just taken join the server's before uvicorn asks each to end.
+        for acceptor in self._acceptors:
+            await acceptor.started()
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

@@ -170,13 +170,16 @@ async def test_cli_refuses_a_worker_count_below_one_or_not_a_number() -> None:
         assert "Redis" not in stderr
 
 
-@pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "default-gc"])
-async def test_cli_worker_tunes_its_garbage_collector_then_serves(tuned: bool) -> None:
-    """With ``--workers 1`` the server is a worker process under a supervisor, as with more."""
+@pytest.mark.parametrize("tuned", [True, False], ids=["tuned-workers", "default-gc"])
+async def test_cli_tunes_the_garbage_collector_of_each_worker(tuned: bool, redis_url: str) -> None:
+    """Tuned: two worker processes under a supervisor (they share the engine on Redis), each
+    tuning its own collector; with ``--default-gc``, one process that keeps Python's."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/cometd"
-    options = ("--workers", "1", "--log-level", "debug", *(() if tuned else ("--default-gc",)))
-    process = await start_cli(port, *options, stderr=asyncio.subprocess.PIPE)
+    options = ("--workers", "2", "--redis", redis_url) if tuned else ("--default-gc",)
+    process = await start_cli(
+        port, "--log-level", "debug", *options, stderr=asyncio.subprocess.PIPE
+    )
     try:
         await wait_listening(url, process)
         async with httpx.AsyncClient(timeout=20) as http:
@@ -188,17 +191,18 @@ async def test_cli_worker_tunes_its_garbage_collector_then_serves(tuned: bool) -
     assert process.stderr is not None
     stderr = (await process.stderr.read()).decode()
     assert "Traceback" not in stderr
-    found = re.search(
+    found = re.findall(
         r"garbage collector: (\d+) objects set aside, young generation collected every (\d+)",
         stderr,
     )
     if not tuned:
-        assert found is None, stderr
+        assert found == [], stderr
         return
-    assert found is not None, stderr
-    # The modules and the application, frozen in the worker before it served.
-    assert int(found[1]) > 10_000
-    assert int(found[2]) == 50_000
+    # Once in each worker, before it served: the modules and the application, frozen.
+    assert len(found) == 2, stderr
+    for frozen, young in found:
+        assert int(frozen) > 10_000
+        assert int(young) == 50_000
 
 
 async def test_cli_keeps_a_history_for_the_replay_extension() -> None:

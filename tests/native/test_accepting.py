@@ -26,14 +26,18 @@ REQUEST = (
 
 
 def _open_burst(port: int, replies: list[bytes]) -> None:
-    """Opens BURST connections at once, each sending a handshake, then reads every reply."""
+    """Opens BURST connections at once, each sending a handshake, then reads every reply;
+    closes them only then, so that all are open together at the server."""
     connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(BURST)]
-    for connection in connections:
-        connection.sendall(REQUEST)
-    for connection in connections:
-        connection.settimeout(30)
-        replies.append(connection.recv(65536))
-        connection.close()
+    try:
+        for connection in connections:
+            connection.sendall(REQUEST)
+        for connection in connections:
+            connection.settimeout(30)
+            replies.append(connection.recv(65536))
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 async def _turns_to_accept_a_burst(batches: bool) -> tuple[int, list[bytes]]:

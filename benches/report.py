@@ -548,16 +548,23 @@ def write_report(results: Path, out_dir: Path = HERE) -> None:
     (out_dir / "RESULTS.md").write_text("\n".join(lines))
 
 
+def _ab_run(o: dict[str, Any]) -> str:
+    """When, how and where a run of benches/ab_cpu.py measured (its --out file's fields)."""
+    m = o["machine"]
+    return (
+        f"{o['date']} with `{o['command']}` ({m['cpu']}, {m['cores']} cores, commit "
+        f"{m['git_commit']}; load average {_load(o['load_average_at_start'])} at start, "
+        f"{_load(o['load_average_at_end'])} at end)"
+    )
+
+
 def _overhead_table(o: dict[str, Any]) -> list[str]:
     """Issue 13: what serving metrics costs, the server's CPU per delivery with them on and
     off at a fixed load (benches/ab_cpu.py --out)."""
-    m = o["machine"]
     lines = [
         "### Metrics on and off (issue 13)",
         "",
-        f"Measured {o['date']} with `{o['command']}` ({m['cpu']}, {m['cores']} cores, commit "
-        f"{m['git_commit']}; load average {_load(o['load_average_at_start'])} at start, "
-        f"{_load(o['load_average_at_end'])} at end). The server's CPU per delivered message at "
+        f"Measured {_ab_run(o)}. The server's CPU per delivered message at "
         "a fixed load well below saturation (1,000 clients in 100 rooms; server on core 0, load "
         "generator on core 1), runs taking turns: a steadier measure than the sweeps' knee on "
         "this shared machine. One build: the core counts what the metrics read (its "
@@ -580,7 +587,6 @@ def _overhead_table(o: dict[str, Any]) -> list[str]:
 def _log_cost_table(o: dict[str, Any]) -> list[str]:
     """Issue 13: what the INFO lines of sessions made and ended cost, the server's CPU per
     session with --log-level info and warning (benches/ab_cpu.py --churn --out)."""
-    m = o["machine"]
     builds = o["cpu_us_per_session"]["churn"]
     info, warning = builds["info"], builds["warning"]
     runs = ", ".join(f"{run:.1f}" for run in info["runs"])
@@ -588,9 +594,7 @@ def _log_cost_table(o: dict[str, Any]) -> list[str]:
     return [
         "### Session logs at INFO (issue 13)",
         "",
-        f"Measured {o['date']} with `{o['command']}` ({m['cpu']}, {m['cores']} cores, commit "
-        f"{m['git_commit']}; load average {_load(o['load_average_at_start'])} at start, "
-        f"{_load(o['load_average_at_end'])} at end). 20 long-polling clients each make a "
+        f"Measured {_ab_run(o)}. 20 long-polling clients each make a "
         "session and end it (a handshake, then a disconnect: two requests, and at INFO two "
         "lines) as fast as the server answers; the server's CPU per session, its standard "
         "error written to a file. Loads that keep their sessions (S1 to S6) log nothing per "
@@ -622,13 +626,7 @@ def _gc_table(runs: dict[str, dict[str, Any]]) -> list[str]:
         "taken either way, and the collector's pauses show in the p99.",
         "",
     ]
-    for engine, o in runs.items():
-        m = o["machine"]
-        lines.append(
-            f"- {engine}: measured {o['date']} with `{o['command']}` ({m['cpu']}, {m['cores']} "
-            f"cores, commit {m['git_commit']}; load average {_load(o['load_average_at_start'])} "
-            f"at start, {_load(o['load_average_at_end'])} at end)"
-        )
+    lines += [f"- {engine}: measured {_ab_run(o)}" for engine, o in runs.items()]
     lines += [
         "",
         "| engine | transport | publishes/s | µs per delivery, default | tuned | tuned / default "

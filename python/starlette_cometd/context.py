@@ -46,7 +46,7 @@ from .hooks import (
     Service,
     extension_passes,
 )
-from .logs import RefusalLog, log_session_events, sessions_log
+from .logs import OutageLog, RefusalLog, log_session_events, sessions_log
 from .transports.held_connects import Parking, Wakeup
 from .transports.message_json import TrackedMessage
 
@@ -106,6 +106,8 @@ class LongPollingServiceContext:
         self.hooks = Hooks()
         #: The log of unsuccessful replies, which bounds how many lines a second it writes.
         self.refusals: Final[RefusalLog] = RefusalLog()
+        #: The log of requests answered unavailable while the cluster's Redis is away.
+        self.outages: Final[OutageLog] = OutageLog()
         self._server_sessions: dict[str, ServerSession] = {}
         self._sweep_every = sweep_every
         self._sweeper: asyncio.Task[None] | None = None
@@ -348,7 +350,7 @@ class LongPollingServiceContext:
             await self.cluster.save_attributes(writes, owners or {})
         except EngineUnavailable as error:
             # Kept here: written with the session's next change.
-            log.warning("could not write session attributes: %s", error)
+            self.outages.log(error)
             return
         for session, written, removed in changed:
             session.stored.update(written)
@@ -583,6 +585,7 @@ class LongPollingServiceContext:
                 if not done:
                     await asyncio.sleep(0)
             self.refusals.flush()
+            self.outages.flush()
 
 
 def _events(

@@ -21,6 +21,7 @@ from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
+server_log = logging.getLogger("starlette_cometd")
 sessions_log = logging.getLogger("starlette_cometd.sessions")
 errors_log = logging.getLogger("starlette_cometd.errors")
 
@@ -88,6 +89,38 @@ class RefusalLog:
         if self._left_out:
             errors_log.info("%d more unsuccessful replies were not logged", self._left_out)
         self._second, self._logged, self._left_out = second, 0, 0
+
+
+class OutageLog:
+    """Logs the requests answered unavailable because the cluster's Redis is away: the first
+    of each second with its error, then how many more the second had (in the next second's
+    first line, or by ``flush``, which the sweeper calls every second). Thousands of clients
+    retrying while Redis is away write a line a second, not one each."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._logged = False
+        self._left_out = 0
+
+    def log(self, error: BaseException) -> None:
+        self.flush()
+        if self._logged:
+            self._left_out += 1
+            return
+        self._logged = True
+        server_log.warning("the cluster's Redis is unavailable: %s", error)
+
+    def flush(self) -> None:
+        """Starts a new second if this one is over, logging how many the last left out."""
+        second = int(time.monotonic())
+        if second == self._second:
+            return
+        if self._left_out:
+            server_log.warning(
+                "the cluster's Redis is unavailable: %d more requests answered so",
+                self._left_out,
+            )
+        self._second, self._logged, self._left_out = second, False, 0
 
 
 class TextFormatter(logging.Formatter):

@@ -647,7 +647,8 @@ class RedisNode:
             return True
         except _REDIS_ERRORS as error:
             self._failed()
-            log.warning("could not record the delivery of %s: %s", client_id, error)
+            assert self._context is not None
+            self._context.outages.log(error)  # one line a second, not one per delivery
             return None
 
     async def _record_soon(

@@ -187,7 +187,7 @@ async def _recorded(
     try:
         processed = await _commit(context, request, outcome, drain, {})
     except EngineUnavailable as error:
-        log.warning("the cluster's Redis is unavailable: %s", error)
+        context.outages.log(error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
     return await _applied(context, request, processed)
 
@@ -300,7 +300,7 @@ async def process_in_cluster(
         drain = node.drained(_drained(named, outcome))
         return await _commit(context, request, outcome, drain, borrowed)
     except EngineUnavailable as error:
-        log.warning("the cluster's Redis is unavailable: %s", error)
+        context.outages.log(error)
         return HookedReply(200, unavailable_reply(context, body), None, None)
 
 
@@ -505,7 +505,7 @@ class _Hooked:
                 named = context.engine.named_sessions(body)
                 await bring_here(context, self.request, body, named, self.borrowed)
             except EngineUnavailable as error:
-                log.warning("the cluster's Redis is unavailable: %s", error)
+                context.outages.log(error)
                 return HookedReply(200, unavailable_reply(context, body), None, None)
             reply = await self._run(body)
             await context.save_attributes(self.seen.values(), self.borrowed)

@@ -1,17 +1,23 @@
 """Where a node's sessions stand, recorded by gates (see ``cluster/gates.py``): a node whose
-sessions keep up writes nothing per session and message; a session taken over is let go by the
-node serving it, or that node is fenced, and either way nothing is lost or sent twice."""
+sessions keep up writes nothing per session and message, and those behind are marked a few
+hundred to a call; a session taken over is let go by the node serving it, or that node is
+fenced, and either way nothing is lost or sent twice."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio
+from redis.exceptions import ResponseError
 
 from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.cluster import node as node_module
+from starlette_cometd.cluster.connection import connect
+from starlette_cometd.cluster.gates import MARKS_PER_CALL, Gates
+from starlette_cometd.cluster.keys import PUBLISH, Keys
+from starlette_cometd.cluster.turns import Turns
 from support.cluster import Client, asgi_cluster, gather_until
 
 
@@ -123,3 +129,49 @@ async def test_a_node_that_leaves_takes_no_gate_after(redis_url: str) -> None:
     assert after.done() and after.result() == frozenset()
     await asyncio.sleep(0.1)
     assert not gates.tasks
+
+
+async def test_a_gate_marks_many_sessions_in_few_calls_each_session_its_own_result(
+    redis_url: str,
+) -> None:
+    """On one Redis server a gate marks the sessions behind it a few hundred to a script call;
+    a session's record of another type, or served by another node now, is that session's
+    result alone."""
+    connection = await connect(redis_url)
+    redis_client = connection.redis
+    keys = Keys("t", 1)
+    turns = Turns(redis_client, connection.script(PUBLISH))
+    gates = Gates(
+        connection, turns, keys, "me", cast(Any, None), lambda: (0,), lambda _: "P", 60_000
+    )
+    try:
+        sessions = [f"{n:040x}" for n in range(2 * MARKS_PER_CALL + 1)]
+        pipe = redis_client.pipeline(transaction=False)
+        for client_id in sessions:
+            pipe.hset(keys.session(client_id), mapping={"n": "me", "c": "old"})
+        await pipe.execute()
+        bad, moved = sessions[3], sessions[MARKS_PER_CALL + 7]
+        await redis_client.delete(keys.session(bad))
+        await redis_client.set(keys.session(bad), "not a hash")
+        await redis_client.hset(keys.session(moved), "n", "other")
+        await redis_client.config_resetstat()
+        writes = [(client_id, f"before-{n}", f"after-{n}") for n, client_id in enumerate(sessions)]
+        marked, passed = await gates._write_gate("1", "P", writes)
+        assert passed
+        stats: Any = await redis_client.info("commandstats")
+        assert stats["cmdstat_eval"]["calls"] == 3 + 1  # three calls of marks, then the gate
+        results = dict(zip(sessions, marked, strict=True))
+        assert isinstance(results.pop(bad), ResponseError)
+        assert results.pop(moved) == 0
+        assert set(results.values()) == {1}
+        record = await redis_client.hgetall(keys.session(sessions[MARKS_PER_CALL]))
+        n = MARKS_PER_CALL
+        assert record == {
+            b"n": b"me",
+            b"c": f"before-{n}".encode(),
+            b"g": b"me:1",
+            b"h": f"after-{n}".encode(),
+        }
+        assert await redis_client.hgetall(keys.session(moved)) == {b"n": b"other", b"c": b"old"}
+    finally:
+        await connection.aclose()

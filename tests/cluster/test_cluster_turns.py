@@ -1,5 +1,6 @@
 """The writes of a loop turn's requests go to Redis in one round trip (``cluster/turns.py``),
-each request getting its own commands' results, on a real Redis server."""
+each request getting its own commands' results, and their log appends in one script call per
+log, on a real Redis server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from redis.exceptions import ConnectionError, ResponseError
 
 from starlette_cometd.cluster.connection import Connection, connect
+from starlette_cometd.cluster.keys import PUBLISH
 from starlette_cometd.cluster.turns import Turns
 from support.redis_servers import RedisServer
 
@@ -40,7 +42,7 @@ async def opened(redis_server: RedisServer) -> AsyncIterator[Opened]:
     """A node's connection to the test's Redis, and turns on it."""
     connection = await connect(redis_server.url)
     counted = Counted(connection.redis)
-    yield Opened(connection, counted, Turns(counted))
+    yield Opened(connection, counted, Turns(counted, connection.script(PUBLISH)))
     await connection.aclose()
 
 
@@ -63,6 +65,62 @@ async def test_one_round_trip_per_loop_turn_in_order(opened: Opened) -> None:
     assert counted.pipelines == 2
     assert await turns.pipeline().execute() == []  # nothing to send: no round trip
     assert counted.pipelines == 2
+
+
+async def script_calls(connection: Connection) -> int:
+    stats: Any = await connection.redis.info("commandstats")
+    return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
+async def test_a_turn_s_log_appends_go_in_one_script_call_per_log_in_order(
+    opened: Opened,
+) -> None:
+    connection, turns = opened.connection, opened.turns
+    redis = connection.redis
+    await redis.config_resetstat()
+    # Three requests, each appending to log "a" and one of them to log "b" too; then one
+    # whose other command comes between its appends, which keep their order around it.
+    batches = [turns.pipeline() for _ in range(4)]
+    for n, batch in enumerate(batches[:3]):
+        batch.append_entry("head-a", "log-a", 100, ("/a", f"m{n}".encode(), "", ""))
+    batches[1].append_entry("head-b", "log-b", 100, ("/b", b"b0", "x", "to"))
+    batches[3].append_entry("head-a", "log-a", 100, ("/a", b"m3", "", ""))
+    batches[3].incr("between")
+    batches[3].append_entry("head-a", "log-a", 100, ("/a", b"m4", "", ""))
+    results = await asyncio.gather(*(batch.execute() for batch in batches))
+    # One call for a (m0 to m3: the last request's first append joins the run) and one for b,
+    # then INCR, then one for m4.
+    assert await script_calls(connection) == 3
+    assert results[3][1] == 1
+    assert [len(found) for found in results] == [1, 2, 1, 3]
+    entries = await redis.xrange("log-a")
+    assert [(entry_id, fields[b"m"]) for entry_id, fields in entries] == [
+        (f"0-{n + 1}".encode(), f"m{n}".encode()) for n in range(5)
+    ]
+    assert await redis.hget("head-a", "offset") == b"5"
+    [(_, b_fields)] = await redis.xrange("log-b")
+    assert b_fields == {b"c": b"/b", b"m": b"b0", b"x": b"x", b"t": b"to"}
+    # The log's epoch is made by its first call and kept by the next.
+    epoch = await redis.hget("head-a", "epoch")
+    assert epoch and results[0][0] == results[3][0] == [epoch, 4]
+    assert results[3][2] == [epoch, 5]
+
+
+async def test_an_append_refused_is_its_log_s_requests_alone(opened: Opened) -> None:
+    connection, turns = opened.connection, opened.turns
+    await connection.redis.set("log-bad", "not a stream")
+    bad, good, mixed = turns.pipeline(), turns.pipeline(), turns.pipeline()
+    bad.append_entry("head-bad", "log-bad", 100, ("/a", b"m", "", ""))
+    good.append_entry("head-good", "log-good", 100, ("/a", b"m", "", ""))
+    mixed.incr("n").append_entry("head-bad", "log-bad", 100, ("/a", b"m", "", ""))
+    found = await asyncio.gather(
+        bad.execute(raise_on_error=False),
+        good.execute(),
+        mixed.execute(raise_on_error=False),
+    )
+    assert isinstance(found[0][0], ResponseError) and "WRONGTYPE" in str(found[0][0])
+    assert found[1][0][1] == 1
+    assert found[2][0] == 1 and isinstance(found[2][1], ResponseError)
 
 
 async def test_a_command_refused_is_its_request_s_alone(opened: Opened) -> None:

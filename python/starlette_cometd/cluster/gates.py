@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .connection import REDIS_ERRORS, RESPONSE_ERRORS, Connection
-from .keys import GATE, MARK, Keys
+from .keys import GATE, MARK, MARK_MANY, Keys
 from .turns import Turns
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ log = logging.getLogger("starlette_cometd.cluster")
 # even when no message goes out.
 MAX_STAMPS = 10_000
 
+# Sessions marked by one script call on one Redis server: a call holds Redis for all of them.
+MARKS_PER_CALL = 500
+
 
 @dataclass(eq=False, slots=True)
 class _Gate:
@@ -48,6 +51,27 @@ class _Gate:
     # Sessions let go while the gate was pending or under way.
     dropped: set[str] = field(default_factory=set)
     number: int = 0
+    # Pushes waiting for it: the session, its messages, and what they resolve with.
+    pushes: list[tuple[str, bytes, asyncio.Future[bytes | None]]] = field(default_factory=list)
+
+    def settle(self) -> None:
+        """Resolves the pushes once the gate's future is done: with their messages, or None
+        for those that must not go out (cancelled with it)."""
+        future = self.future
+        held = None if future.cancelled() else future.result()
+        for client_id, body, pushed in self.pushes:
+            if pushed.done():
+                continue
+            if future.cancelled():
+                pushed.cancel()
+            else:
+                pushed.set_result(body if goes_out(held, client_id) else None)
+        self.pushes.clear()
+
+
+def goes_out(held: frozenset[str] | None, client_id: str) -> bool:
+    """Whether a gate's result lets a session's drained messages go out."""
+    return held is not None and client_id not in held
 
 
 class Gates:
@@ -67,6 +91,7 @@ class Gates:
         self._turns = turns
         self._cluster = connection.cluster
         self._mark = connection.script(MARK)
+        self._mark_many = connection.script(MARK_MANY)
         self._gate = connection.script(GATE)
         self._keys = keys
         self._state_key = keys.node_state(node)
@@ -166,31 +191,53 @@ class Gates:
         gate, self._next = self._next, None
         if gate is not None and not gate.future.done():
             gate.future.set_result(frozenset(gate.dropped))
+            gate.settle()
 
     def wait(self) -> asyncio.Future[frozenset[str] | None]:
         """Completes once a gate taken after now completed: with the sessions whose messages
         drained before now must not go out, or None when none may."""
-        loop = asyncio.get_running_loop()
         if self._closed:
-            done: asyncio.Future[frozenset[str] | None] = loop.create_future()
+            done: asyncio.Future[frozenset[str] | None] = asyncio.get_running_loop().create_future()
             done.set_result(frozenset())
             return done
         gate = self._next
         if gate is None:
-            gate = self._next = _Gate(loop.create_future())
+            gate = self._next = _Gate(asyncio.get_running_loop().create_future())
             if self._running is None:
-                loop.call_soon(self._take_soon)
+                self._start()
         return gate.future
 
-    def _take_soon(self) -> None:
-        # One loop turn later: the pushes scheduled in the turn that asked for the gate (or
-        # completed the last one) drain first, rather than be marked as undelivered.
-        asyncio.get_running_loop().call_soon(self._take)
+    def push(self, client_id: str, body: bytes) -> asyncio.Future[bytes | None]:
+        """Messages drained for a push now: resolved with them once a gate taken after now
+        completed, in the same step (no loop turn between), or with None when they must not go
+        out (see ``wait``)."""
+        pushed: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self.wait()
+        gate = self._next
+        if gate is None:  # closed: they go out as they are
+            pushed.set_result(body)
+        else:
+            gate.pushes.append((client_id, body, pushed))
+        return pushed
 
-    def _take(self) -> None:
+    def _start(self) -> None:
+        task = asyncio.create_task(self._take_soon())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _take_soon(self) -> None:
+        # Taken two loop turns after it was asked for (the task's first step runs in the next
+        # turn): the pushes scheduled in the turn that asked for it (or completed the last one)
+        # drain first, rather than be marked as undelivered. Its writes go at once.
+        await asyncio.sleep(0)
+        taken = self._take()
+        if taken is not None:
+            await self._complete(*taken)
+
+    def _take(self) -> tuple[_Gate, str, list[tuple[str, str, str]]] | None:
         gate = self._next
         if gate is None or self._running is not None or self._closed:
-            return
+            return None
         self._next = None
         self._running = gate
         self.taken += 1
@@ -218,9 +265,7 @@ class Gates:
         for client_id in self._unsettled - marked:
             writes.append((client_id, self.standing(client_id), ""))
         self._stamps.clear()
-        task = asyncio.create_task(self._complete(gate, cursor, writes))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return gate, cursor, writes
 
     async def _complete(self, gate: _Gate, cursor: str, writes: list[tuple[str, str, str]]) -> None:
         held: frozenset[str] | None = frozenset(gate.dropped)
@@ -237,8 +282,9 @@ class Gates:
             self._running = None
             if not gate.future.done():
                 gate.future.set_result(held)
+            gate.settle()
             if self._next is not None and not self._closed:
-                asyncio.get_running_loop().call_soon(self._take_soon)
+                self._start()
 
     def _failed(self, writes: list[tuple[str, str, str]]) -> None:
         """A gate's writes did not happen (as far as this node knows): its messages go out all
@@ -295,28 +341,54 @@ class Gates:
     ) -> tuple[list[Any], Any]:
         """Writes each session's marks, then the gate: per session 1, 0 when it moved (or
         ended), or the error Redis raised for its record; and the gate's result (0: fenced).
-        On one server all go in one round trip, in order; on a Redis Cluster the marks are in
-        many slots, and all complete before the gate is written."""
+        On one server all go in one round trip, in order, the marks a few calls for all
+        sessions; on a Redis Cluster the marks are in many slots, one call each, and all
+        complete before the gate is written."""
+        gate = f"{self._node}:{number}"
+        chunks = [writes[at : at + MARKS_PER_CALL] for at in range(0, len(writes), MARKS_PER_CALL)]
         async with self._turns.pipeline() as pipe:
-            for client_id, before, after in writes:
-                await self._mark(
-                    keys=[self._session_key(client_id)],
-                    args=[self._node, before, f"{self._node}:{number}", after],
-                    client=pipe,
-                )
-            if self._cluster and writes:
-                marked: list[Any] = await pipe.execute(raise_on_error=False)
+            if self._cluster:
+                for client_id, before, after in writes:
+                    await self._mark(
+                        keys=[self._session_key(client_id)],
+                        args=[self._node, before, gate, after],
+                        client=pipe,
+                    )
+                marked: list[Any] = await pipe.execute(raise_on_error=False) if writes else []
             else:
-                marked = []
+                for chunk in chunks:
+                    await self._mark_many(
+                        keys=[self._session_key(client_id) for client_id, _, _ in chunk],
+                        args=[self._node, gate, *(c for _, *cursors in chunk for c in cursors)],
+                        client=pipe,
+                    )
             await self._gate(
                 keys=[self._state_key], args=[number, cursor, self._ttl_ms], client=pipe
             )
             results: list[Any] = await pipe.execute(raise_on_error=False)
-        marked += results[:-1]
+        if not self._cluster:
+            marked = [
+                mark
+                for chunk, found in zip(chunks, results[:-1], strict=True)
+                for mark in _each_mark(chunk, found)
+            ]
         for result in [*marked, results[-1]]:
             if isinstance(result, Exception) and not isinstance(result, RESPONSE_ERRORS):
                 raise result
         return marked, results[-1]
+
+
+def _each_mark(chunk: list[tuple[str, str, str]], found: Any) -> list[Any]:
+    """Each session's result of a MARK_MANY call: its own (a refusal made an error), or the
+    call's error for all."""
+    if isinstance(found, Exception):
+        return [found] * len(chunk)
+    from redis.exceptions import ResponseError
+
+    return [
+        ResponseError(result.decode(errors="replace")) if isinstance(result, bytes) else result
+        for result in found
+    ]
 
 
 def marker(fields: dict[bytes, bytes]) -> str | None:

@@ -33,8 +33,9 @@ from .keys import EPOCH, Keys, offset_of
 
 # Publishes one message on a channel with a history: PUBLISH (see keys.py), then the history.
 # KEYS: the head, the log, the channel's stream, its meta hash, the partition's channels kept.
-# ARGV: as PUBLISH (1-6), then the size kept, the ttl in ms (0: none), the channels a partition
-# keeps at most, the prefixes of a channel's stream and meta keys. Returns the epoch and offset.
+# ARGV: as PUBLISH's for one message (1-6), then the size kept, the ttl in ms (0: none), the
+# channels a partition keeps at most, the prefixes of a channel's stream and meta keys. Returns
+# the epoch and offset.
 PUBLISH_KEPT = (
     EPOCH
     + """

@@ -7,11 +7,6 @@ import json
 import zlib
 from dataclasses import dataclass, field
 
-# Publishes one message to a partition's log. KEYS: the head hash, the log stream. ARGV: an
-# epoch for a log that has none yet (new, or lost with the Redis that held it), the history
-# kept, the channel, the message, the publisher to leave out ("" for none). Returns the
-# partition's epoch and the message's offset. ARGV[6]: the session it is sent to alone ("" for
-# a broadcast).
 # The partition's epoch (KEYS[1]: its head), made from ARGV[1] when it has none.
 EPOCH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -21,13 +16,24 @@ if not epoch then
 end
 """
 
+# Appends messages to a partition's log, one entry each, in order. KEYS: the head hash, the log
+# stream. ARGV: an epoch for a log that has none yet (new, or lost with the Redis that held
+# it), the history kept, then four per message: the channel, the message, the publisher to
+# leave out ("" for none), the session it is sent to alone ("" for a broadcast). Returns the
+# partition's epoch and the last message's offset. One call for the messages of many requests
+# (see turns.py): each call costs Redis far more than each entry.
 PUBLISH = (
     EPOCH
     + """
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset,
-           'c', ARGV[3], 'm', ARGV[4], 'x', ARGV[5], 't', ARGV[6])
-return {epoch, offset}
+local count = (#ARGV - 2) / 4
+local last = redis.call('HINCRBY', KEYS[1], 'offset', count)
+local offset = last - count
+for i = 3, #ARGV, 4 do
+  offset = offset + 1
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset,
+             'c', ARGV[i], 'm', ARGV[i + 1], 'x', ARGV[i + 2], 't', ARGV[i + 3])
+end
+return {epoch, last}
 """
 )
 
@@ -124,6 +130,27 @@ MARK = """
 if redis.call('HGET', KEYS[1], 'n') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'c', ARGV[2], 'g', ARGV[3], 'h', ARGV[4])
 return 1
+"""
+
+# MARK for many sessions at once, on one Redis server (their keys are in many slots of a
+# Redis Cluster). KEYS: the session hashes. ARGV: this node, the gate, then per session the
+# cursors before and at the gate, as MARK's. Returns per session MARK's result, or the error
+# Redis raised for its record (a key of another type): that session's alone.
+MARK_MANY = """
+local results = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.pcall('HGET', key, 'n')
+  if type(owner) == 'table' and owner.err then
+    results[i] = owner.err
+  elseif owner ~= ARGV[1] then
+    results[i] = 0
+  else
+    local at = 2 * i + 1
+    redis.call('HSET', key, 'c', ARGV[at], 'g', ARGV[2], 'h', ARGV[at + 1])
+    results[i] = 1
+  end
+end
+return results
 """
 
 # Makes a session just taken over stand at a cursor alone (its gates marks go), if this node

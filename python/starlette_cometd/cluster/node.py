@@ -28,7 +28,7 @@ from .browser_holds import BrowserHolds
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
 from .connection import Connection, connect
-from .gates import Gates, marker, settled
+from .gates import Gates, goes_out, marker, settled
 from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayed_messages
 from .keys import (
     ALIVE,
@@ -180,8 +180,7 @@ class RedisNode:
         self._session_ttl_ms = self._deadline_ms + RECORD_GRACE_MS
         # One server or a Redis Cluster, whichever the URL names (see connection.py).
         self._connection = connection = await connect(self.url)
-        self._turns = Turns(connection.redis)
-        self._publish = connection.script(PUBLISH)
+        self._turns = Turns(connection.redis, connection.script(PUBLISH))
         self._claim = connection.script(CLAIM)
         self._record = connection.script(RECORD)
         self._fence = connection.script(FENCE)
@@ -413,7 +412,7 @@ class RedisNode:
             if not gate.cancelled():
                 held = gate.result()
                 assert pending is not None
-                pending.passed(c for c in draining if _goes_out(held, c))
+                pending.passed(c for c in draining if goes_out(held, c))
 
         gate.add_done_callback(passed)
 
@@ -453,7 +452,7 @@ class RedisNode:
             noted = self._connected_noted
             if all(report is None and c in noted for c, report in drain.reports.items()):
                 held = await drain.gate
-                return {c for c in drain.reports if not _goes_out(held, c)}
+                return {c for c in drain.reports if not goes_out(held, c)}
         engine = self.engine
         cursor, reports = drain.cursor, drain.reports
         try:
@@ -503,7 +502,7 @@ class RedisNode:
             if plain:
                 assert drain.gate is not None
                 held = await drain.gate
-                moved.update(c for c in plain if not _goes_out(held, c))
+                moved.update(c for c in plain if not goes_out(held, c))
             # The ack extension's sessions record their cursor each (see RECORD).
             outcomes = await asyncio.gather(
                 *(
@@ -575,7 +574,7 @@ class RedisNode:
                 # messages: every message published after this reply finds it subscribed.
                 change = json.dumps({"+": added, "-": removed}).encode()
                 for partition in range(self.keys.partitions):
-                    await self._queue_entry(pipe, partition, "", change, None, client_id)
+                    self._queue_entry(pipe, partition, "", change, None, client_id)
             elif kind == "session_removed":
                 pipe.delete(key)
                 pipe.zrem(self.keys.deadlines(), client_id)
@@ -596,7 +595,7 @@ class RedisNode:
         if report is None:
             assert drain.gate is not None
             held = await drain.gate
-            return body if _goes_out(held, client_id) else replies_only(body)
+            return body if goes_out(held, client_id) else replies_only(body)
         kept = await self._record_delivery(client_id, drain.cursor, "1", report)
         if kept is None:
             # Nothing to move to while Redis is away: the reply goes out as it is, but for a
@@ -609,22 +608,17 @@ class RedisNode:
         """Messages just drained for a push on the session's socket (outside any connect
         reply), to go out once the next gate completed, as a connect reply's (see
         ``delivered``). ``None`` when the session moved meanwhile: they are the new node's.
-        A future, not a coroutine: a push costs no task."""
-        pushed: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        A future the gate resolves itself: a push costs no task, nor a loop turn of its own."""
+        gates = self._gates
+        assert gates is not None
+        self._replays_wait_for(gates.wait(), [client_id])
+        return gates.push(client_id, body)
 
-        def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
-            if pushed.done():
-                return
-            if gate.cancelled():
-                pushed.cancel()
-                return
-            held = gate.result()
-            pushed.set_result(body if _goes_out(held, client_id) else None)
-
-        gate = self._gate()
-        gate.add_done_callback(passed)
-        self._replays_wait_for(gate, [client_id])
-        return pushed
+    def gate_soon(self) -> None:
+        """Messages will be drained for a push in the next loop turn: the gate they wait for
+        is asked for now."""
+        assert self._gates is not None
+        self._gates.wait()
 
     def _gate(self) -> asyncio.Future[frozenset[str] | None]:
         assert self._gates is not None
@@ -898,7 +892,7 @@ class RedisNode:
 
     async def _queue_publish(
         self,
-        pipe: Any,
+        pipe: Batch,
         channel: str,
         message: bytes,
         excluded: str | None,
@@ -907,7 +901,7 @@ class RedisNode:
         partition = self.keys.partition(channel)
         rule = self.engine.history_rule(channel) if self._kept and to is None else None
         if rule is None:
-            await self._queue_entry(pipe, partition, channel, message, excluded, to)
+            self._queue_entry(pipe, partition, channel, message, excluded, to)
             return
         assert self._kept is not None
         args: list[str | bytes | int] = [
@@ -920,20 +914,18 @@ class RedisNode:
         ]
         await self._kept.publish(pipe, partition, args, channel, rule)
 
-    async def _queue_entry(
+    def _queue_entry(
         self,
-        pipe: Any,
+        pipe: Batch,
         partition: int,
         channel: str,
         message: bytes,
         excluded: str | None,
         to: str | None,
     ) -> None:
-        await self._publish(
-            keys=[self.keys.head(partition), self.keys.log(partition)],
-            args=[secrets.token_hex(8), self.history, channel, message, excluded or "", to or ""],
-            client=pipe,
-        )
+        keys = self.keys
+        fields = (channel, message, excluded or "", to or "")
+        pipe.append_entry(keys.head(partition), keys.log(partition), self.history, fields)
 
     def _queue_record(self, pipe: Any, client_id: str, info: dict[str, Any], cursor: str) -> None:
         key = self.keys.session(client_id)
@@ -1830,11 +1822,6 @@ def acknowledged_batches(body: bytes) -> dict[str, int]:
         if isinstance(client_id, str) and type(acked) is int and acked >= 0:
             acknowledged[client_id] = acked
     return acknowledged
-
-
-def _goes_out(held: frozenset[str] | None, client_id: str) -> bool:
-    """Whether a gate's result (see gates.py) lets a session's drained messages go out."""
-    return held is not None and client_id not in held
 
 
 def _last_batch(fields: dict[bytes, bytes]) -> int:

@@ -5,12 +5,18 @@ Each round trip costs the Redis client far more than each command in it (a conne
 from the pool and given back, timeouts armed, a task to write, a reply read): under load a
 node answers many requests per loop turn, and their writes then share that cost, as a node's
 gates do (see gates.py). Commands keep their order in a turn, as they would on one connection;
-requests of one turn were never ordered between themselves."""
+requests of one turn were never ordered between themselves.
+
+Appends to a partition's log (``Batch.append_entry``) that follow each other in a turn, as the
+publishes of many requests do, go in one call of the log's script (``PUBLISH``): a script call
+costs Redis several times what an entry does. Entries keep their order in each log; logs are
+not ordered between themselves."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +24,12 @@ from .connection import closed_error
 
 # A command queued: the client's method, its arguments.
 Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+# The method name of a log append (see Batch.append_entry), which redis-py has none of.
+APPEND = "append_entry"
+
+# The log's script, queued on a pipeline: ``script(keys=..., args=..., client=pipe)``.
+Script = Callable[..., Awaitable[Any]]
 
 
 class Batch:
@@ -34,6 +46,15 @@ class Batch:
             return self
 
         return queue
+
+    def append_entry(
+        self, head: str, log: str, history: int, fields: tuple[str, bytes, str, str]
+    ) -> Batch:
+        """Appends an entry to a partition's log (``head``, ``log``: its keys; ``history``:
+        the entries it keeps): its channel, message, publisher left out and session sent to
+        ("" for none), as ``PUBLISH`` takes them."""
+        self.commands.append((APPEND, (head, log, history, fields), {}))
+        return self
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -64,8 +85,9 @@ class Batch:
 
 
 class Turns:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, publish: Script) -> None:
         self._redis = redis
+        self._publish = publish
         self._queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
         self._sending = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,28 +101,24 @@ class Turns:
         loop = asyncio.get_running_loop()
         sent: asyncio.Future[list[Any]] = loop.create_future()
         self._queued.append((commands, sent))
-        if len(self._queued) == 1 and not self._sending:
-            loop.call_soon(self._send_queued)
+        if not self._sending:
+            self._start()
         return sent
 
-    def _send_queued(self) -> None:
-        if self._sending or not self._queued:
-            return
-        queued, self._queued = self._queued, []
+    def _start(self) -> None:
+        """Starts a round trip. A task's first step runs in the next loop turn: it takes what
+        every request of this one queued."""
         self._sending = True
-        task = asyncio.create_task(self._round_trip(queued))
+        task = asyncio.create_task(self._round_trip())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _round_trip(
-        self, queued: list[tuple[list[Command], asyncio.Future[list[Any]]]]
-    ) -> None:
+    async def _round_trip(self) -> None:
+        queued, self._queued = self._queued, []
         self.round_trips += 1
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for commands, _ in queued:
-                    for name, args, kwargs in commands:
-                        getattr(pipe, name)(*args, **kwargs)
+                slots = await self._queue(pipe, queued)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
         except BaseException as error:
             # Cancelled: the node stops, and what waits meets Redis as away.
@@ -115,12 +133,50 @@ class Turns:
             for commands, sent in queued:
                 end = start + len(commands)
                 if not sent.done():
-                    sent.set_result(results[start:end])
+                    sent.set_result([results[slot] for slot in slots[start:end]])
                 start = end
         finally:
             self._sending = False
             if self._queued:
-                asyncio.get_running_loop().call_soon(self._send_queued)
+                self._start()
+
+    async def _queue(
+        self, pipe: Any, queued: list[tuple[list[Command], asyncio.Future[list[Any]]]]
+    ) -> list[int]:
+        """Queues the commands on ``pipe``, each run of log appends as one script call per
+        log. Returns, per command queued, the index of its result in the pipeline's (an
+        append's is its call's)."""
+        slots: list[int] = []
+        # The run of appends under way: per log, its script's arguments and its appends' slots.
+        run: dict[tuple[str, str, int], tuple[list[Any], list[int]]] = {}
+        count = 0  # calls on the pipeline so far
+
+        async def end_run() -> None:
+            nonlocal count
+            for (head, log, history), (fields, appends) in run.items():
+                await self._publish(
+                    keys=[head, log], args=[secrets.token_hex(8), history, *fields], client=pipe
+                )
+                for position in appends:
+                    slots[position] = count
+                count += 1
+            run.clear()
+
+        for commands, _ in queued:
+            for name, args, kwargs in commands:
+                if name == APPEND:
+                    head, log, history, fields = args
+                    found = run.setdefault((head, log, history), ([], []))
+                    found[0].extend(fields)
+                    found[1].append(len(slots))
+                    slots.append(-1)  # set once the run's calls are queued
+                    continue
+                await end_run()
+                getattr(pipe, name)(*args, **kwargs)
+                slots.append(count)
+                count += 1
+        await end_run()
+        return slots
 
     @property
     def tasks(self) -> set[asyncio.Task[None]]:

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError, ResponseError
 
 from starlette_cometd.cluster.connection import Connection, connect
 from starlette_cometd.cluster.keys import PUBLISH
-from starlette_cometd.cluster.turns import Turns
+from starlette_cometd.cluster.turns import APPENDS_PER_CALL, Turns
 from support.redis_servers import RedisServer
 
 
@@ -104,6 +104,24 @@ async def test_a_turn_s_log_appends_go_in_one_script_call_per_log_in_order(
     epoch = await redis.hget("head-a", "epoch")
     assert epoch and results[0][0] == results[3][0] == [epoch, 4]
     assert results[3][2] == [epoch, 5]
+
+
+async def test_a_flood_of_appends_is_cut_into_calls_of_a_bounded_size(opened: Opened) -> None:
+    """However many messages one turn's requests publish, no script call holds Redis for more
+    than APPENDS_PER_CALL of them; the log has them all, in order."""
+    connection, turns = opened.connection, opened.turns
+    await connection.redis.config_resetstat()
+    count = 2 * APPENDS_PER_CALL + 1
+    batches = [turns.pipeline() for _ in range(count)]
+    for n, batch in enumerate(batches):
+        batch.append_entry("head-f", "log-f", count, ("/f", str(n).encode(), "", ""))
+    results = await asyncio.gather(*(batch.execute() for batch in batches))
+    assert await script_calls(connection) == 3
+    assert [found[0][1] for found in results] == [APPENDS_PER_CALL] * APPENDS_PER_CALL + [
+        2 * APPENDS_PER_CALL
+    ] * APPENDS_PER_CALL + [count]
+    entries = await connection.redis.xrange("log-f")
+    assert [fields[b"m"] for _, fields in entries] == [str(n).encode() for n in range(count)]
 
 
 async def test_an_append_refused_is_its_log_s_requests_alone(opened: Opened) -> None:

@@ -28,6 +28,9 @@ Command = tuple[str, tuple[Any, ...], dict[str, Any]]
 # The method name of a log append (see Batch.append_entry), which redis-py has none of.
 APPEND = "append_entry"
 
+# Log entries appended by one script call at most: a call holds Redis for all of them.
+APPENDS_PER_CALL = 500
+
 # The log's script, queued on a pipeline: ``script(keys=..., args=..., client=pipe)``.
 Script = Callable[..., Awaitable[Any]]
 
@@ -143,32 +146,33 @@ class Turns:
     async def _queue(
         self, pipe: Any, queued: list[tuple[list[Command], asyncio.Future[list[Any]]]]
     ) -> list[int]:
-        """Queues the commands on ``pipe``, each run of log appends as one script call per
-        log. Returns, per command queued, the index of its result in the pipeline's (an
-        append's is its call's)."""
+        """Queues the commands on ``pipe``, each run of log appends as script calls of up to
+        ``APPENDS_PER_CALL`` entries per log. Returns, per command queued, the index of its
+        result in the pipeline's (an append's is its call's)."""
         slots: list[int] = []
-        # The run of appends under way: per log, its script's arguments and its appends' slots.
-        run: dict[tuple[str, str, int], tuple[list[Any], list[int]]] = {}
+        # The run of appends under way: per log, each append's fields and slot.
+        run: dict[tuple[str, str, int], list[tuple[tuple[Any, ...], int]]] = {}
         count = 0  # calls on the pipeline so far
 
         async def end_run() -> None:
             nonlocal count
-            for (head, log, history), (fields, appends) in run.items():
-                await self._publish(
-                    keys=[head, log], args=[secrets.token_hex(8), history, *fields], client=pipe
-                )
-                for position in appends:
-                    slots[position] = count
-                count += 1
+            for (head, log, history), appends in run.items():
+                for start in range(0, len(appends), APPENDS_PER_CALL):
+                    call = appends[start : start + APPENDS_PER_CALL]
+                    fields = [field for entry, _ in call for field in entry]
+                    await self._publish(
+                        keys=[head, log], args=[secrets.token_hex(8), history, *fields], client=pipe
+                    )
+                    for _, position in call:
+                        slots[position] = count
+                    count += 1
             run.clear()
 
         for commands, _ in queued:
             for name, args, kwargs in commands:
                 if name == APPEND:
                     head, log, history, fields = args
-                    found = run.setdefault((head, log, history), ([], []))
-                    found[0].extend(fields)
-                    found[1].append(len(slots))
+                    run.setdefault((head, log, history), []).append((fields, len(slots)))
                     slots.append(-1)  # set once the run's calls are queued
                     continue
                 await end_run()

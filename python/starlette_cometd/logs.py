@@ -92,10 +92,11 @@ class RefusalLog:
 
 
 class OutageLog:
-    """Logs the requests answered unavailable because the cluster's Redis is away: the first
-    of each second with its error, then how many more the second had (in the next second's
-    first line, or by ``flush``, which the sweeper calls every second). Thousands of clients
-    retrying while Redis is away write a line a second, not one each."""
+    """Logs what met the cluster's Redis away (a request answered unavailable, a delivery or
+    attributes not recorded): the first of each second with its error, then how many more the
+    second had (in the next second's first line, or by ``flush``, which the sweeper calls every
+    second). Thousands of clients retrying while Redis is away write a line a second, not one
+    each."""
 
     def __init__(self) -> None:
         self._second = 0
@@ -117,8 +118,7 @@ class OutageLog:
             return
         if self._left_out:
             server_log.warning(
-                "the cluster's Redis is unavailable: %d more requests answered so",
-                self._left_out,
+                "the cluster's Redis is unavailable: met %d more times since", self._left_out
             )
         self._second, self._logged, self._left_out = second, False, 0
 

@@ -79,7 +79,7 @@ def outage_lines(lines: list[str]) -> tuple[int, int]:
     for line in lines:
         if UNAVAILABLE not in line:
             continue
-        more = re.search(r"unavailable: (\d+) more requests answered so", line)
+        more = re.search(r"unavailable: met (\d+) more times since", line)
         if more:
             counted += int(more.group(1))
         else:

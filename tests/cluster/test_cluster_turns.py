@@ -184,3 +184,19 @@ async def test_a_round_trip_cancelled_as_the_node_stops_fails_its_requests(
     with pytest.raises(ConnectionError, match="closed its connections"):
         await waiting
     await slow
+
+
+async def test_a_round_trip_cancelled_before_it_started_fails_its_requests(
+    opened: Opened,
+) -> None:
+    """The node stops in the loop turn a request queued its writes: the round trip's task is
+    cancelled before its first step took them, and the request meets Redis as away rather
+    than wait for ever; nothing was sent, and the next round trip goes."""
+    turns = opened.turns
+    waiting = turns.send(turns.pipeline().incr("k").commands)
+    assert turns.tasks
+    for task in turns.tasks:
+        task.cancel()
+    with pytest.raises(ConnectionError, match="closed its connections"):
+        await waiting
+    assert await turns.pipeline().incr("k").execute() == [1]

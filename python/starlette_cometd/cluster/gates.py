@@ -56,7 +56,7 @@ class _Gate:
 
     def settle(self) -> None:
         """Resolves the pushes once the gate's future is done: with their messages, or None
-        for those that must not go out (cancelled with it)."""
+        for those that must not go out; cancelled if the gate was (the node stops)."""
         future = self.future
         held = None if future.cancelled() else future.result()
         for client_id, body, pushed in self.pushes:
@@ -379,10 +379,11 @@ class Gates:
 
 
 def _each_mark(chunk: list[tuple[str, str, str]], found: Any) -> list[Any]:
-    """Each session's result of a MARK_MANY call: its own (a refusal made an error), or the
-    call's error for all."""
+    """Each session's result of a MARK_MANY call: its own (a refusal of its record made an
+    error). A call that failed as a whole is Redis failing, not bad data under each key: it
+    is raised (the gate's marks are written again with the next)."""
     if isinstance(found, Exception):
-        return [found] * len(chunk)
+        raise found
     from redis.exceptions import ResponseError
 
     return [

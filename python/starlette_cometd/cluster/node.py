@@ -620,10 +620,6 @@ class RedisNode:
         assert self._gates is not None
         self._gates.wait()
 
-    def _gate(self) -> asyncio.Future[frozenset[str] | None]:
-        assert self._gates is not None
-        return self._gates.wait()
-
     async def _record_delivery(
         self,
         client_id: str,

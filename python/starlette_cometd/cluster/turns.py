@@ -114,7 +114,18 @@ class Turns:
         self._sending = True
         task = asyncio.create_task(self._round_trip())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            # The node stops, perhaps before the round trip took what was queued: what waits
+            # meets Redis as away, and nothing more is sent.
+            queued, self._queued = self._queued, []
+            for _, sent in queued:
+                if not sent.done():
+                    sent.set_exception(closed_error())
+            self._sending = False
 
     async def _round_trip(self) -> None:
         queued, self._queued = self._queued, []
@@ -124,7 +135,7 @@ class Turns:
                 slots = await self._queue(pipe, queued)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
         except BaseException as error:
-            # Cancelled: the node stops, and what waits meets Redis as away.
+            # Cancelled: the node stops, and what waits meets Redis as away (see _ended).
             failure = error if isinstance(error, Exception) else closed_error()
             for _, sent in queued:
                 if not sent.done():
@@ -138,10 +149,9 @@ class Turns:
                 if not sent.done():
                     sent.set_result([results[slot] for slot in slots[start:end]])
                 start = end
-        finally:
-            self._sending = False
-            if self._queued:
-                self._start()
+        self._sending = False
+        if self._queued:
+            self._start()
 
     async def _queue(
         self, pipe: Any, queued: list[tuple[list[Command], asyncio.Future[list[Any]]]]
@@ -150,13 +160,14 @@ class Turns:
         ``APPENDS_PER_CALL`` entries per log. Returns, per command queued, the index of its
         result in the pipeline's (an append's is its call's)."""
         slots: list[int] = []
-        # The run of appends under way: per log, each append's fields and slot.
-        run: dict[tuple[str, str, int], list[tuple[tuple[Any, ...], int]]] = {}
+        # The run of appends under way: per log (its head and log keys), the history it keeps
+        # (the node's: the same for every append) and each append's fields and slot.
+        run: dict[tuple[str, str], tuple[int, list[tuple[tuple[Any, ...], int]]]] = {}
         count = 0  # calls on the pipeline so far
 
         async def end_run() -> None:
             nonlocal count
-            for (head, log, history), appends in run.items():
+            for (head, log), (history, appends) in run.items():
                 for start in range(0, len(appends), APPENDS_PER_CALL):
                     call = appends[start : start + APPENDS_PER_CALL]
                     fields = [field for entry, _ in call for field in entry]
@@ -172,7 +183,7 @@ class Turns:
             for name, args, kwargs in commands:
                 if name == APPEND:
                     head, log, history, fields = args
-                    run.setdefault((head, log, history), []).append((fields, len(slots)))
+                    run.setdefault((head, log), (history, []))[1].append((fields, len(slots)))
                     slots.append(-1)  # set once the run's calls are queued
                     continue
                 await end_run()

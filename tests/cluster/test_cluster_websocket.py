@@ -2,12 +2,14 @@
 they come, not only in connect replies, and each push records how far the session got (its
 cursor in Redis) before it goes out, as a connect reply does. So a client whose socket drops
 and who continues its session on another process, over a new socket or over HTTP, gets what it
-missed and nothing it was pushed already. On both stacks."""
+missed and nothing it was pushed already; and a socket whose client stops reading gets every
+push once it reads again. On both stacks."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket as socketlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -101,3 +103,33 @@ async def test_a_session_continued_over_http_gets_no_push_twice(cluster: Cluster
                 break
             held = asyncio.create_task(client.connect())
     assert received == [{"n": 3}]
+
+
+async def test_a_socket_that_stops_reading_gets_every_push_in_order_once_it_reads(
+    cluster: Cluster,
+) -> None:
+    """Pushes wait for gates while the socket's client reads nothing (its receive buffer is
+    tiny, and the server's write buffer fills, so the server stops writing to it): once it
+    reads again, every message arrives, once and in order."""
+    count, padding = 300, "x" * 16_000  # 4.8 MB: far more than the socket holds unread
+    url = cluster.node_url(0).replace("http://", "ws://")
+    host, port = url.split("/")[2].split(":")
+    raw = socketlib.socket()
+    raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (host, int(port)))
+    async with websockets.connect(url, sock=raw, max_queue=1, max_size=None) as ws:
+        client_id = await ws_session(ws, CHANNEL)
+        await ws.send(json.dumps([ws_connect(client_id)]))  # held: messages come as pushes
+        publisher = Client(cluster.node_url(1))
+        assert (await publisher.handshake())["successful"] is True
+        for start in range(0, count, 20):
+            replies = await publisher.send(
+                *(
+                    {"channel": CHANNEL, "clientId": publisher.client_id, "data": [n, padding]}
+                    for n in range(start, start + 20)
+                )
+            )
+            assert all(reply["successful"] for reply in replies), replies
+        received = await data_until(ws, [count - 1, padding])
+    assert [data[0] for data in received] == list(range(count))

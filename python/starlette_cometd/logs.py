@@ -48,15 +48,42 @@ def printable(text: str) -> str:
     return text[:_LONGEST_QUOTED]
 
 
-class RefusalLog:
-    """Logs unsuccessful replies, at most ``REFUSALS_PER_SECOND`` lines a second (in each
-    process); the number left out is logged in the next second, by the next refusal or by
-    ``flush``, which the sweeper calls every second."""
+class _LinesPerSecond:
+    """At most ``limit`` lines a second (in each process); how many were left out is logged in
+    the next second, by the next line or by ``flush``, which the sweeper calls every second."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
         self._second = 0
         self._logged = 0
         self._left_out = 0
+
+    def _admit(self) -> bool:
+        """Whether one more line fits in this second (else it is counted as left out)."""
+        if self._logged >= self._limit:
+            self._left_out += 1
+            return False
+        self._logged += 1
+        return True
+
+    def flush(self) -> None:
+        """Starts a new second if this one is over, logging how many the last left out."""
+        second = int(time.monotonic())
+        if second == self._second:
+            return
+        if self._left_out:
+            self._log_left_out(self._left_out)
+        self._second, self._logged, self._left_out = second, 0, 0
+
+    def _log_left_out(self, count: int) -> None:
+        raise NotImplementedError
+
+
+class RefusalLog(_LinesPerSecond):
+    """Logs unsuccessful replies, at most ``REFUSALS_PER_SECOND`` lines a second."""
+
+    def __init__(self) -> None:
+        super().__init__(REFUSALS_PER_SECOND)
 
     def log(self, refused: Iterable[tuple[str | None, str | None, str]], left_out: int = 0) -> None:
         """Logs ``refused`` (session, channel, error), within the bound; ``left_out`` more
@@ -66,10 +93,8 @@ class RefusalLog:
         self.flush()
         self._left_out += left_out
         for client_id, channel, error in refused:
-            if self._logged >= REFUSALS_PER_SECOND:
-                self._left_out += 1
+            if not self._admit():
                 continue
-            self._logged += 1
             client_id = printable(client_id) if client_id is not None else None
             channel = printable(channel) if channel is not None else None
             error = printable(error)
@@ -81,46 +106,26 @@ class RefusalLog:
                 extra={"client_id": client_id, "channel": channel, "error": error},
             )
 
-    def flush(self) -> None:
-        """Starts a new second if this one is over, logging how many the last left out."""
-        second = int(time.monotonic())
-        if second == self._second:
-            return
-        if self._left_out:
-            errors_log.info("%d more unsuccessful replies were not logged", self._left_out)
-        self._second, self._logged, self._left_out = second, 0, 0
+    def _log_left_out(self, count: int) -> None:
+        errors_log.info("%d more unsuccessful replies were not logged", count)
 
 
-class OutageLog:
+class OutageLog(_LinesPerSecond):
     """Logs what met the cluster's Redis away (a request answered unavailable, a delivery or
-    attributes not recorded): the first of each second with its error, then how many more the
-    second had (in the next second's first line, or by ``flush``, which the sweeper calls every
-    second). Thousands of clients retrying while Redis is away write a line a second, not one
+    attributes not recorded): the first of each second with its error, and how many more there
+    were. Thousands of clients retrying while Redis is away write a line a second, not one
     each."""
 
     def __init__(self) -> None:
-        self._second = 0
-        self._logged = False
-        self._left_out = 0
+        super().__init__(1)
 
     def log(self, error: BaseException) -> None:
         self.flush()
-        if self._logged:
-            self._left_out += 1
-            return
-        self._logged = True
-        server_log.warning("the cluster's Redis is unavailable: %s", error)
+        if self._admit():
+            server_log.warning("the cluster's Redis is unavailable: %s", error)
 
-    def flush(self) -> None:
-        """Starts a new second if this one is over, logging how many the last left out."""
-        second = int(time.monotonic())
-        if second == self._second:
-            return
-        if self._left_out:
-            server_log.warning(
-                "the cluster's Redis is unavailable: met %d more times since", self._left_out
-            )
-        self._second, self._logged, self._left_out = second, False, 0
+    def _log_left_out(self, count: int) -> None:
+        server_log.warning("the cluster's Redis is unavailable: met %d more times since", count)
 
 
 class TextFormatter(logging.Formatter):

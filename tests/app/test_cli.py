@@ -184,7 +184,9 @@ async def test_cli_tunes_the_garbage_collector_of_each_worker(tuned: bool, redis
         await wait_listening(url, process)
         async with httpx.AsyncClient(timeout=20) as http:
             client_id = await handshake(http, url)
-            [reply] = await post(http, url, connect_message(client_id))
+            # handshake() made the first connect: this one would be held for the CLI's 20 s,
+            # as long as the client's own timeout, unless it asks for none.
+            [reply] = await post(http, url, connect_message(client_id, timeout=0))
         assert reply["successful"] is True
     finally:
         await stop_cli(process)

@@ -37,11 +37,14 @@ class Opened:
     turns: Turns
 
 
-@pytest.fixture
-async def opened(redis_server: RedisServer) -> AsyncIterator[Opened]:
-    """A node's connection to the test's Redis, and turns on it."""
+@pytest.fixture(params=["lean", "redis-py"])
+async def opened(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[Opened]:
+    """A node's connection to the test's Redis, and turns on it: by the lean client a node
+    uses on one server (resp.py), and by redis-py, which it uses on a Redis Cluster."""
     connection = await connect(redis_server.url)
-    counted = Counted(connection.redis)
+    counted = Counted(connection.requests if request.param == "lean" else connection.redis)
     yield Opened(connection, counted, Turns(counted, connection.script(PUBLISH)))
     await connection.aclose()
 
@@ -49,14 +52,14 @@ async def opened(redis_server: RedisServer) -> AsyncIterator[Opened]:
 async def test_one_round_trip_per_loop_turn_in_order(opened: Opened) -> None:
     connection, counted, turns = opened.connection, opened.counted, opened.turns
     first, second, third = turns.pipeline(), turns.pipeline(), turns.pipeline()
-    first.set("k", 1)
+    first.incrby("k", 1)
     second.incr("k").incr("k")
     third.get("k")
     script = connection.script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     await script(keys=["k"], args=[10], client=third)
     assert len(third) == 2
     results = await asyncio.gather(first.execute(), second.execute(), third.execute())
-    assert list(results) == [[True], [2, 3], [b"3", 13]]
+    assert list(results) == [[1], [2, 3], [b"3", 13]]
     assert counted.pipelines == 1
     # A turn's requests that come while a round trip is under way go together in the next.
     pending = [turns.pipeline().incr("n") for _ in range(5)]

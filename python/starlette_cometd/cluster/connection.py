@@ -3,12 +3,13 @@ node starts (``INFO cluster`` on the server the URL names), so the same ``redis:
 for both; everything that differs between them is here, and the node talks to either through
 :class:`Connection`.
 
-On one server the node keeps a bounded pool of connections for requests, another client for its
-blocking reads, and plain pub/sub for the control channels. On a Redis Cluster every command
-goes to the shard of its keys (each script touches the keys of one slot, see ``keys.py``), the
-control channels are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the channel, so a
-note crosses no other shard), and a cluster that cannot serve a slot now is reported as Redis
-away. Scripts go by ``EVAL`` on both (see :class:`_Eval`)."""
+On one server the node's round trips (see turns.py) and its logs' blocking reads go by a lean
+client of its own (resp.py, over ``redis://`` and ``unix://``), its other requests by a bounded
+pool of connections, and plain pub/sub carries the control channels. On a Redis Cluster every
+command goes to the shard of its keys (each script touches the keys of one slot, see
+``keys.py``), the control channels are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the
+channel, so a note crosses no other shard), and a cluster that cannot serve a slot now is
+reported as Redis away. Scripts go by ``EVAL`` on both (see :class:`_Eval`)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ class Script(Protocol):
 class Connection(Protocol):
     #: The client for requests (``Redis`` or ``RedisCluster``: the same commands and pipelines).
     redis: Any
-    #: Another client, for the logs' blocking reads.
+    #: The client for the round trips of ``Turns``: its pipelines (``pipeline()``).
+    requests: Any
+    #: Another client, for the logs' blocking reads (``xread``).
     reader: Any
     #: Whether it is a Redis Cluster.
     cluster: bool
@@ -100,6 +103,9 @@ class SingleRedis:
 
     def __init__(self, url: str) -> None:
         from redis.asyncio import BlockingConnectionPool
+        from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
+
+        from .resp import RespClient
 
         client_class = _single_client_class()
         # Requests wait for a connection rather than fail when all are busy.
@@ -107,7 +113,13 @@ class SingleRedis:
             url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
         )
         self.redis: Redis = client_class(connection_pool=self._pool, **_retries())
-        self.reader: Redis = client_class.from_url(url, **_retries())
+        self._listener: Redis = client_class.from_url(url, **_retries())
+        self._lean: list[Any] = []
+        if parse_url(url).get("connection_class") in (None, UnixDomainSocketConnection):
+            self._lean = [RespClient(url), RespClient(url, exclusive=True)]
+            self.requests, self.reader = self._lean
+        else:  # TLS: by redis-py alone
+            self.requests, self.reader = self.redis, self._listener
 
     def script(self, source: str) -> Script:
         return _Eval(source, self.redis)
@@ -116,16 +128,18 @@ class SingleRedis:
         return int(await self.redis.publish(channel, note))
 
     async def notes(self, channel: str) -> AsyncGenerator[bytes, None]:
-        async with self.reader.pubsub() as pubsub:
+        async with self._listener.pubsub() as pubsub:
             await pubsub.subscribe(channel)
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield message["data"]
 
     async def aclose(self) -> None:
-        _leave(self.redis, self.reader)
+        _leave(self.redis, self._listener)
+        for client in self._lean:
+            await client.aclose()
         await self.redis.aclose()
-        await self.reader.aclose()
+        await self._listener.aclose()
         await self._pool.disconnect()
 
 
@@ -136,6 +150,7 @@ class ClusterRedis:
 
     def __init__(self, redis: RedisCluster, reader: RedisCluster) -> None:
         self.redis = redis
+        self.requests = redis
         self.reader = reader
 
     @classmethod
@@ -206,12 +221,13 @@ class _Eval:
         from redis.asyncio.client import Pipeline
         from redis.asyncio.cluster import ClusterPipeline
 
+        from .resp import RespPipeline
         from .turns import Batch
 
         # Encoded once: the client sends bytes as they are.
         self.source = source.encode()
         self.redis = redis
-        self._pipelines = (Pipeline, ClusterPipeline, Batch)
+        self._pipelines = (Pipeline, ClusterPipeline, Batch, RespPipeline)
 
     async def __call__(
         self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None

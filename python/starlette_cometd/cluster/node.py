@@ -180,7 +180,7 @@ class RedisNode:
         self._session_ttl_ms = self._deadline_ms + RECORD_GRACE_MS
         # One server or a Redis Cluster, whichever the URL names (see connection.py).
         self._connection = connection = await connect(self.url)
-        self._turns = Turns(connection.redis, connection.script(PUBLISH))
+        self._turns = Turns(connection.requests, connection.script(PUBLISH))
         self._claim = connection.script(CLAIM)
         self._record = connection.script(RECORD)
         self._fence = connection.script(FENCE)

@@ -1,0 +1,311 @@
+"""A lean client for one Redis server, for the node's busiest calls: the round trips of
+``Turns`` (commits, appends, gates) and the logs' blocking reads.
+
+redis-py costs a node far more than the round trip itself: each pipeline takes a connection
+from the pool and gives it back (checking the process id each time), arms timeouts, runs in a
+retry wrapper, and reads each reply by a coroutine of its own. Here a round trip is its
+commands encoded into one write; hiredis parses the replies as they arrive, and they are
+handed to the round trips in order. Requests share one connection (Redis answers in order);
+a blocking read has a connection to itself while it waits.
+
+A connection that fails fails every round trip waiting on it, as Redis away; the next one
+opens a new connection. Nothing is sent twice: a round trip that may have reached Redis is
+not tried again (a log append would be doubled). Errors come as redis-py's, so that the
+node tells Redis away (``ConnectionError``) from bad data under a key (``ResponseError``).
+A Redis Cluster, and ``rediss://``, go through redis-py (see connection.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import hiredis
+from redis._parsers.base import BaseParser
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError, InvalidResponse
+
+# How long opening a connection (and saying who the node is) may take.
+CONNECT_WAIT = 5.0
+
+Arg = str | bytes | int | float
+
+
+def encode(commands: Iterable[Sequence[Arg]]) -> bytes:
+    """Commands as Redis reads them (RESP arrays of bulk strings), in one buffer."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, bytes):
+                data = arg
+            else:
+                data = str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Waiting:
+    __slots__ = ("count", "done", "replies")
+
+    def __init__(self, count: int, done: asyncio.Future[list[Any]]) -> None:
+        self.count = count
+        self.replies: list[Any] = []
+        self.done = done
+
+
+class _Wire(asyncio.Protocol):
+    """One connection: round trips written whole, replies matched to them in order."""
+
+    def __init__(self) -> None:
+        # Error replies become redis-py's exceptions (LOADING a ConnectionError, WRONGTYPE
+        # a ResponseError...), as values among the replies.
+        self._parser = hiredis.Reader(protocolError=InvalidResponse, replyError=_error)
+        self._waiting: deque[_Waiting] = deque()
+        self._transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        parser, waiting = self._parser, self._waiting
+        parser.feed(data)
+        while True:
+            try:
+                reply = parser.gets()
+            except InvalidResponse as error:
+                self._fail(ConnectionError(f"Redis sent what is not RESP: {error}"))
+                return
+            if reply is False:
+                return
+            if not waiting:
+                self._fail(ConnectionError("Redis replied to nothing asked"))
+                return
+            first = waiting[0]
+            first.replies.append(reply)
+            if len(first.replies) == first.count:
+                waiting.popleft()
+                if not first.done.done():  # its caller may have been cancelled
+                    first.done.set_result(first.replies)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._fail(ConnectionError(f"the connection to Redis was lost ({error or 'closed'})"))
+
+    def send(self, encoded: bytes, count: int) -> asyncio.Future[list[Any]]:
+        """Writes ``count`` commands encoded: a future of their replies."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if self.lost or self._transport is None:
+            done.set_exception(ConnectionError("the connection to Redis was lost"))
+            return done
+        self._waiting.append(_Waiting(count, done))
+        self._transport.write(encoded)
+        return done
+
+    def close(self, error: Exception) -> None:
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        self.lost = True
+        if self._transport is not None:
+            self._transport.close()
+        waiting, self._waiting = self._waiting, deque()
+        for each in waiting:
+            if not each.done.done():
+                each.done.set_exception(error)
+
+
+def _error(message: str) -> Exception:
+    parse: Any = BaseParser.parse_error  # untyped in redis-py
+    error: Exception = parse(message)
+    return error
+
+
+class RespClient:
+    """Round trips to one Redis server (a ``redis://`` or ``unix://`` URL, with its user,
+    password and database). ``exclusive``: each call has a connection to itself while it
+    waits (for blocking reads); else all share one."""
+
+    def __init__(self, url: str, exclusive: bool = False) -> None:
+        self._options: dict[str, Any] = dict(parse_url(url))
+        self._exclusive = exclusive
+        self._shared: _Wire | None = None
+        self._opening: asyncio.Lock | None = None
+        self._idle: list[_Wire] = []
+        self._wires: set[_Wire] = set()
+        #: Set when the node has left: a call after raises (see connection.closed_error).
+        self.left = False
+
+    def pipeline(self, transaction: bool = False) -> RespPipeline:
+        if transaction:
+            raise ValueError("a lean pipeline is no transaction")
+        return RespPipeline(self)
+
+    async def round_trip(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Each command's reply, in order (an error reply as its exception). Raises
+        ``ConnectionError`` when Redis cannot be reached or the connection fails meanwhile."""
+        from .connection import closed_error
+
+        if self.left:
+            raise closed_error()
+        encoded = encode(commands)
+        if not self._exclusive:
+            return await (await self._shared_wire()).send(encoded, len(commands))
+        wire = await self._idle_wire()
+        try:
+            replies = await wire.send(encoded, len(commands))
+        except BaseException:
+            wire.close(ConnectionError("a call was given up"))  # its reply may still come
+            self._wires.discard(wire)
+            raise
+        if wire.lost or self.left:
+            self._wires.discard(wire)
+        else:
+            self._idle.append(wire)
+        return replies
+
+    async def call(self, *command: Arg) -> Any:
+        """One command's reply; an error reply is raised."""
+        (reply,) = await self.round_trip([command])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def xread(
+        self, streams: dict[str, str], count: int | None = None, block: int | None = None
+    ) -> list[list[Any]] | None:
+        """``XREAD``, its reply as redis-py gives it: per stream, its name and its entries,
+        each its id and its fields as a dict; None when nothing came in ``block`` ms."""
+        command: list[Arg] = ["XREAD"]
+        if count is not None:
+            command += ["COUNT", count]
+        if block is not None:
+            command += ["BLOCK", block]
+        command += ["STREAMS", *streams, *streams.values()]
+        read = await self.call(*command)
+        if read is None:
+            return None
+        return [
+            [name, [(entry_id, _pairs(fields)) for entry_id, fields in entries]]
+            for name, entries in read
+        ]
+
+    async def _idle_wire(self) -> _Wire:
+        """A connection no call waits on: one kept from before (but one Redis closed since),
+        or a new one."""
+        while self._idle:
+            wire = self._idle.pop()
+            if not wire.lost:
+                return wire
+            self._wires.discard(wire)
+        return await self._open()
+
+    async def _shared_wire(self) -> _Wire:
+        wire = self._shared
+        if wire is not None and not wire.lost:
+            return wire
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # callers meanwhile wait for the one connection opened
+            old = self._shared
+            if old is not None and not old.lost:
+                return old
+            if old is not None:
+                self._wires.discard(old)
+            self._shared = await self._open()
+            return self._shared
+
+    async def _open(self) -> _Wire:
+        options = self._options
+        loop = asyncio.get_running_loop()
+        host, port = options.get("host", "localhost"), options.get("port", 6379)
+        where = options.get("path") or f"{host}:{port}"
+        try:
+            async with asyncio.timeout(CONNECT_WAIT):
+                if "path" in options:
+                    _, wire = await loop.create_unix_connection(_Wire, options["path"])
+                else:
+                    _, wire = await loop.create_connection(_Wire, host, port)
+                hello: list[list[Arg]] = []
+                if options.get("password") is not None:
+                    user = options.get("username")
+                    hello.append(["AUTH", *([user] if user else []), options["password"]])
+                if options.get("db"):
+                    hello.append(["SELECT", options["db"]])
+                if hello:
+                    for reply in await wire.send(encode(hello), len(hello)):
+                        if isinstance(reply, Exception):
+                            wire.close(ConnectionError(str(reply)))
+                            raise ConnectionError(f"Redis at {where} refused the node: {reply}")
+        except (OSError, TimeoutError) as error:
+            raise ConnectionError(f"Error connecting to Redis at {where}: {error}") from error
+        self._wires.add(wire)
+        return wire
+
+    async def aclose(self) -> None:
+        from .connection import closed_error
+
+        self.left = True
+        for wire in self._wires:
+            wire.close(closed_error())
+        self._wires.clear()
+        self._idle.clear()
+        self._shared = None
+
+
+def _pairs(fields: list[Any] | None) -> dict[Any, Any]:
+    if not fields:
+        return {}
+    return dict(zip(fields[::2], fields[1::2], strict=False))
+
+
+class RespPipeline:
+    """Commands queued as on a redis-py pipeline (``pipe.zrem(key, member)``, scripts given it
+    as ``client``), sent in one round trip by ``execute``. Replies are Redis's own, unconverted
+    (``SET`` gives ``b"OK"``, ``PEXPIRE`` 1)."""
+
+    def __init__(self, client: RespClient) -> None:
+        self._client = client
+        self._commands: list[Sequence[Arg]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def queue(*args: Arg) -> RespPipeline:
+            self._commands.append((name.upper(), *args))
+            return self
+
+        return queue
+
+    def delete(self, *keys: str) -> RespPipeline:
+        self._commands.append(("DEL", *keys))
+        return self
+
+    def hset(self, name: str, mapping: dict[str, Arg]) -> RespPipeline:
+        self._commands.append(("HSET", name, *(item for pair in mapping.items() for item in pair)))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    async def __aenter__(self) -> RespPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._commands = []
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Each command's reply (an exception for a command Redis refused, unless
+        ``raise_on_error``: then the first is raised). Raises ``ConnectionError`` when the
+        round trip failed, or Redis answered one of its commands as unavailable (loading)."""
+        commands, self._commands = self._commands, []
+        if not commands:
+            return []
+        replies = await self._client.round_trip(commands)
+        for reply in replies:
+            if isinstance(reply, ConnectionError) or (
+                raise_on_error and isinstance(reply, Exception)
+            ):
+                raise reply
+        return replies

@@ -61,8 +61,10 @@ class BrowserHolds:
         self._browsers: dict[str, str] = {}
         # When (loop time, a little early) each registered entry lapses in Redis.
         self._lapses_at: dict[str, float] = {}
-        # The sessions whose long-poll ended: their entry goes unless they hold another soon.
-        self._lingering: dict[str, asyncio.TimerHandle] = {}
+        # The sessions whose long-poll ended, in that order, and when: their entry goes unless
+        # they hold another soon. One timer lets go of those due, rather than one per poll.
+        self._lingering: dict[str, float] = {}
+        self._sweep: asyncio.TimerHandle | None = None
         self._changes: list[_Change] = []
         #: The writes under way (the node waits for them as it stops).
         self.writes: set[asyncio.Task[None]] = set()
@@ -73,9 +75,7 @@ class BrowserHolds:
         if not held.counted:
             return  # over a socket, or HTTP/2: it ties up no connection of its own
         client_id = held.client_id
-        lingering = self._lingering.pop(client_id, None)
-        if lingering is not None:
-            lingering.cancel()
+        self._lingering.pop(client_id, None)
         browser = self._browsers.get(client_id)
         if browser is None:
             info = self._engine.session_info(client_id)
@@ -93,10 +93,25 @@ class BrowserHolds:
         """A long-poll held here ended (answered, released, or its client left)."""
         if client_id in self._browsers and client_id not in self._lingering:
             loop = asyncio.get_running_loop()
-            self._lingering[client_id] = loop.call_later(LINGER, self._let_go, client_id)
+            self._lingering[client_id] = loop.time()
+            if self._sweep is None:
+                self._sweep = loop.call_later(LINGER, self._let_go_lingering)
+
+    def _let_go_lingering(self) -> None:
+        """Lets go of the sessions that have held nothing here for ``LINGER`` (at most twice
+        that, as the timer goes)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() - LINGER
+        lingering = self._lingering
+        while lingering:
+            client_id, since = next(iter(lingering.items()))  # the one that ended first
+            if since > due:
+                break
+            del lingering[client_id]
+            self._let_go(client_id)
+        self._sweep = loop.call_later(LINGER, self._let_go_lingering) if lingering else None
 
     def _let_go(self, client_id: str) -> None:
-        self._lingering.pop(client_id, None)
         self._lapses_at.pop(client_id, None)
         browser = self._browsers.pop(client_id, None)
         if browser is not None:
@@ -104,8 +119,9 @@ class BrowserHolds:
 
     def close(self) -> None:
         """The node stops: the entries here lapse in Redis by themselves."""
-        for timer in self._lingering.values():
-            timer.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         self._lingering.clear()
 
     def _queue(self, change: _Change) -> None:

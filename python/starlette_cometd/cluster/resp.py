@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import hiredis
+from hiredis import pack_command
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError, InvalidResponse
@@ -31,21 +32,14 @@ CONNECT_WAIT = 5.0
 
 Arg = str | bytes | int | float
 
+# hiredis's stub types the argument as a tuple of one element.
+_pack: Callable[[tuple[Arg, ...]], bytes] = cast(Any, pack_command)
+
 
 def encode(commands: Iterable[Sequence[Arg]]) -> bytes:
-    """Commands as Redis reads them (RESP arrays of bulk strings), in one buffer."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, bytes):
-                data = arg
-            else:
-                data = str(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+    """Commands as Redis reads them (RESP arrays of bulk strings), in one buffer: by hiredis,
+    in C (twice as fast as in Python for a gate's marks)."""
+    return b"".join([_pack(tuple(command)) for command in commands])
 
 
 class _Waiting:

@@ -56,6 +56,21 @@ async def test_errors_are_redis_py_s_and_a_command_s_alone(lean: RespClient, red
         await lean.pipeline().incr("list").execute()
 
 
+async def test_hgetall_as_redis_py_gives_it(lean: RespClient, redis: Redis) -> None:
+    await redis.hset("h", mapping={"b": "cookie", "s": b"\xff[]"})
+    await redis.set("string", "x")
+    found, missing, wrong = (
+        await lean.pipeline()
+        .hgetall("h")
+        .hgetall("none")
+        .hgetall("string")
+        .execute(raise_on_error=False)
+    )
+    assert found == await redis.hgetall("h") == {b"b": b"cookie", b"s": b"\xff[]"}
+    assert missing == await redis.hgetall("none") == {}
+    assert isinstance(wrong, ResponseError)
+
+
 async def test_a_round_trip_given_up_does_not_take_the_next_one_s_replies(
     lean: RespClient, redis: Redis
 ) -> None:

@@ -362,9 +362,17 @@ class RedisNode:
         request carries their cookie as it does for any session. Raises
         ``EngineUnavailable``."""
         borrowed: dict[str, str] = {}
+        client_ids = list(client_ids)
         try:
-            for client_id in client_ids:
-                fields: Any = await self.redis.hgetall(self.keys.session(client_id))
+            # With the other requests' writes of this loop turn, in one round trip.
+            async with self._pipeline() as pipe:
+                for client_id in client_ids:
+                    pipe.hgetall(self.keys.session(client_id))
+                found = await pipe.execute(raise_on_error=False)
+            for client_id, fields in zip(client_ids, found, strict=True):
+                if isinstance(fields, _RESPONSE_ERRORS):
+                    self._report("a borrowed session", f"a session record Redis refused ({fields})")
+                    continue
                 record = self._parse_record(client_id, fields) if fields else None
                 if record is None:
                     continue  # no such session: the core answers 402
@@ -376,8 +384,6 @@ class RedisNode:
                     self._load_attributes(client_id, fields)
                     if self._counts is not None:
                         self._counts.known(client_id, fields)
-        except _RESPONSE_ERRORS as error:
-            self._report("a borrowed session", f"a session record Redis refused ({error})")
         except _REDIS_ERRORS as error:
             self._failed()
             raise EngineUnavailable(str(error)) from error

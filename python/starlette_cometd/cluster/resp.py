@@ -264,6 +264,8 @@ class RespPipeline:
     def __init__(self, client: RespClient) -> None:
         self._client = client
         self._commands: list[Sequence[Arg]] = []
+        # The replies given as redis-py gives them: by the index of their command.
+        self._converted: dict[int, Callable[[Any], Any]] = {}
 
     def __getattr__(self, name: str) -> Any:
         def queue(*args: Arg) -> RespPipeline:
@@ -274,6 +276,12 @@ class RespPipeline:
 
     def delete(self, *keys: str) -> RespPipeline:
         self._commands.append(("DEL", *keys))
+        return self
+
+    def hgetall(self, name: str) -> RespPipeline:
+        """The hash as a dict, as redis-py gives it."""
+        self._converted[len(self._commands)] = _pairs
+        self._commands.append(("HGETALL", name))
         return self
 
     def hset(self, name: str, mapping: dict[str, Arg]) -> RespPipeline:
@@ -287,19 +295,22 @@ class RespPipeline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._commands = []
+        self._commands, self._converted = [], {}
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Each command's reply (an exception for a command Redis refused, unless
         ``raise_on_error``: then the first is raised). Raises ``ConnectionError`` when the
         round trip failed, or Redis answered one of its commands as unavailable (loading)."""
         commands, self._commands = self._commands, []
+        converted, self._converted = self._converted, {}
         if not commands:
             return []
         replies = await self._client.round_trip(commands)
-        for reply in replies:
+        for index, reply in enumerate(replies):
             if isinstance(reply, ConnectionError) or (
                 raise_on_error and isinstance(reply, Exception)
             ):
                 raise reply
+            if index in converted and not isinstance(reply, Exception):
+                replies[index] = converted[index](reply)
         return replies

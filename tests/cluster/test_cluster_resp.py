@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
 
+from starlette_cometd.cluster.connection import connect
 from starlette_cometd.cluster.resp import RespClient
 from support.redis_servers import RedisServer
 
@@ -69,6 +70,28 @@ async def test_hgetall_as_redis_py_gives_it(lean: RespClient, redis: Redis) -> N
     assert found == await redis.hgetall("h") == {b"b": b"cookie", b"s": b"\xff[]"}
     assert missing == await redis.hgetall("none") == {}
     assert isinstance(wrong, ResponseError)
+
+
+async def test_what_cannot_be_sent_is_a_redis_error_and_sends_nothing(lean: RespClient) -> None:
+    """redis-py's keyword arguments, or an argument Redis has no type for: a ``DataError``
+    (a Redis error, which the node answers as such), and the connection carries on."""
+    with pytest.raises(DataError, match="keyword"):
+        lean.pipeline().set("k", 1, px=5)
+    with pytest.raises(DataError, match="cannot be sent"):
+        await lean.round_trip([("SET", "k", None)])  # type: ignore[list-item]
+    assert await lean.pipeline().incr("k").execute() == [1]
+
+
+async def test_a_url_with_options_the_lean_client_lacks_goes_by_redis_py(redis_url: str) -> None:
+    lean = await connect(redis_url)
+    with_options = await connect(f"{redis_url}?socket_timeout=3")
+    try:
+        assert isinstance(lean.requests, RespClient) and isinstance(lean.reader, RespClient)
+        assert with_options.requests is with_options.redis
+        assert not isinstance(with_options.reader, RespClient)
+    finally:
+        await lean.aclose()
+        await with_options.aclose()
 
 
 async def test_a_round_trip_given_up_does_not_take_the_next_one_s_replies(

@@ -4,7 +4,8 @@ for both; everything that differs between them is here, and the node talks to ei
 :class:`Connection`.
 
 On one server the node's round trips (see turns.py) and its logs' blocking reads go by a lean
-client of its own (resp.py, over ``redis://`` and ``unix://``), its other requests by a bounded
+client of its own (resp.py, over ``redis://`` and ``unix://`` URLs without options other than
+``db``), its other requests by a bounded
 pool of connections, and plain pub/sub carries the control channels. On a Redis Cluster every
 command goes to the shard of its keys (each script touches the keys of one slot, see
 ``keys.py``), the control channels are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the
@@ -96,6 +97,10 @@ def _retries() -> dict[str, Any]:
     }
 
 
+# What the lean client (resp.py) understands of a URL.
+LEAN_OPTIONS = {"host", "port", "path", "db", "username", "password", "connection_class"}
+
+
 class SingleRedis:
     """One Redis server."""
 
@@ -115,10 +120,13 @@ class SingleRedis:
         self.redis: Redis = client_class(connection_pool=self._pool, **_retries())
         self._listener: Redis = client_class.from_url(url, **_retries())
         self._lean: list[Any] = []
-        if parse_url(url).get("connection_class") in (None, UnixDomainSocketConnection):
+        options = parse_url(url)
+        if options.get("connection_class") in (None, UnixDomainSocketConnection) and not (
+            set(options) - LEAN_OPTIONS
+        ):
             self._lean = [RespClient(url), RespClient(url, exclusive=True)]
             self.requests, self.reader = self._lean
-        else:  # TLS: by redis-py alone
+        else:  # TLS, or options such as socket_timeout: by redis-py alone, which has them
             self.requests, self.reader = self.redis, self._listener
 
     def script(self, source: str) -> Script:

@@ -12,11 +12,13 @@ A connection that fails fails every round trip waiting on it, as Redis away; the
 opens a new connection. Nothing is sent twice: a round trip that may have reached Redis is
 not tried again (a log append would be doubled). Errors come as redis-py's, so that the
 node tells Redis away (``ConnectionError``) from bad data under a key (``ResponseError``).
-A Redis Cluster, and ``rediss://``, go through redis-py (see connection.py)."""
+A Redis Cluster, ``rediss://``, and URLs with options other than the database go through
+redis-py (see connection.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -25,7 +27,7 @@ import hiredis
 from hiredis import pack_command
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import parse_url
-from redis.exceptions import ConnectionError, InvalidResponse
+from redis.exceptions import ConnectionError, DataError, InvalidResponse
 
 # How long opening a connection (and saying who the node is) may take.
 CONNECT_WAIT = 5.0
@@ -38,8 +40,12 @@ _pack: Callable[[tuple[Arg, ...]], bytes] = cast(Any, pack_command)
 
 def encode(commands: Iterable[Sequence[Arg]]) -> bytes:
     """Commands as Redis reads them (RESP arrays of bulk strings), in one buffer: by hiredis,
-    in C (twice as fast as in Python for a gate's marks)."""
-    return b"".join([_pack(tuple(command)) for command in commands])
+    in C (twice as fast as in Python for a gate's marks). An argument of another type raises
+    ``DataError`` (a Redis error, as redis-py's)."""
+    try:
+        return b"".join([_pack(tuple(command)) for command in commands])
+    except TypeError as error:
+        raise DataError(f"a command Redis cannot be sent: {error}") from error
 
 
 class _Waiting:
@@ -65,6 +71,13 @@ class _Wire(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
+    def keep_alive(self) -> None:
+        """TCP keep-alive: a peer gone without a word (a host down, a dropped NAT entry) is
+        found out in time rather than waited on for ever."""
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
     def data_received(self, data: bytes) -> None:
         parser, waiting = self._parser, self._waiting
         parser.feed(data)
@@ -77,7 +90,7 @@ class _Wire(asyncio.Protocol):
             if reply is False:
                 return
             if not waiting:
-                self._fail(ConnectionError("Redis replied to nothing asked"))
+                self._fail(ConnectionError(f"Redis replied to nothing asked: {reply!r}"))
                 return
             first = waiting[0]
             first.replies.append(reply)
@@ -91,6 +104,7 @@ class _Wire(asyncio.Protocol):
 
     def send(self, encoded: bytes, count: int) -> asyncio.Future[list[Any]]:
         """Writes ``count`` commands encoded: a future of their replies."""
+        assert count > 0, "every round trip waits for a reply"
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         if self.lost or self._transport is None:
             done.set_exception(ConnectionError("the connection to Redis was lost"))
@@ -213,16 +227,20 @@ class RespClient:
             return self._shared
 
     async def _open(self) -> _Wire:
+        from .connection import closed_error
+
         options = self._options
         loop = asyncio.get_running_loop()
         host, port = options.get("host", "localhost"), options.get("port", 6379)
         where = options.get("path") or f"{host}:{port}"
+        wire: _Wire | None = None
         try:
             async with asyncio.timeout(CONNECT_WAIT):
                 if "path" in options:
                     _, wire = await loop.create_unix_connection(_Wire, options["path"])
                 else:
                     _, wire = await loop.create_connection(_Wire, host, port)
+                    wire.keep_alive()
                 hello: list[list[Arg]] = []
                 if options.get("password") is not None:
                     user = options.get("username")
@@ -232,10 +250,15 @@ class RespClient:
                 if hello:
                     for reply in await wire.send(encode(hello), len(hello)):
                         if isinstance(reply, Exception):
-                            wire.close(ConnectionError(str(reply)))
                             raise ConnectionError(f"Redis at {where} refused the node: {reply}")
-        except (OSError, TimeoutError) as error:
-            raise ConnectionError(f"Error connecting to Redis at {where}: {error}") from error
+            if self.left:  # closed meanwhile: this one would never be
+                raise closed_error()
+        except BaseException as error:
+            if wire is not None:
+                wire.close(ConnectionError("the connection could not be set up"))
+            if isinstance(error, OSError | TimeoutError):
+                raise ConnectionError(f"Error connecting to Redis at {where}: {error}") from error
+            raise
         self._wires.add(wire)
         return wire
 
@@ -268,7 +291,12 @@ class RespPipeline:
         self._converted: dict[int, Callable[[Any], Any]] = {}
 
     def __getattr__(self, name: str) -> Any:
-        def queue(*args: Arg) -> RespPipeline:
+        """Any command, its arguments as Redis takes them (redis-py's keyword arguments are
+        not understood: a call with any raises ``DataError``)."""
+
+        def queue(*args: Arg, **options: Any) -> RespPipeline:
+            if options:
+                raise DataError(f"{name}: the lean client takes no keyword arguments")
             self._commands.append((name.upper(), *args))
             return self
 

@@ -6,6 +6,7 @@ fenced, and either way nothing is lost or sent twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, cast
 
 import pytest
@@ -16,7 +17,7 @@ from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.cluster import node as node_module
 from starlette_cometd.cluster.connection import connect
 from starlette_cometd.cluster.gates import MARKS_PER_CALL, Gates
-from starlette_cometd.cluster.keys import PUBLISH, Keys
+from starlette_cometd.cluster.keys import PUBLISH, Cursor, Keys
 from starlette_cometd.cluster.turns import Turns
 from support.cluster import Client, asgi_cluster, gather_until
 
@@ -175,3 +176,24 @@ async def test_a_gate_marks_many_sessions_in_few_calls_each_session_its_own_resu
         assert await redis_client.hgetall(keys.session(moved)) == {b"n": b"other", b"c": b"old"}
     finally:
         await connection.aclose()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        Cursor((None,), (0,)),
+        Cursor(("9f0c2a1b7e3d4c5a",), (12_345_678_901,)),
+        Cursor(("a", None, 'quote"d'), (1, 0, 7)),
+    ],
+)
+def test_a_cursor_is_written_as_json_writes_it_and_read_back(cursor: Cursor) -> None:
+    """Cursors are compared as written (the gate's marks, a record's ``c``): the fast encoding
+    writes exactly what ``json.dumps`` did, whatever the epochs hold."""
+    text = cursor.encode()
+    assert text == json.dumps([list(cursor.epochs), list(cursor.offsets)], separators=(",", ":"))
+    assert Cursor.decode(text, len(cursor.offsets)) == cursor
+
+
+def test_a_cursor_with_offsets_that_are_no_numbers_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a cursor"):
+        Cursor.decode('[["e"],[true]]', 1)

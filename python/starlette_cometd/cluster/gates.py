@@ -244,16 +244,22 @@ class Gates:
         gate.number = self.taken
         cursor = self._encode(self._positions())
         writes: list[tuple[str, str, str]] = []
+        # The sessions of one channel share the stamps of its entries: each encoded once.
+        encoded: dict[int, str] = {}
         for client_id, since in self._engine.take_marks():
             after = ""
             if since:
-                before_entry = self._stamps.get(since)
-                if before_entry is None:  # pragma: no cover - every stamp is kept until taken
-                    log.error("no cursor for stamp %d of session %s", since, client_id)
-                    before_entry = self.standing(client_id)
-                after = (
-                    before_entry if isinstance(before_entry, str) else self._encode(before_entry)
-                )
+                after = encoded.get(since, "")
+                if not after:
+                    before_entry = self._stamps.get(since)
+                    if before_entry is None:  # pragma: no cover - every stamp is kept until taken
+                        log.error("no cursor for stamp %d of session %s", since, client_id)
+                        before_entry = self.standing(client_id)
+                    after = encoded[since] = (
+                        before_entry
+                        if isinstance(before_entry, str)
+                        else self._encode(before_entry)
+                    )
             self._retry.pop(client_id, None)
             writes.append((client_id, self.standing(client_id), after))
         # Those of a gate Redis failed; then sessions new here, whose queue is as last reported

@@ -3,6 +3,7 @@ one script touches in one Redis Cluster slot), the scripts, and the cursor's enc
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -432,7 +433,9 @@ class Cursor:
     offsets: tuple[int, ...]
 
     def encode(self) -> str:
-        return json.dumps([list(self.epochs), list(self.offsets)], separators=(",", ":"))
+        # As json.dumps([epochs, offsets]) writes it, the epochs (which change rarely) by it.
+        offsets = ",".join([str(offset) for offset in self.offsets])
+        return f"[{_epochs_json(self.epochs)},[{offsets}]]"
 
     @staticmethod
     def decode(text: str | bytes, partitions: int) -> Cursor:
@@ -444,7 +447,7 @@ class Cursor:
             or len(epochs) != partitions
             or len(offsets) != partitions
             or not all(e is None or isinstance(e, str) for e in epochs)
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or not all(type(o) is int and o >= 0 for o in offsets)
         ):
             raise ValueError(f"not a cursor of {partitions} partitions")
         return Cursor(tuple(epochs), tuple(offsets))
@@ -454,3 +457,8 @@ def offset_of(entry_id: bytes | str) -> int:
     """The offset in a log entry's id (``0-<offset>``)."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.partition("-")[2])
+
+
+@functools.lru_cache(maxsize=64)
+def _epochs_json(epochs: tuple[str | None, ...]) -> str:
+    return json.dumps(list(epochs), separators=(",", ":"))

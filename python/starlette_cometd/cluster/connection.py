@@ -5,12 +5,12 @@ for both; everything that differs between them is here, and the node talks to ei
 
 On one server the node's round trips (see turns.py) and its logs' blocking reads go by a lean
 client of its own (resp.py, over ``redis://`` and ``unix://`` URLs without options other than
-``db``), its other requests by a bounded
-pool of connections, and plain pub/sub carries the control channels. On a Redis Cluster every
-command goes to the shard of its keys (each script touches the keys of one slot, see
-``keys.py``), the control channels are sharded (``SPUBLISH``/``SSUBSCRIBE`` on the shard of the
-channel, so a note crosses no other shard), and a cluster that cannot serve a slot now is
-reported as Redis away. Scripts go by ``EVAL`` on both (see :class:`_Eval`)."""
+``db``), its other requests by a bounded pool of connections, and plain pub/sub carries the
+control channels. On a Redis Cluster every command goes to the shard of its keys (each script
+touches the keys of one slot, see ``keys.py``), the control channels are sharded
+(``SPUBLISH``/``SSUBSCRIBE`` on the shard of the channel, so a note crosses no other shard),
+and a cluster that cannot serve a slot now is reported as Redis away. Scripts go by ``EVAL``
+on both (see :class:`_Eval`)."""
 
 from __future__ import annotations
 

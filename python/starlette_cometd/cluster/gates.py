@@ -247,19 +247,9 @@ class Gates:
         # The sessions of one channel share the stamps of its entries: each encoded once.
         encoded: dict[int, str] = {}
         for client_id, since in self._engine.take_marks():
-            after = ""
-            if since:
-                after = encoded.get(since, "")
-                if not after:
-                    before_entry = self._stamps.get(since)
-                    if before_entry is None:  # pragma: no cover - every stamp is kept until taken
-                        log.error("no cursor for stamp %d of session %s", since, client_id)
-                        before_entry = self.standing(client_id)
-                    after = encoded[since] = (
-                        before_entry
-                        if isinstance(before_entry, str)
-                        else self._encode(before_entry)
-                    )
+            after = encoded.get(since) if since else ""
+            if after is None:
+                after = encoded[since] = self._stamp_cursor(since, client_id)
             self._retry.pop(client_id, None)
             writes.append((client_id, self.standing(client_id), after))
         # Those of a gate Redis failed; then sessions new here, whose queue is as last reported
@@ -272,6 +262,15 @@ class Gates:
             writes.append((client_id, self.standing(client_id), ""))
         self._stamps.clear()
         return gate, cursor, writes
+
+    def _stamp_cursor(self, stamp: int, client_id: str) -> str:
+        """The encoded cursor before the entry ``stamp`` was given to (``client_id``'s first
+        undelivered message)."""
+        before_entry = self._stamps.get(stamp)
+        if before_entry is None:  # pragma: no cover - every stamp is kept until taken
+            log.error("no cursor for stamp %d of session %s", stamp, client_id)
+            return self.standing(client_id)
+        return before_entry if isinstance(before_entry, str) else self._encode(before_entry)
 
     async def _complete(self, gate: _Gate, cursor: str, writes: list[tuple[str, str, str]]) -> None:
         held: frozenset[str] | None = frozenset(gate.dropped)

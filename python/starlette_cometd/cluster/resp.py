@@ -29,6 +29,8 @@ from redis._parsers.base import BaseParser
 from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError, DataError, InvalidResponse
 
+from .connection import closed_error
+
 # How long opening a connection (and saying who the node is) may take.
 CONNECT_WAIT = 5.0
 
@@ -85,12 +87,12 @@ class _Wire(asyncio.Protocol):
             try:
                 reply = parser.gets()
             except InvalidResponse as error:
-                self._fail(ConnectionError(f"Redis sent what is not RESP: {error}"))
+                self.close(ConnectionError(f"Redis sent what is not RESP: {error}"))
                 return
             if reply is False:
                 return
             if not waiting:
-                self._fail(ConnectionError(f"Redis replied to nothing asked: {reply!r}"))
+                self.close(ConnectionError(f"Redis replied to nothing asked: {reply!r}"))
                 return
             first = waiting[0]
             first.replies.append(reply)
@@ -100,7 +102,7 @@ class _Wire(asyncio.Protocol):
                     first.done.set_result(first.replies)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._fail(ConnectionError(f"the connection to Redis was lost ({error or 'closed'})"))
+        self.close(ConnectionError(f"the connection to Redis was lost ({error or 'closed'})"))
 
     def send(self, encoded: bytes, count: int) -> asyncio.Future[list[Any]]:
         """Writes ``count`` commands encoded: a future of their replies."""
@@ -114,9 +116,7 @@ class _Wire(asyncio.Protocol):
         return done
 
     def close(self, error: Exception) -> None:
-        self._fail(error)
-
-    def _fail(self, error: Exception) -> None:
+        """Closes the connection: every round trip waiting on it fails with ``error``."""
         self.lost = True
         if self._transport is not None:
             self._transport.close()
@@ -155,8 +155,6 @@ class RespClient:
     async def round_trip(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Each command's reply, in order (an error reply as its exception). Raises
         ``ConnectionError`` when Redis cannot be reached or the connection fails meanwhile."""
-        from .connection import closed_error
-
         if self.left:
             raise closed_error()
         encoded = encode(commands)
@@ -227,8 +225,6 @@ class RespClient:
             return self._shared
 
     async def _open(self) -> _Wire:
-        from .connection import closed_error
-
         options = self._options
         loop = asyncio.get_running_loop()
         host, port = options.get("host", "localhost"), options.get("port", 6379)
@@ -263,8 +259,6 @@ class RespClient:
         return wire
 
     async def aclose(self) -> None:
-        from .connection import closed_error
-
         self.left = True
         for wire in self._wires:
             wire.close(closed_error())

@@ -180,6 +180,14 @@ async def test_cli_tunes_the_garbage_collector_of_each_worker(tuned: bool, redis
     process = await start_cli(
         port, "--log-level", "debug", *options, stderr=asyncio.subprocess.PIPE
     )
+    lines: list[str] = []
+
+    async def collect() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            lines.append(line.decode())
+
+    reader = asyncio.create_task(collect())
     try:
         await wait_listening(url, process)
         async with httpx.AsyncClient(timeout=20) as http:
@@ -188,10 +196,18 @@ async def test_cli_tunes_the_garbage_collector_of_each_worker(tuned: bool, redis
             # as long as the client's own timeout, unless it asks for none.
             [reply] = await post(http, url, connect_message(client_id, timeout=0))
         assert reply["successful"] is True
+        # One worker may serve both requests while the other still starts: stopped then, it
+        # would never log its tuning. Each is waited for (30 s at most).
+        deadline = asyncio.get_running_loop().time() + 30
+        started = 2 if tuned else 1
+        while "".join(lines).count("Application startup complete.") < started:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await stop_cli(process)
-    assert process.stderr is not None
-    stderr = (await process.stderr.read()).decode()
+    await reader
+    stderr = "".join(lines)
     assert "Traceback" not in stderr
     found = re.findall(
         r"garbage collector: (\d+) objects set aside, young generation collected every (\d+)",

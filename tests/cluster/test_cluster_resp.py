@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError, TimeoutError
 
+from starlette_cometd.cluster import resp
 from starlette_cometd.cluster.connection import connect
 from starlette_cometd.cluster.resp import RespClient
 from support.redis_servers import RedisServer
@@ -127,6 +128,33 @@ async def test_redis_away_then_back(redis_server: RedisServer, lean: RespClient)
         await lean.call("PING")
     await asyncio.to_thread(redis_server.start)
     assert await lean.call("PING") == b"PONG"
+
+
+async def test_a_frozen_redis_fails_what_waits_in_time_then_a_new_connection_works(
+    redis_server: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stops answering, its connections open (SIGSTOP): a round trip fails after the
+    reply wait, as Redis away, and its reply, when Redis answers again, is not taken for the
+    next one's. A blocking read may block its whole time before the wait starts."""
+    monkeypatch.setattr(resp, "REPLY_WAIT", 0.3)
+    lean, reader = RespClient(redis_url), RespClient(redis_url, exclusive=True)
+    try:
+        assert await lean.call("SET", "k", "before") == b"OK"
+        assert await reader.xread({"log": "0-0"}, block=600) is None  # blocked past the wait
+        await asyncio.to_thread(redis_server.freeze)
+        try:
+            with pytest.raises(TimeoutError, match="did not answer in time"):
+                await lean.call("SET", "k", "frozen")
+            with pytest.raises(TimeoutError, match="did not answer in time"):
+                await reader.xread({"log": "0-0"}, block=100)
+        finally:
+            await asyncio.to_thread(redis_server.thaw)
+        # On the old connection, INCR would have been given SET's late "OK".
+        assert await lean.pipeline().incr("n").execute() == [1]
+        assert await reader.xread({"log": "0-0"}, block=100) is None
+    finally:
+        await lean.aclose()
+        await reader.aclose()
 
 
 async def test_the_url_s_user_password_and_database(

@@ -9,6 +9,7 @@ event loop must keep serving meanwhile."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -122,6 +123,16 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def freeze(self) -> None:
+        """Freezes the server (SIGSTOP), as a paused VM or a partition without a reset: its
+        connections stay open and it answers nothing until ``thaw``."""
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stops the server and starts a new, empty one on the same port."""

@@ -27,6 +27,12 @@ RETRIES = 2
 # waits for one on a single server.
 MAX_CONNECTIONS = 32
 CONNECTION_WAIT = 5.0
+# How long the node waits for Redis to answer a command before it takes Redis as away: a
+# Redis frozen (a paused VM, a process stopped by a signal) or a host gone without a word
+# would otherwise hold every request for ever. Blocking reads wait this long past their block.
+REPLY_WAIT = 5.0
+# The longest a log's blocking read blocks in Redis (see node.READ_BLOCK_MS).
+LONGEST_BLOCK = 2.0
 
 
 class Script(Protocol):
@@ -86,14 +92,16 @@ async def connect(url: str) -> Connection:
 
 def _retries() -> dict[str, Any]:
     """A connection kept from before Redis restarted fails once: try again on a new one,
-    briefly, so that a Redis that is really away still fails the request soon."""
+    briefly, so that a Redis that is really away still fails the request soon. A command that
+    timed out is not sent again: it may have reached Redis, and a request would wait for each
+    try."""
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
-    from redis.exceptions import ConnectionError, TimeoutError
+    from redis.exceptions import ConnectionError
 
     return {
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
-        "retry_on_error": [ConnectionError, TimeoutError],
+        "retry_on_error": [ConnectionError],
     }
 
 
@@ -113,9 +121,10 @@ class SingleRedis:
         from .resp import RespClient
 
         client_class = _single_client_class()
-        # Requests wait for a connection rather than fail when all are busy.
+        # Requests wait for a connection rather than fail when all are busy. A timeout the
+        # URL names (socket_timeout=...) is taken over REPLY_WAIT.
         self._pool = BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT
+            url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, socket_timeout=REPLY_WAIT
         )
         self.redis: Redis = client_class(connection_pool=self._pool, **_retries())
         self._listener: Redis = client_class.from_url(url, **_retries())
@@ -165,8 +174,8 @@ class ClusterRedis:
     async def open(cls, url: str) -> ClusterRedis:
         client_class = _cluster_client_class()
         options: dict[str, Any] = {"max_connections": MAX_CONNECTIONS, **_retries()}
-        redis = client_class.from_url(url, **options)
-        reader = client_class.from_url(url, **options)
+        redis = client_class.from_url(url, socket_timeout=REPLY_WAIT, **options)
+        reader = client_class.from_url(url, socket_timeout=REPLY_WAIT + LONGEST_BLOCK, **options)
         try:
             await redis.initialize()
             await reader.initialize()
@@ -191,7 +200,9 @@ class ClusterRedis:
         node = self.reader.get_node_from_key(channel)
         if node is None:
             raise ConnectionError(f"no node of the Redis Cluster holds {channel}")
-        pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+        # No timeout: a subscription waits for notes as long as none come.
+        kwargs = {**node.connection_kwargs, "socket_timeout": None}
+        pool = ConnectionPool(connection_class=node.connection_class, **kwargs)
         try:
             async with Redis(connection_pool=pool) as client, client.pubsub() as pubsub:
                 await pubsub.ssubscribe(channel)
@@ -249,8 +260,9 @@ class _Eval:
 
 # What redis-py lets escape, no RedisError, when a connection is closed under a command (by
 # another task of the same client, or by the peer): an attribute of the torn-down connection or
-# transport found None. Taken as the connection failing, which it did.
-TORN_DOWN = (AttributeError, TypeError)
+# transport found None, or (uvloop) a write on a closed transport. Taken as the connection
+# failing, which it did.
+TORN_DOWN = (AttributeError, TypeError, RuntimeError)
 
 
 def _torn_down(error: BaseException) -> Exception:

@@ -25,9 +25,9 @@ from .._core import ClientNotFoundError, SendError
 from ..counters import DURATIONS, ERRORS, flat_counters
 from .attributes import FIELD
 from .browser_holds import BrowserHolds
+from .connection import LONGEST_BLOCK, Connection, closed_error, connect
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
-from .connection import Connection, connect
 from .gates import Gates, goes_out, marker, settled
 from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayed_messages
 from .keys import (
@@ -62,7 +62,7 @@ MAX_REPLAY_READS = 100
 # Entries read from a log at once.
 READ_BATCH = 1000
 # How long a blocking read waits before it looks again (and notices a stop).
-READ_BLOCK_MS = 2000
+READ_BLOCK_MS = int(LONGEST_BLOCK * 1000)
 # How long to wait before trying Redis again after it failed.
 RETRY_DELAY = 0.5
 # How often each node looks for sessions whose node died, and how many it ends at once.
@@ -122,9 +122,9 @@ class RedisNode:
         # Bad data is logged once per partition or session, not once per read.
         self._reported: set[str] = set()
         # Set when Redis failed: before this node acts again, it checks whether Redis lost its
-        # data meanwhile (once, under the lock, whichever request or reader comes first).
+        # data meanwhile (once, whichever request or reader comes first; see _resume).
         self._suspect = False
-        self._resuming = asyncio.Lock()
+        self._resuming: asyncio.Task[None] | None = None
         # Failures met and recoveries from them, for the metrics.
         self._redis_errors = 0
         self._redis_recoveries = 0
@@ -1378,27 +1378,42 @@ class RedisNode:
     async def _resume(self) -> None:
         """After Redis failed, before this node acts again: if Redis lost its data meanwhile
         (restarted empty), every session here is gone with it, and their clients must
-        handshake again. Raises what Redis raises while it is still away."""
+        handshake again. Raises what Redis raises while it is still away.
+
+        Those that come while a check is under way share its outcome, failure included: while
+        Redis does not answer, each request waits for one check (``REPLY_WAIT`` at most), not
+        for each of those queued before it in turn."""
         if not self._suspect:
             return
-        async with self._resuming:
-            if not self._suspect:
-                return  # another request or reader checked meanwhile
-            heads = await self._read_heads()
-            self._suspect = False
-            self._redis_recoveries += 1
-            if [epoch for epoch, _ in heads] != self._epochs:
-                # The logs lost start again: read them from their new start. Those kept (on a
-                # Redis Cluster, those of the shards that kept their data) go on.
-                self._start_at(
-                    [
-                        (epoch, self._positions[p] if epoch == self._epochs[p] else 0)
-                        for p, (epoch, _) in enumerate(heads)
-                    ]
-                )
-                log.warning("the cluster's Redis lost its data: every session on %s ends", self.id)
-                assert self._context is not None
-                self._context.end_all_sessions()
+        check = self._resuming
+        if check is None or check.done():
+            check = self._resuming = asyncio.create_task(self._check_data())
+            self._writes.add(check)  # cancelled when the node stops
+            check.add_done_callback(self._writes.discard)
+        try:
+            await asyncio.shield(check)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if check.cancelled() and not (task is not None and task.cancelling()):
+                raise closed_error() from None  # the node stops, not the caller
+            raise
+
+    async def _check_data(self) -> None:
+        heads = await self._read_heads()
+        self._suspect = False
+        self._redis_recoveries += 1
+        if [epoch for epoch, _ in heads] != self._epochs:
+            # The logs lost start again: read them from their new start. Those kept (on a
+            # Redis Cluster, those of the shards that kept their data) go on.
+            self._start_at(
+                [
+                    (epoch, self._positions[p] if epoch == self._epochs[p] else 0)
+                    for p, (epoch, _) in enumerate(heads)
+                ]
+            )
+            log.warning("the cluster's Redis lost its data: every session on %s ends", self.id)
+            assert self._context is not None
+            self._context.end_all_sessions()
 
     async def _listen_for_control(self) -> None:
         """Other nodes tell this one to let go of sessions they took over."""

@@ -9,8 +9,10 @@ handed to the round trips in order. Requests share one connection (Redis answers
 a blocking read has a connection to itself while it waits.
 
 A connection that fails fails every round trip waiting on it, as Redis away; the next one
-opens a new connection. Nothing is sent twice: a round trip that may have reached Redis is
-not tried again (a log append would be doubled). Errors come as redis-py's, so that the
+opens a new connection. So does a reply that does not come in ``REPLY_WAIT`` seconds (a Redis
+frozen, a host gone without a word): a request is told rather than held for ever. Nothing
+is sent twice: a round trip that may have reached Redis is not tried again (a log append
+would be doubled). Errors come as redis-py's, so that the
 node tells Redis away (``ConnectionError``) from bad data under a key (``ResponseError``).
 A Redis Cluster, ``rediss://``, and URLs with options other than the database go through
 redis-py (see connection.py)."""
@@ -27,9 +29,9 @@ import hiredis
 from hiredis import pack_command
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import parse_url
-from redis.exceptions import ConnectionError, DataError, InvalidResponse
+from redis.exceptions import ConnectionError, DataError, InvalidResponse, TimeoutError
 
-from .connection import closed_error
+from .connection import REPLY_WAIT, closed_error
 
 # How long opening a connection (and saying who the node is) may take.
 CONNECT_WAIT = 5.0
@@ -51,12 +53,13 @@ def encode(commands: Iterable[Sequence[Arg]]) -> bytes:
 
 
 class _Waiting:
-    __slots__ = ("count", "done", "replies")
+    __slots__ = ("count", "deadline", "done", "replies")
 
-    def __init__(self, count: int, done: asyncio.Future[list[Any]]) -> None:
+    def __init__(self, count: int, done: asyncio.Future[list[Any]], deadline: float) -> None:
         self.count = count
         self.replies: list[Any] = []
         self.done = done
+        self.deadline = deadline
 
 
 class _Wire(asyncio.Protocol):
@@ -68,6 +71,8 @@ class _Wire(asyncio.Protocol):
         self._parser = hiredis.Reader(protocolError=InvalidResponse, replyError=_error)
         self._waiting: deque[_Waiting] = deque()
         self._transport: asyncio.Transport | None = None
+        # Checks that the oldest round trip is answered in time (one timer, not one per trip).
+        self._timer: asyncio.TimerHandle | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,20 +109,40 @@ class _Wire(asyncio.Protocol):
     def connection_lost(self, error: Exception | None) -> None:
         self.close(ConnectionError(f"the connection to Redis was lost ({error or 'closed'})"))
 
-    def send(self, encoded: bytes, count: int) -> asyncio.Future[list[Any]]:
-        """Writes ``count`` commands encoded: a future of their replies."""
+    def send(self, encoded: bytes, count: int, patience: float) -> asyncio.Future[list[Any]]:
+        """Writes ``count`` commands encoded: a future of their replies, which fails (and the
+        connection with it) when they do not come in ``patience`` seconds. Round trips on one
+        connection must share their patience: the oldest is the first due."""
         assert count > 0, "every round trip waits for a reply"
-        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
         if self.lost or self._transport is None:
             done.set_exception(ConnectionError("the connection to Redis was lost"))
             return done
-        self._waiting.append(_Waiting(count, done))
+        self._waiting.append(_Waiting(count, done, loop.time() + patience))
         self._transport.write(encoded)
+        if self._timer is None:
+            self._timer = loop.call_at(self._waiting[0].deadline, self._check_due)
         return done
+
+    def _check_due(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return
+        deadline = self._waiting[0].deadline
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._check_due)
+            return
+        # The reply may still come, and would then be taken for the next round trip's.
+        self.close(TimeoutError("Redis did not answer in time: taken as away"))
 
     def close(self, error: Exception) -> None:
         """Closes the connection: every round trip waiting on it fails with ``error``."""
         self.lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None:
             self._transport.close()
         waiting, self._waiting = self._waiting, deque()
@@ -152,17 +177,19 @@ class RespClient:
             raise ValueError("a lean pipeline is no transaction")
         return RespPipeline(self)
 
-    async def round_trip(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    async def round_trip(self, commands: Sequence[Sequence[Arg]], blocks: float = 0.0) -> list[Any]:
         """Each command's reply, in order (an error reply as its exception). Raises
-        ``ConnectionError`` when Redis cannot be reached or the connection fails meanwhile."""
+        ``ConnectionError`` when Redis cannot be reached or the connection fails meanwhile,
+        ``TimeoutError`` when the replies did not come in ``REPLY_WAIT`` seconds (after the
+        ``blocks`` seconds a blocking command may wait, on an exclusive client)."""
         if self.left:
             raise closed_error()
         encoded = encode(commands)
         if not self._exclusive:
-            return await (await self._shared_wire()).send(encoded, len(commands))
+            return await (await self._shared_wire()).send(encoded, len(commands), REPLY_WAIT)
         wire = await self._idle_wire()
         try:
-            replies = await wire.send(encoded, len(commands))
+            replies = await wire.send(encoded, len(commands), REPLY_WAIT + blocks)
         except BaseException:
             wire.close(ConnectionError("a call was given up"))  # its reply may still come
             self._wires.discard(wire)
@@ -173,9 +200,9 @@ class RespClient:
             self._idle.append(wire)
         return replies
 
-    async def call(self, *command: Arg) -> Any:
-        """One command's reply; an error reply is raised."""
-        (reply,) = await self.round_trip([command])
+    async def call(self, *command: Arg, blocks: float = 0.0) -> Any:
+        """One command's reply; an error reply is raised. ``blocks``: see ``round_trip``."""
+        (reply,) = await self.round_trip([command], blocks)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -191,7 +218,7 @@ class RespClient:
         if block is not None:
             command += ["BLOCK", block]
         command += ["STREAMS", *streams, *streams.values()]
-        read = await self.call(*command)
+        read = await self.call(*command, blocks=(block or 0) / 1000)
         if read is None:
             return None
         return [
@@ -244,7 +271,7 @@ class RespClient:
                 if options.get("db"):
                     hello.append(["SELECT", options["db"]])
                 if hello:
-                    for reply in await wire.send(encode(hello), len(hello)):
+                    for reply in await wire.send(encode(hello), len(hello), CONNECT_WAIT):
                         if isinstance(reply, Exception):
                             raise ConnectionError(f"Redis at {where} refused the node: {reply}")
             if self.left:  # closed meanwhile: this one would never be

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError, TimeoutError
 
 from starlette_cometd.cluster import resp
-from starlette_cometd.cluster.connection import connect
+from starlette_cometd.cluster.connection import connect, torn_down
 from starlette_cometd.cluster.resp import RespClient
 from support.redis_servers import RedisServer
 
@@ -136,11 +136,11 @@ async def test_a_frozen_redis_fails_what_waits_in_time_then_a_new_connection_wor
     """Redis stops answering, its connections open (SIGSTOP): a round trip fails after the
     reply wait, as Redis away, and its reply, when Redis answers again, is not taken for the
     next one's. A blocking read may block its whole time before the wait starts."""
-    monkeypatch.setattr(resp, "REPLY_WAIT", 0.3)
+    monkeypatch.setattr(resp, "REPLY_WAIT", 1.0)
     lean, reader = RespClient(redis_url), RespClient(redis_url, exclusive=True)
     try:
         assert await lean.call("SET", "k", "before") == b"OK"
-        assert await reader.xread({"log": "0-0"}, block=600) is None  # blocked past the wait
+        assert await reader.xread({"log": "0-0"}, block=1500) is None  # blocked past the wait
         await asyncio.to_thread(redis_server.freeze)
         try:
             with pytest.raises(TimeoutError, match="did not answer in time"):
@@ -155,6 +155,16 @@ async def test_a_frozen_redis_fails_what_waits_in_time_then_a_new_connection_wor
     finally:
         await lean.aclose()
         await reader.aclose()
+
+
+def test_only_a_closed_transport_s_runtime_error_is_a_connection_torn_down() -> None:
+    """uvloop's write on a closed transport is Redis away; another RuntimeError is a bug, and
+    is not hidden as one."""
+    closed = "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
+    assert torn_down(RuntimeError(closed)) is True
+    assert torn_down(AttributeError("'NoneType' object has no attribute 'write'")) is True
+    assert torn_down(RuntimeError("Event loop is closed")) is False
+    assert torn_down(NotImplementedError()) is False
 
 
 async def test_the_url_s_user_password_and_database(

@@ -99,8 +99,10 @@ def _retries() -> dict[str, Any]:
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError
 
+    backoff = ExponentialBackoff(cap=0.2, base=0.02)
     return {
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), RETRIES),
+        # Retry's own default would add TimeoutError.
+        "retry": Retry(backoff, RETRIES, supported_errors=(ConnectionError,)),
         "retry_on_error": [ConnectionError],
     }
 
@@ -127,16 +129,22 @@ class SingleRedis:
             url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT, socket_timeout=REPLY_WAIT
         )
         self.redis: Redis = client_class(connection_pool=self._pool, **_retries())
+        # Pub/sub waits for notes as long as none come (redis-py reads it without a timeout).
         self._listener: Redis = client_class.from_url(url, **_retries())
-        self._lean: list[Any] = []
+        self._readers: list[Any] = []
         options = parse_url(url)
         if options.get("connection_class") in (None, UnixDomainSocketConnection) and not (
             set(options) - LEAN_OPTIONS
         ):
-            self._lean = [RespClient(url), RespClient(url, exclusive=True)]
-            self.requests, self.reader = self._lean
+            self._readers = [RespClient(url), RespClient(url, exclusive=True)]
+            self.requests, self.reader = self._readers
         else:  # TLS, or options such as socket_timeout: by redis-py alone, which has them
-            self.requests, self.reader = self.redis, self._listener
+            self.requests = self.redis
+            # A URL's socket_timeout must then exceed a blocking read's block (2 s).
+            self.reader = client_class.from_url(
+                url, socket_timeout=REPLY_WAIT + LONGEST_BLOCK, **_retries()
+            )
+            self._readers = [self.reader]
 
     def script(self, source: str) -> Script:
         return _Eval(source, self.redis)
@@ -152,8 +160,8 @@ class SingleRedis:
                     yield message["data"]
 
     async def aclose(self) -> None:
-        _leave(self.redis, self._listener)
-        for client in self._lean:
+        _leave(self.redis, self._listener, *self._readers)
+        for client in self._readers:
             await client.aclose()
         await self.redis.aclose()
         await self._listener.aclose()
@@ -260,9 +268,15 @@ class _Eval:
 
 # What redis-py lets escape, no RedisError, when a connection is closed under a command (by
 # another task of the same client, or by the peer): an attribute of the torn-down connection or
-# transport found None, or (uvloop) a write on a closed transport. Taken as the connection
-# failing, which it did.
+# transport found None, or (uvloop) a write on a closed transport, a RuntimeError that says so
+# (see ``torn_down``). Taken as the connection failing, which it did.
 TORN_DOWN = (AttributeError, TypeError, RuntimeError)
+
+
+def torn_down(error: BaseException) -> bool:
+    """Whether an error of ``TORN_DOWN`` is a connection torn down; any other RuntimeError
+    (a closed loop, a bug) is raised as it is."""
+    return not isinstance(error, RuntimeError) or "handler is closed" in str(error)
 
 
 def _torn_down(error: BaseException) -> Exception:
@@ -301,6 +315,8 @@ def _single_client_class() -> Any:
             try:
                 return await super().execute(raise_on_error)
             except TORN_DOWN as error:
+                if not torn_down(error):
+                    raise
                 raise _torn_down(error) from error
 
     class Client(Redis):
@@ -313,6 +329,8 @@ def _single_client_class() -> Any:
             try:
                 return await execute(*args, **options)
             except TORN_DOWN as error:
+                if not torn_down(error):
+                    raise
                 raise _torn_down(error) from error
 
         def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
@@ -367,6 +385,8 @@ def _cluster_client_class() -> Any:
             except passing as error:
                 raise ClusterUnavailable(str(error)) from error
             except TORN_DOWN as error:
+                if not torn_down(error):
+                    raise
                 raise _torn_down(error) from error
             for result in results:
                 if isinstance(result, passing):
@@ -374,11 +394,18 @@ def _cluster_client_class() -> Any:
                 if isinstance(result, away):
                     raise result
                 if isinstance(result, TORN_DOWN):
+                    if not torn_down(result):
+                        raise result
                     raise _torn_down(result) from result
             return results
 
     class Client(RedisCluster):
         left = False
+        # A command that timed out may have reached Redis: not sent again, nor waited for
+        # again (a pipeline still is: redis-py's cluster pipeline tries again on its own).
+        ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
+            e for e in RedisCluster.ERRORS_ALLOW_RETRY if e is not TimeoutError
+        )
 
         async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
             if self.left:
@@ -388,6 +415,8 @@ def _cluster_client_class() -> Any:
             except passing as error:
                 raise ClusterUnavailable(str(error)) from error
             except TORN_DOWN as error:
+                if not torn_down(error):
+                    raise
                 raise _torn_down(error) from error
 
         def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:

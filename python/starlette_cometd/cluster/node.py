@@ -1390,6 +1390,7 @@ class RedisNode:
             check = self._resuming = asyncio.create_task(self._check_data())
             self._writes.add(check)  # cancelled when the node stops
             check.add_done_callback(self._writes.discard)
+            check.add_done_callback(_checked)
         try:
             await asyncio.shield(check)
         except asyncio.CancelledError:
@@ -1399,8 +1400,10 @@ class RedisNode:
             raise
 
     async def _check_data(self) -> None:
+        failures = self._redis_errors
         heads = await self._read_heads()
-        self._suspect = False
+        if self._redis_errors == failures:  # else Redis failed again meanwhile: checked again
+            self._suspect = False
         self._redis_recoveries += 1
         if [epoch for epoch, _ in heads] != self._epochs:
             # The logs lost start again: read them from their new start. Those kept (on a
@@ -1780,6 +1783,13 @@ Entry = tuple[str, bytes, str | None, str | None]
 # The channel of an entry that changes a session's subscriptions (no channel is empty): its
 # message is {"+": [added], "-": [removed]}.
 SUBSCRIPTION_CHANGE = ""
+
+
+def _checked(check: asyncio.Task[None]) -> None:
+    """Its outcome is taken even when every caller waiting for it gave up meanwhile (each of
+    them meets Redis away by its own request)."""
+    if not check.cancelled():
+        check.exception()
 
 
 def _awaiting(task: asyncio.Task[Any]) -> str:

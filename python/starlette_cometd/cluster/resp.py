@@ -116,13 +116,17 @@ class _Wire(asyncio.Protocol):
         assert count > 0, "every round trip waits for a reply"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[Any]] = loop.create_future()
-        if self.lost or self._transport is None:
+        if self.lost or self._transport is None or self._transport.is_closing():
             done.set_exception(ConnectionError("the connection to Redis was lost"))
             return done
-        self._waiting.append(_Waiting(count, done, loop.time() + patience))
+        deadline = loop.time() + patience
+        self._waiting.append(_Waiting(count, done, deadline))
         self._transport.write(encoded)
-        if self._timer is None:
-            self._timer = loop.call_at(self._waiting[0].deadline, self._check_due)
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._check_due)
         return done
 
     def _check_due(self) -> None:

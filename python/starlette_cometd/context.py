@@ -381,6 +381,10 @@ class LongPollingServiceContext:
         body = self.engine.complete_connect(held, drain, multiple_clients)
         if self.cluster is not None:
             where = self.cluster.drained([held.client_id])
+            if not self.hooks.extensions:
+                soon = self.cluster.delivered_soon(held.client_id, body, where)
+                if soon is not None:
+                    return soon
             return self._finish_in_cluster(held.client_id, body, where)
         return self.finish_reply(body, self._server_sessions.get(held.client_id))
 

@@ -445,6 +445,18 @@ class RedisNode:
             self._failed()
             raise EngineUnavailable(str(error)) from error
 
+    def only_gated(self, drain: Drain) -> bool:
+        """Whether the sessions of ``drain`` need nothing written but the gate it waits for
+        (no ack extension, first connect recorded): most of all a long-poll answered with
+        messages, of a batch that changed nothing else (see ``commit``)."""
+        if drain.gate is None:
+            return False
+        noted = self._connected_noted
+        for client_id, report in drain.reports.items():
+            if report is not None or client_id not in noted:
+                return False
+        return True
+
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
         new sessions, subscription changes and removals to their records (telling the node
@@ -453,12 +465,9 @@ class RedisNode:
         that moved to another node meanwhile (their record names it, or this node let them go
         since): their messages must not go out with this reply.
         Raises ``EngineUnavailable``."""
-        if not outcome.relayed and not outcome.events and not borrowed and drain.gate is not None:
-            # Most of all a long-poll answered with messages: nothing to write but the gate.
-            noted = self._connected_noted
-            if all(report is None and c in noted for c, report in drain.reports.items()):
-                held = await drain.gate
-                return {c for c in drain.reports if not goes_out(held, c)}
+        if not outcome.relayed and not outcome.events and not borrowed and self.only_gated(drain):
+            assert drain.gate is not None
+            return gated_away(drain, await drain.gate)
         engine = self.engine
         cursor, reports = drain.cursor, drain.reports
         try:
@@ -609,6 +618,27 @@ class RedisNode:
             # sees it: its messages go with the next one.
             return replies_only(body)
         return body if kept else replies_only(body)
+
+    def delivered_soon(
+        self, client_id: str, body: bytes, drain: Drain
+    ) -> asyncio.Future[bytes] | None:
+        """``delivered`` without a task or coroutine, when the reply waits for the gate alone
+        (no ack extension): a future the gate's callback resolves. None otherwise."""
+        gate = drain.gate
+        if gate is None or drain.reports.get(client_id, True) is not None:
+            return None
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
+            if reply.done():
+                return
+            if gate.cancelled():  # the node stops
+                reply.cancel()
+            else:
+                reply.set_result(body if goes_out(gate.result(), client_id) else replies_only(body))
+
+        gate.add_done_callback(passed)
+        return reply
 
     def pushed(self, client_id: str, body: bytes) -> asyncio.Future[bytes | None]:
         """Messages just drained for a push on the session's socket (outside any connect
@@ -1783,6 +1813,12 @@ Entry = tuple[str, bytes, str | None, str | None]
 # The channel of an entry that changes a session's subscriptions (no channel is empty): its
 # message is {"+": [added], "-": [removed]}.
 SUBSCRIPTION_CHANGE = ""
+
+
+def gated_away(drain: Drain, held: frozenset[str] | None) -> set[str]:
+    """The sessions of ``drain`` whose messages must not go out, by the result of the gate
+    it waited for: those that moved to another node meanwhile."""
+    return {client_id for client_id in drain.reports if not goes_out(held, client_id)}
 
 
 def _checked(check: asyncio.Task[None]) -> None:

@@ -652,7 +652,7 @@ class _HeldReply:
         self._extra = extra
         self._keep_alive = keep_alive
         self._reason: Wakeup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Future[Any] | None = None
         loop = protocol.loop
         self._timer = loop.call_later(held.timeout, self.set_result, Wakeup.TIMEOUT)
         protocol.context.parking.park(held, self)
@@ -682,12 +682,20 @@ class _HeldReply:
         )
         if isinstance(body, bytes):
             self._send(body)
+        elif isinstance(body, asyncio.Future):
+            # Resolved by a cluster's gate (see RedisNode.delivered_soon): no task.
+            self._task = body
+            body.add_done_callback(self._built)
         else:
             # The application's extensions see the reply first; they may wait.
             self._task = self._protocol.loop.create_task(self._send_when_built(body))
 
     async def _send_when_built(self, body: Awaitable[bytes]) -> None:
         self._send(await body)
+
+    def _built(self, body: asyncio.Future[bytes]) -> None:
+        if not body.cancelled():  # cancelled: the server stops, as for _send_when_built's task
+            self._send(body.result())
 
     def _send(self, body: bytes) -> None:
         self._protocol.write(self._status, body, self._extra, self._keep_alive)
@@ -711,13 +719,33 @@ class _HookedReply:
         self._protocol = protocol
         self._cors = cors
         self._keep_alive = keep_alive
-        self._task = protocol.loop.create_task(self._answer(reply))
+        self._task: asyncio.Future[Any]
+        if isinstance(reply, asyncio.Future):
+            # A reply its maker resolves (a cluster's gate, see batch._gated): no task.
+            self._task = reply
+            reply.add_done_callback(self._resolved)
+        else:
+            self._task = protocol.loop.create_task(self._answer(reply))
 
     def set_result(self, reason: Wakeup, /) -> None:
         """The connection closed or the server is stopping: the reply is written when ready."""
 
     async def _answer(self, pending: Awaitable[Reply]) -> None:
-        reply = await pending
+        self._write(await pending)
+
+    def _resolved(self, reply: asyncio.Future[Reply]) -> None:
+        if reply.cancelled():  # the server stops, as when _answer's task is cancelled
+            return
+        error = reply.exception()
+        if error is not None:
+            # As an exception ending _answer's task: logged, and the connection waits.
+            self._protocol.loop.call_exception_handler(
+                {"message": "a batch's reply failed", "exception": error, "future": reply}
+            )
+            return
+        self._write(reply.result())
+
+    def _write(self, reply: Reply) -> None:
         protocol = self._protocol
         protocol._waiting = None
         protocol.answer(reply, self._cors, self._keep_alive)

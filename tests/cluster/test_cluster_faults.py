@@ -437,6 +437,52 @@ async def test_a_reply_whose_session_was_let_go_before_it_was_recorded_delivers_
         assert [m["data"] for m in await gather_until(subscriber, 1)] == ["after"]
 
 
+async def test_a_reply_waiting_for_its_gate_when_its_session_is_let_go_carries_nothing(
+    redis_url: str,
+) -> None:
+    """The first case above made sure of: the reply, answered at once from the queue, waits for
+    a gate that does not complete before another node takes the session over. The gate holds
+    its messages back (the reply carries none), and the other node sends them: once."""
+    async with asgi_cluster(redis_url, 2) as cluster:
+        here = cluster.contexts[0]
+        node = here.cluster
+        assert node is not None
+        subscriber, publisher = await subscriber_and_publisher(cluster)
+
+        async def queued() -> bool:
+            info = here.session_info(subscriber.client_id)
+            return info is not None and info["queued"] == 1
+
+        assert (await publisher.publish("/a", "once"))["successful"] is True
+        await until(queued)
+        # Node 0's gates write only once the session has moved.
+        gates: Any = node._gates
+        write_gate, opened = gates._write_gate, asyncio.Event()
+
+        async def held_gate(*args: Any) -> Any:
+            await opened.wait()
+            return await write_gate(*args)
+
+        gates._write_gate = held_gate
+        reply = submit_connect(here, subscriber)
+        assert inspect.isawaitable(reply), "the reply waits for the gate"
+        subscriber.url = cluster.node_url(1)
+        _, taken_over = await subscriber.connect()
+
+        async def let_go() -> bool:
+            return here.session_info(subscriber.client_id) is None
+
+        await until(let_go)
+        opened.set()
+        answered: Any = await reply
+        assert answered.status == 200
+        [connected] = json.loads(answered.body)
+        assert connected["successful"] is True, connected
+        assert [m["data"] for m in taken_over] == ["once"]
+        assert (await publisher.publish("/a", "after"))["successful"] is True
+        assert [m["data"] for m in await gather_until(subscriber, 1)] == ["after"]
+
+
 async def test_a_connect_whose_session_is_let_go_while_it_is_recorded_is_not_held(
     redis_url: str,
 ) -> None:

@@ -276,6 +276,20 @@ async def subscriber_and_publisher(cluster: Cluster) -> tuple[Client, Client]:
     return subscriber, publisher
 
 
+async def publish_and_queue(
+    context: LongPollingServiceContext, subscriber: Client, publisher: Client, data: Any
+) -> None:
+    """``publisher`` publishes ``data`` to ``/a``; returns once it waits in ``subscriber``'s
+    queue on ``context``'s node, its only message there."""
+
+    async def queued() -> bool:
+        info = context.session_info(subscriber.client_id)
+        return info is not None and info["queued"] == 1
+
+    assert (await publisher.publish("/a", data))["successful"] is True
+    await until(queued)
+
+
 # What redis-py raised from a log read when another task of the same client closed the
 # connection under it (its Redis Cluster client closes every connection on CLUSTERDOWN): no
 # RedisError. Seen after a Redis Cluster shard came back empty, see test_redis_cluster.py.
@@ -411,12 +425,7 @@ async def test_a_reply_whose_session_was_let_go_before_it_was_recorded_delivers_
         here = cluster.contexts[0]
         subscriber, publisher = await subscriber_and_publisher(cluster)
 
-        async def queued() -> bool:
-            info = here.session_info(subscriber.client_id)
-            return info is not None and info["queued"] == 1
-
-        assert (await publisher.publish("/a", "once"))["successful"] is True
-        await until(queued)
+        await publish_and_queue(here, subscriber, publisher, "once")
         # A connect on node 0, answered at once from its queue; its cursor is recorded once
         # the reply is awaited.
         reply = submit_connect(here, subscriber)
@@ -449,12 +458,7 @@ async def test_a_reply_waiting_for_its_gate_when_its_session_is_let_go_carries_n
         assert node is not None
         subscriber, publisher = await subscriber_and_publisher(cluster)
 
-        async def queued() -> bool:
-            info = here.session_info(subscriber.client_id)
-            return info is not None and info["queued"] == 1
-
-        assert (await publisher.publish("/a", "once"))["successful"] is True
-        await until(queued)
+        await publish_and_queue(here, subscriber, publisher, "once")
         # Node 0's gates write only once the session has moved.
         gates: Any = node._gates
         write_gate, opened = gates._write_gate, asyncio.Event()

@@ -15,7 +15,7 @@ on both (see :class:`_Eval`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -131,20 +131,21 @@ class SingleRedis:
         self.redis: Redis = client_class(connection_pool=self._pool, **_retries())
         # Pub/sub waits for notes as long as none come (redis-py reads it without a timeout).
         self._listener: Redis = client_class.from_url(url, **_retries())
-        self._readers: list[Any] = []
+        # The clients for requests and log reads when they are not self.redis: closed with it.
+        self._own: list[Any] = []
         options = parse_url(url)
         if options.get("connection_class") in (None, UnixDomainSocketConnection) and not (
             set(options) - LEAN_OPTIONS
         ):
-            self._readers = [RespClient(url), RespClient(url, exclusive=True)]
-            self.requests, self.reader = self._readers
+            self._own = [RespClient(url), RespClient(url, exclusive=True)]
+            self.requests, self.reader = self._own
         else:  # TLS, or options such as socket_timeout: by redis-py alone, which has them
             self.requests = self.redis
             # A URL's socket_timeout must then exceed a blocking read's block (2 s).
             self.reader = client_class.from_url(
                 url, socket_timeout=REPLY_WAIT + LONGEST_BLOCK, **_retries()
             )
-            self._readers = [self.reader]
+            self._own = [self.reader]
 
     def script(self, source: str) -> Script:
         return _Eval(source, self.redis)
@@ -160,8 +161,8 @@ class SingleRedis:
                     yield message["data"]
 
     async def aclose(self) -> None:
-        _leave(self.redis, self._listener, *self._readers)
-        for client in self._readers:
+        _leave(self.redis, self._listener, *self._own)
+        for client in self._own:
             await client.aclose()
         await self.redis.aclose()
         await self._listener.aclose()
@@ -279,10 +280,14 @@ def torn_down(error: BaseException) -> bool:
     return not isinstance(error, RuntimeError) or "handler is closed" in str(error)
 
 
-def _torn_down(error: BaseException) -> Exception:
+def _raise_torn_down(error: BaseException) -> NoReturn:
+    """Raises an error of ``TORN_DOWN``: as ``ConnectionError`` when it is a connection torn
+    down (see ``torn_down``), else as it is."""
+    if not torn_down(error):
+        raise error
     from redis.exceptions import ConnectionError
 
-    return ConnectionError(f"the connection was closed under the command ({error!r})")
+    raise ConnectionError(f"the connection was closed under the command ({error!r})") from error
 
 
 def closed_error() -> Exception:
@@ -315,9 +320,7 @@ def _single_client_class() -> Any:
             try:
                 return await super().execute(raise_on_error)
             except TORN_DOWN as error:
-                if not torn_down(error):
-                    raise
-                raise _torn_down(error) from error
+                _raise_torn_down(error)
 
     class Client(Redis):
         left = False
@@ -329,9 +332,7 @@ def _single_client_class() -> Any:
             try:
                 return await execute(*args, **options)
             except TORN_DOWN as error:
-                if not torn_down(error):
-                    raise
-                raise _torn_down(error) from error
+                _raise_torn_down(error)
 
         def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
             pipeline = Pipeline(
@@ -385,18 +386,14 @@ def _cluster_client_class() -> Any:
             except passing as error:
                 raise ClusterUnavailable(str(error)) from error
             except TORN_DOWN as error:
-                if not torn_down(error):
-                    raise
-                raise _torn_down(error) from error
+                _raise_torn_down(error)
             for result in results:
                 if isinstance(result, passing):
                     raise ClusterUnavailable(str(result)) from result
                 if isinstance(result, away):
                     raise result
                 if isinstance(result, TORN_DOWN):
-                    if not torn_down(result):
-                        raise result
-                    raise _torn_down(result) from result
+                    _raise_torn_down(result)
             return results
 
     class Client(RedisCluster):
@@ -415,9 +412,7 @@ def _cluster_client_class() -> Any:
             except passing as error:
                 raise ClusterUnavailable(str(error)) from error
             except TORN_DOWN as error:
-                if not torn_down(error):
-                    raise
-                raise _torn_down(error) from error
+                _raise_torn_down(error)
 
         def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
             if transaction or shard_hint:

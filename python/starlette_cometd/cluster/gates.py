@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .connection import REDIS_ERRORS, RESPONSE_ERRORS, Connection
 from .keys import GATE, MARK, MARK_MANY, Keys
@@ -72,6 +72,33 @@ class _Gate:
 def goes_out(held: frozenset[str] | None, client_id: str) -> bool:
     """Whether a gate's result lets a session's drained messages go out."""
     return held is not None and client_id not in held
+
+
+Made = TypeVar("Made")
+
+
+def when_passed(
+    gate: asyncio.Future[frozenset[str] | None],
+    make: Callable[[frozenset[str] | None], Made],
+) -> asyncio.Future[Made]:
+    """A future of ``make(held)``, ``held`` being the gate's result, resolved by the gate's own
+    callback (no task, no coroutine): cancelled when the gate is (the node stops), failed
+    with what ``make`` raised."""
+    made: asyncio.Future[Made] = asyncio.get_running_loop().create_future()
+
+    def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
+        if made.done():
+            return
+        if gate.cancelled():
+            made.cancel()
+            return
+        try:
+            made.set_result(make(gate.result()))
+        except Exception as error:
+            made.set_exception(error)
+
+    gate.add_done_callback(passed)
+    return made
 
 
 class Gates:

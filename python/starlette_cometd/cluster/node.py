@@ -28,7 +28,7 @@ from .browser_holds import BrowserHolds
 from .connection import LONGEST_BLOCK, Connection, closed_error, connect
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
-from .gates import Gates, goes_out, marker, settled
+from .gates import Gates, goes_out, marker, settled, when_passed
 from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayed_messages
 from .keys import (
     ALIVE,
@@ -627,18 +627,9 @@ class RedisNode:
         gate = drain.gate
         if gate is None or drain.reports.get(client_id, True) is not None:
             return None
-        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
-            if reply.done():
-                return
-            if gate.cancelled():  # the node stops
-                reply.cancel()
-            else:
-                reply.set_result(body if goes_out(gate.result(), client_id) else replies_only(body))
-
-        gate.add_done_callback(passed)
-        return reply
+        return when_passed(
+            gate, lambda held: body if goes_out(held, client_id) else replies_only(body)
+        )
 
     def pushed(self, client_id: str, body: bytes) -> asyncio.Future[bytes | None]:
         """Messages just drained for a push on the session's socket (outside any connect

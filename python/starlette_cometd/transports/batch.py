@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
 from ..cluster.attributes import NotStorable, check
+from ..cluster.gates import when_passed
 from ..cluster.node import (
     Drain,
     EngineUnavailable,
@@ -194,30 +195,20 @@ def _gated(
     no coroutines): under load this is most requests."""
     gate = drain.gate
     assert gate is not None
-    reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
-    def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
-        if reply.done():
-            return
-        if gate.cancelled():  # the node stops
-            reply.cancel()
-            return
-        try:
-            body = outcome.body
-            moved = gated_away(drain, gate.result())
-            if moved:
-                # Taken by another node meanwhile: it sends their messages (see _commit).
-                for client_id in moved:
-                    context.let_go(client_id)
-                body = replies_only(body)
-            pending = apply(context, request, outcome)
-            assert pending is None, "a batch without events has no event data to wait for"
-            reply.set_result(HookedReply(outcome.status, body, None, outcome.new_browser))
-        except Exception as error:  # as the task of _recorded would have ended
-            reply.set_exception(error)
+    def reply(held: frozenset[str] | None) -> Reply:
+        body = outcome.body
+        moved = gated_away(drain, held)
+        if moved:
+            # Taken by another node meanwhile: it sends their messages (see _commit).
+            for client_id in moved:
+                context.let_go(client_id)
+            body = replies_only(body)
+        pending = apply(context, request, outcome)
+        assert pending is None, "a batch without events has no event data to wait for"
+        return HookedReply(outcome.status, body, None, outcome.new_browser)
 
-    gate.add_done_callback(passed)
-    return reply
+    return when_passed(gate, reply)
 
 
 async def _recorded(

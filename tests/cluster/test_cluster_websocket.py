@@ -18,7 +18,9 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from starlette_cometd import LongPollingServiceContextBuilder
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster
+from support.servers import native_server
 from support.ws_client import COOKIE, cookie_set, receive, ws_connect, ws_session
 
 CHANNEL = "/chat/room"
@@ -133,3 +135,44 @@ async def test_a_socket_that_stops_reading_gets_every_push_in_order_once_it_read
             assert all(reply["successful"] for reply in replies), replies
         received = await data_until(ws, [count - 1, padding])
     assert [data[0] for data in received] == list(range(count))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "asgi"])
+async def test_messages_published_while_a_push_waits_for_its_gate_go_in_one_frame(
+    redis_url: str, native: bool
+) -> None:
+    """A push waits for the next gate before it goes out. The messages published meanwhile
+    stay queued and go together in the next push: one frame for all of them, not one per
+    loop turn that fanned one out (under load, a write per message)."""
+    builder = LongPollingServiceContextBuilder().timeout(20).redis(redis_url)
+    async with native_server(builder, native=native) as server:
+        node = server.context.cluster
+        assert node is not None
+        gates = node._gates
+        assert gates is not None
+        write_gate = gates._write_gate
+        passing = asyncio.Event()
+        passing.set()
+
+        async def held_gate(*args: Any) -> Any:
+            await passing.wait()
+            return await write_gate(*args)
+
+        gates._write_gate = held_gate  # type: ignore[method-assign,assignment]
+        url = f"ws://127.0.0.1:{server.port}/cometd"
+        async with websockets.connect(url, open_timeout=5) as ws:
+            client_id = await ws_session(ws, CHANNEL)
+            await ws.send(json.dumps([ws_connect(client_id)]))  # held: messages come as pushes
+            passing.clear()
+            start = node._positions[0]
+            await server.context.send(CHANNEL, 0)  # its push waits for the held gate
+            for n in (1, 2, 3):
+                await server.context.send(CHANNEL, n)
+            for _ in range(int(WAIT / 0.01)):
+                if node._positions[0] >= start + 4:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # the loop turns after the last was fanned out
+            passing.set()
+            frames = [[m["data"] for m in await receive(ws, WAIT)] for _ in range(2)]
+    assert frames == [[0], [1, 2, 3]]

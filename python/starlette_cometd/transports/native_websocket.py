@@ -269,6 +269,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._pending:
+            # Output ahead still waits (in a cluster, a push for its gate): what was published
+            # since stays queued and goes in one frame once that is written, not in one frame
+            # per loop turn.
+            return
         while (
             self._flushes
             and not self._replying
@@ -319,6 +324,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             self._write(item)
         if not pending and self._pending is not None:
             self._pending = None
+            self._flush_soon()  # the pushes that waited for it
         self._check_backlog()
 
     async def _await_first(self) -> None:

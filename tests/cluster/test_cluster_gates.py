@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from starlette_cometd import LongPollingServiceContextBuilder
 from starlette_cometd.cluster import node as node_module
 from starlette_cometd.cluster.connection import connect
-from starlette_cometd.cluster.gates import MARKS_PER_CALL, Gates
+from starlette_cometd.cluster.gates import MARKS_PER_CALL, GatedPush, Gates
 from starlette_cometd.cluster.keys import PUBLISH, Cursor, Keys
 from starlette_cometd.cluster.turns import Turns
 from support.cluster import Client, asgi_cluster, gather_until
@@ -197,3 +197,34 @@ def test_a_cursor_is_written_as_json_writes_it_and_read_back(cursor: Cursor) -> 
 def test_a_cursor_with_offsets_that_are_no_numbers_is_refused() -> None:
     with pytest.raises(ValueError, match="not a cursor"):
         Cursor.decode('[["e"],[true]]', 1)
+
+
+async def test_a_gated_push_is_resolved_in_the_gates_own_step() -> None:
+    """A push waiting for its gate: the socket's callback runs within the resolution (no loop
+    turn between), an awaiting writer gets the messages (or None when they must not go), and
+    a cancelled gate cancels the wait."""
+    passed: list[bytes | None] = []
+    push = GatedPush("c", b"[1]")
+    push.on_passed = lambda item: passed.append(item.body)
+    push.resolve(True)
+    assert passed == [b"[1]"]
+    assert await push == b"[1]"
+
+    held = GatedPush("c", b"[2]")
+    awaited = asyncio.ensure_future(_await(held))
+    await asyncio.sleep(0)
+    held.resolve(False)
+    assert await awaited is None
+
+    cancelled = GatedPush("c", b"[3]")
+    awaited = asyncio.ensure_future(_await(cancelled))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await awaited
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+
+
+async def _await(push: GatedPush) -> bytes | None:
+    return await push

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +43,58 @@ MAX_STAMPS = 10_000
 MARKS_PER_CALL = 500
 
 
+class GatedPush:
+    """Messages drained for a push on a socket, waiting for a gate. The gate's completion
+    resolves it in the same step: with the messages, or ``None`` when they must not go out
+    (the session moved to another node). A socket that sets ``on_passed`` is called back at
+    once, where a future's callback would wait for the next loop turn; one may also await it.
+    """
+
+    __slots__ = ("_waiter", "body", "cancelled", "client_id", "done", "on_passed")
+
+    def __init__(self, client_id: str, body: bytes) -> None:
+        self.client_id = client_id
+        self.body: bytes | None = body
+        self.done = False
+        self.cancelled = False
+        self.on_passed: Callable[[GatedPush], None] | None = None
+        self._waiter: asyncio.Future[bytes | None] | None = None
+
+    def resolve(self, goes: bool) -> None:
+        """The gate completed: the messages go out, or not."""
+        if self.done:
+            return
+        self.done = True
+        if not goes:
+            self.body = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(self.body)
+        callback, self.on_passed = self.on_passed, None
+        if callback is not None:
+            callback(self)
+
+    def cancel(self) -> None:
+        """The gate was cancelled (the node stops): nothing goes out."""
+        if self.done:
+            return
+        self.done = self.cancelled = True
+        self.body = None
+        if self._waiter is not None:
+            self._waiter.cancel()
+        callback, self.on_passed = self.on_passed, None
+        if callback is not None:
+            callback(self)
+
+    def __await__(self) -> Generator[Any, None, bytes | None]:
+        if not self.done:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            return (yield from self._waiter.__await__())
+        if self.cancelled:
+            raise asyncio.CancelledError
+        return self.body
+
+
 @dataclass(eq=False, slots=True)
 class _Gate:
     # Resolves with the sessions whose messages must not go out (they moved to another node),
@@ -51,22 +103,20 @@ class _Gate:
     # Sessions let go while the gate was pending or under way.
     dropped: set[str] = field(default_factory=set)
     number: int = 0
-    # Pushes waiting for it: the session, its messages, and what they resolve with.
-    pushes: list[tuple[str, bytes, asyncio.Future[bytes | None]]] = field(default_factory=list)
+    # Pushes waiting for it.
+    pushes: list[GatedPush] = field(default_factory=list)
 
     def settle(self) -> None:
         """Resolves the pushes once the gate's future is done: with their messages, or None
         for those that must not go out; cancelled if the gate was (the node stops)."""
         future = self.future
         held = None if future.cancelled() else future.result()
-        for client_id, body, pushed in self.pushes:
-            if pushed.done():
-                continue
+        pushes, self.pushes = self.pushes, []
+        for pushed in pushes:
             if future.cancelled():
                 pushed.cancel()
             else:
-                pushed.set_result(body if goes_out(held, client_id) else None)
-        self.pushes.clear()
+                pushed.resolve(goes_out(held, pushed.client_id))
 
 
 def goes_out(held: frozenset[str] | None, client_id: str) -> bool:
@@ -234,17 +284,17 @@ class Gates:
                 self._start()
         return gate.future
 
-    def push(self, client_id: str, body: bytes) -> asyncio.Future[bytes | None]:
+    def push(self, client_id: str, body: bytes) -> GatedPush:
         """Messages drained for a push now: resolved with them once a gate taken after now
         completed, in the same step (no loop turn between), or with None when they must not go
         out (see ``wait``)."""
-        pushed: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        pushed = GatedPush(client_id, body)
         self.wait()
         gate = self._next
         if gate is None:  # closed: they go out as they are
-            pushed.set_result(body)
+            pushed.resolve(True)
         else:
-            gate.pushes.append((client_id, body, pushed))
+            gate.pushes.append(pushed)
         return pushed
 
     def _start(self) -> None:

@@ -28,7 +28,7 @@ from .browser_holds import BrowserHolds
 from .connection import LONGEST_BLOCK, Connection, closed_error, connect
 from .connection import REDIS_ERRORS as _REDIS_ERRORS
 from .connection import RESPONSE_ERRORS as _RESPONSE_ERRORS
-from .gates import Gates, goes_out, marker, settled, when_passed
+from .gates import GatedPush, Gates, goes_out, marker, settled, when_passed
 from .history import PUBLISH_KEPT, READ_KEPT, ClusterHistory, Kept, joined, replayed_messages
 from .keys import (
     ALIVE,
@@ -631,11 +631,11 @@ class RedisNode:
             gate, lambda held: body if goes_out(held, client_id) else replies_only(body)
         )
 
-    def pushed(self, client_id: str, body: bytes) -> asyncio.Future[bytes | None]:
+    def pushed(self, client_id: str, body: bytes) -> GatedPush:
         """Messages just drained for a push on the session's socket (outside any connect
         reply), to go out once the next gate completed, as a connect reply's (see
         ``delivered``). ``None`` when the session moved meanwhile: they are the new node's.
-        A future the gate resolves itself: a push costs no task, nor a loop turn of its own."""
+        Resolved by the gate itself: a push costs no task, nor a loop turn of its own."""
         gates = self._gates
         assert gates is not None
         self._replays_wait_for(gates.wait(), [client_id])

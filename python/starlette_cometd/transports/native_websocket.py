@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._core import HeldConnect, Outcome
+from ..cluster.gates import GatedPush
 from .batch import Reply, Request, submit
 from .http_wire import Header, peer_address
 from .sockets import BoundSessions
@@ -311,9 +312,19 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         while pending and not self._paused and self._transport is not None:
             item = pending[0]
             if not isinstance(item, bytes):
+                if isinstance(item, GatedPush):
+                    # A push waiting for its gate in a cluster, which calls back when it
+                    # completes: written in that same step, unless the socket closed.
+                    if not item.done:
+                        item.on_passed = self._push_passed
+                        return
+                    pending.popleft()
+                    if item.body is not None:
+                        self._write(frame(TEXT_FRAME, item.body))
+                    continue
                 if self._drainer is None:
                     if isinstance(item, asyncio.Future):
-                        # A push waiting in a cluster: no task needed to wait for it.
+                        # A reply waiting in a cluster: no task needed to wait for it.
                         self._drainer = item
                         item.add_done_callback(self._first_done)
                     else:
@@ -325,7 +336,12 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         if not pending and self._pending is not None:
             self._pending = None
             self._flush_soon()  # the pushes that waited for it
-        self._check_backlog()
+        # What the kernel took at once, with nothing left here, adds nothing to the backlog.
+        transport = self._transport
+        if transport is not None and (
+            self._read_paused or self._pending_bytes or transport.get_write_buffer_size()
+        ):
+            self._check_backlog()
 
     async def _await_first(self) -> None:
         """A reply built by the extensions' async hooks, or in a cluster a reply waiting for
@@ -342,6 +358,11 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         finally:
             self._drainer = None
         self._first_built(item, body)
+
+    def _push_passed(self, item: GatedPush) -> None:
+        """The gate a push waited for completed: it goes out now, in its turn."""
+        if self._transport is not None:
+            self._write_pending()
 
     def _first_done(self, item: asyncio.Future[bytes | None]) -> None:
         self._drainer = None

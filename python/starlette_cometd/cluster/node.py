@@ -457,6 +457,37 @@ class RedisNode:
                 return False
         return True
 
+    def publish_soon(self, outcome: Outcome) -> asyncio.Future[list[Any]] | None:
+        """The log appends of a batch that changed nothing else the cluster keeps (it only
+        publishes, on channels without a history, and no replay waits to be recorded), queued
+        on this loop turn's round trip without a coroutine: its results, or the error the
+        round trip met (see ``published``). None when the batch needs ``commit``."""
+        relayed = outcome.relayed or ()
+        if self._kept is not None and any(
+            self.engine.history_rule(channel) is not None for channel, _, _ in relayed
+        ):
+            return None
+        if self._pending_replays is not None and self._pending_replays.to_record:
+            return None
+        pipe = self._pipeline()
+        for channel, message, excluded in relayed:
+            self._queue_entry(pipe, self.keys.partition(channel), channel, message, excluded, None)
+        assert self._turns is not None
+        return self._turns.send(pipe.commands)
+
+    def published(self, sent: asyncio.Future[list[Any]]) -> None:
+        """The round trip of ``publish_soon`` completed: a write Redis refused is reported,
+        as ``commit`` does. Raises ``EngineUnavailable`` when Redis failed it."""
+        error = sent.exception()
+        if error is not None:
+            if isinstance(error, _REDIS_ERRORS):
+                self._failed()
+                raise EngineUnavailable(str(error)) from error
+            raise error
+        for result in sent.result():
+            if isinstance(result, Exception):
+                self._report("a write", f"Redis refused a write ({result})")
+
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
         new sessions, subscription changes and removals to their records (telling the node

@@ -90,6 +90,11 @@ class PendingReplays:
         self._versions.pop(client_id, None)
         self._to_record.discard(client_id)
 
+    @property
+    def to_record(self) -> bool:
+        """Whether the next batch's writes carry records of pending replays."""
+        return bool(self._to_record)
+
     async def record(self, pipe: Any) -> None:
         """Queues on ``pipe`` the lists of the sessions whose replays changed."""
         for client_id in self._to_record:

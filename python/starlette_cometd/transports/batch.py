@@ -175,6 +175,10 @@ def _in_cluster(
         return _clustered(context, request, body)
     outcome = _process(context, request, body, None)
     drained = _drained(named, outcome)
+    if outcome.relayed and not (outcome.events or drained or outcome.hold):
+        sent = node.publish_soon(outcome)
+        if sent is not None:
+            return _published(context, request, body, outcome, sent)
     if outcome.relayed or outcome.events or drained:
         drain = node.drained(drained)
         if not (outcome.relayed or outcome.events or outcome.hold) and node.only_gated(drain):
@@ -209,6 +213,41 @@ def _gated(
         return HookedReply(outcome.status, body, None, outcome.new_browser)
 
     return when_passed(gate, reply)
+
+
+def _published(
+    context: LongPollingServiceContext,
+    request: Request,
+    body: bytes,
+    outcome: Outcome,
+    sent: asyncio.Future[list[Any]],
+) -> asyncio.Future[Reply]:
+    """The reply of a batch that only publishes (``node.publish_soon``), made by the round
+    trip's callback once Redis took its messages, as ``_recorded`` would make it, without a
+    task or coroutines: under load, every publish."""
+    node = context.cluster
+    assert node is not None
+    made: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    def reply(sent: asyncio.Future[list[Any]]) -> None:
+        if sent.cancelled():
+            made.cancel()  # the node stops
+            return
+        try:
+            node.published(sent)
+        except EngineUnavailable as error:
+            context.outages.log(error)
+            made.set_result(HookedReply(200, unavailable_reply(context, body), None, None))
+            return
+        except Exception as error:
+            made.set_exception(error)
+            return
+        pending = apply(context, request, outcome)
+        assert pending is None, "a batch without events has no event data to wait for"
+        made.set_result(HookedReply(outcome.status, outcome.body, None, outcome.new_browser))
+
+    sent.add_done_callback(reply)
+    return made
 
 
 async def _recorded(

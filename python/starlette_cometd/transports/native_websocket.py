@@ -263,8 +263,9 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
 
     def _flush_soon(self) -> None:
         """Pushes go out at the end of this loop turn, so that everything published meanwhile
-        goes in one frame."""
-        if self._flushes and not self._flush_scheduled and not self._paused:
+        goes in one frame. Not while output waits ahead (see ``_flush``): what it waits for
+        asks again once it is written."""
+        if self._flushes and not self._flush_scheduled and not self._paused and not self._pending:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 

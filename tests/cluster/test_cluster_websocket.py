@@ -176,3 +176,49 @@ async def test_messages_published_while_a_push_waits_for_its_gate_go_in_one_fram
             passing.set()
             frames = [[m["data"] for m in await receive(ws, WAIT)] for _ in range(2)]
     assert frames == [[0], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "asgi"])
+async def test_batches_sent_while_a_publish_waits_for_redis_are_handled_in_order(
+    redis_url: str, native: bool
+) -> None:
+    """A publish is answered once Redis took it; the batches the client sends meanwhile, on
+    the same socket, wait for that reply and are handled in order after it: the session gets
+    the two messages published before it unsubscribed, and not the one after."""
+    builder = LongPollingServiceContextBuilder().timeout(20).redis(redis_url)
+    async with native_server(builder, native=native) as server:
+        url = f"ws://127.0.0.1:{server.port}/cometd"
+        async with websockets.connect(url, open_timeout=5) as ws:
+            client_id = await ws_session(ws, CHANNEL)
+            await ws.send(json.dumps([ws_connect(client_id)]))  # held: messages come as pushes
+
+            def publish(n: int) -> str:
+                message = {"channel": CHANNEL, "clientId": client_id, "data": n, "id": f"p{n}"}
+                return json.dumps([message])
+
+            unsubscribe = {
+                "channel": "/meta/unsubscribe",
+                "clientId": client_id,
+                "subscription": CHANNEL,
+                "id": "u",
+            }
+            for frame in (publish(1), publish(2), json.dumps([unsubscribe]), publish(3)):
+                await ws.send(frame)  # each sent before the reply to the one before
+            replies: list[str] = []
+            data: list[Any] = []
+
+            async def take(timeout: float) -> None:
+                for message in await receive(ws, timeout):
+                    if message["channel"] == CHANNEL and "data" in message:
+                        data.append(message["data"])
+                    else:
+                        assert message["successful"] is True, message
+                        replies.append(message["id"])
+
+            while len(replies) < 4 or len(data) < 2:
+                await take(WAIT)
+            with pytest.raises(TimeoutError):
+                while True:
+                    await take(0.5)  # nothing more: the third went after the unsubscribe
+    assert replies == ["p1", "p2", "u", "p3"]
+    assert data == [1, 2]

@@ -199,9 +199,36 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         if type(reply) is Outcome:
             self._send_reply(reply)
             return
+        self._inbox = deque()  # the batches after this one wait for its reply
+        if isinstance(reply, asyncio.Future):
+            # Made by a cluster's callback (a publish's round trip, a gate): met by a
+            # callback too, not a task. Pushes wait for it, as in waited_reply.
+            self._replying = True
+            reply.add_done_callback(self._replied)
+            return
         # The application's hooks may wait: this batch, and those after it, go in a task.
-        self._inbox = deque([cast(Awaitable[Reply], reply)])
+        self._inbox.append(cast(Awaitable[Reply], reply))
         self._handler = self._loop.create_task(self._handle_in_order())
+
+    def _replied(self, reply: asyncio.Future[Reply]) -> None:
+        """The reply ``_message`` waited for is made: sent, then the batches that came
+        meanwhile go through ``_handle_in_order``. Cancelled (the server stops): they are
+        dropped, as when its task is."""
+        self._replying = False
+        if not reply.cancelled():
+            error = reply.exception()
+            if error is not None:
+                log.error(
+                    "a batch failed on the native WebSocket; the socket closes", exc_info=error
+                )
+                self._fail(INTERNAL_ERROR)
+            else:
+                self._send_reply(reply.result())
+                self._flush()  # the pushes that waited for the reply
+                if self._inbox and not self._failed:
+                    self._handler = self._loop.create_task(self._handle_in_order())
+                    return
+        self._inbox_done(self._inbox)
 
     def _send_reply(self, reply: Reply) -> None:
         if reply.body:
@@ -233,13 +260,17 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
             log.exception("a batch failed on the native WebSocket; the socket closes")
             self._fail(INTERNAL_ERROR)
         finally:
-            self._handler = None
-            self._inbox = None
-            self._inbox_bytes = 0
-            _close_unawaited(inbox or ())
-            self._check_backlog()
-            if self._transport is None:
-                self._end_sessions()  # those the last batch bound to this closed socket
+            self._inbox_done(inbox)
+
+    def _inbox_done(self, inbox: deque[bytes | Awaitable[Reply]] | None) -> None:
+        """No batch waits any more: what is left in ``inbox`` (after a failure) is dropped."""
+        self._handler = None
+        self._inbox = None
+        self._inbox_bytes = 0
+        _close_unawaited(inbox or ())
+        self._check_backlog()
+        if self._transport is None:
+            self._end_sessions()  # those the last batch bound to this closed socket
 
     # Called by the context (from apply).
 

@@ -88,7 +88,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         # built by the application's extensions. None while empty (most of a socket's life).
         self._pending: deque[bytes | Awaitable[bytes | None]] | None = None
         self._pending_bytes = 0  # of the ready frames in _pending
-        self._drainer: asyncio.Future[Any] | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self._paused = False  # the transport's buffer is full
         self._pong_due: bytes | None = None  # the latest ping's, while paused
         self._read_paused = False  # over the backlog budget: frames are not read
@@ -355,12 +355,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
                         self._write(frame(TEXT_FRAME, item.body))
                     continue
                 if self._drainer is None:
-                    if isinstance(item, asyncio.Future):
-                        # A reply waiting in a cluster: no task needed to wait for it.
-                        self._drainer = item
-                        item.add_done_callback(self._first_done)
-                    else:
-                        self._drainer = self._loop.create_task(self._await_first())
+                    self._drainer = self._loop.create_task(self._await_first())
                 return
             pending.popleft()
             self._pending_bytes -= len(item)
@@ -378,7 +373,7 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
     async def _await_first(self) -> None:
         """A reply built by the extensions' async hooks, or in a cluster a reply waiting for
         where its session stands to be recorded: awaited in its turn (``None``: nothing to
-        write). A push waiting so is a future, met by ``_first_done`` instead."""
+        write). A push waiting for its gate is met by ``_push_passed`` instead."""
         assert self._pending is not None
         item = self._pending[0]
         assert not isinstance(item, bytes)
@@ -395,19 +390,6 @@ class NativeWebSocket(BoundSessions, asyncio.Protocol):
         """The gate a push waited for completed: it goes out now, in its turn."""
         if self._transport is not None:
             self._write_pending()
-
-    def _first_done(self, item: asyncio.Future[bytes | None]) -> None:
-        self._drainer = None
-        body = None
-        if item.cancelled():
-            if self._transport is None:
-                return  # cancelled as the socket closed
-        else:
-            if item.exception() is not None:
-                log.error("building a push failed; it is dropped", exc_info=item.exception())
-            else:
-                body = item.result()
-        self._first_built(item, body)
 
     def _first_built(self, item: object, body: bytes | None) -> None:
         """The first pending item is built: written in its turn (``None``: nothing to write)."""

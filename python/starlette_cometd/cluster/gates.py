@@ -124,31 +124,40 @@ def goes_out(held: frozenset[str] | None, client_id: str) -> bool:
     return held is not None and client_id not in held
 
 
+Done = TypeVar("Done")
 Made = TypeVar("Made")
+
+
+def made_when_done(
+    source: asyncio.Future[Done], make: Callable[[asyncio.Future[Done]], Made]
+) -> asyncio.Future[Made]:
+    """A future of ``make(source)``, made by ``source``'s own done callback (no task, no
+    coroutine): cancelled when ``source`` is (the node stops), failed with what ``make``
+    raised."""
+    made: asyncio.Future[Made] = asyncio.get_running_loop().create_future()
+
+    def done(source: asyncio.Future[Done]) -> None:
+        if made.done():
+            return
+        if source.cancelled():
+            made.cancel()
+            return
+        try:
+            made.set_result(make(source))
+        except Exception as error:
+            made.set_exception(error)
+
+    source.add_done_callback(done)
+    return made
 
 
 def when_passed(
     gate: asyncio.Future[frozenset[str] | None],
     make: Callable[[frozenset[str] | None], Made],
 ) -> asyncio.Future[Made]:
-    """A future of ``make(held)``, ``held`` being the gate's result, resolved by the gate's own
-    callback (no task, no coroutine): cancelled when the gate is (the node stops), failed
-    with what ``make`` raised."""
-    made: asyncio.Future[Made] = asyncio.get_running_loop().create_future()
-
-    def passed(gate: asyncio.Future[frozenset[str] | None]) -> None:
-        if made.done():
-            return
-        if gate.cancelled():
-            made.cancel()
-            return
-        try:
-            made.set_result(make(gate.result()))
-        except Exception as error:
-            made.set_exception(error)
-
-    gate.add_done_callback(passed)
-    return made
+    """A future of ``make(held)``, ``held`` being the gate's result, made by the gate's own
+    callback (see ``made_when_done``)."""
+    return made_when_done(gate, lambda gate: make(gate.result()))
 
 
 class Gates:

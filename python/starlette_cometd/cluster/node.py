@@ -484,9 +484,7 @@ class RedisNode:
                 self._failed()
                 raise EngineUnavailable(str(error)) from error
             raise error
-        for result in sent.result():
-            if isinstance(result, Exception):
-                self._report("a write", f"Redis refused a write ({result})")
+        self._report_refused(sent.result())
 
     async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
@@ -516,9 +514,7 @@ class RedisNode:
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
                 results = await pipe.execute(raise_on_error=False) if len(pipe) else []
-            for result in results:
-                if isinstance(result, Exception):
-                    self._report("a write", f"Redis refused a write ({result})")
+            self._report_refused(results)
             assert self._gates is not None
             for client_id in alive:
                 info = engine.session_info(client_id)
@@ -1807,6 +1803,13 @@ class RedisNode:
             pipe.zrem(self.keys.nodes(), self.id)
             pipe.delete(self.keys.node_stats(self.id))
             await pipe.execute()
+
+    def _report_refused(self, results: list[Any]) -> None:
+        """A write Redis refused (bad data under its key) is that key's problem alone:
+        reported once."""
+        for result in results:
+            if isinstance(result, Exception):
+                self._report("a write", f"Redis refused a write ({result})")
 
     def _report(self, what: str, problem: str) -> None:
         if what not in self._reported:

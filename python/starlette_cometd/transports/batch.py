@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 
 from .._core import ClientId, HeldConnect, Outcome
 from ..cluster.attributes import NotStorable, check
-from ..cluster.gates import when_passed
+from ..cluster.gates import made_when_done, when_passed
 from ..cluster.node import (
     Drain,
     EngineUnavailable,
@@ -227,27 +227,18 @@ def _published(
     task or coroutines: under load, every publish."""
     node = context.cluster
     assert node is not None
-    made: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
-    def reply(sent: asyncio.Future[list[Any]]) -> None:
-        if sent.cancelled():
-            made.cancel()  # the node stops
-            return
+    def reply(sent: asyncio.Future[list[Any]]) -> Reply:
         try:
             node.published(sent)
         except EngineUnavailable as error:
             context.outages.log(error)
-            made.set_result(HookedReply(200, unavailable_reply(context, body), None, None))
-            return
-        except Exception as error:
-            made.set_exception(error)
-            return
+            return HookedReply(200, unavailable_reply(context, body), None, None)
         pending = apply(context, request, outcome)
         assert pending is None, "a batch without events has no event data to wait for"
-        made.set_result(HookedReply(outcome.status, outcome.body, None, outcome.new_browser))
+        return HookedReply(outcome.status, outcome.body, None, outcome.new_browser)
 
-    sent.add_done_callback(reply)
-    return made
+    return made_when_done(sent, reply)
 
 
 async def _recorded(

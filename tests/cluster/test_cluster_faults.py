@@ -114,12 +114,55 @@ async def test_garbage_in_redis_costs_only_that_session_or_entry(
     assert [m["data"] for m in received] == [*published, "still here"]
 
 
-async def test_a_slow_redis_delays_and_never_corrupts(cluster: Cluster, redis_url: str) -> None:
+async def listening_and_speaking(cluster: Cluster, channel: str) -> tuple[Client, Client]:
+    """Two sessions: the first subscribed to ``channel`` and connected once."""
     subscriber, publisher = Client(cluster.url), Client(cluster.url)
     for client in (subscriber, publisher):
         await client.handshake()
-    await subscriber.subscribe("/slow")
+    await subscriber.subscribe(channel)
     await subscriber.connect()
+    return subscriber, publisher
+
+
+async def test_a_publish_redis_refuses_to_store_is_answered_unsuccessful(
+    cluster: Cluster, redis_url: str
+) -> None:
+    """A log that is not one (another type under its key) stores nothing: each publish it
+    refuses is answered unsuccessful, alone in its batch or with other messages, whose replies
+    stand. Once the key holds a log again, publishes are stored and delivered."""
+    subscriber, publisher = await listening_and_speaking(cluster, "/news")
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await raw.rename("cometd:{p0}:log", "cometd:{p0}:kept")
+        await raw.set("cometd:{p0}:log", "not a log")
+        alone = await publisher.publish("/news", "lost")
+        published = {"channel": "/news", "clientId": publisher.client_id, "data": "lost too"}
+        subscribed = {
+            "channel": "/meta/subscribe",
+            "clientId": publisher.client_id,
+            "subscription": "/other",
+        }
+        with_others = await publisher.send(subscribed, published, {**published, "id": "7"})
+        await raw.delete("cometd:{p0}:log")
+        await raw.rename("cometd:{p0}:kept", "cometd:{p0}:log")
+    finally:
+        await raw.aclose()
+    assert alone["successful"] is False, alone
+    assert alone["error"] == "500::message_not_stored"
+    assert [(r["channel"], r["successful"], r.get("id")) for r in with_others] == [
+        ("/meta/subscribe", True, None),
+        ("/news", False, None),
+        ("/news", False, "7"),
+    ]
+    assert {r.get("error") for r in with_others[1:]} == {"500::message_not_stored"}
+    reply = await publisher.publish("/news", "stored")
+    assert reply["successful"] is True, reply
+    received = await gather_until(subscriber, 1)
+    assert [m["data"] for m in received] == ["stored"]
+
+
+async def test_a_slow_redis_delays_and_never_corrupts(cluster: Cluster, redis_url: str) -> None:
+    subscriber, publisher = await listening_and_speaking(cluster, "/slow")
     raw = redis.asyncio.Redis.from_url(redis_url)
     try:
         command: Any = raw.execute_command  # untyped in redis-py

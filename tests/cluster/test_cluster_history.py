@@ -328,6 +328,31 @@ async def test_every_request_on_another_process_misses_nothing(kept: ClusterOf) 
         assert numbers(received) == list(range(30))
 
 
+async def test_a_publish_a_broken_history_refuses_is_neither_stored_nor_delivered(
+    kept: ClusterOf, redis: Redis
+) -> None:
+    """A channel's history of another type refuses the publish before the log takes it: the
+    publisher is told, nobody gets it, and the other channels of its partition carry on."""
+    async with kept() as cluster:
+        subscriber, publisher = Client(cluster.node_url(0)), Client(cluster.node_url(1))
+        for client in (subscriber, publisher):
+            await client.handshake()
+        await subscriber.subscribe("/chat/a", "/chat/b")
+        await subscriber.connect()
+        await publish(cluster, 1, "/chat/a", range(1))
+        stream = "cometd:{p0}:h:/chat/a"
+        assert await redis.xlen(stream) == 1
+        await redis.rename(stream, f"{stream}:kept")
+        await redis.set(stream, "not a history")
+        refused = await publisher.publish("/chat/a", {"n": 1})
+        assert (refused["successful"], refused.get("error")) == (False, "500::message_not_stored")
+        await redis.delete(stream)
+        await redis.rename(f"{stream}:kept", stream)
+        assert (await publisher.publish("/chat/b", {"n": 2}))["successful"] is True
+        assert (await publisher.publish("/chat/a", {"n": 3}))["successful"] is True
+        assert numbers(await gather_until(subscriber, 3)) == [0, 2, 3]
+
+
 async def test_bad_replays_in_a_record_are_passed_over(kept: ClusterOf, redis: Redis) -> None:
     async with kept() as cluster:
         await publish(cluster, 0, "/chat/a", range(3))

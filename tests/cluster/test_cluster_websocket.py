@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import redis.asyncio
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -222,3 +223,36 @@ async def test_batches_sent_while_a_publish_waits_for_redis_are_handled_in_order
                     await take(0.5)  # nothing more: the third went after the unsubscribe
     assert replies == ["p1", "p2", "u", "p3"]
     assert data == [1, 2]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "asgi"])
+async def test_a_publish_redis_refuses_to_store_is_answered_unsuccessful_on_the_socket(
+    redis_url: str, native: bool
+) -> None:
+    """Over a socket as over HTTP: a publish the log refuses (another type under its key) is
+    answered unsuccessful, in order with the batches around it, and the socket carries on."""
+    builder = LongPollingServiceContextBuilder().timeout(20).redis(redis_url)
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    async with native_server(builder, native=native) as server:
+        url = f"ws://127.0.0.1:{server.port}/cometd"
+        async with websockets.connect(url, open_timeout=5) as ws:
+            client_id = await ws_session(ws, CHANNEL)
+
+            async def publish(n: int) -> Any:
+                message = {"channel": CHANNEL, "clientId": client_id, "data": n, "id": f"p{n}"}
+                await ws.send(json.dumps([message]))
+                replies = [m for m in await receive(ws, WAIT) if "successful" in m]
+                assert [r["id"] for r in replies] == [f"p{n}"], replies
+                return replies[0]
+
+            await raw.rename("cometd:{p0}:log", "cometd:{p0}:kept")
+            await raw.set("cometd:{p0}:log", "not a log")
+            refused = await publish(1)
+            await raw.delete("cometd:{p0}:log")
+            await raw.rename("cometd:{p0}:kept", "cometd:{p0}:log")
+            stored = await publish(2)
+            await ws.send(json.dumps([ws_connect(client_id)]))
+            assert await data_until(ws, 2) == [2]
+    await raw.aclose()
+    assert (refused["successful"], refused.get("error")) == (False, "500::message_not_stored")
+    assert stored["successful"] is True, stored

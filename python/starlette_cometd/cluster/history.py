@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import EPOCH, Keys, offset_of
+from .keys import EPOCH, LOG_IS_A_LOG, Keys, offset_of
 
 # Publishes one message on a channel with a history: PUBLISH (see keys.py), then the history.
 # KEYS: the head, the log, the channel's stream, its meta hash, the partition's channels kept.
@@ -38,7 +38,12 @@ from .keys import EPOCH, Keys, offset_of
 # the epoch and offset.
 PUBLISH_KEPT = (
     EPOCH
+    + LOG_IS_A_LOG
     + """
+-- As the log, the channel's keys are checked before anything moves.
+redis.call('XLEN', KEYS[3])
+redis.call('HLEN', KEYS[4])
+redis.call('ZCARD', KEYS[5])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local base = redis.call('HGET', KEYS[1], 'rb')

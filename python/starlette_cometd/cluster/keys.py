@@ -17,6 +17,13 @@ if not epoch then
 end
 """
 
+# Refuses an append before anything moves when a key it writes holds another type (bad data
+# under it: WRONGTYPE): an offset taken without its entry would leave a gap in the log, and a
+# session whose cursor stands before a gap cannot be recovered. KEYS[2]: the log.
+LOG_IS_A_LOG = """
+redis.call('XLEN', KEYS[2])
+"""
+
 # Appends messages to a partition's log, one entry each, in order. KEYS: the head hash, the log
 # stream. ARGV: an epoch for a log that has none yet (new, or lost with the Redis that held
 # it), the history kept, then four per message: the channel, the message, the publisher to
@@ -25,6 +32,7 @@ end
 # (see turns.py): each call costs Redis far more than each entry.
 PUBLISH = (
     EPOCH
+    + LOG_IS_A_LOG
     + """
 local count = (#ARGV - 2) / 4
 local last = redis.call('HINCRBY', KEYS[1], 'offset', count)

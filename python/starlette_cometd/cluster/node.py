@@ -475,28 +475,34 @@ class RedisNode:
         assert self._turns is not None
         return self._turns.send(pipe.commands)
 
-    def published(self, sent: asyncio.Future[list[Any]]) -> None:
-        """The round trip of ``publish_soon`` completed: a write Redis refused is reported,
-        as ``commit`` does. Raises ``EngineUnavailable`` when Redis failed it."""
+    def published(self, sent: asyncio.Future[list[Any]]) -> list[int]:
+        """The round trip of ``publish_soon`` completed: returns, as ``commit`` does, the
+        publishes whose log Redis refused to store them in (by their index in the outcome's
+        ``relayed``), reported. Raises ``EngineUnavailable`` when Redis failed it."""
         error = sent.exception()
         if error is not None:
             if isinstance(error, _REDIS_ERRORS):
                 self._failed()
                 raise EngineUnavailable(str(error)) from error
             raise error
-        self._report_refused(sent.result())
+        results = sent.result()
+        self._report_refused(results)
+        return _refused(results)
 
-    async def commit(self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]) -> set[str]:
+    async def commit(
+        self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]
+    ) -> tuple[set[str], list[int]]:
         """Writes what a batch changed before its reply goes out: its publishes to the logs,
         new sessions, subscription changes and removals to their records (telling the node
         serving a borrowed session), and the cursor of every session this node serves whose
         queue the reply drains (``drain``, taken when the core acted). Returns the sessions
         that moved to another node meanwhile (their record names it, or this node let them go
-        since): their messages must not go out with this reply.
-        Raises ``EngineUnavailable``."""
+        since): their messages must not go out with this reply; and the publishes whose log
+        Redis refused to store them in (bad data under its key), by their index in the
+        outcome's ``relayed``. Raises ``EngineUnavailable``."""
         if not outcome.relayed and not outcome.events and not borrowed and self.only_gated(drain):
             assert drain.gate is not None
-            return gated_away(drain, await drain.gate)
+            return gated_away(drain, await drain.gate), []
         engine = self.engine
         cursor, reports = drain.cursor, drain.reports
         try:
@@ -515,6 +521,8 @@ class RedisNode:
                 # A command refused (bad data under its key) is that key's problem alone.
                 results = await pipe.execute(raise_on_error=False) if len(pipe) else []
             self._report_refused(results)
+            # The publishes were queued first, one command each.
+            unstored = _refused(results[: len(outcome.relayed or ())])
             assert self._gates is not None
             for client_id in alive:
                 info = engine.session_info(client_id)
@@ -570,7 +578,7 @@ class RedisNode:
         except _REDIS_ERRORS as error:
             self._failed()
             raise EngineUnavailable(str(error)) from error
-        return moved
+        return moved, unstored
 
     async def _queue_changes(
         self,
@@ -1874,6 +1882,11 @@ def _entry(fields: dict[bytes, bytes]) -> Entry | None:
     except (KeyError, UnicodeDecodeError):
         return None
     return channel, message, excluded, to
+
+
+def _refused(results: list[Any]) -> list[int]:
+    """The indices of the commands Redis refused among a round trip's results."""
+    return [index for index, result in enumerate(results) if isinstance(result, Exception)]
 
 
 def replies_only(body: bytes) -> bytes:

@@ -230,13 +230,14 @@ def _published(
 
     def reply(sent: asyncio.Future[list[Any]]) -> Reply:
         try:
-            node.published(sent)
+            unstored = node.published(sent)
         except EngineUnavailable as error:
             context.outages.log(error)
             return HookedReply(200, unavailable_reply(context, body), None, None)
         pending = apply(context, request, outcome)
         assert pending is None, "a batch without events has no event data to wait for"
-        return HookedReply(outcome.status, outcome.body, None, outcome.new_browser)
+        reply_body = not_stored_reply(context, outcome, unstored) if unstored else outcome.body
+        return HookedReply(outcome.status, reply_body, None, outcome.new_browser)
 
     return made_when_done(sent, reply)
 
@@ -409,7 +410,9 @@ async def _commit(
             refused = await node.count_sessions(outcome, request.address)
             if refused:
                 body = _refuse_sessions(context, outcome, refused)
-        moved = await node.commit(outcome, drain, borrowed)
+        moved, unstored = await node.commit(outcome, drain, borrowed)
+        if unstored:
+            body = not_stored_reply(context, outcome, unstored, body)
     except EngineUnavailable:
         for kind, client_id, _ in outcome.events:
             if kind == "session_added":
@@ -505,6 +508,35 @@ def unavailable_reply(context: LongPollingServiceContext, body: bytes) -> bytes:
         )
         count_refusal(context, *_named(message), UNAVAILABLE)
     return json.dumps(replies, separators=(",", ":")).encode()
+
+
+NOT_STORED = "500::message_not_stored"
+
+
+def not_stored_reply(
+    context: LongPollingServiceContext,
+    outcome: Outcome,
+    unstored: list[int],
+    body: bytes | None = None,
+) -> bytes:
+    """The reply ``body`` (the outcome's by default) with the publishes Redis refused to store
+    (``unstored``: their indices in ``outcome.relayed``) answered unsuccessful. The core
+    relays each publish it accepts once, in the batch's order, and answers it successful on
+    its channel: the n-th such reply is the n-th relayed publish's."""
+    relayed = outcome.relayed or ()
+    refused = set(unstored)
+    batch = json.loads(outcome.body if body is None else body)
+    index = 0
+    for reply in batch:
+        if index == len(relayed):
+            break
+        if reply.get("successful") is True and reply.get("channel") == relayed[index][0]:
+            if index in refused:
+                reply["successful"] = False
+                reply["error"] = NOT_STORED
+                count_refusal(context, None, reply["channel"], NOT_STORED)
+            index += 1
+    return json.dumps(batch, separators=(",", ":")).encode()
 
 
 def apply(

@@ -5,6 +5,9 @@ never sends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -155,6 +158,52 @@ async def test_a_frozen_redis_fails_what_waits_in_time_then_a_new_connection_wor
     finally:
         await lean.aclose()
         await reader.aclose()
+
+
+# A process that sends GET while Redis sleeps, so that the reply comes while it is stopped.
+PAUSED_CLIENT = """
+import asyncio, sys, uvloop
+from starlette_cometd.cluster import resp
+resp.REPLY_WAIT = 0.5
+
+async def main(url):
+    lean, other = resp.RespClient(url), resp.RespClient(url)
+    await lean.call("SET", "k", "v")
+    await other.call("PING")
+    sleeping = asyncio.ensure_future(other.call("DEBUG", "SLEEP", "0.3"))
+    await asyncio.sleep(0.05)
+    pending = asyncio.ensure_future(lean.call("GET", "k"))
+    await asyncio.sleep(0)
+    print("sent", flush=True)
+    replies = await asyncio.gather(pending, sleeping, return_exceptions=True)
+    print(repr(replies), flush=True)
+
+(uvloop.run if sys.argv[2] == "uvloop" else asyncio.run)(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_replies_that_came_while_the_process_was_stopped_are_taken(
+    redis_url: str, loop: str
+) -> None:
+    """The process stops (SIGSTOP, a frozen VM) past its round trips' reply wait while Redis
+    answers them. When it goes on, its timers may fire before the loop reads what came
+    meanwhile: the replies are read and taken, not timed out as Redis away."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PAUSED_CLIENT, redis_url, loop, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        assert await asyncio.wait_for(child.stdout.readline(), 10) == b"sent\n"
+        child.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(1.5)  # the reply waits are 0.5 s; Redis answers after 0.3 s
+        child.send_signal(signal.SIGCONT)
+        out = await asyncio.wait_for(child.stdout.read(), 10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+    assert out.decode().strip() == "[b'v', b'OK']"
 
 
 def test_only_a_closed_transport_s_runtime_error_is_a_connection_torn_down() -> None:

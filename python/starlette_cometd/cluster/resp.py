@@ -52,14 +52,19 @@ def encode(commands: Iterable[Sequence[Arg]]) -> bytes:
         raise DataError(f"a command Redis cannot be sent: {error}") from error
 
 
+# How long a round trip past its reply wait is given to read what may have come meanwhile.
+OVERDUE_GRACE = 0.05
+
+
 class _Waiting:
-    __slots__ = ("count", "deadline", "done", "replies")
+    __slots__ = ("count", "deadline", "done", "overdue", "replies")
 
     def __init__(self, count: int, done: asyncio.Future[list[Any]], deadline: float) -> None:
         self.count = count
         self.replies: list[Any] = []
         self.done = done
         self.deadline = deadline
+        self.overdue = False
 
 
 class _Wire(asyncio.Protocol):
@@ -133,10 +138,16 @@ class _Wire(asyncio.Protocol):
         self._timer = None
         if not self._waiting:
             return
-        deadline = self._waiting[0].deadline
+        first = self._waiting[0]
         loop = asyncio.get_running_loop()
-        if loop.time() < deadline:
-            self._timer = loop.call_at(deadline, self._check_due)
+        if loop.time() < first.deadline:
+            self._timer = loop.call_at(first.deadline, self._check_due)
+            return
+        if not first.overdue:
+            # After this process stalled (paused, frozen with its VM), the timer may fire
+            # before the loop reads the replies that came meanwhile: they get a last look.
+            first.overdue = True
+            self._timer = loop.call_later(OVERDUE_GRACE, self._check_due)
             return
         # The reply may still come, and would then be taken for the next round trip's.
         self.close(TimeoutError("Redis did not answer in time: taken as away"))

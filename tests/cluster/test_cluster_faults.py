@@ -129,7 +129,8 @@ async def test_a_publish_redis_refuses_to_store_is_answered_unsuccessful(
 ) -> None:
     """A log that is not one (another type under its key) stores nothing: each publish it
     refuses is answered unsuccessful, alone in its batch or with other messages, whose replies
-    stand. Once the key holds a log again, publishes are stored and delivered."""
+    stand, and the application's ``send`` raises. Once the key holds a log again, publishes
+    are stored and delivered."""
     subscriber, publisher = await listening_and_speaking(cluster, "/news")
     raw = redis.asyncio.Redis.from_url(redis_url)
     try:
@@ -143,6 +144,9 @@ async def test_a_publish_redis_refuses_to_store_is_answered_unsuccessful(
             "subscription": "/other",
         }
         with_others = await publisher.send(subscribed, published, {**published, "id": "7"})
+        for context in cluster.contexts:  # the application's send is told too
+            with pytest.raises(EngineUnavailableError, match="WRONGTYPE"):
+                await context.send("/news", "lost")
         await raw.delete("cometd:{p0}:log")
         await raw.rename("cometd:{p0}:kept", "cometd:{p0}:log")
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket as socketlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from websockets.asyncio.client import ClientConnection
 
 from starlette_cometd import LongPollingServiceContextBuilder
 from support.cluster import Client, Cluster, asgi_cluster, cli_cluster
+from support.redis_servers import RedisServer
 from support.servers import native_server
 from support.ws_client import COOKIE, cookie_set, receive, ws_connect, ws_session
 
@@ -256,3 +258,31 @@ async def test_a_publish_redis_refuses_to_store_is_answered_unsuccessful_on_the_
     await raw.aclose()
     assert (refused["successful"], refused.get("error")) == (False, "500::message_not_stored")
     assert stored["successful"] is True, stored
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "asgi"])
+async def test_a_server_stopping_while_publishes_wait_for_redis_closes_the_socket_cleanly(
+    redis_server: RedisServer, native: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers nothing (frozen) while a publish waits for it and another batch waits
+    behind that one; the server stops meanwhile. Both are dropped unanswered, the socket is
+    closed as going away (1001), and nothing is logged as an error."""
+    builder = LongPollingServiceContextBuilder().timeout(20).redis(redis_server.url)
+    try:
+        async with native_server(builder, native=native) as server:
+            url = f"ws://127.0.0.1:{server.port}/cometd"
+            ws = await websockets.connect(url, open_timeout=5)
+            client_id = await ws_session(ws, CHANNEL)
+            await asyncio.to_thread(redis_server.freeze)
+            for n in (1, 2):
+                message = {"channel": CHANNEL, "clientId": client_id, "data": n, "id": f"p{n}"}
+                await ws.send(json.dumps([message]))
+            await asyncio.sleep(0.2)  # the first waits for Redis, the second behind it
+    finally:
+        await asyncio.to_thread(redis_server.thaw)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            unanswered = await receive(ws, WAIT)
+            assert all(m["channel"] == "/meta/connect" for m in unanswered), unanswered
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -165,6 +165,34 @@ async def test_a_publish_redis_refuses_to_store_is_answered_unsuccessful(
     assert [m["data"] for m in received] == ["stored"]
 
 
+async def test_a_subscription_a_log_refuses_still_reaches_the_serving_process(
+    cluster: Cluster, redis_url: str
+) -> None:
+    """A session subscribes through a process that does not serve it while the log holds
+    another type: the log cannot carry the change to the process serving the session, which
+    is told to let it go instead. The next process to take it over reads its subscriptions
+    from its record: once the log is a log again, messages on the new channel reach it."""
+    subscriber, publisher = Client(cluster.node_url(0)), Client(cluster.node_url(1))
+    for client in (subscriber, publisher):
+        await client.handshake()
+    await subscriber.subscribe("/a")
+    await subscriber.connect()  # served by process 0 from now on
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await raw.rename("cometd:{p0}:log", "cometd:{p0}:kept")
+        await raw.set("cometd:{p0}:log", "not a log")
+        subscriber.url = cluster.node_url(1)
+        [subscribed] = await subscriber.subscribe("/b")
+        await raw.delete("cometd:{p0}:log")
+        await raw.rename("cometd:{p0}:kept", "cometd:{p0}:log")
+    finally:
+        await raw.aclose()
+    assert subscribed["successful"] is True, subscribed
+    subscriber.url = cluster.node_url(0)
+    assert (await publisher.publish("/b", "after"))["successful"] is True
+    assert [m["data"] for m in await gather_until(subscriber, 1)] == ["after"]
+
+
 async def test_a_slow_redis_delays_and_never_corrupts(cluster: Cluster, redis_url: str) -> None:
     subscriber, publisher = await listening_and_speaking(cluster, "/slow")
     raw = redis.asyncio.Redis.from_url(redis_url)

@@ -509,7 +509,9 @@ class RedisNode:
             async with self._pipeline() as pipe:
                 for channel, message, excluded in outcome.relayed or ():
                     await self._queue_publish(pipe, channel, message, excluded)
-                alive, told = await self._queue_changes(pipe, outcome, cursor, borrowed, reports)
+                alive, told, learns = await self._queue_changes(
+                    pipe, outcome, cursor, borrowed, reports
+                )
                 if self._pending_replays is not None:
                     await self._pending_replays.record(pipe)
                 if alive:
@@ -523,6 +525,12 @@ class RedisNode:
             self._report_refused(results)
             # The publishes were queued first, one command each.
             unstored = _refused(results[: len(outcome.relayed or ())])
+            for client_id, owner, places in learns:
+                if any(isinstance(results[place], Exception) for place in places):
+                    # A log refused the change (bad data under its key): the node serving the
+                    # session would never learn of it. It lets the session go, and the node
+                    # that takes it over next reads its subscriptions from its record.
+                    told.append((owner, f"forget:{client_id}"))
             assert self._gates is not None
             for client_id in alive:
                 info = engine.session_info(client_id)
@@ -587,15 +595,18 @@ class RedisNode:
         cursor: str,
         borrowed: dict[str, str],
         reports: dict[str, tuple[int | None, int | None] | None],
-    ) -> tuple[list[str], list[tuple[str, str]]]:
+    ) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str, range]]]:
         """Queues the writes of a batch's events: a new session's record, a changed
         subscription list (by a script that applies the change, so that changes made at once
         on several nodes all hold), a removal; and the first connect of a session drained
         (``reports``) without the ack extension (RECORD notes it for the others). Returns the
-        sessions whose deadline moves, and what to tell which other node."""
+        sessions whose deadline moves, what to tell which other node, and the log entries
+        through which the node serving a borrowed session learns of its subscription changes
+        (the session, that node, their commands' places in ``pipe``)."""
         engine = self.engine
         alive: list[str] = []
         told: list[tuple[str, str]] = []
+        learns: list[tuple[str, str, range]] = []
         added = {c for kind, c, _ in outcome.events if kind == "session_added"}
         for client_id, report in reports.items():
             # A session's first connect, once: the record says so (see CLAIM).
@@ -623,8 +634,12 @@ class RedisNode:
                 # The node serving the session learns of it in the log, in order with the
                 # messages: every message published after this reply finds it subscribed.
                 change = json.dumps({"+": added, "-": removed}).encode()
+                first = len(pipe)
                 for partition in range(self.keys.partitions):
                     self._queue_entry(pipe, partition, "", change, None, client_id)
+                owner = borrowed.get(client_id)
+                if owner and owner != self.id:
+                    learns.append((client_id, owner, range(first, len(pipe))))
             elif kind == "session_removed":
                 pipe.delete(key)
                 pipe.zrem(self.keys.deadlines(), client_id)
@@ -634,7 +649,7 @@ class RedisNode:
                 owner = borrowed.get(client_id)
                 if owner and owner != self.id:
                     told.append((owner, f"forget:{client_id}"))
-        return alive, told
+        return alive, told, learns
 
     async def delivered(self, client_id: str, body: bytes, drain: Drain) -> bytes:
         """A held connect's reply, once where its session stands is recorded (the next gate,

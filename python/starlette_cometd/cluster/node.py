@@ -485,9 +485,7 @@ class RedisNode:
                 self._failed()
                 raise EngineUnavailable(str(error)) from error
             raise error
-        results = sent.result()
-        self._report_refused(results)
-        return _refused(results)
+        return self._report_refused(sent.result())
 
     async def commit(
         self, outcome: Outcome, drain: Drain, borrowed: dict[str, str]
@@ -522,11 +520,12 @@ class RedisNode:
                     )
                 # A command refused (bad data under its key) is that key's problem alone.
                 results = await pipe.execute(raise_on_error=False) if len(pipe) else []
-            self._report_refused(results)
+            refused = self._report_refused(results)
             # The publishes were queued first, one command each.
-            unstored = _refused(results[: len(outcome.relayed or ())])
+            publishes = len(outcome.relayed or ())
+            unstored = [index for index in refused if index < publishes]
             for client_id, owner, places in learns:
-                if any(isinstance(results[place], Exception) for place in places):
+                if any(index in places for index in refused):
                     # A log refused the change (bad data under its key): the node serving the
                     # session would never learn of it. It lets the session go, and the node
                     # that takes it over next reads its subscriptions from its record.
@@ -1827,12 +1826,13 @@ class RedisNode:
             pipe.delete(self.keys.node_stats(self.id))
             await pipe.execute()
 
-    def _report_refused(self, results: list[Any]) -> None:
+    def _report_refused(self, results: list[Any]) -> list[int]:
         """A write Redis refused (bad data under its key) is that key's problem alone:
-        reported once."""
-        for result in results:
-            if isinstance(result, Exception):
-                self._report("a write", f"Redis refused a write ({result})")
+        reported once. Returns the places of those refused among ``results``."""
+        refused = [index for index, result in enumerate(results) if isinstance(result, Exception)]
+        for index in refused:
+            self._report("a write", f"Redis refused a write ({results[index]})")
+        return refused
 
     def _report(self, what: str, problem: str) -> None:
         if what not in self._reported:
@@ -1897,11 +1897,6 @@ def _entry(fields: dict[bytes, bytes]) -> Entry | None:
     except (KeyError, UnicodeDecodeError):
         return None
     return channel, message, excluded, to
-
-
-def _refused(results: list[Any]) -> list[int]:
-    """The indices of the commands Redis refused among a round trip's results."""
-    return [index for index, result in enumerate(results) if isinstance(result, Exception)]
 
 
 def replies_only(body: bytes) -> bytes:
